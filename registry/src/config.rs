@@ -1,0 +1,355 @@
+//! The registry file as written by operators (TOML) and as shipped to the
+//! filters (the same structure serialised as JSON).
+//!
+//! Every struct denies unknown fields: a typo in a limit name must refuse to
+//! load rather than silently leave a tenant unlimited.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Root of the registry file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, Tier>,
+    #[serde(default)]
+    pub models: BTreeMap<String, Model>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
+}
+
+/// Gateway-wide defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Cache isolation profile for tenants that do not override it.
+    pub cache_profile: CacheProfile,
+    /// Largest request body the policy filter buffers (413 above it).
+    pub max_body_bytes: u64,
+    /// Prompt estimate (tokens) above which a request counts as long-context.
+    pub long_context_tokens: u32,
+    /// Size, in estimated tokens, of one block of the prefix-affinity hash chain.
+    pub prefix_block_tokens: u32,
+    /// `max_tokens` assumed for reservation when the client sends none.
+    pub default_max_tokens: u32,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            cache_profile: CacheProfile::Strict,
+            max_body_bytes: 4 * 1024 * 1024,
+            long_context_tokens: 8192,
+            prefix_block_tokens: 64,
+            default_max_tokens: 1024,
+        }
+    }
+}
+
+/// How much of vLLM's prefix cache a tenant shares with others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheProfile {
+    /// Every request carries a tenant-derived `cache_salt`: no cross-tenant hits.
+    #[default]
+    Strict,
+    /// No salt: tenants share cached prefixes and accept the timing side channel.
+    Trusted,
+}
+
+/// What to do with a request when ratelimit-service cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Let the request through unmetered.
+    Open,
+    /// Refuse with 503.
+    #[default]
+    Closed,
+}
+
+/// Service levels: defaults for every tenant on the tier.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Strict priority band: a higher band is always admitted first.
+    #[serde(default)]
+    pub priority: u32,
+    /// Fair-share weight inside a band.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Pools this tier may be routed to; empty means all.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Largest prompt estimate + `max_tokens` accepted.
+    #[serde(default)]
+    pub max_context_tokens: Option<u32>,
+    /// Largest `max_tokens` accepted.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub fail_mode: FailMode,
+    #[serde(default)]
+    pub cache_profile: Option<CacheProfile>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Economic limits. Every field is optional: absent means unlimited, and a
+/// tenant's value overrides its tier's field by field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    pub daily_budget_usd: Option<f64>,
+    pub monthly_budget_usd: Option<f64>,
+    /// Fraction of a budget at which an alert fires (metrics + log).
+    pub budget_alert_ratio: Option<f64>,
+}
+
+impl Limits {
+    /// `self` with every unset field taken from `base`.
+    pub fn over(&self, base: &Limits) -> Limits {
+        Limits {
+            rpm: self.rpm.or(base.rpm),
+            tpm: self.tpm.or(base.tpm),
+            max_concurrency: self.max_concurrency.or(base.max_concurrency),
+            daily_budget_usd: self.daily_budget_usd.or(base.daily_budget_usd),
+            monthly_budget_usd: self.monthly_budget_usd.or(base.monthly_budget_usd),
+            budget_alert_ratio: self.budget_alert_ratio.or(base.budget_alert_ratio),
+        }
+    }
+}
+
+/// What kind of endpoint a model serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+}
+
+/// A served model, or a LoRA adapter bound to one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Access groups: a tenant allowed `group:<name>` may use the model.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub max_context_tokens: Option<u32>,
+    #[serde(default)]
+    pub price: Price,
+    /// For a LoRA adapter: the base model it runs on.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// For a LoRA adapter: the only tenant that may use it.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+impl Model {
+    pub fn is_adapter(&self) -> bool {
+        self.base.is_some()
+    }
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    #[serde(default)]
+    pub output_per_mtok: f64,
+    /// Price of prompt tokens served from the prefix cache; defaults to the input price.
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+/// Workload class a pool is built for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolClass {
+    #[default]
+    Latency,
+    Throughput,
+}
+
+/// A GPU pool behind one Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    #[serde(default)]
+    pub class: PoolClass,
+    /// Replica addresses (`host:port`) whose `/metrics` tell how busy the pool is.
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    /// Requests admitted per replica at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight_per_replica: u32,
+    /// Longest time a request waits in the admission queue.
+    #[serde(default = "default_queue_wait_ms")]
+    pub max_queue_wait_ms: u64,
+    /// Queued requests allowed per tenant.
+    #[serde(default = "default_queue_depth")]
+    pub max_queue_depth_per_tenant: u32,
+    /// Replica counts as saturated above this many waiting requests.
+    #[serde(default)]
+    pub max_waiting_per_replica: Option<u32>,
+    /// Replica counts as saturated above this KV-cache usage (0..=1).
+    #[serde(default)]
+    pub max_kv_cache_usage: Option<f64>,
+    /// Scrape period of replica metrics; metrics older than 3 periods count as saturated.
+    #[serde(default = "default_scrape_ms")]
+    pub metrics_interval_ms: u64,
+}
+
+fn default_in_flight() -> u32 {
+    8
+}
+fn default_queue_wait_ms() -> u64 {
+    30_000
+}
+fn default_queue_depth() -> u32 {
+    64
+}
+fn default_scrape_ms() -> u64 {
+    500
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            class: PoolClass::Latency,
+            replicas: Vec::new(),
+            max_in_flight_per_replica: default_in_flight(),
+            max_queue_wait_ms: default_queue_wait_ms(),
+            max_queue_depth_per_tenant: default_queue_depth(),
+            max_waiting_per_replica: None,
+            max_kv_cache_usage: None,
+            metrics_interval_ms: default_scrape_ms(),
+        }
+    }
+}
+
+/// A JWT issuer (identity provider) trusted to name tenants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; at least one must match.
+    pub audiences: Vec<String>,
+    /// Claim whose string value is the tenant id.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// Inline JWKS document (JSON text).
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// Keys given one by one (PEM public keys or HS256 secrets).
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".to_owned()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Signature algorithms the gateway accepts. `none` is deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+    HS256,
+}
+
+/// One verification key of an issuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Key id matched against the token's `kid`; a key without one matches tokens without one.
+    #[serde(default)]
+    pub kid: Option<String>,
+    pub alg: JwtAlgorithm,
+    /// PEM public key (RS256, ES256, EdDSA).
+    #[serde(default)]
+    pub pem: Option<String>,
+    /// Shared secret (HS256), as given.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// One tenant: an internal team or a customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub id: String,
+    pub tier: String,
+    /// A disabled tenant authenticates but is refused with 403.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Allowed models: exact names, `*` wildcards, or `group:<name>`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Fair-share weight; overrides the tier's.
+    #[serde(default)]
+    pub weight: Option<f64>,
+    /// Pools; overrides the tier's list.
+    #[serde(default)]
+    pub pools: Option<Vec<String>>,
+    #[serde(default)]
+    pub cache_profile: Option<CacheProfile>,
+    /// Overrides of the tier's limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Extra limits for one model (keyed by model name), on top of the tenant's.
+    #[serde(default)]
+    pub model_limits: BTreeMap<String, Limits>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
+    /// SPIFFE IDs of mTLS clients that act as this tenant.
+    #[serde(default)]
+    pub spiffe_ids: Vec<String>,
+}
+
+/// An API key, stored only as the SHA-256 digest of its plaintext.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Non-secret handle used to name the key in logs and in `tenantctl revoke`.
+    pub id: String,
+    /// Lower-case hex SHA-256 of the plaintext key.
+    pub sha256: String,
+    #[serde(default)]
+    pub revoked: bool,
+    /// RFC 3339 instant after which the key is refused.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+}

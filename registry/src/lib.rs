@@ -1,0 +1,203 @@
+//! The tenant registry: one file that is the source of truth for the
+//! filters (identity, model access, pools) and for ratelimit-service (limits,
+//! prices, weights).
+//!
+//! [`Registry::from_toml`] / [`Registry::from_json`] parse and validate; the
+//! result carries O(1) indexes from key digest and SPIFFE ID to tenant.
+
+mod config;
+mod error;
+mod models;
+
+pub use config::*;
+pub use error::RegistryError;
+pub use models::ModelPattern;
+
+use hashbrown::HashMap;
+use sha2::{Digest, Sha256};
+
+/// A validated registry with lookup indexes.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    config: RegistryConfig,
+    tenant_index: HashMap<String, usize>,
+    key_index: HashMap<[u8; 32], KeyRef>,
+    spiffe_index: HashMap<String, usize>,
+}
+
+/// Where a key digest points: tenant and key position in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef {
+    pub tenant: usize,
+    pub key: usize,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+}
+
+/// SHA-256 of an API key's plaintext, as stored in the registry.
+pub fn api_key_digest(plaintext: &str) -> [u8; 32] {
+    Sha256::digest(plaintext.as_bytes()).into()
+}
+
+/// Lower-case hex form of [`api_key_digest`].
+pub fn api_key_digest_hex(plaintext: &str) -> String {
+    hex::encode(api_key_digest(plaintext))
+}
+
+impl Registry {
+    /// Parses and validates the operator-facing TOML form.
+    pub fn from_toml(text: &str) -> Result<Self, RegistryError> {
+        let config: RegistryConfig =
+            toml::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        Self::new(config)
+    }
+
+    /// Parses and validates the JSON form shipped inside filter configuration.
+    pub fn from_json(text: &str) -> Result<Self, RegistryError> {
+        let config: RegistryConfig =
+            serde_json::from_str(text).map_err(|e| RegistryError::Parse(e.to_string()))?;
+        Self::new(config)
+    }
+
+    /// Validates `config` and builds the indexes.
+    pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+        error::validate(&config)?;
+        let mut tenant_index = HashMap::with_capacity(config.tenants.len());
+        let mut key_index = HashMap::new();
+        let mut spiffe_index = HashMap::new();
+        for (t, tenant) in config.tenants.iter().enumerate() {
+            tenant_index.insert(tenant.id.clone(), t);
+            for (k, key) in tenant.api_keys.iter().enumerate() {
+                let field = format!("tenants[{t}].api_keys[{k}]");
+                let digest = error::parse_digest(&key.sha256, &field)?;
+                let expires_at = key
+                    .expires_at
+                    .as_deref()
+                    .map(|s| error::parse_rfc3339(s, &format!("{field}.expires_at")))
+                    .transpose()?;
+                let entry = KeyRef {
+                    tenant: t,
+                    key: k,
+                    expires_at,
+                };
+                if key_index.insert(digest, entry).is_some() {
+                    return Err(RegistryError::Invalid {
+                        field: format!("{field}.sha256"),
+                        reason: "digest already belongs to another key".into(),
+                    });
+                }
+            }
+            for (s, id) in tenant.spiffe_ids.iter().enumerate() {
+                if spiffe_index.insert(id.clone(), t).is_some() {
+                    return Err(RegistryError::Invalid {
+                        field: format!("tenants[{t}].spiffe_ids[{s}]"),
+                        reason: format!("SPIFFE ID {id} is already mapped to another tenant"),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            config,
+            tenant_index,
+            key_index,
+            spiffe_index,
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.config.tenants
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenant_index.get(id).map(|&i| &self.config.tenants[i])
+    }
+
+    pub fn tenant_at(&self, index: usize) -> Option<&Tenant> {
+        self.config.tenants.get(index)
+    }
+
+    /// The tier of a tenant (validation guarantees it exists).
+    pub fn tier_of(&self, tenant: &Tenant) -> Option<&Tier> {
+        self.config.tiers.get(&tenant.tier)
+    }
+
+    /// Looks up an API key by the digest of its plaintext.
+    pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<(&Tenant, &ApiKey, KeyRef)> {
+        let r = *self.key_index.get(digest)?;
+        let tenant = &self.config.tenants[r.tenant];
+        Some((tenant, &tenant.api_keys[r.key], r))
+    }
+
+    pub fn tenant_by_spiffe(&self, spiffe_id: &str) -> Option<&Tenant> {
+        self.spiffe_index
+            .get(spiffe_id)
+            .map(|&i| &self.config.tenants[i])
+    }
+
+    /// The tenant's limits: its own overrides over its tier's.
+    pub fn effective_limits(&self, tenant: &Tenant) -> Limits {
+        match self.tier_of(tenant) {
+            Some(tier) => tenant.limits.over(&tier.limits),
+            None => tenant.limits.clone(),
+        }
+    }
+
+    /// Fair-share weight: tenant override, else the tier's.
+    pub fn weight(&self, tenant: &Tenant) -> f64 {
+        tenant
+            .weight
+            .or_else(|| self.tier_of(tenant).map(|t| t.weight))
+            .unwrap_or(1.0)
+    }
+
+    /// Cache profile: tenant override, else tier, else the gateway default.
+    pub fn cache_profile(&self, tenant: &Tenant) -> CacheProfile {
+        tenant
+            .cache_profile
+            .or_else(|| self.tier_of(tenant).and_then(|t| t.cache_profile))
+            .unwrap_or(self.config.gateway.cache_profile)
+    }
+
+    /// Pools the tenant may be routed to (tenant override, else tier; empty
+    /// tier list means every configured pool).
+    pub fn allowed_pools(&self, tenant: &Tenant) -> Vec<String> {
+        if let Some(pools) = &tenant.pools {
+            return pools.clone();
+        }
+        match self.tier_of(tenant) {
+            Some(tier) if !tier.pools.is_empty() => tier.pools.clone(),
+            _ => self.config.pools.keys().cloned().collect(),
+        }
+    }
+
+    /// Whether `tenant` may call `model` (an adapter only by its owner).
+    pub fn model_allowed(&self, tenant: &Tenant, model: &str) -> bool {
+        let Some(entry) = self.config.models.get(model) else {
+            return false;
+        };
+        if entry.is_adapter() {
+            return entry.tenant.as_deref() == Some(tenant.id.as_str());
+        }
+        tenant
+            .models
+            .iter()
+            .any(|p| ModelPattern::parse(p).matches(model, entry))
+    }
+
+    /// Every model and adapter `tenant` may call, sorted by name.
+    pub fn models_for(&self, tenant: &Tenant) -> Vec<&str> {
+        self.config
+            .models
+            .keys()
+            .filter(|name| self.model_allowed(tenant, name))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
