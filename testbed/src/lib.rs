@@ -1,1 +1,443 @@
+//! The local testbed: real Envoy with the built filters, ratelimit-service
+//! and mock vLLM pools on loopback ports, all owned by one [`Testbed`] value
+//! that stops every process when dropped.
+//!
+//! `make run` uses it through the `testbed` binary; the end-to-end tests and
+//! the benchmarks use it as a library.
 
+pub mod envoy;
+mod paths;
+pub mod process;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tenant_registry::{ModelKind, Registry, RegistryConfig};
+use thiserror::Error;
+
+pub use envoy::{MtlsFiles, WasmFilter};
+pub use paths::Paths;
+pub use process::ManagedProcess;
+
+#[derive(Debug, Error)]
+pub enum TestbedError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{name} failed to start: {reason}\n--- last lines of its log ---\n{log_tail}")]
+    Startup {
+        name: String,
+        reason: String,
+        log_tail: String,
+    },
+    #[error("missing build output {0}: run `make build` first")]
+    MissingArtifact(PathBuf),
+    #[error("registry: {0}")]
+    Registry(#[from] tenant_registry::RegistryError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TestbedError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TestbedError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A blocking HTTP client with a short timeout, for control-plane calls.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+}
+
+/// Which filters sit in the chain, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterSet {
+    pub tenant_auth: bool,
+    pub llm_policy: bool,
+    pub admission: bool,
+}
+
+impl FilterSet {
+    pub const ALL: FilterSet = FilterSet {
+        tenant_auth: true,
+        llm_policy: true,
+        admission: true,
+    };
+    pub const NONE: FilterSet = FilterSet {
+        tenant_auth: false,
+        llm_policy: false,
+        admission: false,
+    };
+    pub const AUTH_ONLY: FilterSet = FilterSet {
+        tenant_auth: true,
+        llm_policy: false,
+        admission: false,
+    };
+}
+
+/// A pool of mock vLLM replicas.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: String,
+    pub replicas: usize,
+    /// Extra `mock-vllm` flags (timings, batch size).
+    pub mock_args: Vec<String>,
+}
+
+impl PoolSpec {
+    pub fn new(name: &str, replicas: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            replicas,
+            mock_args: Vec::new(),
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct TestbedConfig {
+    /// Registry (TOML), with API key digests already in it.
+    pub registry_toml: String,
+    /// Server secret for tenant cache salts.
+    pub cache_secret: String,
+    pub filters: FilterSet,
+    pub pools: Vec<PoolSpec>,
+    /// Start ratelimit-service (needed by the admission filter).
+    pub ratelimit: bool,
+    pub ratelimit_args: Vec<String>,
+    pub admin_token: String,
+    pub mtls: Option<MtlsFiles>,
+    /// 0 = any free port.
+    pub gateway_port: u16,
+    pub envoy_concurrency: u32,
+    /// Where configs, logs and data go; a temporary directory when `None`.
+    pub run_dir: Option<PathBuf>,
+    /// Extra keys merged into the admission filter's config.
+    pub admission_config: Value,
+}
+
+impl TestbedConfig {
+    pub fn new(registry_toml: impl Into<String>) -> Self {
+        Self {
+            registry_toml: registry_toml.into(),
+            cache_secret: "testbed-cache-secret-0123456789abcdef".to_owned(),
+            filters: FilterSet::ALL,
+            pools: vec![PoolSpec::new("latency", 2), PoolSpec::new("throughput", 2)],
+            ratelimit: true,
+            ratelimit_args: Vec::new(),
+            admin_token: "testbed-admin-token".to_owned(),
+            mtls: None,
+            gateway_port: 0,
+            envoy_concurrency: 2,
+            run_dir: None,
+            admission_config: json!({}),
+        }
+    }
+}
+
+/// One mock vLLM replica.
+#[derive(Debug)]
+pub struct Replica {
+    pub pool: String,
+    pub name: String,
+    pub addr: SocketAddr,
+    pub process: ManagedProcess,
+}
+
+/// Everything the testbed started. Dropping it stops all of it.
+#[derive(Debug)]
+pub struct Testbed {
+    // Field order is drop order: Envoy first, so nothing talks to stopped backends.
+    pub envoy: envoy::RunningEnvoy,
+    pub ratelimit: Option<ManagedProcess>,
+    pub replicas: Vec<Replica>,
+    pub config: TestbedConfig,
+    paths: Paths,
+    layout: envoy::EnvoyLayout,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Testbed {
+    pub fn start(config: TestbedConfig) -> Result<Self, TestbedError> {
+        let paths = Paths::locate()?;
+        let (dir, temp) = match &config.run_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| TestbedError::io(dir, e))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("gateway-testbed-")
+                    .tempdir()
+                    .map_err(|e| TestbedError::io(Path::new("/tmp"), e))?;
+                (temp.path().to_owned(), Some(temp))
+            }
+        };
+        let registry = Registry::from_toml(&config.registry_toml)?;
+        let replicas = start_pools(&paths, &config, registry.config(), &dir)?;
+        let registry_config = with_replicas(registry.config().clone(), &replicas);
+        let registry_path = dir.join("registry.toml");
+        write_registry(&registry_path, &registry_config)?;
+        let ratelimit = if config.ratelimit {
+            Some(start_ratelimit(&paths, &config, &registry_path, &dir)?)
+        } else {
+            None
+        };
+        let ratelimit_grpc = ratelimit.as_ref().map(|p| p.addr("grpc")).transpose()?;
+        let layout = envoy::EnvoyLayout {
+            filters: filter_chain(&paths, &config, &registry_config)?,
+            pools: config
+                .pools
+                .iter()
+                .map(|p| envoy::PoolCluster {
+                    name: p.name.clone(),
+                    replicas: replicas.iter().filter(|r| r.pool == p.name).map(|r| r.addr).collect(),
+                })
+                .collect(),
+            default_pool: default_pool(&config),
+            ratelimit: ratelimit_grpc,
+            mtls: config.mtls.clone(),
+            gateway_port: config.gateway_port,
+            concurrency: config.envoy_concurrency,
+        };
+        let envoy = envoy::start(&paths.envoy, &layout, &dir)?;
+        Ok(Self {
+            envoy,
+            ratelimit,
+            replicas,
+            config,
+            paths,
+            layout,
+            dir,
+            _temp: temp,
+        })
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.envoy.gateway)
+    }
+
+    pub fn gateway_mtls_url(&self) -> Option<String> {
+        self.envoy.gateway_mtls.map(|a| format!("https://localhost:{}", a.port()))
+    }
+
+    pub fn envoy_admin_url(&self) -> String {
+        format!("http://{}", self.envoy.admin)
+    }
+
+    pub fn ratelimit_admin_url(&self) -> Option<String> {
+        let p = self.ratelimit.as_ref()?;
+        p.addr("admin").ok().map(|a| format!("http://{a}"))
+    }
+
+    pub fn ratelimit_grpc_addr(&self) -> Option<SocketAddr> {
+        self.ratelimit.as_ref()?.addr("grpc").ok()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn replica_urls(&self, pool: &str) -> Vec<String> {
+        self.replicas
+            .iter()
+            .filter(|r| r.pool == pool)
+            .map(|r| format!("http://{}", r.addr))
+            .collect()
+    }
+
+    /// Requests the mock replicas received (their `/debug/requests`), each
+    /// tagged with `"pool"`, oldest first per replica.
+    pub fn upstream_requests(&self) -> Vec<Value> {
+        let client = http_client();
+        let mut all = Vec::new();
+        for r in &self.replicas {
+            let got: Value = client
+                .get(format!("http://{}/debug/requests", r.addr))
+                .send()
+                .and_then(|resp| resp.json())
+                .unwrap_or(Value::Null);
+            for mut item in got.as_array().cloned().unwrap_or_default() {
+                item["pool"] = json!(r.pool);
+                all.push(item);
+            }
+        }
+        all
+    }
+
+    /// Clears the mocks' request logs and prefix caches.
+    pub fn reset_upstreams(&self) {
+        let client = http_client();
+        for r in &self.replicas {
+            let _ = client.post(format!("http://{}/debug/reset", r.addr)).send();
+        }
+    }
+
+    /// Replaces the registry on the running testbed: rewrites the filters'
+    /// ECDS files (Envoy reloads them) and signals ratelimit-service. Returns
+    /// once Envoy has applied every filter's new config.
+    pub fn update_registry(&mut self, registry_toml: &str) -> Result<(), TestbedError> {
+        let registry = Registry::from_toml(registry_toml)?;
+        self.config.registry_toml = registry_toml.to_owned();
+        let registry_config = with_replicas(registry.config().clone(), &self.replicas);
+        write_registry(&self.dir.join("registry.toml"), &registry_config)?;
+        if let Some(rl) = &self.ratelimit {
+            rl.signal(nix::sys::signal::Signal::SIGHUP);
+        }
+        let before = envoy::counter(self.envoy.admin, "config_reload");
+        self.layout.filters = filter_chain(&self.paths, &self.config, &registry_config)?;
+        let ecds = self.dir.join("ecds");
+        for filter in &self.layout.filters {
+            envoy::write_ecds(&ecds, filter)?;
+        }
+        let want = before + self.layout.filters.len() as u64;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while envoy::counter(self.envoy.admin, "config_reload") < want {
+            if std::time::Instant::now() > deadline {
+                return Err(TestbedError::Other("Envoy did not reload the filter configs".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+fn default_pool(config: &TestbedConfig) -> String {
+    config
+        .pools
+        .iter()
+        .find(|p| p.name == "throughput")
+        .or(config.pools.first())
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "throughput".to_owned())
+}
+
+fn start_pools(
+    paths: &Paths,
+    config: &TestbedConfig,
+    registry: &RegistryConfig,
+    dir: &Path,
+) -> Result<Vec<Replica>, TestbedError> {
+    let mut model_args = Vec::new();
+    for (name, model) in &registry.models {
+        let flag = match model.kind {
+            ModelKind::Embedding => "--embedding-model",
+            ModelKind::Chat => "--model",
+        };
+        model_args.extend([flag.to_owned(), name.clone()]);
+    }
+    let mut replicas = Vec::new();
+    for pool in &config.pools {
+        for i in 0..pool.replicas {
+            let name = format!("{}-{i}", pool.name);
+            let mut command = Command::new(paths.binary("mock-vllm")?);
+            command
+                .args(["--listen", "127.0.0.1:0", "--replica-name", &name])
+                .args(&model_args)
+                .args(&pool.mock_args);
+            let process = ManagedProcess::spawn_listening(&name, command, dir, Duration::from_secs(30))?;
+            replicas.push(Replica {
+                pool: pool.name.clone(),
+                name,
+                addr: process.addr("http")?,
+                process,
+            });
+        }
+    }
+    Ok(replicas)
+}
+
+/// The registry with each pool's replica addresses filled in, so
+/// ratelimit-service scrapes the replicas that actually run.
+fn with_replicas(mut registry: RegistryConfig, replicas: &[Replica]) -> RegistryConfig {
+    for (name, pool) in registry.pools.iter_mut() {
+        let addrs: Vec<String> = replicas
+            .iter()
+            .filter(|r| &r.pool == name)
+            .map(|r| r.addr.to_string())
+            .collect();
+        if !addrs.is_empty() {
+            pool.replicas = addrs;
+        }
+    }
+    registry
+}
+
+fn write_registry(path: &Path, registry: &RegistryConfig) -> Result<(), TestbedError> {
+    let text = toml::to_string(registry).map_err(|e| TestbedError::Other(format!("registry to TOML: {e}")))?;
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).map_err(|e| TestbedError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TestbedError::io(path, e))
+}
+
+fn start_ratelimit(
+    paths: &Paths,
+    config: &TestbedConfig,
+    registry_path: &Path,
+    dir: &Path,
+) -> Result<ManagedProcess, TestbedError> {
+    let data = dir.join("ratelimit-data");
+    let mut command = Command::new(paths.binary("ratelimit-service")?);
+    command
+        .arg("--registry")
+        .arg(registry_path)
+        .args(["--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--admin-token", &config.admin_token])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(&config.ratelimit_args);
+    ManagedProcess::spawn_listening("ratelimit-service", command, dir, Duration::from_secs(30))
+}
+
+fn filter_chain(
+    paths: &Paths,
+    config: &TestbedConfig,
+    registry: &RegistryConfig,
+) -> Result<Vec<WasmFilter>, TestbedError> {
+    let mut filters = Vec::new();
+    if config.filters.tenant_auth {
+        filters.push(WasmFilter {
+            name: "tenant-auth".into(),
+            wasm: paths.wasm("tenant_auth")?,
+            config: json!({ "registry": registry }),
+        });
+    }
+    if config.filters.llm_policy {
+        filters.push(WasmFilter {
+            name: "llm-policy".into(),
+            wasm: paths.wasm("llm_policy")?,
+            config: json!({ "registry": registry, "cache_secret": config.cache_secret }),
+        });
+    }
+    if config.filters.admission {
+        let mut admission = json!({ "registry": registry, "cluster": "ratelimit" });
+        if let (Some(base), Some(extra)) = (admission.as_object_mut(), config.admission_config.as_object()) {
+            base.extend(extra.clone());
+        }
+        filters.push(WasmFilter {
+            name: "admission".into(),
+            wasm: paths.wasm("admission_filter")?,
+            config: admission,
+        });
+    }
+    Ok(filters)
+}

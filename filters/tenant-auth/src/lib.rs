@@ -1,1 +1,22 @@
+//! `tenant-auth`: the first filter of the chain. It strips client-sent
+//! gateway headers, then names the tenant of every request from an API key,
+//! a JWT, or the mTLS peer's SPIFFE ID.
+//!
+//! Everything except [`filter`] is host-agnostic and tested natively; the
+//! `filter` module only adapts proxy-wasm callbacks to [`Authenticator`].
 
+mod authenticator;
+mod config;
+mod credentials;
+mod error;
+mod jwt;
+mod request_id;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+pub use authenticator::{AuthMethod, Authenticator, Identity};
+pub use config::{AuthConfig, ConfigError};
+pub use credentials::Credential;
+pub use error::AuthError;
+pub use request_id::{is_valid_request_id, new_request_id};

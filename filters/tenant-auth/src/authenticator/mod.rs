@@ -1,0 +1,114 @@
+//! From a request's credential to a tenant identity.
+
+use tenant_registry::{Registry, api_key_digest};
+
+use crate::config::{AuthConfig, ConfigError};
+use crate::credentials::{self, Credential, CredentialProblem};
+use crate::error::AuthError;
+use crate::jwt::JwtVerifier;
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ApiKey,
+    Jwt,
+    Mtls,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Mtls => "mtls",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub tenant_id: String,
+    pub tier: String,
+    pub method: AuthMethod,
+    /// Key id (API key) or subject handle, for logs; never the secret.
+    pub credential_id: String,
+}
+
+/// The compiled filter configuration.
+#[derive(Debug)]
+pub struct Authenticator {
+    registry: Registry,
+    jwt: JwtVerifier,
+    realm: String,
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig) -> Result<Self, ConfigError> {
+        let (registry, jwt, realm) = config.compile()?;
+        Ok(Self {
+            registry,
+            jwt,
+            realm,
+        })
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::new(AuthConfig::from_json(bytes)?)
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Authenticates a request from its `authorization` and `x-api-key`
+    /// headers and the verified mTLS peer's URI SAN. `now` is Unix seconds.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        x_api_key: Option<&str>,
+        peer_uri_san: Option<&str>,
+        now: i64,
+    ) -> Result<Identity, AuthError> {
+        let credential = credentials::extract(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
+            CredentialProblem::Missing => AuthError::MissingCredentials,
+            CredentialProblem::MalformedAuthorization => AuthError::MalformedAuthorization,
+        })?;
+        let (tenant, method, credential_id) = match credential {
+            Credential::ApiKey(key) => {
+                let (tenant, key, key_ref) = self
+                    .registry
+                    .key_by_digest(&api_key_digest(key))
+                    .ok_or(AuthError::UnknownApiKey)?;
+                if key.revoked {
+                    return Err(AuthError::RevokedApiKey);
+                }
+                if key_ref.expires_at.is_some_and(|t| now >= t) {
+                    return Err(AuthError::ExpiredApiKey);
+                }
+                (tenant, AuthMethod::ApiKey, key.id.clone())
+            }
+            Credential::Jwt(token) => {
+                let (issuer, tenant_id) = self.jwt.verify(token).map_err(AuthError::InvalidToken)?;
+                let tenant = self.registry.tenant(&tenant_id).ok_or(AuthError::UnknownTenant)?;
+                (tenant, AuthMethod::Jwt, issuer.issuer.clone())
+            }
+            Credential::Spiffe(id) => {
+                let tenant = self.registry.tenant_by_spiffe(id).ok_or(AuthError::UnknownSpiffeId)?;
+                (tenant, AuthMethod::Mtls, id.to_owned())
+            }
+        };
+        if tenant.disabled {
+            return Err(AuthError::TenantDisabled);
+        }
+        Ok(Identity {
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
+            method,
+            credential_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,333 @@
+//! The Envoy of the testbed: bootstrap, filter configs delivered by ECDS from
+//! files (so a registry change reaches a running Envoy by rewriting them),
+//! start-up, and discovery of the ports Envoy bound.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::TestbedError;
+use crate::process::ManagedProcess;
+
+const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// One proxy-wasm filter of the chain.
+#[derive(Debug, Clone)]
+pub struct WasmFilter {
+    /// Filter name; also the ECDS resource name and the wasm root id.
+    pub name: String,
+    pub wasm: PathBuf,
+    /// The JSON handed to the filter's `on_configure`.
+    pub config: Value,
+}
+
+/// Certificates of the mTLS listener.
+#[derive(Debug, Clone)]
+pub struct MtlsFiles {
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// CA that client certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+/// A GPU pool as Envoy sees it: one cluster, hash-balanced on `x-prefix-key`.
+#[derive(Debug, Clone)]
+pub struct PoolCluster {
+    pub name: String,
+    pub replicas: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvoyLayout {
+    pub filters: Vec<WasmFilter>,
+    pub pools: Vec<PoolCluster>,
+    /// Pool used when a request carries no `x-llm-pool` (only without llm-policy).
+    pub default_pool: String,
+    /// ratelimit-service gRPC address (cluster `ratelimit`).
+    pub ratelimit: Option<SocketAddr>,
+    pub mtls: Option<MtlsFiles>,
+    pub gateway_port: u16,
+    pub concurrency: u32,
+}
+
+pub fn cluster_name(pool: &str) -> String {
+    format!("pool-{pool}")
+}
+
+fn socket(addr: SocketAddr) -> Value {
+    json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
+}
+
+fn pool_cluster(pool: &PoolCluster) -> Value {
+    let endpoints: Vec<Value> = pool
+        .replicas
+        .iter()
+        .map(|&a| json!({ "endpoint": { "address": socket(a) } }))
+        .collect();
+    json!({
+        "name": cluster_name(&pool.name),
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        // Same prefix key, same replica: that replica holds the prefix in its KV cache.
+        "lb_policy": "RING_HASH",
+        "load_assignment": { "cluster_name": cluster_name(&pool.name), "endpoints": [{ "lb_endpoints": endpoints }] },
+        "circuit_breakers": { "thresholds": [{ "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000 }] }
+    })
+}
+
+fn routes(layout: &EnvoyLayout) -> Value {
+    let hash_policy = json!([{ "header": { "header_name": "x-prefix-key" } }]);
+    let mut routes: Vec<Value> = layout
+        .pools
+        .iter()
+        .map(|p| {
+            json!({
+                "match": { "prefix": "/", "headers": [{ "name": "x-llm-pool", "string_match": { "exact": p.name } }] },
+                "route": { "cluster": cluster_name(&p.name), "timeout": "0s", "hash_policy": hash_policy }
+            })
+        })
+        .collect();
+    routes.push(json!({
+        "match": { "prefix": "/" },
+        "route": { "cluster": cluster_name(&layout.default_pool), "timeout": "0s", "hash_policy": hash_policy }
+    }));
+    json!(routes)
+}
+
+fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
+    let mut filters: Vec<Value> = layout
+        .filters
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "config_discovery": {
+                    "config_source": { "path_config_source": {
+                        "path": ecds_path(ecds_dir, &f.name),
+                        "watched_directory": { "path": ecds_dir }
+                    }},
+                    "type_urls": [WASM_TYPE]
+                }
+            })
+        })
+        .collect();
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    json!(filters)
+}
+
+fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            // tenant-auth keeps a sane client x-request-id and mints one otherwise.
+            "preserve_external_request_id": true,
+            "stream_idle_timeout": "300s",
+            "route_config": { "name": "gateway", "virtual_hosts": [{ "name": "gateway", "domains": ["*"], "routes": routes(layout) }] },
+            "http_filters": http_filters(layout, ecds_dir),
+            "access_log": [{ "name": "envoy.access_loggers.stdout", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                "log_format": { "text_format_source": { "inline_string":
+                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% tenant=%REQ(X-TENANT-ID)% pool=%REQ(X-LLM-POOL)% upstream=%UPSTREAM_HOST% %DURATION%ms rid=%REQ(X-REQUEST-ID)%\n" } }
+            }}]
+        }
+    })
+}
+
+/// The bootstrap for `layout`, with filter configs read from `ecds_dir`.
+pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
+    let mut listeners = vec![json!({
+        "name": "gateway",
+        "address": socket(SocketAddr::from(([127, 0, 0, 1], layout.gateway_port))),
+        "filter_chains": [{ "filters": [connection_manager(layout, ecds_dir, "gateway")] }]
+    })];
+    if let Some(tls) = &layout.mtls {
+        listeners.push(json!({
+            "name": "gateway_mtls",
+            "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
+            "filter_chains": [{
+                "transport_socket": { "name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": true,
+                    "common_tls_context": {
+                        "tls_certificates": [{ "certificate_chain": { "filename": tls.server_cert }, "private_key": { "filename": tls.server_key } }],
+                        "validation_context": { "trusted_ca": { "filename": tls.client_ca } }
+                    }
+                }},
+                "filters": [connection_manager(layout, ecds_dir, "gateway_mtls")]
+            }]
+        }));
+    }
+    let mut clusters: Vec<Value> = layout.pools.iter().map(pool_cluster).collect();
+    if let Some(addr) = layout.ratelimit {
+        clusters.push(json!({
+            "name": "ratelimit",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }},
+            "load_assignment": { "cluster_name": "ratelimit", "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(addr) } }] }] }
+        }));
+    }
+    json!({
+        "node": { "id": "testbed", "cluster": "llm-gateway" },
+        "admin": { "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))) },
+        "static_resources": { "listeners": listeners, "clusters": clusters }
+    })
+}
+
+fn ecds_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// Writes a filter's ECDS file atomically (write + rename): Envoy's watch
+/// fires on the rename and never reads a half-written file.
+pub fn write_ecds(dir: &Path, filter: &WasmFilter) -> Result<(), TestbedError> {
+    let resource = json!({ "resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": filter.name,
+        "typed_config": {
+            "@type": WASM_TYPE,
+            "config": {
+                "name": filter.name,
+                "root_id": filter.name,
+                "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.config.to_string() },
+                "vm_config": {
+                    "vm_id": filter.name,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": filter.wasm } }
+                }
+            }
+        }
+    }]});
+    let tmp = dir.join(format!(".{}.tmp", filter.name));
+    std::fs::write(&tmp, resource.to_string()).map_err(|e| TestbedError::io(&tmp, e))?;
+    let path = ecds_path(dir, &filter.name);
+    std::fs::rename(&tmp, &path).map_err(|e| TestbedError::io(&path, e))
+}
+
+/// A started Envoy and what it bound.
+#[derive(Debug)]
+pub struct RunningEnvoy {
+    pub process: ManagedProcess,
+    pub admin: SocketAddr,
+    pub gateway: SocketAddr,
+    pub gateway_mtls: Option<SocketAddr>,
+}
+
+pub fn start(
+    envoy_bin: &Path,
+    layout: &EnvoyLayout,
+    dir: &Path,
+) -> Result<RunningEnvoy, TestbedError> {
+    let ecds_dir = dir.join("ecds");
+    std::fs::create_dir_all(&ecds_dir).map_err(|e| TestbedError::io(&ecds_dir, e))?;
+    for filter in &layout.filters {
+        write_ecds(&ecds_dir, filter)?;
+    }
+    let config_path = dir.join("envoy.json");
+    let config = serde_json::to_string_pretty(&bootstrap(layout, &ecds_dir)).unwrap_or_default();
+    std::fs::write(&config_path, config).map_err(|e| TestbedError::io(&config_path, e))?;
+    let admin_path = dir.join("envoy-admin.addr");
+    let _ = std::fs::remove_file(&admin_path);
+    let mut command = Command::new(envoy_bin);
+    command
+        .arg("-c")
+        .arg(&config_path)
+        .arg("--admin-address-path")
+        .arg(&admin_path)
+        .args(["--concurrency", &layout.concurrency.to_string()])
+        .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+        // Several testbeds may run at once (parallel tests): no shared-memory hot restart.
+        .arg("--disable-hot-restart");
+    let mut process = ManagedProcess::spawn("envoy", command, dir)?;
+    let admin = wait_admin(&mut process, &admin_path)?;
+    wait_ready(&mut process, admin)?;
+    let (gateway, gateway_mtls) = listener_ports(&process, admin)?;
+    Ok(RunningEnvoy {
+        process,
+        admin,
+        gateway,
+        gateway_mtls,
+    })
+}
+
+fn wait_admin(process: &mut ManagedProcess, path: &Path) -> Result<SocketAddr, TestbedError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(addr) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+            return Ok(addr);
+        }
+        if !process.is_running() {
+            return Err(process.failed("exited during start-up".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(process.failed("admin address never written".into()))
+}
+
+fn wait_ready(process: &mut ManagedProcess, admin: SocketAddr) -> Result<(), TestbedError> {
+    let client = crate::http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ready = client
+            .get(format!("http://{admin}/ready"))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if !process.is_running() {
+            return Err(process.failed("exited before ready".into()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(process.failed("not ready in 60s (wasm failed to load?)".into()))
+}
+
+fn listener_ports(
+    process: &ManagedProcess,
+    admin: SocketAddr,
+) -> Result<(SocketAddr, Option<SocketAddr>), TestbedError> {
+    let listeners: Value = crate::http_client()
+        .get(format!("http://{admin}/listeners?format=json"))
+        .send()
+        .and_then(|r| r.json())
+        .map_err(|e| process.failed(format!("admin /listeners: {e}")))?;
+    let find = |name: &str| -> Option<SocketAddr> {
+        listeners["listener_statuses"].as_array()?.iter().find_map(|l| {
+            if l["name"] != name {
+                return None;
+            }
+            let s = &l["local_address"]["socket_address"];
+            format!("{}:{}", s["address"].as_str()?, s["port_value"].as_u64()?)
+                .parse()
+                .ok()
+        })
+    };
+    let gateway = find("gateway").ok_or_else(|| process.failed("no gateway listener".into()))?;
+    Ok((gateway, find("gateway_mtls")))
+}
+
+/// Sum of an Envoy counter over all stats whose name contains `needle`.
+pub fn counter(admin: SocketAddr, needle: &str) -> u64 {
+    let Ok(text) = crate::http_client()
+        .get(format!("http://{admin}/stats?filter={needle}"))
+        .send()
+        .and_then(|r| r.text())
+    else {
+        return 0;
+    };
+    text.lines()
+        .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum()
+}

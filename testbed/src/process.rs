@@ -1,0 +1,196 @@
+//! Child processes of the testbed: started with their output in a log file,
+//! awaited until they announce their addresses, and always stopped on drop.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::TestbedError;
+
+/// A running child process, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    child: Child,
+    log_path: PathBuf,
+    /// Addresses from the process's `LISTENING key=addr ...` line.
+    pub addrs: HashMap<String, SocketAddr>,
+}
+
+impl ManagedProcess {
+    /// Starts `command` with stdout and stderr in `<log_dir>/<name>.log`.
+    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Result<Self, TestbedError> {
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = File::create(&log_path).map_err(|e| TestbedError::io(&log_path, e))?;
+        let err_log = log.try_clone().map_err(|e| TestbedError::io(&log_path, e))?;
+        command.stdout(log).stderr(err_log).stdin(Stdio::null());
+        let child = command.spawn().map_err(|e| TestbedError::Spawn {
+            name: name.to_owned(),
+            source: e,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log_path,
+            addrs: HashMap::new(),
+        })
+    }
+
+    /// Starts `command` and waits for its `LISTENING` line.
+    pub fn spawn_listening(
+        name: &str,
+        mut command: Command,
+        log_dir: &Path,
+        timeout: Duration,
+    ) -> Result<Self, TestbedError> {
+        let log_path = log_dir.join(format!("{name}.log"));
+        let mut log = File::create(&log_path).map_err(|e| TestbedError::io(&log_path, e))?;
+        let err_log = log.try_clone().map_err(|e| TestbedError::io(&log_path, e))?;
+        command.stdout(Stdio::piped()).stderr(err_log).stdin(Stdio::null());
+        let mut child = command.spawn().map_err(|e| TestbedError::Spawn {
+            name: name.to_owned(),
+            source: e,
+        })?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        // Copy stdout to the log for the whole life of the process, handing
+        // the LISTENING line to the starter on the way.
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if line.starts_with("LISTENING")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let mut process = Self {
+            name: name.to_owned(),
+            child,
+            log_path,
+            addrs: HashMap::new(),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    process.addrs = parse_listening(&line);
+                    return Ok(process);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = process.child.try_wait() {
+                        return Err(process.failed(format!("exited with {status} before listening")));
+                    }
+                }
+                Err(_) => return Err(process.failed("did not print LISTENING in time".into())),
+            }
+        }
+    }
+
+    pub fn addr(&self, key: &str) -> Result<SocketAddr, TestbedError> {
+        self.addrs.get(key).copied().ok_or_else(|| TestbedError::Startup {
+            name: self.name.clone(),
+            reason: format!("no `{key}=` address in its LISTENING line"),
+            log_tail: self.log_tail(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last lines of the process's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub(crate) fn failed(&self, reason: String) -> TestbedError {
+        TestbedError::Startup {
+            name: self.name.clone(),
+            reason,
+            log_tail: self.log_tail(),
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// SIGKILL and reap: simulates a crash.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL.
+    pub fn stop(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_hard();
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn parse_listening(line: &str) -> HashMap<String, SocketAddr> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listening;
+
+    #[test]
+    fn listening_line() {
+        let m = parse_listening("LISTENING grpc=127.0.0.1:5000 admin=127.0.0.1:5001 junk");
+        assert_eq!(m["grpc"].port(), 5000);
+        assert_eq!(m["admin"].port(), 5001);
+        assert_eq!(m.len(), 2);
+    }
+}
