@@ -1,0 +1,132 @@
+//! Shared fixtures of the end-to-end tests: a registry with known keys, a
+//! testbed started from it, and small HTTP helpers.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tenant_registry::api_key_digest_hex;
+use test_keys::TestKeys;
+use testbed::{Testbed, TestbedConfig};
+
+pub use testbed::FilterSet;
+
+/// The fixture registry with `{{digest:KEY}}` and `{{pem:ALG}}` filled in.
+pub fn registry(keys: &TestKeys) -> String {
+    render(include_str!("fixtures/registry.toml"), keys)
+}
+
+/// Fills `{{digest:...}}`, `{{pem:rsa|ec|ed}}` and `{{hmac}}` placeholders.
+pub fn render(template: &str, keys: &TestKeys) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find("}}") else { break };
+        let tag = &rest[start + 2..start + end];
+        let value = match tag.split_once(':') {
+            Some(("digest", key)) => api_key_digest_hex(key),
+            Some(("pem", "rsa")) => format!("'''{}'''", keys.rsa.public_pem),
+            Some(("pem", "ec")) => format!("'''{}'''", keys.ec.public_pem),
+            Some(("pem", "ed")) => format!("'''{}'''", keys.ed.public_pem),
+            _ if tag == "hmac" => format!("\"{}\"", keys.hmac_secret),
+            _ => panic!("unknown fixture placeholder {tag}"),
+        };
+        out.push_str(&value);
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Starts a testbed from `registry` with `filters`, without ratelimit-service
+/// unless the admission filter is in the chain.
+pub fn start(registry: String, filters: FilterSet) -> Testbed {
+    let mut config = TestbedConfig::new(registry);
+    config.filters = filters;
+    config.ratelimit = filters.admission;
+    config.pools = vec![testbed::PoolSpec::new("latency", 1), testbed::PoolSpec::new("throughput", 1)];
+    start_with(config)
+}
+
+pub fn start_with(config: TestbedConfig) -> Testbed {
+    Testbed::start(config).unwrap_or_else(|e| panic!("testbed did not start: {e}"))
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// A small chat request body.
+pub fn chat(model: &str, content: &str, max_tokens: u32) -> Value {
+    json!({ "model": model, "messages": [{ "role": "user", "content": content }], "max_tokens": max_tokens })
+}
+
+/// A response as status, lower-cased headers and JSON body (Null if not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn from(resp: reqwest::blocking::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `error.code` of an OpenAI-shaped error body.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// Asserts an OpenAI-shaped error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert_eq!(self.error_code(), Some(code), "code; body: {}", self.text);
+        let err = &self.body["error"];
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {}", self.text);
+        assert!(err["type"].is_string(), "type: {}", self.text);
+        assert!(err.as_object().is_some_and(|o| o.contains_key("param")), "param: {}", self.text);
+    }
+}
+
+/// POSTs `body` to `path` with extra headers.
+pub fn post(tb: &Testbed, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+    let mut req = client().post(format!("{}{path}", tb.gateway_url())).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Reply::from(req.send().expect("request to gateway"))
+}
+
+pub fn get(tb: &Testbed, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client().get(format!("{}{path}", tb.gateway_url()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Reply::from(req.send().expect("request to gateway"))
+}
+
+/// The upstream request (as the mock pools logged it) carrying `x-request-id`.
+pub fn upstream_request(tb: &Testbed, request_id: &str) -> Option<Value> {
+    tb.upstream_requests()
+        .into_iter()
+        .find(|r| r["headers"]["x-request-id"] == request_id)
+}
