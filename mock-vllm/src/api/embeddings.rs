@@ -1,0 +1,105 @@
+//! `POST /v1/embeddings`: deterministic vectors, no batching model (pooling is one cheap pass).
+
+use super::protocol::{
+    Embedding, EmbeddingList, EmbeddingRequest, PromptItem, ResponseHeader, Usage,
+};
+use super::{ApiError, AppState, InvalidRequest, ModelKind, unix_seconds};
+use crate::metrics::FinishReason;
+use crate::tokenizer::TokenId;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// Length of every returned vector.
+pub const EMBEDDING_DIMENSIONS: usize = 16;
+
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: EmbeddingRequest = serde_json::from_slice(&body)?;
+    state.require_model(&request.model, ModelKind::Embed)?;
+    let inputs: Vec<Vec<TokenId>> = request
+        .input
+        .into_items()
+        .into_iter()
+        .map(|item| match item {
+            PromptItem::Text(text) => state.tokenizer.encode(&text),
+            PromptItem::Tokens(tokens) => tokens,
+        })
+        .collect();
+    if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
+        return Err(InvalidRequest::EmptyInput.into());
+    }
+    if let Some(longest) = inputs.iter().map(Vec::len).max()
+        && longest > state.config.max_model_len
+    {
+        return Err(ApiError::ContextLengthExceeded {
+            max_model_len: state.config.max_model_len,
+            requested: longest,
+            prompt_tokens: longest,
+            max_tokens: 0,
+        });
+    }
+    let prompt_tokens: usize = inputs.iter().map(Vec::len).sum();
+    state.engine.update_stats(|stats| {
+        stats.prompt_tokens += prompt_tokens as u64;
+        stats.record_finished(FinishReason::Stop);
+    });
+    let header = ResponseHeader {
+        id: state.next_id("embd"),
+        object: "list",
+        created: unix_seconds(),
+        model: request.model,
+    };
+    let data = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, tokens)| Embedding {
+            index,
+            object: "embedding",
+            embedding: embed(&header.model, tokens),
+        })
+        .collect();
+    Ok(Json(EmbeddingList {
+        header: &header,
+        data,
+        usage: Usage::new(prompt_tokens, 0, 0),
+    })
+    .into_response())
+}
+
+/// A unit-length vector derived from a hash of the model and the input's tokens.
+fn embed(model: &str, tokens: &[TokenId]) -> Vec<f32> {
+    let mut hasher = Sha256::new();
+    hasher.update(model.as_bytes());
+    hasher.update([0]);
+    for token in tokens {
+        hasher.update(token.to_le_bytes());
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let raw: Vec<f32> = digest
+        .chunks_exact(2)
+        .take(EMBEDDING_DIMENSIONS)
+        .map(|pair| f32::from(u16::from_le_bytes([pair[0], pair[1]])) / 32767.5 - 1.0)
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        return raw;
+    }
+    raw.into_iter().map(|x| x / norm).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_are_deterministic_unit_length_and_input_specific() {
+        let a = embed("e", &[1, 2, 3]);
+        assert_eq!(a.len(), EMBEDDING_DIMENSIONS);
+        assert_eq!(a, embed("e", &[1, 2, 3]));
+        assert_ne!(a, embed("e", &[1, 2, 4]));
+        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}

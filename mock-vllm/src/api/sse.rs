@@ -1,0 +1,193 @@
+//! Server-sent events for `"stream": true`: one `data:` event per token as the engine emits
+//! it, an optional usage chunk, then `data: [DONE]`. Dropping the body (client gone) drops the
+//! sequence handle, which takes the sequence out of the engine.
+
+use super::generate::{Endpoint, Generation};
+use super::protocol::{
+    ChatChunk, ChatChunkChoice, CompletionChoice, CompletionChunk, Delta, Usage,
+};
+use crate::engine::SequenceEvent;
+use crate::filler;
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+use std::convert::Infallible;
+
+pub fn response(generation: Generation, include_usage: bool) -> Response {
+    let state = StreamState {
+        generation,
+        include_usage,
+        phase: Phase::Tokens,
+        cached_tokens: 0,
+        generated: 0,
+    };
+    let events = futures_util::stream::unfold(state, |mut state| async move {
+        let frame = state.next_frame().await?;
+        Some((Ok::<_, Infallible>(frame), state))
+    });
+    let mut response = Response::new(Body::from_stream(events));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tokens,
+    Usage,
+    Done,
+    Ended,
+}
+
+struct StreamState {
+    generation: Generation,
+    include_usage: bool,
+    phase: Phase,
+    cached_tokens: usize,
+    generated: usize,
+}
+
+impl StreamState {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        match self.phase {
+            Phase::Tokens => self.next_token_frame().await,
+            Phase::Usage => {
+                self.phase = Phase::Done;
+                Some(self.usage_frame())
+            }
+            Phase::Done => {
+                self.phase = Phase::Ended;
+                Some(Bytes::from_static(b"data: [DONE]\n\n"))
+            }
+            Phase::Ended => None,
+        }
+    }
+
+    async fn next_token_frame(&mut self) -> Option<Bytes> {
+        loop {
+            match self.generation.handle.next_event().await {
+                Some(SequenceEvent::Scheduled { cached_tokens }) => {
+                    self.cached_tokens = cached_tokens;
+                    self.generation.cache_report.report(cached_tokens);
+                }
+                Some(SequenceEvent::Token { index, last }) => {
+                    self.generated += 1;
+                    if last {
+                        self.phase = if self.include_usage {
+                            Phase::Usage
+                        } else {
+                            Phase::Done
+                        };
+                    }
+                    return Some(self.token_frame(index, last));
+                }
+                // The engine stopped: end the body without [DONE], like a dropped connection.
+                None => {
+                    self.phase = Phase::Ended;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn token_frame(&self, index: u32, last: bool) -> Bytes {
+        let header = &self.generation.header;
+        let text = filler::token_text(index);
+        let finish_reason = last.then_some("length");
+        let mut frame = String::new();
+        match self.generation.endpoint {
+            Endpoint::Chat => {
+                // vLLM opens a chat stream with a role-only delta once the first output exists.
+                if index == 0 {
+                    push_event(
+                        &mut frame,
+                        &ChatChunk {
+                            header,
+                            choices: vec![chat_choice(Some("assistant"), "", None)],
+                            usage: None,
+                        },
+                    );
+                }
+                push_event(
+                    &mut frame,
+                    &ChatChunk {
+                        header,
+                        choices: vec![chat_choice(None, text, finish_reason)],
+                        usage: None,
+                    },
+                );
+            }
+            Endpoint::Completion => push_event(
+                &mut frame,
+                &CompletionChunk {
+                    header,
+                    choices: vec![CompletionChoice {
+                        index: 0,
+                        text,
+                        logprobs: None,
+                        finish_reason,
+                        stop_reason: None,
+                    }],
+                    usage: None,
+                },
+            ),
+        }
+        Bytes::from(frame)
+    }
+
+    fn usage_frame(&self) -> Bytes {
+        let header = &self.generation.header;
+        let usage = Some(Usage::new(
+            self.generation.prompt_tokens,
+            self.generated,
+            self.cached_tokens,
+        ));
+        let mut frame = String::new();
+        match self.generation.endpoint {
+            Endpoint::Chat => push_event(
+                &mut frame,
+                &ChatChunk {
+                    header,
+                    choices: Vec::new(),
+                    usage,
+                },
+            ),
+            Endpoint::Completion => push_event(
+                &mut frame,
+                &CompletionChunk {
+                    header,
+                    choices: Vec::new(),
+                    usage,
+                },
+            ),
+        }
+        Bytes::from(frame)
+    }
+}
+
+fn chat_choice<'a>(
+    role: Option<&'static str>,
+    content: &'a str,
+    finish_reason: Option<&'static str>,
+) -> ChatChunkChoice<'a> {
+    ChatChunkChoice {
+        index: 0,
+        delta: Delta { role, content },
+        logprobs: None,
+        finish_reason,
+    }
+}
+
+fn push_event(frame: &mut String, chunk: &impl Serialize) {
+    // Serializing these plain structs cannot fail (string keys, no maps of non-strings).
+    let json = serde_json::to_string(chunk).unwrap_or_default();
+    frame.push_str("data: ");
+    frame.push_str(&json);
+    frame.push_str("\n\n");
+}

@@ -1,0 +1,361 @@
+//! Endpoint shapes, errors, metrics and the debug routes.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_and_completion_bodies_look_like_vllm() {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let client = client();
+    let chat: Value = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": MODEL, "messages": [{"role": "user", "content": "hello world"}]}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(chat["id"].as_str().expect("id").starts_with("chatcmpl-"));
+    assert_eq!(chat["object"], "chat.completion");
+    assert_eq!(chat["model"], MODEL);
+    assert!(chat["created"].as_u64().expect("created") > 1_600_000_000);
+    assert_eq!(chat["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(chat["choices"][0]["finish_reason"], "length");
+    // Default max tokens.
+    assert_eq!(chat["usage"]["completion_tokens"], 64);
+    let words = chat["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .split_whitespace()
+        .count();
+    assert_eq!(words, 64);
+
+    let completion: Value = client
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": "hello world", "max_tokens": 5}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(completion["object"], "text_completion");
+    // cl100k_base: "hello world" is exactly two tokens.
+    assert_eq!(
+        completion["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7,
+               "prompt_tokens_details": {"cached_tokens": 0}})
+    );
+
+    let by_ids: Value = client
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": [1, 2, 3, 4], "max_tokens": 1}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(by_ids["usage"]["prompt_tokens"], 4);
+    server.shutdown().await;
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(response.headers()["x-mock-replica"], "mock-0");
+    (status, response.json().await.expect("json error body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_use_the_openai_shape() {
+    let server = start(mock_vllm::MockConfig {
+        max_model_len: 100,
+        ..config(4, 1)
+    })
+    .await;
+    let base = server.base_url();
+    let client = client();
+    let post = |path: &str| client.post(format!("{base}{path}"));
+
+    let (status, body) = error_of(
+        post("/v1/chat/completions")
+            .json(&chat_body("hi", 1).as_object().cloned().map(|mut o| {
+                o.insert("model".into(), json!("gpt-nope"));
+                o
+            }))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "NotFoundError");
+    assert_eq!(body["error"]["code"], 404);
+    assert_eq!(body["error"]["param"], "model");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("gpt-nope")
+    );
+
+    let (status, body) = error_of(
+        post("/v1/completions")
+            .json(&json!({"model": MODEL, "prompt": "a b c", "max_tokens": 99}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "BadRequestError");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("maximum context length is 100 tokens")
+    );
+
+    let (status, body) = error_of(
+        post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], 400);
+    for field in ["message", "type", "param", "code"] {
+        assert!(body["error"].get(field).is_some(), "missing {field}");
+    }
+
+    let (status, _) = error_of(
+        post("/v1/completions")
+            .json(&json!({"model": MODEL, "prompt": "x", "max_tokens": 0}))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, body) = error_of(post("/v1/nope").send().await.expect("send")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "NotFoundError");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_export_vllm_names_and_can_go_stale() {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let client = client();
+    client
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": "hello world", "max_tokens": 3}))
+        .send()
+        .await
+        .expect("send");
+    let response = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-mock-replica"], "mock-0");
+    let text = response.text().await.expect("text");
+    let labels = format!("{{engine=\"0\",model_name=\"{MODEL}\"}}");
+    for name in [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{labels} "))),
+            "{name} missing in\n{text}"
+        );
+    }
+    assert!(text.contains("vllm:time_to_first_token_seconds_bucket{"));
+    assert!(text.contains("vllm:request_success_total{engine=\"0\",model_name="));
+    assert_eq!(
+        metric(&client, &base, "vllm:prompt_tokens_total").await,
+        2.0
+    );
+    assert_eq!(
+        metric(&client, &base, "vllm:generation_tokens_total").await,
+        3.0
+    );
+    assert_eq!(
+        metric(&client, &base, "vllm:e2e_request_latency_seconds_count").await,
+        1.0
+    );
+
+    let off = client
+        .post(format!("{base}/debug/metrics?enabled=false"))
+        .send()
+        .await
+        .expect("toggle");
+    assert_eq!(off.status(), 200);
+    let stale = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(stale.status(), 503);
+    client
+        .post(format!("{base}/debug/metrics?enabled=true"))
+        .send()
+        .await
+        .expect("toggle");
+    let fresh = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(fresh.status(), 200);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_log_records_what_reached_the_replica() {
+    let server = start(mock_vllm::MockConfig {
+        replica_name: "pool-a-1".into(),
+        ..config(4, 1)
+    })
+    .await;
+    let base = server.base_url();
+    let client = client();
+    let response = client
+        .post(format!("{base}/v1/chat/completions"))
+        .header("x-tenant-id", "acme")
+        .json(
+            &json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 1, "cache_salt": "salt-1"}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.headers()["x-mock-replica"], "pool-a-1");
+    client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health");
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .expect("models");
+
+    let log: Vec<Value> = client
+        .get(format!("{base}/debug/requests"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(log.len(), 2, "only /v1 requests are recorded: {log:#?}");
+    let chat = &log[0];
+    assert_eq!(chat["method"], "POST");
+    assert_eq!(chat["path"], "/v1/chat/completions");
+    assert_eq!(chat["headers"]["x-tenant-id"], "acme");
+    assert_eq!(chat["body"]["cache_salt"], "salt-1");
+    assert_eq!(chat["replica"], "pool-a-1");
+    assert_eq!(chat["cached_tokens"], 0);
+    assert!(chat["received_at_ms"].as_u64().expect("ms") > 1_600_000_000_000);
+    assert_eq!(log[1]["path"], "/v1/models");
+    assert_eq!(log[1]["method"], "GET");
+
+    client
+        .post(format!("{base}/debug/reset"))
+        .send()
+        .await
+        .expect("reset");
+    let log: Vec<Value> = client
+        .get(format!("{base}/debug/requests"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(log.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_models_and_health() {
+    let server = start(mock_vllm::MockConfig {
+        embedding_models: vec!["bge-small".into()],
+        ..config(4, 1)
+    })
+    .await;
+    let base = server.base_url();
+    let client = client();
+    let body: Value = client
+        .post(format!("{base}/v1/embeddings"))
+        .json(&json!({"model": "bge-small", "input": ["hello world", "hello"]}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["object"], "list");
+    let data = body["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[1]["index"], 1);
+    assert_eq!(data[0]["embedding"].as_array().expect("vector").len(), 16);
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+    let wrong_kind = client
+        .post(format!("{base}/v1/embeddings"))
+        .json(&json!({"model": MODEL, "input": "x"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong_kind.status(), 404);
+
+    let models: Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [MODEL, "bge-small"]);
+    let health = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    server.shutdown().await;
+}

@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests: in-process replicas, metric scraping, SSE reading.
+#![allow(dead_code)]
+
+use futures_util::StreamExt;
+use mock_vllm::{MockConfig, MockServer};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const MODEL: &str = "llama-3.1-8b-instruct";
+
+/// A replica whose timing is easy to reason about: every decode step takes `step_ms`.
+pub fn config(max_num_seqs: usize, step_ms: u64) -> MockConfig {
+    MockConfig {
+        max_num_seqs,
+        decode_base_us: step_ms * 1000,
+        decode_us_per_seq: 0,
+        prefill_us_per_token: 0,
+        ..MockConfig::default()
+    }
+}
+
+pub async fn start(config: MockConfig) -> MockServer {
+    mock_vllm::start(config, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("mock starts")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+pub fn chat_body(content: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+    })
+}
+
+/// Value of the first sample of `name` (exact name, any labels) in `/metrics`.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|line| line.starts_with(&format!("{name}{{")))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample for {name} in\n{text}"))
+}
+
+/// Polls `condition` every 5 ms until it holds or `within` passes.
+pub async fn wait_until<F, Fut>(within: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// One SSE `data:` payload and when it arrived.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub data: String,
+    pub at: Instant,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
+}
+
+/// Reads events from a streaming response; stops after `limit` events or at the end.
+pub async fn read_sse(response: reqwest::Response, limit: usize) -> Vec<SseEvent> {
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("body chunk");
+        let at = Instant::now();
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let data = event
+                .trim_end()
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {event:?}"))
+                .to_string();
+            events.push(SseEvent { data, at });
+            if events.len() == limit {
+                return events;
+            }
+        }
+    }
+    events
+}
