@@ -1,1 +1,22 @@
+//! `admission`: the last filter before the router. It asks ratelimit-service
+//! to admit each inference request (limits reserved, fair-queue slot in the
+//! pool), holds the request while the service queues it, puts OpenAI's
+//! `x-ratelimit-*` headers on the response, and reports the real usage when
+//! the response ends, or the cancellation when the client goes away.
+//!
+//! Everything but [`filter`] is host-agnostic and tested natively.
 
+mod config;
+mod outcome;
+mod rate_headers;
+mod request;
+mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+pub use config::{AdmissionConfig, CompiledConfig, ConfigError};
+pub use outcome::{Admission, unavailable};
+pub use rate_headers::{format_reset, rate_limit_headers};
+pub use request::{RequestFacts, admit_request};
+pub use usage::{Usage, UsageTracker};

@@ -1,0 +1,119 @@
+//! Filter configuration, compiled once in `on_configure`.
+
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use serde::Deserialize;
+use tenant_registry::{FailMode, RegistryConfig};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// The tenant registry: tiers give the failure mode, pools the queue wait.
+    pub registry: RegistryConfig,
+    /// Envoy cluster of ratelimit-service (HTTP/2).
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// How often held leases are renewed.
+    #[serde(default = "default_renew_ms")]
+    pub renew_interval_ms: u64,
+    /// Allowance on top of the pool's queue wait before Admit counts as failed.
+    #[serde(default = "default_slack_ms")]
+    pub admit_slack_ms: u64,
+    /// Timeout of Complete and Renew calls.
+    #[serde(default = "default_report_ms")]
+    pub report_timeout_ms: u64,
+    /// Name of this Envoy in leases, for the service's logs.
+    #[serde(default = "default_holder")]
+    pub holder: String,
+}
+
+fn default_cluster() -> String {
+    "ratelimit".to_owned()
+}
+fn default_renew_ms() -> u64 {
+    2_000
+}
+fn default_slack_ms() -> u64 {
+    1_000
+}
+fn default_report_ms() -> u64 {
+    2_000
+}
+fn default_holder() -> String {
+    "envoy".to_owned()
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("admission configuration is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("admission configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: &'static str },
+}
+
+/// What the filter needs at request time.
+#[derive(Debug, Clone)]
+pub struct CompiledConfig {
+    pub cluster: String,
+    pub renew_interval: Duration,
+    pub report_timeout: Duration,
+    pub holder: String,
+    fail_modes: HashMap<String, FailMode>,
+    admit_timeouts: HashMap<String, Duration>,
+    default_admit_timeout: Duration,
+}
+
+impl CompiledConfig {
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config: AdmissionConfig = serde_json::from_slice(bytes)?;
+        if config.cluster.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "cluster",
+                reason: "must name the ratelimit-service cluster",
+            });
+        }
+        if config.renew_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "renew_interval_ms",
+                reason: "must be > 0",
+            });
+        }
+        let slack = Duration::from_millis(config.admit_slack_ms);
+        let admit_timeouts = config
+            .registry
+            .pools
+            .iter()
+            .map(|(name, pool)| (name.clone(), Duration::from_millis(pool.max_queue_wait_ms) + slack))
+            .collect();
+        let fail_modes = config
+            .registry
+            .tiers
+            .iter()
+            .map(|(name, tier)| (name.clone(), tier.fail_mode))
+            .collect();
+        Ok(Self {
+            cluster: config.cluster,
+            renew_interval: Duration::from_millis(config.renew_interval_ms),
+            report_timeout: Duration::from_millis(config.report_timeout_ms),
+            holder: config.holder,
+            fail_modes,
+            admit_timeouts,
+            default_admit_timeout: Duration::from_millis(30_000) + slack,
+        })
+    }
+
+    /// What to do for `tier` when the service cannot answer (closed if unknown).
+    pub fn fail_mode(&self, tier: &str) -> FailMode {
+        self.fail_modes.get(tier).copied().unwrap_or(FailMode::Closed)
+    }
+
+    /// Admit may wait in the pool's queue: its timeout covers that wait.
+    pub fn admit_timeout(&self, pool: &str) -> Duration {
+        self.admit_timeouts
+            .get(pool)
+            .copied()
+            .unwrap_or(self.default_admit_timeout)
+    }
+}

@@ -1,0 +1,321 @@
+//! proxy-wasm adapter of the admission filter.
+//!
+//! Reports (Complete) and lease renewals are dispatched from the root
+//! context: a call owned by a stream context is cancelled when that stream
+//! ends, and a report is exactly what must outlive the stream.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use admission_proto::v1::{AdmitResponse, CompleteRequest, Outcome, RateLimitInfo, RenewRequest};
+use filter_common::headers;
+use filter_common::host::send_error;
+use hashbrown::HashSet;
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use crate::{Admission, CompiledConfig, RequestFacts, UsageTracker, admit_request, rate_limit_headers, unavailable};
+
+const SERVICE: &str = "llmgateway.admission.v1.Admission";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(AdmissionRoot { id: context_id, shared: None })
+    });
+}}
+
+/// State shared by the root context and the streams of one VM (one worker).
+struct Shared {
+    config: CompiledConfig,
+    root_id: u32,
+    /// Leases held by this worker, renewed on every tick.
+    leases: RefCell<HashSet<String>>,
+}
+
+impl Shared {
+    /// Dispatches a unary call owned by the root context; `current` is the
+    /// calling stream, restored afterwards.
+    fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) {
+        if hostcalls::set_effective_context(self.root_id).is_err() {
+            log::warn!("admission: cannot switch to root context; {method} not sent");
+            return;
+        }
+        let sent = hostcalls::dispatch_grpc_call(
+            &self.config.cluster,
+            SERVICE,
+            method,
+            Vec::new(),
+            Some(message),
+            self.config.report_timeout,
+        );
+        if let Err(status) = sent {
+            log::warn!("admission: {method} not sent: {status:?}");
+        }
+        let _ = hostcalls::set_effective_context(current);
+    }
+}
+
+struct AdmissionRoot {
+    id: u32,
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for AdmissionRoot {
+    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, _size: usize) {
+        if status_code != 0 {
+            log::warn!("admission: report/renew call failed with gRPC status {status_code}");
+        }
+    }
+}
+
+impl RootContext for AdmissionRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log::error!("admission: no configuration given");
+            return false;
+        };
+        match CompiledConfig::from_json(&bytes) {
+            Ok(config) => {
+                self.set_tick_period(config.renew_interval);
+                self.shared = Some(Rc::new(Shared {
+                    config,
+                    root_id: self.id,
+                    leases: RefCell::new(HashSet::new()),
+                }));
+                true
+            }
+            Err(e) => {
+                log::error!("admission: configuration refused: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(shared) = &self.shared else { return };
+        let lease_ids: Vec<String> = shared.leases.borrow().iter().cloned().collect();
+        if lease_ids.is_empty() {
+            return;
+        }
+        let message = RenewRequest { lease_ids }.encode_to_vec();
+        if let Err(status) = self.dispatch_grpc_call(
+            &shared.config.cluster,
+            SERVICE,
+            "Renew",
+            Vec::new(),
+            Some(&message),
+            shared.config.report_timeout,
+        ) {
+            log::warn!("admission: Renew not sent: {status:?}");
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AdmissionFilter {
+            id: context_id,
+            shared: self.shared.clone()?,
+            tier: String::new(),
+            admit_token: None,
+            lease: None,
+            rate_limit: None,
+            usage: None,
+            admitted_at: None,
+            first_byte_at: None,
+            upstream_failed: false,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct AdmissionFilter {
+    id: u32,
+    shared: Rc<Shared>,
+    tier: String,
+    admit_token: Option<u32>,
+    lease: Option<String>,
+    rate_limit: Option<RateLimitInfo>,
+    usage: Option<UsageTracker>,
+    admitted_at: Option<SystemTime>,
+    first_byte_at: Option<SystemTime>,
+    upstream_failed: bool,
+}
+
+fn millis_between(from: Option<SystemTime>, to: SystemTime) -> u64 {
+    from.and_then(|f| to.duration_since(f).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl AdmissionFilter {
+    fn facts(&self) -> RequestFacts {
+        RequestFacts {
+            tenant: self.get_http_request_header(headers::TENANT_ID),
+            tier: self.get_http_request_header(headers::TENANT_TIER),
+            model: self.get_http_request_header(headers::MODEL),
+            pool: self.get_http_request_header(headers::POOL),
+            prompt_tokens: self.get_http_request_header(headers::PROMPT_TOKENS),
+            max_tokens: self.get_http_request_header(headers::MAX_TOKENS),
+            request_id: self.get_http_request_header(headers::REQUEST_ID),
+        }
+    }
+
+    /// The service could not answer: the tier's failure mode decides.
+    fn on_service_unavailable(&mut self, why: &str) -> Action {
+        match unavailable(self.shared.config.fail_mode(&self.tier)) {
+            None => {
+                log::warn!("admission: {why}; tier {:?} fails open", self.tier);
+                self.set_http_request_header("x-gateway-admission", Some("bypassed"));
+                Action::Continue
+            }
+            Some(error) => {
+                log::warn!("admission: {why}; tier {:?} fails closed", self.tier);
+                send_error(&error);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_admit_answer(&mut self, status_code: u32, size: usize) -> Action {
+        if status_code != 0 {
+            return self.on_service_unavailable(&format!("Admit failed with gRPC status {status_code}"));
+        }
+        let body = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+        let Ok(response) = AdmitResponse::decode(body.as_slice()) else {
+            return self.on_service_unavailable("Admit answer does not decode");
+        };
+        match Admission::from_response(response) {
+            Admission::Admitted {
+                lease_id,
+                rate_limit,
+                queue_wait_ms,
+            } => {
+                if queue_wait_ms > 0 {
+                    log::debug!("admission: queued {queue_wait_ms} ms");
+                }
+                self.shared.leases.borrow_mut().insert(lease_id.clone());
+                self.lease = Some(lease_id);
+                self.rate_limit = rate_limit;
+                self.admitted_at = Some(self.get_current_time());
+                Action::Continue
+            }
+            Admission::Rejected(error) => {
+                send_error(&error);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Settles the lease with what is known; at most once per request.
+    fn complete(&mut self, outcome: Outcome) {
+        let Some(lease_id) = self.lease.take() else { return };
+        self.shared.leases.borrow_mut().remove(&lease_id);
+        let usage = self.usage.as_mut().and_then(UsageTracker::finish);
+        let now = self.get_current_time();
+        let outcome = if outcome == Outcome::Completed && self.upstream_failed {
+            Outcome::UpstreamError
+        } else {
+            outcome
+        };
+        let report = CompleteRequest {
+            lease_id,
+            outcome: outcome as i32,
+            usage_known: usage.is_some(),
+            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+            completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+            cached_tokens: usage.map_or(0, |u| u.cached_tokens),
+            latency_ms: millis_between(self.admitted_at, now),
+            ttft_ms: self
+                .first_byte_at
+                .map_or(0, |t| millis_between(self.admitted_at, t)),
+        };
+        self.shared
+            .dispatch_from_root(self.id, "Complete", &report.encode_to_vec());
+    }
+}
+
+impl Context for AdmissionFilter {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, size: usize) {
+        if self.admit_token != Some(token) {
+            return;
+        }
+        self.admit_token = None;
+        if self.on_admit_answer(status_code, size) == Action::Continue {
+            self.resume_http_request();
+        }
+    }
+}
+
+impl HttpContext for AdmissionFilter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let facts = self.facts();
+        self.tier = facts.tier.clone().unwrap_or_default();
+        let Some(request) = admit_request(&facts, &self.shared.config.holder) else {
+            return Action::Continue;
+        };
+        let timeout: Duration = self.shared.config.admit_timeout(&request.pool);
+        match self.dispatch_grpc_call(
+            &self.shared.config.cluster,
+            SERVICE,
+            "Admit",
+            Vec::new(),
+            Some(&request.encode_to_vec()),
+            timeout,
+        ) {
+            Ok(token) => {
+                self.admit_token = Some(token);
+                Action::Pause
+            }
+            Err(status) => self.on_service_unavailable(&format!("Admit not sent: {status:?}")),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(info) = &self.rate_limit {
+            for (name, value) in rate_limit_headers(info) {
+                self.set_http_response_header(name, Some(&value));
+            }
+        }
+        if self.lease.is_some() {
+            let status = self.get_http_response_header(":status").unwrap_or_default();
+            self.upstream_failed = status.starts_with('5');
+            let sse = self
+                .get_http_response_header("content-type")
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            self.usage = Some(UsageTracker::new(sse));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.lease.is_none() {
+            return Action::Continue;
+        }
+        if body_size > 0 {
+            if self.first_byte_at.is_none() {
+                self.first_byte_at = Some(self.get_current_time());
+            }
+            if let Some(chunk) = self.get_http_response_body(0, body_size)
+                && let Some(tracker) = self.usage.as_mut()
+            {
+                tracker.feed(&chunk);
+            }
+        }
+        if end_of_stream {
+            self.complete(Outcome::Completed);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // Still holding the lease here means the response never finished:
+        // the client went away or the stream was reset.
+        self.complete(Outcome::ClientCancelled);
+    }
+}
