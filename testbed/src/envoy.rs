@@ -49,6 +49,8 @@ pub struct EnvoyLayout {
     /// ratelimit-service gRPC address (cluster `ratelimit`).
     pub ratelimit: Option<SocketAddr>,
     pub mtls: Option<MtlsFiles>,
+    /// Envoy's native ratelimit filter against the `ratelimit` cluster.
+    pub native_ratelimit_domain: Option<String>,
     pub gateway_port: u16,
     pub concurrency: u32,
 }
@@ -80,19 +82,21 @@ fn pool_cluster(pool: &PoolCluster) -> Value {
 
 fn routes(layout: &EnvoyLayout) -> Value {
     let hash_policy = json!([{ "header": { "header_name": "x-prefix-key" } }]);
+    // Descriptor for Envoy's native ratelimit filter: the authenticated tenant.
+    let rate_limits = json!([{ "actions": [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }] }]);
     let mut routes: Vec<Value> = layout
         .pools
         .iter()
         .map(|p| {
             json!({
                 "match": { "prefix": "/", "headers": [{ "name": "x-llm-pool", "string_match": { "exact": p.name } }] },
-                "route": { "cluster": cluster_name(&p.name), "timeout": "0s", "hash_policy": hash_policy }
+                "route": { "cluster": cluster_name(&p.name), "timeout": "0s", "hash_policy": hash_policy, "rate_limits": rate_limits }
             })
         })
         .collect();
     routes.push(json!({
         "match": { "prefix": "/" },
-        "route": { "cluster": cluster_name(&layout.default_pool), "timeout": "0s", "hash_policy": hash_policy }
+        "route": { "cluster": cluster_name(&layout.default_pool), "timeout": "0s", "hash_policy": hash_policy, "rate_limits": rate_limits }
     }));
     json!(routes)
 }
@@ -114,6 +118,21 @@ fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
             })
         })
         .collect();
+    if let Some(domain) = &layout.native_ratelimit_domain {
+        filters.push(json!({
+            "name": "envoy.filters.http.ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                "domain": domain,
+                "failure_mode_deny": false,
+                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                "rate_limit_service": {
+                    "grpc_service": { "envoy_grpc": { "cluster_name": "ratelimit" }, "timeout": "0.5s" },
+                    "transport_api_version": "V3"
+                }
+            }
+        }));
+    }
     filters.push(json!({
         "name": "envoy.filters.http.router",
         "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }

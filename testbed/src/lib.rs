@@ -132,6 +132,9 @@ pub struct TestbedConfig {
     pub run_dir: Option<PathBuf>,
     /// Extra keys merged into the admission filter's config.
     pub admission_config: Value,
+    /// Envoy's native `envoy.filters.http.ratelimit` against ratelimit-service
+    /// (RLS v3) in this domain, one descriptor `tenant` from `x-tenant-id`.
+    pub native_ratelimit_domain: Option<String>,
 }
 
 impl TestbedConfig {
@@ -149,6 +152,7 @@ impl TestbedConfig {
             envoy_concurrency: 2,
             run_dir: None,
             admission_config: json!({}),
+            native_ratelimit_domain: None,
         }
     }
 }
@@ -172,6 +176,7 @@ pub struct Testbed {
     pub config: TestbedConfig,
     paths: Paths,
     layout: envoy::EnvoyLayout,
+    stopped_ratelimit: Option<std::collections::HashMap<String, SocketAddr>>,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -216,6 +221,7 @@ impl Testbed {
             default_pool: default_pool(&config),
             ratelimit: ratelimit_grpc,
             mtls: config.mtls.clone(),
+            native_ratelimit_domain: config.native_ratelimit_domain.clone(),
             gateway_port: config.gateway_port,
             concurrency: config.envoy_concurrency,
         };
@@ -227,6 +233,7 @@ impl Testbed {
             config,
             paths,
             layout,
+            stopped_ratelimit: None,
             dir,
             _temp: temp,
         })
@@ -290,6 +297,42 @@ impl Testbed {
         for r in &self.replicas {
             let _ = client.post(format!("http://{}/debug/reset", r.addr)).send();
         }
+    }
+
+    /// Stops ratelimit-service: SIGKILL when `hard` (a crash), else SIGTERM.
+    pub fn stop_ratelimit(&mut self, hard: bool) {
+        if let Some(mut p) = self.ratelimit.take() {
+            if hard {
+                p.kill_hard();
+            } else {
+                p.stop();
+            }
+            self.stopped_ratelimit = Some(p.addrs.clone());
+        }
+    }
+
+    /// Starts ratelimit-service again on the ports and data directory it had.
+    pub fn restart_ratelimit(&mut self) -> Result<(), TestbedError> {
+        let addrs = match (self.ratelimit.take(), self.stopped_ratelimit.take()) {
+            (Some(mut running), _) => {
+                running.stop();
+                running.addrs.clone()
+            }
+            (None, Some(addrs)) => addrs,
+            (None, None) => return Err(TestbedError::Other("ratelimit-service was never started".into())),
+        };
+        let (Some(grpc), Some(admin)) = (addrs.get("grpc"), addrs.get("admin")) else {
+            return Err(TestbedError::Other("unknown ratelimit-service ports".into()));
+        };
+        let mut config = self.config.clone();
+        config.ratelimit_args.extend([
+            "--grpc-listen".to_owned(),
+            grpc.to_string(),
+            "--admin-listen".to_owned(),
+            admin.to_string(),
+        ]);
+        self.ratelimit = Some(start_ratelimit(&self.paths, &config, &self.dir.join("registry.toml"), &self.dir)?);
+        Ok(())
     }
 
     /// Replaces the registry on the running testbed: rewrites the filters'
@@ -400,11 +443,15 @@ fn start_ratelimit(
     command
         .arg("--registry")
         .arg(registry_path)
-        .args(["--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(["--admin-token", &config.admin_token])
         .arg("--data-dir")
         .arg(&data)
         .args(&config.ratelimit_args);
+    for flag in ["--grpc-listen", "--admin-listen"] {
+        if !config.ratelimit_args.iter().any(|a| a == flag) {
+            command.args([flag, "127.0.0.1:0"]);
+        }
+    }
     ManagedProcess::spawn_listening("ratelimit-service", command, dir, Duration::from_secs(30))
 }
 
