@@ -1,0 +1,283 @@
+//! Admit: reserve, then wait at the pool gate; refund on any way out.
+
+use std::time::{Duration, Instant};
+
+use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
+use crate::clock::{Periods, now_ms};
+use crate::gate::GateError;
+use crate::lease::{LeaseRecord, new_lease_id};
+use crate::limits::plan::{AdmitInput, PlanError, Settlement};
+use crate::limits::{LimitKind, ScopeViews, plan_admission, tightest};
+use crate::metrics::Metrics;
+use crate::storage::{AdmitOutcome, AdmitPlan, Refusal};
+
+/// Retry hint for a concurrency refusal: slots free when requests finish,
+/// which no counter predicts.
+const CONCURRENCY_RETRY_MS: u64 = 1_000;
+/// Queue wait for a pool missing from the registry.
+const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// The reason, retry hint and message for a store refusal. Budgets come
+/// back when their UTC period ends; rate limits when the bucket has room.
+fn explain(refusal: &Refusal, plan: &AdmitPlan, now_ms: i64) -> (RejectReason, u64, String) {
+    let periods = Periods::at(now_ms);
+    let (reason, retry, what) = match refusal.kind {
+        LimitKind::DailyBudget => (
+            RejectReason::BudgetExhausted,
+            periods.day_ends_in_ms,
+            "daily budget exhausted",
+        ),
+        LimitKind::MonthlyBudget => (
+            RejectReason::BudgetExhausted,
+            periods.month_ends_in_ms,
+            "monthly budget exhausted",
+        ),
+        LimitKind::Requests => (
+            RejectReason::RequestsPerMinute,
+            refusal.wait_ms,
+            "requests per minute limit reached",
+        ),
+        LimitKind::Tokens => (
+            RejectReason::TokensPerMinute,
+            refusal.wait_ms,
+            "tokens per minute limit reached",
+        ),
+        LimitKind::Concurrency => (
+            RejectReason::Concurrency,
+            CONCURRENCY_RETRY_MS,
+            "concurrent request limit reached",
+        ),
+    };
+    let scope = match plan.scopes.get(refusal.scope) {
+        Some(s) if s.key.starts_with("m/") => "model",
+        _ => "tenant",
+    };
+    // Another limit may refuse for longer than the first one found.
+    (
+        reason,
+        retry.max(refusal.wait_ms),
+        format!("{what} ({scope} limit)"),
+    )
+}
+
+impl Limiter {
+    /// Reserves the tenant's limits, then waits at the pool gate until
+    /// `deadline` at the latest (the pool's max queue wait when `None`).
+    /// Cancel-safe: dropping the future refunds the reservation.
+    pub async fn admit(
+        &self,
+        input: AdmitInput,
+        deadline: Option<Instant>,
+    ) -> Result<AdmitDecision, LimiterError> {
+        let inner = &*self.inner;
+        let registry = inner.registry.current();
+        let now = now_ms();
+        let started = Instant::now();
+        let pool_wait = registry
+            .config()
+            .pools
+            .get(&input.pool)
+            .map_or(DEFAULT_QUEUE_WAIT, |p| {
+                Duration::from_millis(p.max_queue_wait_ms)
+            });
+        let deadline = deadline.map_or(started + pool_wait, |d| d.min(started + pool_wait));
+        // While queued the lease must outlive the wait: Admit itself is the
+        // heartbeat until it answers.
+        let expires_ms = now
+            + millis(deadline.saturating_duration_since(started)) as i64
+            + millis(inner.lease_ttl) as i64;
+
+        let plan = match plan_admission(
+            &registry,
+            &inner.throttles,
+            &input,
+            new_lease_id(),
+            now,
+            expires_ms,
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let reason = match e {
+                    PlanError::UnknownTenant(_) | PlanError::DisabledTenant(_) => {
+                        RejectReason::UnknownTenant
+                    }
+                    PlanError::TooLarge(_) => RejectReason::RequestTooLarge,
+                };
+                return Ok(self.rejected(
+                    &input.tenant,
+                    reason,
+                    e.to_string(),
+                    0,
+                    ScopeViews::default(),
+                ));
+            }
+        };
+
+        let outcome = inner.store.admit(&plan).await.inspect_err(|_| {
+            inner.metrics.store_errors.inc();
+        })?;
+        let views = match outcome {
+            AdmitOutcome::Refused { refusal, views } => {
+                let (reason, retry_after_ms, message) = explain(&refusal, &plan, now);
+                return Ok(self.rejected(
+                    &input.tenant,
+                    reason,
+                    message,
+                    retry_after_ms,
+                    tightest(&views),
+                ));
+            }
+            AdmitOutcome::Admitted { views } => tightest(&views),
+        };
+
+        let mut reservation = Reservation {
+            limiter: self.clone(),
+            lease: Some(plan.lease),
+        };
+        let (weight, priority) = registry.tenant(&input.tenant).map_or((1.0, 0), |t| {
+            (
+                registry.weight(t),
+                registry.tier_of(t).map_or(0, |tier| tier.priority),
+            )
+        });
+        let lease_id = reservation.lease_id().to_owned();
+        let gate_result = inner
+            .gate
+            .acquire(
+                &input.pool,
+                &input.tenant,
+                weight,
+                priority,
+                input.est_prompt_tokens,
+                input.max_tokens,
+                deadline,
+            )
+            .await;
+        let queue_wait = started.elapsed();
+        inner
+            .metrics
+            .queue_wait_seconds
+            .get_or_create(&Metrics::tenant(&input.tenant))
+            .observe(queue_wait.as_secs_f64());
+        let permit = match gate_result {
+            Ok(permit) => permit,
+            Err(e) => {
+                reservation.refund().await;
+                let (reason, retry) = match &e {
+                    GateError::QueueFull { retry_after, .. } => {
+                        (RejectReason::QueueFull, millis(*retry_after))
+                    }
+                    // The pool is busy now; a retry a second later may find room.
+                    GateError::QueueTimeout { .. } => (RejectReason::QueueTimeout, 1000),
+                };
+                return Ok(self.rejected(&input.tenant, reason, e.to_string(), retry, views));
+            }
+        };
+        // The queue wait is over: from now on the holder must renew.
+        let ttl = inner.lease_ttl;
+        let renewed = inner
+            .store
+            .renew(
+                std::slice::from_ref(&lease_id),
+                now_ms() + millis(ttl) as i64,
+            )
+            .await
+            .inspect_err(|_| {
+                inner.metrics.store_errors.inc();
+            })?;
+        if !renewed.is_empty() {
+            // The sweeper freed it meanwhile (clock jump): nothing to refund.
+            reservation.disarm();
+            return Ok(self.rejected(
+                &input.tenant,
+                RejectReason::QueueTimeout,
+                "lease expired while queued".into(),
+                0,
+                views,
+            ));
+        }
+        inner
+            .permits
+            .insert(lease_id.clone(), permit, Instant::now() + ttl);
+        reservation.disarm();
+        inner
+            .metrics
+            .admitted
+            .get_or_create(&Metrics::tenant(&input.tenant))
+            .inc();
+        Ok(AdmitDecision::Admitted {
+            lease_id,
+            ttl,
+            views,
+            queue_wait,
+        })
+    }
+
+    fn rejected(
+        &self,
+        tenant: &str,
+        reason: RejectReason,
+        message: String,
+        retry_after_ms: u64,
+        views: ScopeViews,
+    ) -> AdmitDecision {
+        self.inner.metrics.reject(tenant, reason.label());
+        AdmitDecision::Rejected {
+            reason,
+            message,
+            retry_after_ms,
+            views,
+        }
+    }
+}
+
+/// A reservation not yet handed to a holder: refunded if dropped, which is
+/// what happens when the client cancels Admit while it waits in the queue.
+struct Reservation {
+    limiter: Limiter,
+    lease: Option<LeaseRecord>,
+}
+
+impl Reservation {
+    fn lease_id(&self) -> &str {
+        self.lease.as_ref().map_or("", |l| l.id.as_str())
+    }
+
+    fn disarm(&mut self) {
+        self.lease = None;
+    }
+
+    async fn refund(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && let Err(e) = self
+                .limiter
+                .settle(&lease, Settlement::Refund, false, "refund")
+                .await
+        {
+            tracing::error!(error = %e, lease = %lease.id, "refund failed; the lease expires instead");
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let limiter = self.limiter.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let mut r = Reservation {
+                        limiter,
+                        lease: Some(lease),
+                    };
+                    r.refund().await;
+                });
+            }
+            Err(_) => {
+                tracing::error!(lease = %lease.id, "no runtime to refund on; the lease expires instead");
+            }
+        }
+    }
+}

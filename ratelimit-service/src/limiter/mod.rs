@@ -1,0 +1,92 @@
+//! The admission core, independent of gRPC: Admit reserves the tenant's
+//! limits and then passes the pool gate; Complete settles; Renew extends;
+//! the sweeper frees what nobody completes.
+
+mod admit;
+mod settle;
+mod types;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::gate::PoolGate;
+use crate::lease::HeldPermits;
+use crate::ledger::Ledger;
+use crate::limits::Throttles;
+use crate::metrics::Metrics;
+use crate::reload::SharedRegistry;
+use crate::storage::Store;
+
+pub use types::*;
+
+struct Inner {
+    registry: SharedRegistry,
+    throttles: Arc<Throttles>,
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    gate: Arc<dyn PoolGate>,
+    permits: HeldPermits,
+    metrics: Arc<Metrics>,
+    lease_ttl: Duration,
+}
+
+/// Cheap to clone; one per service.
+#[derive(Clone)]
+pub struct Limiter {
+    inner: Arc<Inner>,
+}
+
+impl Limiter {
+    pub fn new(
+        registry: SharedRegistry,
+        throttles: Arc<Throttles>,
+        store: Arc<dyn Store>,
+        ledger: Ledger,
+        gate: Arc<dyn PoolGate>,
+        metrics: Arc<Metrics>,
+        lease_ttl: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                throttles,
+                store,
+                ledger,
+                gate,
+                permits: HeldPermits::default(),
+                metrics,
+                lease_ttl,
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.inner.registry
+    }
+
+    pub fn throttles(&self) -> &Throttles {
+        &self.inner.throttles
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        self.inner.lease_ttl
+    }
+
+    /// Leases whose pool permit this replica holds.
+    pub fn held_permits(&self) -> usize {
+        self.inner.permits.len()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

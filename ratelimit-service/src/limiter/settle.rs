@@ -1,0 +1,184 @@
+//! Complete, Renew and the sweeper: how leases end.
+
+use std::time::{Duration, Instant};
+
+use super::{Completion, Limiter, LimiterError, millis};
+use crate::clock::now_ms;
+use crate::lease::LeaseRecord;
+use crate::ledger::LedgerRecord;
+use crate::limits::plan::{Charge, Settlement};
+use crate::limits::{cost, plan_settlement};
+use crate::metrics::Metrics;
+
+/// Leases the sweeper frees per pass.
+const SWEEP_BATCH: usize = 512;
+
+impl Limiter {
+    /// Settles a lease with real usage. Idempotent: an unknown lease
+    /// (already completed or expired) is a no-op. Returns once the charge
+    /// is in the ledger.
+    pub async fn complete(&self, completion: Completion) -> Result<(), LimiterError> {
+        let inner = &*self.inner;
+        if let Some(mut permit) = inner.permits.take(&completion.lease_id) {
+            let (real_in, real_out) = completion
+                .usage
+                .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+            permit.settle(real_in, real_out);
+        }
+        let Some(lease) = inner.store.lease(&completion.lease_id).await? else {
+            return Ok(());
+        };
+        let settlement = match completion.usage {
+            Some(u) => Settlement::Usage {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                cached: u.cached_tokens,
+            },
+            None => Settlement::ReservationAsCharge,
+        };
+        let outcome = if completion.usage.is_none() {
+            "unknown"
+        } else {
+            completion.outcome.label()
+        };
+        if let Some(ttft) = completion.ttft {
+            inner
+                .metrics
+                .ttft_seconds
+                .get_or_create(&Metrics::tenant(&lease.tenant))
+                .observe(ttft.as_secs_f64());
+        }
+        self.settle(&lease, settlement, false, outcome).await?;
+        Ok(())
+    }
+
+    pub(super) async fn settle(
+        &self,
+        lease: &LeaseRecord,
+        settlement: Settlement,
+        only_if_expired: bool,
+        outcome: &str,
+    ) -> Result<bool, LimiterError> {
+        let inner = &*self.inner;
+        let registry = inner.registry.current();
+        let now = now_ms();
+        let (plan, charge) = plan_settlement(
+            &registry,
+            &inner.throttles,
+            lease,
+            settlement,
+            now,
+            only_if_expired,
+        );
+        let applied = inner.store.settle(&plan).await.inspect_err(|_| {
+            inner.metrics.store_errors.inc();
+        })?;
+        if applied && settlement != Settlement::Refund {
+            self.record(lease, charge, now, outcome).await?;
+        }
+        Ok(applied)
+    }
+
+    async fn record(
+        &self,
+        lease: &LeaseRecord,
+        charge: Charge,
+        now: i64,
+        outcome: &str,
+    ) -> Result<(), LimiterError> {
+        let m = &self.inner.metrics;
+        m.tokens(
+            &lease.tenant,
+            charge.prompt_tokens,
+            charge.completion_tokens,
+        );
+        m.spend_usd
+            .get_or_create(&Metrics::tenant(&lease.tenant))
+            .inc_by(cost::nanos_to_usd(charge.nanos));
+        let record = LedgerRecord {
+            ts_ms: now,
+            tenant: lease.tenant.clone(),
+            model: lease.model.clone(),
+            usd_nanos: charge.nanos,
+            usd: cost::nanos_to_usd(charge.nanos),
+            prompt_tokens: charge.prompt_tokens,
+            completion_tokens: charge.completion_tokens,
+            cached_tokens: charge.cached_tokens,
+            lease: lease.id.clone(),
+            outcome: outcome.to_owned(),
+        };
+        self.inner.ledger.append(&record).await.inspect_err(|e| {
+            m.ledger_errors.inc();
+            tracing::error!(error = %e, lease = %lease.id, "charge applied but not recorded");
+        })?;
+        Ok(())
+    }
+
+    /// Extends leases by the TTL; returns the ids the service no longer knows.
+    pub async fn renew(&self, lease_ids: &[String]) -> Result<Vec<String>, LimiterError> {
+        let inner = &*self.inner;
+        let ttl = inner.lease_ttl;
+        let unknown = inner
+            .store
+            .renew(lease_ids, now_ms() + millis(ttl) as i64)
+            .await?;
+        let local_expiry = Instant::now() + ttl;
+        for id in lease_ids.iter().filter(|id| !unknown.contains(id)) {
+            inner.permits.extend(id, local_expiry);
+        }
+        Ok(unknown)
+    }
+
+    /// Frees leases past their TTL (their holder vanished), charging the
+    /// reservation since the request may well have been served, and drops
+    /// pool permits of leases completed or expired elsewhere.
+    pub async fn sweep(&self) -> Result<usize, LimiterError> {
+        let inner = &*self.inner;
+        let now = now_ms();
+        let mut freed = 0;
+        for id in inner.store.expired(now, SWEEP_BATCH).await? {
+            let Some(lease) = inner.store.lease(&id).await? else {
+                continue;
+            };
+            if self
+                .settle(&lease, Settlement::ReservationAsCharge, true, "expired")
+                .await?
+            {
+                inner.permits.take(&id);
+                freed += 1;
+                inner
+                    .metrics
+                    .leases_expired
+                    .get_or_create(&Metrics::tenant(&lease.tenant))
+                    .inc();
+                tracing::info!(lease = %id, tenant = %lease.tenant, holder = %lease.holder, "lease expired");
+            }
+        }
+        let local_now = Instant::now();
+        for id in inner.permits.past(local_now) {
+            match inner.store.lease(&id).await? {
+                Some(l) if l.expires_ms > now => {
+                    let left =
+                        Duration::from_millis(u64::try_from(l.expires_ms - now).unwrap_or(0));
+                    inner.permits.extend(&id, local_now + left);
+                }
+                _ => {
+                    inner.permits.take(&id);
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Runs [`Self::sweep`] every `interval` until the task is aborted.
+    pub async fn sweep_forever(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "lease sweep failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What the limiter takes and answers, in the service's terms.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::ledger::LedgerError;
+use crate::limits::ScopeViews;
+use crate::storage::StoreError;
+
+/// Why Admit refused (maps 1:1 to the proto's RejectReason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    RequestsPerMinute,
+    TokensPerMinute,
+    Concurrency,
+    BudgetExhausted,
+    QueueFull,
+    QueueTimeout,
+    UnknownTenant,
+    RequestTooLarge,
+}
+
+impl RejectReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RequestsPerMinute => "requests_per_minute",
+            Self::TokensPerMinute => "tokens_per_minute",
+            Self::Concurrency => "concurrency",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::QueueFull => "queue_full",
+            Self::QueueTimeout => "queue_timeout",
+            Self::UnknownTenant => "unknown_tenant",
+            Self::RequestTooLarge => "request_too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitDecision {
+    Admitted {
+        lease_id: String,
+        ttl: Duration,
+        views: ScopeViews,
+        queue_wait: Duration,
+    },
+    Rejected {
+        reason: RejectReason,
+        message: String,
+        retry_after_ms: u64,
+        views: ScopeViews,
+    },
+}
+
+/// How a request ended, as Complete reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    Completed,
+    ClientCancelled,
+    UpstreamError,
+    Unspecified,
+}
+
+impl CompleteOutcome {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::ClientCancelled => "client_cancelled",
+            Self::UpstreamError => "upstream_error",
+            Self::Unspecified => "unspecified",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub lease_id: String,
+    pub outcome: CompleteOutcome,
+    /// `None` when the pool's usage is unknown: the reservation is charged.
+    pub usage: Option<Usage>,
+    pub ttft: Option<Duration>,
+}
+
+#[derive(Debug, Error)]
+pub enum LimiterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Per-tenant usage for the admin API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TenantUsage {
+    pub tenant: String,
+    pub requests: u64,
+    pub rejected: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub in_flight: u64,
+    pub spend_today_usd: f64,
+    pub spend_month_usd: f64,
+    pub reserved_today_usd: f64,
+    pub daily_budget_usd: Option<f64>,
+    pub monthly_budget_usd: Option<f64>,
+    pub throttle: f64,
+}
+
+/// Every reason, for per-reason totals.
+pub const ALL_REASONS: [RejectReason; 8] = [
+    RejectReason::RequestsPerMinute,
+    RejectReason::TokensPerMinute,
+    RejectReason::Concurrency,
+    RejectReason::BudgetExhausted,
+    RejectReason::QueueFull,
+    RejectReason::QueueTimeout,
+    RejectReason::UnknownTenant,
+    RejectReason::RequestTooLarge,
+];

@@ -1,0 +1,83 @@
+//! Usage summaries for the admin API and the store-backed gauges.
+
+use super::{ALL_REASONS, Limiter, LimiterError, TenantUsage};
+use crate::clock::{Periods, now_ms};
+use crate::limits::{cost, tenant_scope};
+use crate::metrics::{Metrics, PeriodLabel, RejectLabel};
+
+impl Limiter {
+    /// Per-tenant usage (spend from the store, request and token counts
+    /// from this replica's metrics).
+    pub async fn usage(&self) -> Result<Vec<TenantUsage>, LimiterError> {
+        let inner = &*self.inner;
+        let registry = inner.registry.current();
+        let periods = Periods::at(now_ms());
+        let tenants: Vec<_> = registry.tenants().iter().map(|t| t.id.clone()).collect();
+        let scopes: Vec<_> = tenants.iter().map(|t| tenant_scope(t)).collect();
+        let usage = inner
+            .store
+            .usage(&scopes, &periods.day, &periods.month)
+            .await?;
+        let m = &inner.metrics;
+        Ok(tenants
+            .iter()
+            .zip(usage)
+            .map(|(tenant, u)| {
+                let limits = registry
+                    .tenant(tenant)
+                    .map(|t| registry.effective_limits(t))
+                    .unwrap_or_default();
+                let rejected = ALL_REASONS
+                    .iter()
+                    .map(|r| {
+                        m.rejected
+                            .get_or_create(&RejectLabel {
+                                tenant: tenant.clone(),
+                                reason: r.label().to_owned(),
+                            })
+                            .get()
+                    })
+                    .sum();
+                TenantUsage {
+                    tenant: tenant.clone(),
+                    requests: m.admitted.get_or_create(&Metrics::tenant(tenant)).get(),
+                    rejected,
+                    tokens_in: m.token_total(tenant, "in"),
+                    tokens_out: m.token_total(tenant, "out"),
+                    in_flight: u.in_flight,
+                    spend_today_usd: cost::nanos_to_usd(u.spent_day),
+                    spend_month_usd: cost::nanos_to_usd(u.spent_month),
+                    reserved_today_usd: cost::nanos_to_usd(u.reserved_day),
+                    daily_budget_usd: limits.daily_budget_usd,
+                    monthly_budget_usd: limits.monthly_budget_usd,
+                    throttle: inner.throttles.fraction(tenant),
+                }
+            })
+            .collect())
+    }
+
+    /// Refreshes the gauges computed from the store (budget ratio, leases
+    /// active) just before a scrape.
+    pub async fn refresh_gauges(&self) -> Result<(), LimiterError> {
+        let m = &self.inner.metrics;
+        for u in self.usage().await? {
+            m.leases_active
+                .get_or_create(&Metrics::tenant(&u.tenant))
+                .set(i64::try_from(u.in_flight).unwrap_or(i64::MAX));
+            for (period, spent, budget) in [
+                ("day", u.spend_today_usd, u.daily_budget_usd),
+                ("month", u.spend_month_usd, u.monthly_budget_usd),
+            ] {
+                if let Some(b) = budget.filter(|b| *b > 0.0) {
+                    m.budget_used_ratio
+                        .get_or_create(&PeriodLabel {
+                            tenant: u.tenant.clone(),
+                            period: period.to_owned(),
+                        })
+                        .set(spent / b);
+                }
+            }
+        }
+        Ok(())
+    }
+}

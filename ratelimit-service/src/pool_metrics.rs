@@ -1,0 +1,623 @@
+//! Room in a pool, as its vLLM replicas report it on `/metrics`.
+//!
+//! A scraper per pool reads every replica each `metrics_interval_ms` and
+//! gives the pool's [`FairQueue`] a capacity of `max_in_flight_per_replica`
+//! for every replica with room. A replica has no room when it says it is
+//! busy (too many requests waiting, KV cache too full) or when it has not
+//! answered well for three intervals: a replica we cannot see is not one we
+//! send more work to.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tenant_registry::Pool;
+use thiserror::Error;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::fair_queue::FairQueue;
+
+/// Requests queued inside the replica's engine.
+pub const NUM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
+/// Requests in the replica's running batch.
+pub const NUM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
+/// KV-cache usage, 0..=1.
+pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
+/// Name of the KV-cache gauge before vLLM 0.10 renamed it.
+pub const LEGACY_KV_CACHE_USAGE: &str = "vllm:gpu_cache_usage_perc";
+
+/// Metrics older than this many scrape intervals count as saturated.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+
+/// One sample line of the Prometheus text exposition format.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample<'a> {
+    pub name: &'a str,
+    pub value: f64,
+}
+
+/// Samples of an exposition, skipping comments and lines it cannot read (a
+/// replica that exports one odd metric must not hide the ones we need).
+pub fn samples(text: &str) -> impl Iterator<Item = Sample<'_>> {
+    text.lines().filter_map(parse_sample)
+}
+
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(|c: char| c == '{' || c.is_ascii_whitespace())?;
+    let name = &line[..name_end];
+    if !is_metric_name(name) {
+        return None;
+    }
+    let rest = &line[name_end..];
+    let rest = if rest.starts_with('{') {
+        after_labels(rest)?
+    } else {
+        rest
+    };
+    // What follows the value is an optional timestamp, ignored.
+    parse_value(rest.split_ascii_whitespace().next()?).map(|value| Sample { name, value })
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// The text after the label set that `text` starts with. Label values may
+/// hold `}`, `,` and escaped quotes, so quoting is tracked.
+fn after_labels(text: &str) -> Option<&str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices().skip(1) {
+        if quoted {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            quoted = true;
+        } else if c == '}' {
+            return text.get(i + 1..);
+        }
+    }
+    None
+}
+
+fn parse_value(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => text.parse().ok(),
+    }
+}
+
+/// How busy one replica says it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaLoad {
+    /// Summed over label sets (engines, models).
+    pub waiting: f64,
+    /// Summed over label sets.
+    pub running: f64,
+    /// The fullest engine's usage: a fraction is not summed across engines.
+    pub kv_cache_usage: Option<f64>,
+}
+
+/// Why a scrape did not produce a usable load.
+#[derive(Debug, Error)]
+pub enum ScrapeError {
+    #[error("metrics request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("metrics endpoint answered HTTP {0}")]
+    Status(u16),
+    #[error("metric {0} is missing")]
+    MissingMetric(&'static str),
+}
+
+/// Reads a replica's load out of its exposition. NaN samples are ignored.
+pub fn parse_replica_load(text: &str) -> Result<ReplicaLoad, ScrapeError> {
+    let mut waiting = None;
+    let mut running = None;
+    let mut kv = None;
+    let mut legacy_kv = None;
+    for sample in samples(text).filter(|s| !s.value.is_nan()) {
+        let add = |total: &mut Option<f64>| *total = Some(total.unwrap_or(0.0) + sample.value);
+        let max = |peak: &mut Option<f64>| *peak = Some(peak.unwrap_or(0.0).max(sample.value));
+        match sample.name {
+            NUM_REQUESTS_WAITING => add(&mut waiting),
+            NUM_REQUESTS_RUNNING => add(&mut running),
+            KV_CACHE_USAGE => max(&mut kv),
+            LEGACY_KV_CACHE_USAGE => max(&mut legacy_kv),
+            _ => {}
+        }
+    }
+    Ok(ReplicaLoad {
+        waiting: waiting.ok_or(ScrapeError::MissingMetric(NUM_REQUESTS_WAITING))?,
+        running: running.unwrap_or(0.0),
+        kv_cache_usage: kv.or(legacy_kv),
+    })
+}
+
+/// Whether a replica takes more work, as of its last scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaHealth {
+    Ready,
+    /// Over a configured threshold (or a configured metric is missing).
+    Busy,
+    /// No good scrape for three intervals, or never.
+    Stale,
+}
+
+/// What the scraper knows of one replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    pub replica: String,
+    /// Load from the last good scrape.
+    pub load: Option<ReplicaLoad>,
+    pub last_good: Option<Instant>,
+    pub health: ReplicaHealth,
+}
+
+impl ReplicaStatus {
+    fn unseen(replica: &str) -> Self {
+        Self {
+            replica: replica.to_owned(),
+            load: None,
+            last_good: None,
+            health: ReplicaHealth::Stale,
+        }
+    }
+}
+
+/// Verdict on a load under the pool's thresholds. An unset threshold does
+/// not apply; a set one whose metric is absent fails closed.
+pub fn load_health(load: &ReplicaLoad, pool: &Pool) -> ReplicaHealth {
+    let waiting_ok = pool
+        .max_waiting_per_replica
+        .is_none_or(|max| load.waiting <= f64::from(max));
+    let kv_ok = pool
+        .max_kv_cache_usage
+        .is_none_or(|max| load.kv_cache_usage.is_some_and(|kv| kv <= max));
+    if waiting_ok && kv_ok {
+        ReplicaHealth::Ready
+    } else {
+        ReplicaHealth::Busy
+    }
+}
+
+fn scrape_interval(pool: &Pool) -> Duration {
+    // A zero interval would spin, and a huge one overflow instants; neither
+    // bound is a useful scrape period anyway.
+    Duration::from_millis(pool.metrics_interval_ms.clamp(10, 3_600_000))
+}
+
+/// A replica's health at `now`, from its last good load.
+pub fn replica_health(
+    load: Option<&ReplicaLoad>,
+    last_good: Option<Instant>,
+    pool: &Pool,
+    now: Instant,
+) -> ReplicaHealth {
+    let fresh_for = scrape_interval(pool) * STALE_AFTER_INTERVALS;
+    match (load, last_good) {
+        (Some(load), Some(at)) if now.saturating_duration_since(at) <= fresh_for => {
+            load_health(load, pool)
+        }
+        _ => ReplicaHealth::Stale,
+    }
+}
+
+/// Capacity the pool's queue gets: the per-replica cap for each ready replica.
+pub fn pool_capacity(pool: &Pool, replicas: &[ReplicaStatus]) -> u32 {
+    let ready = replicas
+        .iter()
+        .filter(|r| r.health == ReplicaHealth::Ready)
+        .count();
+    pool.max_in_flight_per_replica
+        .saturating_mul(u32::try_from(ready).unwrap_or(u32::MAX))
+}
+
+fn metrics_url(replica: &str) -> String {
+    if replica.contains("://") {
+        format!("{}/metrics", replica.trim_end_matches('/'))
+    } else {
+        format!("http://{replica}/metrics")
+    }
+}
+
+async fn scrape(
+    client: &reqwest::Client,
+    replica: &str,
+    timeout: Duration,
+) -> Result<ReplicaLoad, ScrapeError> {
+    let response = client
+        .get(metrics_url(replica))
+        .timeout(timeout)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(ScrapeError::Status(response.status().as_u16()));
+    }
+    parse_replica_load(&response.text().await?)
+}
+
+/// Background task keeping one pool's queue capacity in line with its
+/// replicas. Dropping it stops the task; the queue keeps the last capacity.
+#[derive(Debug)]
+pub struct PoolScraper {
+    task: JoinHandle<()>,
+    replicas: Arc<Mutex<Vec<ReplicaStatus>>>,
+}
+
+impl PoolScraper {
+    /// Starts scraping; `None` for a pool without replicas, whose queue
+    /// keeps its configured capacity.
+    pub fn spawn(
+        pool_name: String,
+        pool: Pool,
+        queue: FairQueue,
+        client: reqwest::Client,
+    ) -> Option<Self> {
+        if pool.replicas.is_empty() {
+            return None;
+        }
+        let replicas = Arc::new(Mutex::new(
+            pool.replicas
+                .iter()
+                .map(|r| ReplicaStatus::unseen(r))
+                .collect(),
+        ));
+        let task = tokio::spawn(run(pool_name, pool, queue, client, replicas.clone()));
+        Some(Self { task, replicas })
+    }
+
+    /// Last known status of every replica, in the pool's order.
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for PoolScraper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    pool_name: String,
+    pool: Pool,
+    queue: FairQueue,
+    client: reqwest::Client,
+    shared: Arc<Mutex<Vec<ReplicaStatus>>>,
+) {
+    let interval = scrape_interval(&pool);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut statuses: Vec<ReplicaStatus> = pool
+        .replicas
+        .iter()
+        .map(|r| ReplicaStatus::unseen(r))
+        .collect();
+    loop {
+        ticker.tick().await;
+        // One round never outlasts the interval, so a hung replica cannot
+        // delay the verdict on the others.
+        let mut round = JoinSet::new();
+        for (index, replica) in pool.replicas.iter().enumerate() {
+            let client = client.clone();
+            let replica = replica.clone();
+            round.spawn(async move { (index, scrape(&client, &replica, interval).await) });
+        }
+        while let Some(joined) = round.join_next().await {
+            let Ok((index, result)) = joined else {
+                continue;
+            };
+            let Some(status) = statuses.get_mut(index) else {
+                continue;
+            };
+            match result {
+                Ok(load) => {
+                    status.load = Some(load);
+                    status.last_good = Some(Instant::now());
+                }
+                Err(error) => {
+                    tracing::debug!(pool = %pool_name, replica = %status.replica, %error, "scrape failed");
+                }
+            }
+        }
+        let now = Instant::now();
+        for status in &mut statuses {
+            let health = replica_health(status.load.as_ref(), status.last_good, &pool, now);
+            if health != status.health && health == ReplicaHealth::Ready {
+                tracing::info!(pool = %pool_name, replica = %status.replica, "replica has room again");
+            } else if health != status.health {
+                tracing::warn!(pool = %pool_name, replica = %status.replica, ?health, "replica has no room");
+            }
+            status.health = health;
+        }
+        let capacity = pool_capacity(&pool, &statuses);
+        if capacity != queue.capacity() {
+            tracing::info!(pool = %pool_name, capacity, "pool capacity changed");
+        }
+        queue.set_capacity(capacity);
+        shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(&statuses);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fair_queue::{QueueConfig, SchedulingPolicy};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const VLLM_SAMPLE: &str = r#"# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 3.0
+vllm:num_requests_running{engine="1",model_name="meta-llama/Llama-3.1-8B-Instruct"} 2.0
+vllm:num_requests_running{engine="2",model_name="odd \"quoted\" {name}, x"} 1 1712345678000
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 4.0
+vllm:num_requests_waiting{engine="1",model_name="meta-llama/Llama-3.1-8B-Instruct"} 1.0
+vllm:num_requests_waiting{engine="2",model_name="path\\with\\backslash"} NaN
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.42
+vllm:kv_cache_usage_perc{engine="1",model_name="meta-llama/Llama-3.1-8B-Instruct"} 0.87
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.04",model_name="meta-llama/Llama-3.1-8B-Instruct"} 12.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="meta-llama/Llama-3.1-8B-Instruct"} 57.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 57.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 3.25
+# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct"} 123456.0
+vllm:num_requests_waiting_decoy{engine="0"} 1000
+python_gc_objects_collected_total{generation="0"} 8713.0
+process_start_time_seconds 1.712345678e+09
+this line is not a sample
+vllm:num_requests_waiting{engine="3" 7
+"#;
+
+    #[test]
+    fn reads_a_vllm_exposition() {
+        let load = parse_replica_load(VLLM_SAMPLE).unwrap();
+        assert_eq!(load.waiting, 5.0);
+        assert_eq!(load.running, 6.0);
+        assert_eq!(load.kv_cache_usage, Some(0.87));
+    }
+
+    #[test]
+    fn sample_values_and_labels() {
+        let all: Vec<Sample<'_>> = samples(VLLM_SAMPLE).collect();
+        let inf = all
+            .iter()
+            .find(|s| s.name == "vllm:time_to_first_token_seconds_bucket" && s.value.is_infinite());
+        assert!(
+            inf.is_none(),
+            "+Inf is a label value here, not the sample value"
+        );
+        assert!(
+            all.iter()
+                .any(|s| s.name == "process_start_time_seconds" && s.value == 1.712345678e9)
+        );
+        assert_eq!(parse_value("+Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_value("-Inf"), Some(f64::NEG_INFINITY));
+        assert!(parse_value("NaN").unwrap().is_nan());
+        assert_eq!(
+            parse_sample(r#"m{a="}\"}"} 2"#),
+            Some(Sample {
+                name: "m",
+                value: 2.0
+            })
+        );
+        assert_eq!(parse_sample("m{a=\"unterminated} 2"), None);
+    }
+
+    #[test]
+    fn legacy_kv_gauge_and_missing_waiting() {
+        let load = parse_replica_load(
+            "vllm:num_requests_waiting 0\nvllm:gpu_cache_usage_perc{engine=\"0\"} 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(load.kv_cache_usage, Some(0.5));
+        assert!(matches!(
+            parse_replica_load("vllm:num_requests_running 3\n"),
+            Err(ScrapeError::MissingMetric(NUM_REQUESTS_WAITING))
+        ));
+    }
+
+    fn pool(replicas: Vec<String>) -> Pool {
+        Pool {
+            replicas,
+            max_in_flight_per_replica: 4,
+            max_waiting_per_replica: Some(10),
+            max_kv_cache_usage: Some(0.9),
+            metrics_interval_ms: 50,
+            ..Pool::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_and_staleness() {
+        let pool = pool(vec![]);
+        let load = |waiting, kv| ReplicaLoad {
+            waiting,
+            running: 0.0,
+            kv_cache_usage: kv,
+        };
+        assert_eq!(
+            load_health(&load(10.0, Some(0.9)), &pool),
+            ReplicaHealth::Ready
+        );
+        assert_eq!(
+            load_health(&load(11.0, Some(0.1)), &pool),
+            ReplicaHealth::Busy
+        );
+        assert_eq!(
+            load_health(&load(0.0, Some(0.95)), &pool),
+            ReplicaHealth::Busy
+        );
+        assert_eq!(load_health(&load(0.0, None), &pool), ReplicaHealth::Busy);
+        let unlimited = Pool::default();
+        assert_eq!(
+            load_health(&load(1e9, None), &unlimited),
+            ReplicaHealth::Ready
+        );
+
+        let now = Instant::now();
+        let good = load(0.0, Some(0.1));
+        let health = |age_ms| {
+            replica_health(
+                Some(&good),
+                now.checked_sub(Duration::from_millis(age_ms)),
+                &pool,
+                now,
+            )
+        };
+        assert_eq!(health(150), ReplicaHealth::Ready);
+        assert_eq!(health(151), ReplicaHealth::Stale);
+        assert_eq!(replica_health(None, None, &pool, now), ReplicaHealth::Stale);
+    }
+
+    /// A fake replica: serves `body` as its metrics, or HTTP 500 when `None`.
+    async fn fake_replica(body: Arc<Mutex<Option<String>>>) -> (String, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let body = body.lock().unwrap().clone();
+                connections.spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, text) = match body {
+                        Some(text) => ("200 OK", text),
+                        None => ("500 Internal Server Error", String::new()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        (addr, server)
+    }
+
+    fn metrics(waiting: u32, kv: f64) -> Option<String> {
+        Some(format!(
+            "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{engine=\"0\"}} {waiting}\nvllm:kv_cache_usage_perc{{engine=\"0\"}} {kv}\n"
+        ))
+    }
+
+    async fn wait_for_capacity(queue: &FairQueue, capacity: u32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while queue.capacity() != capacity {
+            assert!(
+                Instant::now() < deadline,
+                "capacity stuck at {}",
+                queue.capacity()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn scraper_gives_capacity_per_ready_replica_and_drops_stale_ones() {
+        let a_body = Arc::new(Mutex::new(metrics(0, 0.2)));
+        let b_body = Arc::new(Mutex::new(metrics(2, 0.3)));
+        let (a, a_server) = fake_replica(a_body.clone()).await;
+        let (b, b_server) = fake_replica(b_body.clone()).await;
+        // Slower than `pool()`'s 50 ms so a loaded test machine does not
+        // make a healthy replica look stale.
+        let pool = Pool {
+            metrics_interval_ms: 100,
+            ..pool(vec![a, format!("http://{b}")])
+        };
+        let queue = FairQueue::new(QueueConfig::for_pool(&pool, SchedulingPolicy::default()));
+        queue.set_capacity(0);
+        let scraper = PoolScraper::spawn(
+            "latency".into(),
+            pool,
+            queue.clone(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+
+        wait_for_capacity(&queue, 8).await;
+        *b_body.lock().unwrap() = metrics(50, 0.3);
+        wait_for_capacity(&queue, 4).await;
+        assert_eq!(scraper.replicas()[1].health, ReplicaHealth::Busy);
+        *b_body.lock().unwrap() = metrics(0, 0.95);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            queue.snapshot().capacity,
+            4,
+            "KV cache over threshold keeps b out"
+        );
+
+        // a stops answering well: it keeps its room until its last good
+        // scrape is three intervals old, then the pool is saturated.
+        let failed_at = Instant::now();
+        *a_body.lock().unwrap() = None;
+        wait_for_capacity(&queue, 0).await;
+        // The last good scrape was at most one interval before the failure.
+        let waited = failed_at.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "stale after {waited:?}"
+        );
+        assert!(queue.snapshot().saturated);
+        assert_eq!(scraper.replicas()[0].health, ReplicaHealth::Stale);
+
+        *a_body.lock().unwrap() = metrics(0, 0.1);
+        wait_for_capacity(&queue, 4).await;
+
+        drop(scraper);
+        a_server.abort();
+        b_server.abort();
+    }
+
+    #[test]
+    fn pool_without_replicas_is_not_scraped() {
+        let queue = FairQueue::new(QueueConfig::for_pool(
+            &Pool::default(),
+            SchedulingPolicy::default(),
+        ));
+        assert!(
+            PoolScraper::spawn("p".into(), Pool::default(), queue, reqwest::Client::new())
+                .is_none()
+        );
+        assert_eq!(metrics_url("10.0.0.1:8000"), "http://10.0.0.1:8000/metrics");
+        assert_eq!(metrics_url("https://r:1/"), "https://r:1/metrics");
+    }
+}

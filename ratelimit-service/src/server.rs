@@ -1,0 +1,224 @@
+//! Wires the service together and runs its listeners and background tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use admission_proto::v1::admission_server::AdmissionServer;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::clock::now_ms;
+use crate::config::{Cli, ConfigError};
+use crate::gate::{PoolGate, UnlimitedGate};
+use crate::grpc::admission::AdmissionService;
+use crate::grpc::rls::RlsService;
+use crate::ledger::{Ledger, LedgerError};
+use crate::limiter::Limiter;
+use crate::limits::Throttles;
+use crate::metrics::Metrics;
+use crate::reload::{ReloadError, Reloader, SharedRegistry};
+use crate::rls::RlsLimiter;
+use crate::rls::config::{RlsConfig, RlsConfigError};
+use crate::storage::{MemoryStore, RedisStore, Store, StoreError};
+
+/// How often expired leases are looked for: a lease is freed at most this
+/// long after its TTL.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the registry file's mtime is checked.
+pub const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// In-flight calls (Admits waiting in a queue) get this long at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Registry(#[from] ReloadError),
+    #[error(transparent)]
+    RlsConfig(#[from] RlsConfigError),
+    #[error("cannot connect to redis: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds the pool gate once the registry and metrics exist (the fair queue
+/// reads pool settings and registers its metrics).
+pub type GateFactory = Box<dyn FnOnce(&SharedRegistry, &mut Metrics) -> Arc<dyn PoolGate> + Send>;
+
+/// A gate factory for the per-pool fair queues ([`crate::fair_gate::FairGate`]).
+pub fn fair_gate(policy: crate::fair_queue::SchedulingPolicy) -> GateFactory {
+    Box::new(move |registry, metrics| {
+        crate::fair_gate::FairGate::new(&registry.current(), policy, metrics) as Arc<dyn PoolGate>
+    })
+}
+
+/// A gate factory for [`UnlimitedGate`].
+pub fn unlimited_gate() -> GateFactory {
+    Box::new(|_, _| Arc::new(UnlimitedGate))
+}
+
+/// A running service. Dropping it stops everything at once; [`Self::shutdown`]
+/// lets in-flight calls finish first.
+pub struct Service {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    limiter: Limiter,
+    reloader: Arc<Reloader>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    pub async fn start(cli: &Cli, gate: GateFactory) -> Result<Self, StartError> {
+        let token = cli.admin_token()?;
+        let registry = SharedRegistry::new(crate::reload::load(&cli.registry)?);
+        let rls_config = cli.rls_config.as_deref().map(RlsConfig::load).transpose()?;
+        let mut metrics = Metrics::new();
+        let gate = gate(&registry, &mut metrics);
+        let metrics = Arc::new(metrics);
+
+        let store: Arc<dyn Store> = match &cli.redis {
+            Some(url) => Arc::new(RedisStore::connect(url).await?),
+            None => Arc::new(MemoryStore::new()),
+        };
+        let (ledger, replay) = Ledger::open(&cli.data_dir, cli.fsync, now_ms())?;
+        if !store.spend_is_shared() {
+            store.restore_spend(&replay.totals).await?;
+        }
+        tracing::info!(
+            records = replay.records,
+            truncated_bytes = replay.truncated_bytes,
+            path = %ledger.path().display(),
+            store = store.name(),
+            "spend ledger replayed"
+        );
+
+        let throttles = Arc::new(Throttles::default());
+        let limiter = Limiter::new(
+            registry.clone(),
+            throttles.clone(),
+            store.clone(),
+            ledger,
+            gate,
+            metrics.clone(),
+            cli.lease_ttl(),
+        );
+        let rls = Arc::new(RlsLimiter::new(
+            rls_config,
+            registry.clone(),
+            throttles,
+            store,
+            metrics.clone(),
+        ));
+        let reloader = Arc::new(Reloader::new(cli.registry.clone(), registry, metrics));
+
+        let grpc = bind(cli.grpc_listen).await?;
+        let admin = bind(cli.admin_listen).await?;
+        let grpc_addr = local_addr(&grpc, cli.grpc_listen)?;
+        let admin_addr = local_addr(&admin, cli.admin_listen)?;
+        let (stop, stopped) = watch::channel(false);
+
+        let grpc_server = {
+            let mut stopped = stopped.clone();
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+            let router = tonic::transport::Server::builder()
+                .add_service(AdmissionServer::new(AdmissionService::new(limiter.clone())))
+                .add_service(RateLimitServiceServer::new(RlsService::new(rls)));
+            tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            })
+        };
+        let admin_server = {
+            let mut stopped = stopped.clone();
+            let app = admin::router(AdminState {
+                limiter: limiter.clone(),
+                reloader: reloader.clone(),
+                token: token.map(Arc::from),
+            });
+            tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(admin, app).with_graceful_shutdown(signal).await {
+                    tracing::error!(error = %e, "admin server failed");
+                }
+            })
+        };
+        let background = vec![
+            tokio::spawn(limiter.clone().sweep_forever(SWEEP_INTERVAL)),
+            tokio::spawn(reloader.clone().watch(RELOAD_POLL)),
+        ];
+        Ok(Self {
+            grpc_addr,
+            admin_addr,
+            limiter,
+            reloader,
+            stop,
+            servers: vec![grpc_server, admin_server],
+            background,
+        })
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Stops accepting, lets in-flight calls finish (up to a few seconds),
+    /// then stops the background tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for server in self.servers.drain(..) {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+                abort.abort();
+            }
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for task in self.servers.iter().chain(&self.background) {
+            task.abort();
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })
+}

@@ -1,0 +1,285 @@
+//! The Admission API over a real gRPC connection to an in-process service.
+
+mod common;
+
+use std::time::Duration;
+
+use admission_proto::v1::{CompleteRequest, RejectReason, RenewRequest};
+use common::*;
+
+fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
+    RejectReason::try_from(r.reason).unwrap()
+}
+
+async fn spend_today(h: &Harness, tenant: &str) -> f64 {
+    let usage = h.service.limiter().usage().await.unwrap();
+    usage
+        .iter()
+        .find(|u| u.tenant == tenant)
+        .unwrap()
+        .spend_today_usd
+}
+
+async fn in_flight(h: &Harness, tenant: &str) -> u64 {
+    let usage = h.service.limiter().usage().await.unwrap();
+    usage.iter().find(|u| u.tenant == tenant).unwrap().in_flight
+}
+
+#[tokio::test]
+async fn admit_complete_renew_round_trip() {
+    let gate = TestGate::new(GateMode::Admit);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+
+    let r = admit(&mut c, "a", "m", 100, 100).await;
+    assert!(admitted(&r), "{r:?}");
+    assert_eq!(r.lease_id.len(), 32);
+    assert_eq!(r.lease_ttl_ms, 10_000);
+    let info = r.rate_limit.unwrap();
+    assert_eq!(info.limit_requests, Some(5));
+    assert_eq!(info.remaining_requests, Some(4));
+    assert_eq!(info.limit_tokens, Some(1000));
+    assert_eq!(info.remaining_tokens, Some(800));
+    assert_eq!(info.reset_tokens_ms, Some(12_000));
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let renew = c
+        .renew(RenewRequest {
+            lease_ids: vec![r.lease_id.clone(), "bogus".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renew.unknown_lease_ids, vec!["bogus".to_string()]);
+
+    // 50 prompt tokens at $0.001 + 20 output at $0.002 = $0.09.
+    complete(&mut c, &r.lease_id, 50, 20, 0).await;
+    assert!((spend_today(&h, "a").await - 0.09).abs() < 1e-9);
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(gate.settled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Idempotent.
+    complete(&mut c, &r.lease_id, 50, 20, 0).await;
+    assert!((spend_today(&h, "a").await - 0.09).abs() < 1e-9);
+    let renew = c
+        .renew(RenewRequest {
+            lease_ids: vec![r.lease_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renew.unknown_lease_ids, vec![r.lease_id.clone()]);
+
+    // TPM settled to the real 70 tokens: 930 left.
+    let r = admit(&mut c, "a", "m", 0, 1).await;
+    assert_eq!(r.rate_limit.unwrap().remaining_tokens, Some(929));
+}
+
+#[tokio::test]
+async fn rejections_carry_reason_retry_and_headers() {
+    let h = start(&[], unlimited()).await;
+    let mut c = h.client().await;
+    for _ in 0..5 {
+        let r = admit(&mut c, "a", "other", 1, 1).await;
+        assert!(admitted(&r));
+        complete(&mut c, &r.lease_id, 1, 1, 0).await;
+    }
+    let r = admit(&mut c, "a", "other", 1, 1).await;
+    assert_eq!(reason(&r), RejectReason::RequestsPerMinute);
+    assert!(
+        r.retry_after_ms > 11_000 && r.retry_after_ms <= 12_000,
+        "{}",
+        r.retry_after_ms
+    );
+    let info = r.rate_limit.unwrap();
+    assert_eq!(info.remaining_requests, Some(0));
+    assert!(info.reset_requests_ms.unwrap() > 59_000);
+
+    let r = admit(&mut c, "a", "m", 900, 200).await;
+    assert_eq!(reason(&r), RejectReason::RequestTooLarge);
+    assert_eq!(r.retry_after_ms, 0);
+
+    let r = admit(&mut c, "nobody", "m", 1, 1).await;
+    assert_eq!(reason(&r), RejectReason::UnknownTenant);
+    let r = admit(&mut c, "off", "m", 1, 1).await;
+    assert_eq!(reason(&r), RejectReason::UnknownTenant);
+}
+
+#[tokio::test]
+async fn concurrency_slots_and_model_limits() {
+    let h = start(&[], unlimited()).await;
+    let mut c = h.client().await;
+    let first = admit(&mut c, "a", "other", 1, 1).await;
+    let second = admit(&mut c, "a", "other", 1, 1).await;
+    assert!(admitted(&first) && admitted(&second));
+    let third = admit(&mut c, "a", "other", 1, 1).await;
+    assert_eq!(reason(&third), RejectReason::Concurrency);
+    assert!(third.retry_after_ms >= 1_000);
+    complete(&mut c, &first.lease_id, 1, 1, 0).await;
+    assert!(admitted(&admit(&mut c, "a", "other", 1, 1).await));
+
+    // Tenant b: 1000 rpm overall, but 3 rpm on model m.
+    for _ in 0..3 {
+        assert!(admitted(&admit(&mut c, "b", "m", 1, 1).await));
+    }
+    let r = admit(&mut c, "b", "m", 1, 1).await;
+    assert_eq!(reason(&r), RejectReason::RequestsPerMinute);
+    assert!(r.message.contains("model"), "{}", r.message);
+    assert_eq!(r.rate_limit.unwrap().limit_requests, Some(3));
+    assert!(admitted(&admit(&mut c, "b", "other", 1, 1).await));
+}
+
+#[tokio::test]
+async fn budgets_use_upper_bound_reservations_and_real_cost() {
+    let h = start(&[], unlimited()).await;
+    let mut c = h.client().await;
+    // Each: 100 prompt ($0.1) + 100 output ($0.2) = $0.3 upper bound.
+    for _ in 0..3 {
+        let r = admit(&mut c, "a", "m", 100, 100).await;
+        assert!(admitted(&r));
+        complete(&mut c, &r.lease_id, 100, 100, 0).await;
+    }
+    assert!((spend_today(&h, "a").await - 0.9).abs() < 1e-9);
+    let r = admit(&mut c, "a", "m", 100, 100).await;
+    assert_eq!(reason(&r), RejectReason::BudgetExhausted);
+    assert!(r.retry_after_ms > 0 && r.retry_after_ms <= 86_400_000);
+    // A cheaper request still fits the remaining $0.1.
+    let r = admit(&mut c, "a", "m", 10, 10).await;
+    assert!(admitted(&r), "{r:?}");
+    // Cached prompt tokens at the cached price: 10 cached at $0.0001 = $0.001.
+    complete(&mut c, &r.lease_id, 10, 0, 10).await;
+    assert!((spend_today(&h, "a").await - 0.901).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn unknown_usage_charges_the_reservation() {
+    let h = start(&[], unlimited()).await;
+    let mut c = h.client().await;
+    let r = admit(&mut c, "a", "m", 100, 100).await;
+    c.complete(CompleteRequest {
+        lease_id: r.lease_id.clone(),
+        outcome: 3,
+        usage_known: false,
+        ..CompleteRequest::default()
+    })
+    .await
+    .unwrap();
+    assert!((spend_today(&h, "a").await - 0.3).abs() < 1e-9);
+    assert_eq!(in_flight(&h, "a").await, 0);
+}
+
+#[tokio::test]
+async fn expired_leases_are_swept_and_renewed_ones_kept() {
+    let gate = TestGate::new(GateMode::Admit);
+    let h = start(&["--lease-ttl-ms", "300"], gate.factory()).await;
+    let mut c = h.client().await;
+    let kept = admit(&mut c, "a", "m", 100, 100).await;
+    let lost = admit(&mut c, "a", "m", 100, 100).await;
+    assert!(admitted(&kept) && admitted(&lost));
+    assert_eq!(
+        reason(&admit(&mut c, "a", "m", 1, 1).await),
+        RejectReason::Concurrency
+    );
+    // Renew one of them for a second; the other holder "vanished".
+    for _ in 0..10 {
+        let r = c
+            .renew(RenewRequest {
+                lease_ids: vec![kept.lease_id.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.unknown_lease_ids.is_empty(), "renewed lease expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight(&h, "a").await, 1);
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The lost lease was charged its reservation.
+    assert!((spend_today(&h, "a").await - 0.3).abs() < 1e-9);
+    complete(&mut c, &kept.lease_id, 1, 1, 0).await;
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn lease_expiry_is_prompt() {
+    let h = start(&["--lease-ttl-ms", "500"], unlimited()).await;
+    let mut c = h.client().await;
+    let r = admit(&mut c, "a", "other", 1, 1).await;
+    assert!(admitted(&r));
+    let started = std::time::Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            in_flight(&h, "a").await == 0
+        })
+        .await
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450),
+        "freed before its TTL: {took:?}"
+    );
+    assert!(took < Duration::from_millis(1500), "freed late: {took:?}");
+}
+
+#[tokio::test]
+async fn gate_refusal_refunds_the_reservation() {
+    let h = start(&[], TestGate::new(GateMode::Full).factory()).await;
+    let mut c = h.client().await;
+    // More attempts than the RPM: each is refunded, so none hits RPM.
+    for _ in 0..8 {
+        let r = admit(&mut c, "a", "other", 1, 1).await;
+        assert_eq!(reason(&r), RejectReason::QueueFull);
+        assert_eq!(r.retry_after_ms, 1_500);
+    }
+    assert_eq!(in_flight(&h, "a").await, 0);
+}
+
+#[tokio::test]
+async fn queue_timeout_answers_before_the_callers_deadline() {
+    let gate = TestGate::new(GateMode::Block);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    let mut req = tonic::Request::new(admit_req("a", "other", 1, 1));
+    req.set_timeout(Duration::from_millis(400));
+    let started = std::time::Instant::now();
+    let r = c.admit(req).await.unwrap().into_inner();
+    assert_eq!(reason(&r), RejectReason::QueueTimeout);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(in_flight(&h, "a").await, 0);
+}
+
+#[tokio::test]
+async fn cancelled_admit_is_refunded() {
+    let gate = TestGate::new(GateMode::Block);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    for _ in 0..2 {
+        // The client gives up while the call waits in the queue (pool wait is 2 s).
+        let call = c.admit(admit_req("a", "other", 1, 1));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), call)
+                .await
+                .is_err()
+        );
+    }
+    let waiting = gate.waiting.clone();
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            let waiting = waiting.clone();
+            async move { waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 }
+        })
+        .await,
+        "server kept waiting for a cancelled call"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            in_flight(&h, "a").await == 0
+        })
+        .await
+    );
+    // RPM was refunded too: the next call sees only its own reservation.
+    let mut req = tonic::Request::new(admit_req("a", "other", 1, 1));
+    req.set_timeout(Duration::from_millis(200));
+    let r = c.admit(req).await.unwrap().into_inner();
+    assert_eq!(reason(&r), RejectReason::QueueTimeout);
+    assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(4));
+}
