@@ -15,6 +15,7 @@ ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 FILTERS := -p tenant-auth -p llm-policy -p admission-filter
 CARGO ?= cargo
+BENCH_ARGS ?= auth
 
 .PHONY: all setup build wasm run test test-unit test-e2e lint fmt bench clean-testbed
 

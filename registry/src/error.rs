@@ -106,7 +106,7 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
         check_positive(p.cached_input_per_mtok, format!("{field}.price.cached_input_per_mtok"))?;
         match (&model.base, &model.tenant) {
             (Some(base), Some(tenant)) => {
-                if !config.models.get(base).is_some_and(|b| !b.is_adapter()) {
+                if config.models.get(base).is_none_or(|b| b.is_adapter()) {
                     return Err(invalid(
                         format!("{field}.base"),
                         format!("{base:?} is not a base model in [models]"),

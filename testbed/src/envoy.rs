@@ -22,6 +22,11 @@ pub struct WasmFilter {
     pub wasm: PathBuf,
     /// The JSON handed to the filter's `on_configure`.
     pub config: Value,
+    /// The filter pauses in request headers and wants the body callbacks
+    /// while paused (llm-policy). A filter that pauses only to wait for a
+    /// call and has no body callback (admission) must not set it, or the
+    /// body would let the request through before the call answers.
+    pub reads_body_while_paused: bool,
 }
 
 /// Certificates of the mTLS listener.
@@ -53,6 +58,9 @@ pub struct EnvoyLayout {
     pub native_ratelimit_domain: Option<String>,
     pub gateway_port: u16,
     pub concurrency: u32,
+    /// Listener buffer limit: must exceed the registry's `max_body_bytes`, or
+    /// Envoy answers its own plain-text 413 before llm-policy sees the body.
+    pub buffer_limit_bytes: u64,
 }
 
 pub fn cluster_name(pool: &str) -> String {
@@ -165,12 +173,14 @@ pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
     let mut listeners = vec![json!({
         "name": "gateway",
         "address": socket(SocketAddr::from(([127, 0, 0, 1], layout.gateway_port))),
+        "per_connection_buffer_limit_bytes": layout.buffer_limit_bytes,
         "filter_chains": [{ "filters": [connection_manager(layout, ecds_dir, "gateway")] }]
     })];
     if let Some(tls) = &layout.mtls {
         listeners.push(json!({
             "name": "gateway_mtls",
             "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
+            "per_connection_buffer_limit_bytes": layout.buffer_limit_bytes,
             "filter_chains": [{
                 "transport_socket": { "name": "envoy.transport_sockets.tls", "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
@@ -219,6 +229,7 @@ pub fn write_ecds(dir: &Path, filter: &WasmFilter) -> Result<(), TestbedError> {
             "config": {
                 "name": filter.name,
                 "root_id": filter.name,
+                "allow_on_headers_stop_iteration": filter.reads_body_while_paused,
                 "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.config.to_string() },
                 "vm_config": {
                     "vm_id": filter.name,

@@ -224,6 +224,7 @@ impl Testbed {
             native_ratelimit_domain: config.native_ratelimit_domain.clone(),
             gateway_port: config.gateway_port,
             concurrency: config.envoy_concurrency,
+            buffer_limit_bytes: registry.config().gateway.max_body_bytes + 64 * 1024,
         };
         let envoy = envoy::start(&paths.envoy, &layout, &dir)?;
         Ok(Self {
@@ -466,6 +467,7 @@ fn filter_chain(
             name: "tenant-auth".into(),
             wasm: paths.wasm("tenant_auth")?,
             config: json!({ "registry": registry }),
+            reads_body_while_paused: false,
         });
     }
     if config.filters.llm_policy {
@@ -473,6 +475,7 @@ fn filter_chain(
             name: "llm-policy".into(),
             wasm: paths.wasm("llm_policy")?,
             config: json!({ "registry": registry, "cache_secret": config.cache_secret }),
+            reads_body_while_paused: true,
         });
     }
     if config.filters.admission {
@@ -484,6 +487,7 @@ fn filter_chain(
             name: "admission".into(),
             wasm: paths.wasm("admission_filter")?,
             config: admission,
+            reads_body_while_paused: false,
         });
     }
     Ok(filters)

@@ -1,1 +1,46 @@
+//! llm-policy: the second gateway filter. After tenant-auth has named the
+//! tenant, it decides what the request may do and where it goes:
+//!
+//! - [`endpoint`]: which OpenAI endpoint (unknown API paths are refused);
+//! - [`body`] (over [`json`]): the request body, strictly parsed;
+//! - [`tokens`]: the prompt-token estimate, no tokenizer needed;
+//! - [`limits`]: model allowlist, context and output caps;
+//! - [`cache_key`]: the tenant's `cache_salt` and the prefix-affinity key;
+//! - [`routing`]: the pool, from workload class and allowed pools;
+//! - [`rewrite`]: the new body, only when something changed;
+//! - [`models_list`]: `GET /v1/models` for the tenant;
+//! - [`decision`]: all of the above as one function;
+//! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config.
+//!
+//! Everything but `filter` (the proxy-wasm glue, wasm32 only) is plain data
+//! in, plain data out, and unit-tested natively.
 
+// Request paths must never panic: a panic kills the wasm VM for every stream.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod body;
+pub mod cache_key;
+pub mod config;
+pub mod decision;
+pub mod endpoint;
+pub mod error;
+pub mod json;
+pub mod limits;
+pub mod models_list;
+pub mod rewrite;
+pub mod routing;
+pub mod tokens;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+#[cfg(test)]
+mod test_support;
+
+pub use config::{ConfigError, FilterConfig, Policy};
+pub use decision::{
+    Admitted, Decision, Request, admit, check_body_size, decide, decide_body, local_reply,
+};
+pub use error::PolicyError;

@@ -41,8 +41,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `prefix` + 64 hex characters (32 random bytes).
 fn random_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 24];
+    let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{prefix}{}", hex::encode(bytes))
 }

@@ -1,0 +1,212 @@
+//! Filter configuration: parsed and validated once when Envoy loads the
+//! filter, into a compiled [`Policy`] shared by every request. A bad config
+//! refuses to load instead of failing per request.
+//!
+//! ```json
+//! {
+//!   "registry": { "gateway": { ... }, "tiers": { ... }, "models": { ... },
+//!                 "pools": { ... }, "tenants": [ ... ] },
+//!   "cache_secret": "<64 hex characters, or a string of 32+ bytes>",
+//!   "prefix_key_blocks": 4
+//! }
+//! ```
+//!
+//! `registry` is `tenant_registry::RegistryConfig` as JSON (the TOML file
+//! operators edit, converted); every tenant must be able to reach a pool.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError};
+use thiserror::Error;
+
+use crate::cache_key::{self, TenantCacheKeys};
+
+/// Prefix-chain blocks behind the affinity key when the config names none.
+pub const DEFAULT_PREFIX_KEY_BLOCKS: u32 = 4;
+/// Characters per estimated token when cutting the prompt into blocks.
+pub const BLOCK_CHARS_PER_TOKEN: usize = 4;
+
+/// The filter's JSON configuration, as written in Envoy's plugin config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The tenant registry (the same document ratelimit-service loads).
+    pub registry: RegistryConfig,
+    /// Server-side secret behind every tenant's `cache_salt`: hex (decoded)
+    /// or a plain string, at least 32 bytes either way.
+    pub cache_secret: String,
+    /// Blocks of the prefix chain the affinity key covers (1 to 64).
+    #[serde(default = "default_prefix_key_blocks")]
+    pub prefix_key_blocks: u32,
+}
+
+fn default_prefix_key_blocks() -> u32 {
+    DEFAULT_PREFIX_KEY_BLOCKS
+}
+
+/// Why a configuration does not load; every variant names the field.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ConfigError {
+    #[error("llm-policy config does not parse: {0}")]
+    Parse(String),
+    #[error("llm-policy config: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl From<RegistryError> for ConfigError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid { field, reason } => {
+                invalid(format!("registry.{field}"), reason)
+            }
+            RegistryError::Parse(reason) => invalid("registry", reason),
+        }
+    }
+}
+
+/// The compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub registry: Registry,
+    /// Salt and chain seed per tenant id, derived once at load.
+    tenant_keys: BTreeMap<String, TenantCacheKeys>,
+    pub prefix_key_blocks: usize,
+    /// Bytes of prompt per prefix-chain block.
+    pub block_bytes: usize,
+}
+
+impl Policy {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(text: &[u8]) -> Result<Self, ConfigError> {
+        let config: FilterConfig =
+            serde_json::from_slice(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        Self::compile(config)
+    }
+
+    pub fn compile(config: FilterConfig) -> Result<Self, ConfigError> {
+        let secret = decode_secret(&config.cache_secret)?;
+        if !(1..=64).contains(&config.prefix_key_blocks) {
+            return Err(invalid("prefix_key_blocks", "must be between 1 and 64"));
+        }
+        let registry = Registry::new(config.registry)?;
+        for (i, tenant) in registry.tenants().iter().enumerate() {
+            if registry.allowed_pools(tenant).is_empty() {
+                return Err(invalid(
+                    format!("registry.tenants[{i}].pools"),
+                    "the tenant may use no pool (configure [pools] or the tier's pools)",
+                ));
+            }
+        }
+        let mut tenant_keys = BTreeMap::new();
+        for tenant in registry.tenants() {
+            let keys = match registry.cache_profile(tenant) {
+                CacheProfile::Strict => {
+                    let salt = cache_key::tenant_salt(&secret, &tenant.id)
+                        .ok_or_else(|| invalid("cache_secret", "not usable as an HMAC key"))?;
+                    TenantCacheKeys::strict(salt)
+                }
+                CacheProfile::Trusted => TenantCacheKeys::trusted(),
+            };
+            tenant_keys.insert(tenant.id.clone(), keys);
+        }
+        let block_tokens =
+            usize::try_from(registry.config().gateway.prefix_block_tokens).unwrap_or(usize::MAX);
+        Ok(Self {
+            registry,
+            tenant_keys,
+            prefix_key_blocks: usize::try_from(config.prefix_key_blocks).unwrap_or(1),
+            block_bytes: block_tokens.saturating_mul(BLOCK_CHARS_PER_TOKEN),
+        })
+    }
+
+    pub fn tenant_keys(&self, tenant_id: &str) -> Option<&TenantCacheKeys> {
+        self.tenant_keys.get(tenant_id)
+    }
+}
+
+/// All-hex strings of even length are decoded; anything else is taken as is.
+fn decode_secret(text: &str) -> Result<Vec<u8>, ConfigError> {
+    let is_hex = !text.is_empty()
+        && text.len().is_multiple_of(2)
+        && text.bytes().all(|b| b.is_ascii_hexdigit());
+    let bytes = if is_hex {
+        hex::decode(text).map_err(|e| invalid("cache_secret", e.to_string()))?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    if bytes.len() < 32 {
+        let form = if is_hex {
+            "hex that decodes to"
+        } else {
+            "a plain string of"
+        };
+        return Err(invalid(
+            "cache_secret",
+            format!("is {form} {} bytes; at least 32 are required", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{SECRET, config_json};
+
+    fn load(json: &str) -> Result<Policy, ConfigError> {
+        Policy::from_json(json.as_bytes())
+    }
+
+    fn err(json: &str) -> String {
+        load(json).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn loads_sample() {
+        let p = load(&config_json()).unwrap();
+        assert_eq!(p.prefix_key_blocks, 4);
+        assert_eq!(p.block_bytes, 16 * 4);
+        assert!(p.tenant_keys("acme").unwrap().salt.is_some());
+        assert!(p.tenant_keys("shared").unwrap().salt.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = config_json();
+        assert!(
+            err(&base.replacen("\"cache_secret\"", "\"cache_secrets\"", 1))
+                .contains("cache_secret")
+        );
+        assert!(err(&base.replace(SECRET, "too-short")).contains("cache_secret"));
+        assert!(err(&base.replace(SECRET, &"ab".repeat(16))).contains("decodes to 16 bytes"));
+        assert!(
+            err(&base.replace("\"prefix_key_blocks\":4", "\"prefix_key_blocks\":0"))
+                .contains("prefix_key_blocks")
+        );
+        assert!(
+            err(&base.replace("\"tier\":\"free\"", "\"tier\":\"gold\""))
+                .contains("registry.tenants[1].tier")
+        );
+        assert!(err(&base.replace("\"registry\":{", "\"registry\":{\"typo\":1,")).contains("typo"));
+        let no_pool = base.replace(
+            r#""chat-small"],"pools":["throughput"]"#,
+            r#""chat-small"],"pools":[]"#,
+        );
+        assert!(err(&no_pool).contains("registry.tenants[3].pools"));
+    }
+
+    #[test]
+    fn hex_and_plain_secrets() {
+        assert_eq!(decode_secret(&"00ff".repeat(16)).unwrap().len(), 32);
+        assert_eq!(decode_secret(&"x".repeat(32)).unwrap().len(), 32);
+        assert!(decode_secret(&"x".repeat(31)).is_err());
+    }
+}

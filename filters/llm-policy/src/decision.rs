@@ -1,0 +1,254 @@
+//! The policy as one function of plain data: who calls, what they ask for,
+//! the body; out comes where the request goes and what it carries, or the
+//! reason it is refused.
+
+use filter_common::headers;
+use serde_json::Value;
+use tenant_registry::Tenant;
+
+use crate::body::{self, ParsedRequest};
+use crate::cache_key;
+use crate::config::Policy;
+use crate::endpoint::{self, Endpoint, Route};
+use crate::error::PolicyError;
+use crate::limits::{self, Caps};
+use crate::models_list;
+use crate::rewrite::{self, Edit};
+use crate::routing::{self, Workload, WorkloadSignals};
+use crate::tokens;
+
+/// Everything the policy reads from one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `x-tenant-id`, set by tenant-auth.
+    pub tenant_id: Option<&'a str>,
+    /// `x-tenant-tier`, set by tenant-auth.
+    pub tier: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// [`routing::WORKLOAD_HEADER`].
+    pub workload_header: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The outcome for a request that goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub model: String,
+    pub pool: String,
+    pub workload: Workload,
+    /// Hex prefix-affinity key.
+    pub prefix_key: String,
+    /// Estimated prompt tokens, all sequences together.
+    pub prompt_tokens: u32,
+    /// `max_tokens` per sequence (the client's, or the clamped default).
+    pub max_tokens: u32,
+    /// Output tokens to reserve: `max_tokens` × sequences per prompt
+    /// (`n`/`best_of`) × prompts. Sent as `x-llm-max-tokens`, so admission's
+    /// prompt + max reservation is an upper bound for the whole request.
+    pub reserved_output_tokens: u32,
+    pub stream: bool,
+    /// The rewritten body, `None` when the original bytes go through.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Decision {
+    /// Headers set on the upstream request (gateway-owned names).
+    pub fn upstream_headers(&self) -> [(&'static str, String); 6] {
+        [
+            (headers::POOL, self.pool.clone()),
+            (headers::PREFIX_KEY, self.prefix_key.clone()),
+            (headers::MODEL, self.model.clone()),
+            (headers::PROMPT_TOKENS, self.prompt_tokens.to_string()),
+            (headers::MAX_TOKENS, self.reserved_output_tokens.to_string()),
+            (headers::STREAM, self.stream.to_string()),
+        ]
+    }
+}
+
+/// A request whose caller and route are known (the headers phase).
+#[derive(Debug, Clone)]
+pub struct Admitted<'p> {
+    pub tenant: &'p Tenant,
+    pub route: Route,
+}
+
+/// Identifies the tenant and the route.
+///
+/// The registry's tier for the tenant is authoritative; a differing
+/// `x-tenant-tier` means the two filters run different registry versions
+/// (mid-rollout) and is logged, not trusted.
+pub fn admit<'p>(
+    policy: &'p Policy,
+    tenant_id: Option<&str>,
+    tier: Option<&str>,
+    method: &str,
+    path: &str,
+) -> Result<Admitted<'p>, PolicyError> {
+    let id = tenant_id
+        .filter(|id| !id.is_empty())
+        .ok_or(PolicyError::MissingTenant)?;
+    let tenant = policy
+        .registry
+        .tenant(id)
+        .ok_or_else(|| PolicyError::UnknownTenant(id.to_owned()))?;
+    if tenant.disabled {
+        return Err(PolicyError::TenantDisabled(id.to_owned()));
+    }
+    if let Some(tier) = tier
+        && tier != tenant.tier
+    {
+        log::warn!(
+            "tenant {id}: x-tenant-tier {tier:?} differs from registry tier {:?}",
+            tenant.tier
+        );
+    }
+    let route = endpoint::classify(method, path)?;
+    Ok(Admitted { tenant, route })
+}
+
+/// The JSON reply for routes the gateway answers itself (`/v1/models`).
+pub fn local_reply(
+    policy: &Policy,
+    admitted: &Admitted<'_>,
+) -> Option<Result<Vec<u8>, PolicyError>> {
+    let registry = &policy.registry;
+    match &admitted.route {
+        Route::ListModels => Some(Ok(models_list::list(registry, admitted.tenant))),
+        Route::RetrieveModel(id) => Some(models_list::retrieve(registry, admitted.tenant, id)),
+        Route::Inference(_) => None,
+    }
+}
+
+/// 413 once a body (or its announced length) passes `gateway.max_body_bytes`.
+pub fn check_body_size(policy: &Policy, size: u64) -> Result<(), PolicyError> {
+    let limit = policy.registry.config().gateway.max_body_bytes;
+    if size > limit {
+        return Err(PolicyError::BodyTooLarge { size, limit });
+    }
+    Ok(())
+}
+
+/// The whole policy for one request.
+pub fn decide(policy: &Policy, request: &Request<'_>) -> Result<Decision, PolicyError> {
+    let admitted = admit(
+        policy,
+        request.tenant_id,
+        request.tier,
+        request.method,
+        request.path,
+    )?;
+    match admitted.route {
+        Route::Inference(endpoint) => decide_body(
+            policy,
+            admitted.tenant,
+            endpoint,
+            request.workload_header,
+            request.body,
+        ),
+        Route::ListModels | Route::RetrieveModel(_) => Err(PolicyError::MethodNotAllowed {
+            method: request.method.to_owned(),
+            path: request.path.to_owned(),
+        }),
+    }
+}
+
+/// The policy for an admitted inference request, once its body is complete.
+pub fn decide_body(
+    policy: &Policy,
+    tenant: &Tenant,
+    endpoint: Endpoint,
+    workload_header: Option<&str>,
+    body: &[u8],
+) -> Result<Decision, PolicyError> {
+    let registry = &policy.registry;
+    let gateway = &registry.config().gateway;
+    check_body_size(policy, u64::try_from(body.len()).unwrap_or(u64::MAX))?;
+    let text = std::str::from_utf8(body).map_err(|_| PolicyError::InvalidUtf8)?;
+    let request = body::parse(endpoint, text)?;
+    let model = limits::authorize_model(registry, tenant, &request.model, endpoint)?;
+    let estimate = tokens::estimate(&request.prompt);
+    let caps = Caps {
+        tier: registry.tier_of(tenant),
+        model,
+        default_max_tokens: gateway.default_max_tokens,
+    };
+    let budget = limits::output_budget(endpoint, request.max_tokens, &estimate, &caps)?;
+    let workload = routing::workload(&WorkloadSignals {
+        endpoint,
+        longest_prompt: estimate.longest,
+        long_context_tokens: gateway.long_context_tokens,
+        body_batch_hint: request.batch_hint,
+        header: workload_header,
+    });
+    let pool = routing::choose_pool(registry, tenant, workload)?;
+    let keys = policy
+        .tenant_keys(&tenant.id)
+        .ok_or_else(|| PolicyError::UnknownTenant(tenant.id.clone()))?;
+    let chain_bytes = policy.block_bytes.saturating_mul(policy.prefix_key_blocks);
+    let stream_bytes = cache_key::prefix_stream(&request.prompt, chain_bytes);
+    let prefix_key = cache_key::prefix_key(
+        &keys.chain_seed,
+        &stream_bytes,
+        policy.block_bytes,
+        policy.prefix_key_blocks,
+    );
+    let edits = edits(
+        &request,
+        keys.salt.as_deref(),
+        budget.inject.then_some(budget.max_tokens),
+    )?;
+    let reserved_output_tokens = budget
+        .max_tokens
+        .saturating_mul(request.sequences_per_prompt)
+        .saturating_mul(estimate.sequences);
+    Ok(Decision {
+        body: rewrite::apply(&request.object, &edits).map(String::into_bytes),
+        model: request.model,
+        pool,
+        workload,
+        prefix_key: hex::encode(prefix_key),
+        prompt_tokens: estimate.total,
+        max_tokens: budget.max_tokens,
+        reserved_output_tokens,
+        stream: request.stream,
+    })
+}
+
+/// The body changes: the tenant's salt (or none), the output cap when the
+/// client sent none, usage reporting for streams.
+fn edits(
+    request: &ParsedRequest<'_>,
+    salt: Option<&str>,
+    inject_max: Option<u32>,
+) -> Result<Vec<Edit>, PolicyError> {
+    let mut edits = vec![match salt {
+        Some(salt) => Edit::Set {
+            key: "cache_salt",
+            value: Value::String(salt.to_owned()).to_string(),
+        },
+        None => Edit::Remove { key: "cache_salt" },
+    }];
+    if let (Some(max), Some(key)) = (inject_max, request.endpoint.max_tokens_param()) {
+        edits.push(Edit::Set {
+            key,
+            value: max.to_string(),
+        });
+    }
+    // The Responses API reports usage in its final event without being asked.
+    let takes_stream_options = matches!(
+        request.endpoint,
+        Endpoint::ChatCompletions | Endpoint::Completions
+    );
+    if request.stream
+        && takes_stream_options
+        && let Some(edit) = rewrite::force_include_usage(&request.object)?
+    {
+        edits.push(edit);
+    }
+    Ok(edits)
+}
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

@@ -1,0 +1,188 @@
+//! Body rewrites: set or remove top-level members and keep everything else
+//! exactly as the client sent it (order and raw text of every other member).
+//! Nothing changed means no new body, so the original bytes go through.
+
+use serde_json::Value;
+
+use crate::error::PolicyError;
+use crate::json::RawObject;
+
+/// One change to an object's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Set `key` to `value` (raw JSON text), in place if present, else appended.
+    Set {
+        key: &'static str,
+        value: String,
+    },
+    Remove {
+        key: &'static str,
+    },
+}
+
+impl Edit {
+    fn key(&self) -> &'static str {
+        match self {
+            Edit::Set { key, .. } | Edit::Remove { key } => key,
+        }
+    }
+}
+
+/// `object` with `edits` applied, or `None` when they change nothing.
+pub fn apply(object: &RawObject<'_>, edits: &[Edit]) -> Option<String> {
+    let mut changed = false;
+    let mut members: Vec<(&str, &str)> = Vec::with_capacity(object.members().len() + edits.len());
+    for (key, raw) in object.members() {
+        match edits.iter().find(|e| e.key() == key) {
+            None => members.push((key, raw.get())),
+            Some(Edit::Remove { .. }) => changed = true,
+            Some(Edit::Set { value, .. }) => {
+                changed |= raw.get() != value;
+                members.push((key, value));
+            }
+        }
+    }
+    for edit in edits {
+        if let Edit::Set { key, value } = edit
+            && !object.contains(key)
+        {
+            changed = true;
+            members.push((key, value));
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let size = members
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum::<usize>()
+        + 2;
+    let mut out = String::with_capacity(size);
+    out.push('{');
+    for (i, (key, raw)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Keys were decoded on parse; re-encode them (escapes normalised).
+        out.push_str(&Value::String(key.to_owned()).to_string());
+        out.push(':');
+        out.push_str(raw);
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// The edit that forces `stream_options.include_usage = true`, so the last
+/// SSE chunk carries the real usage admission settles the reservation with.
+pub fn force_include_usage(object: &RawObject<'_>) -> Result<Option<Edit>, PolicyError> {
+    let usage_on = Edit::Set {
+        key: "include_usage",
+        value: "true".into(),
+    };
+    let value = match object.get("stream_options") {
+        None => r#"{"include_usage":true}"#.to_owned(),
+        Some(raw) => {
+            let options = RawObject::parse_member(raw, "stream_options")?;
+            match apply(&options, &[usage_on]) {
+                Some(value) => value,
+                None => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(Edit::Set {
+        key: "stream_options",
+        value,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &str, edits: &[Edit]) -> Option<String> {
+        apply(&RawObject::parse_body(body).unwrap(), edits)
+    }
+
+    fn set(key: &'static str, value: &str) -> Edit {
+        Edit::Set {
+            key,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn set_in_place_and_append() {
+        let body = r#"{"model":"m", "cache_salt":"evil","messages":[ {"role":"user"} ],"x":1.50}"#;
+        assert_eq!(
+            run(body, &[set("cache_salt", r#""good""#)]).unwrap(),
+            r#"{"model":"m","cache_salt":"good","messages":[ {"role":"user"} ],"x":1.50}"#
+        );
+        assert_eq!(
+            run(r#"{"a":1}"#, &[set("cache_salt", r#""s""#)]).unwrap(),
+            r#"{"a":1,"cache_salt":"s"}"#
+        );
+    }
+
+    #[test]
+    fn remove() {
+        assert_eq!(
+            run(
+                r#"{"cache_salt":"x","a":"\u00e9"}"#,
+                &[Edit::Remove { key: "cache_salt" }]
+            )
+            .unwrap(),
+            r#"{"a":"\u00e9"}"#
+        );
+        // Removing an absent key changes nothing.
+        assert_eq!(
+            run(r#"{"a":1}"#, &[Edit::Remove { key: "cache_salt" }]),
+            None
+        );
+    }
+
+    #[test]
+    fn unchanged_means_none() {
+        assert_eq!(
+            run(r#"{"cache_salt":"s"}"#, &[set("cache_salt", r#""s""#)]),
+            None
+        );
+        assert_eq!(run(r#"{"a":1}"#, &[]), None);
+    }
+
+    #[test]
+    fn escaped_keys_stay_valid_json() {
+        let out = run(r#"{"we\"ird":1}"#, &[set("b", "2")]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["we\"ird"], 1);
+    }
+
+    #[test]
+    fn include_usage() {
+        let edit = |body: &str| force_include_usage(&RawObject::parse_body(body).unwrap());
+        assert_eq!(
+            edit(r#"{}"#).unwrap(),
+            Some(set("stream_options", r#"{"include_usage":true}"#))
+        );
+        assert_eq!(
+            edit(r#"{"stream_options":null}"#).unwrap(),
+            Some(set("stream_options", r#"{"include_usage":true}"#))
+        );
+        assert_eq!(
+            edit(r#"{"stream_options":{"continuous_usage_stats":true,"include_usage":false}}"#)
+                .unwrap(),
+            Some(set(
+                "stream_options",
+                r#"{"continuous_usage_stats":true,"include_usage":true}"#
+            ))
+        );
+        assert_eq!(
+            edit(r#"{"stream_options":{"include_usage":true}}"#).unwrap(),
+            None
+        );
+        assert!(matches!(
+            edit(r#"{"stream_options":3}"#),
+            Err(PolicyError::InvalidType { .. })
+        ));
+    }
+}
