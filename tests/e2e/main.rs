@@ -2,4 +2,7 @@
 //! mock vLLM pools and (where needed) ratelimit-service on free loopback
 //! ports, and drives them over HTTP. Build first: `make build`.
 
+mod admission;
 mod auth;
+mod fairness;
+mod policy;
