@@ -17,7 +17,9 @@ FILTERS := -p tenant-auth -p llm-policy -p admission-filter
 CARGO ?= cargo
 BENCH_ARGS ?= auth
 
-.PHONY: all setup build wasm run test test-unit test-e2e lint fmt bench clean-testbed
+FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
+
+.PHONY: all setup build wasm run test test-native test-wasm test-e2e lint fmt bench
 
 all: build
 
@@ -61,8 +63,17 @@ run: build
 
 ## Test ----------------------------------------------------------------------
 
-test: build
+test: test-native test-wasm
+
+test-native: build
 	$(CARGO) test --workspace --no-fail-fast
+
+# The filters' logic tests again, compiled to wasm32-wasip1 and run under
+# Node's WASI: crypto, parsing and hashing behave as they will inside Envoy's VM.
+test-wasm: .make/wasm-target
+	@command -v node >/dev/null || { echo "node is required for test-wasm"; exit 1; }
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
+	  $(CARGO) test --target $(WASM_TARGET) $(FILTER_LOGIC)
 
 test-e2e: build
 	$(CARGO) test -p gateway-e2e
