@@ -133,7 +133,8 @@ fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
                 "domain": domain,
                 "failure_mode_deny": false,
-                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                // ratelimit-service returns x-ratelimit-* itself; Envoy's own
+                // DRAFT_VERSION_03 headers would duplicate every one of them.
                 "rate_limit_service": {
                     "grpc_service": { "envoy_grpc": { "cluster_name": "ratelimit" }, "timeout": "0.5s" },
                     "transport_api_version": "V3"
@@ -200,6 +201,9 @@ pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
             "name": "ratelimit",
             "type": "STATIC",
             "connect_timeout": "1s",
+            // Admit calls wait in the fair queue: far more than Envoy's default
+            // 1024 may be open at once on this one HTTP/2 connection.
+            "circuit_breakers": { "thresholds": [{ "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000 }] },
             "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": { "http2_protocol_options": {} }

@@ -171,7 +171,7 @@ impl AdmissionFilter {
         match unavailable(self.shared.config.fail_mode(&self.tier)) {
             None => {
                 log::warn!("admission: {why}; tier {:?} fails open", self.tier);
-                self.set_http_request_header("x-gateway-admission", Some("bypassed"));
+                self.set_http_request_header(headers::ADMISSION_BYPASSED, Some("bypassed"));
                 Action::Continue
             }
             Some(error) => {
@@ -199,6 +199,9 @@ impl AdmissionFilter {
                 if queue_wait_ms > 0 {
                     log::debug!("admission: queued {queue_wait_ms} ms");
                 }
+                // Metered: nothing upstream may read this request as bypassed,
+                // whatever reached us (tenant-auth strips it too).
+                self.set_http_request_header(headers::ADMISSION_BYPASSED, None);
                 self.shared.leases.borrow_mut().insert(lease_id.clone());
                 self.lease = Some(lease_id);
                 self.rate_limit = rate_limit;

@@ -14,11 +14,15 @@ pub const MAX_TOKENS: &str = "x-llm-max-tokens";
 /// Whether the request streams (`true`/`false`), read by admission.
 pub const STREAM: &str = "x-llm-stream";
 
+/// Set upstream by admission when a request passed unmetered (fail open).
+pub const ADMISSION_BYPASSED: &str = "x-gateway-admission";
+
 /// Whether a client-sent header must be removed before any filter runs.
 pub fn is_gateway_owned(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     lower.starts_with("x-tenant-")
         || lower.starts_with("x-llm-")
+        || lower.starts_with("x-gateway-")
         || lower == PREFIX_KEY
 }
 
@@ -28,7 +32,15 @@ mod tests {
 
     #[test]
     fn owned_headers() {
-        for h in ["x-tenant-id", "X-Tenant-Tier", "x-tenant-anything", "x-llm-pool", "X-LLM-Model", "x-prefix-key"] {
+        for h in [
+            "x-tenant-id",
+            "X-Tenant-Tier",
+            "x-tenant-anything",
+            "x-llm-pool",
+            "X-LLM-Model",
+            "x-prefix-key",
+            "x-gateway-admission",
+        ] {
             assert!(is_gateway_owned(h), "{h}");
         }
         for h in ["authorization", "x-request-id", "x-tenantid", "x-prefix", "content-type"] {

@@ -1,0 +1,759 @@
+//! `admission-rpc`: ratelimit-service alone, driven over gRPC on loopback
+//! the way the admission filter drives it: one `Admit` then one `Complete`
+//! per request. How many admission decisions per second, and how long an
+//! Admit + Complete pair takes, with counters in memory against the same
+//! service with `--redis` (a `redis-server` this run starts on a free port).
+//!
+//! Both services run side by side for the whole run and take turns, like
+//! the HTTP benchmarks, so the ratio Redis / memory is taken from phases
+//! interleaved in one run. Limits are far above the load and the pools have
+//! no replicas to scrape, so every Admit is admitted at once: the figure is
+//! the cost of reserve + settle (+ ledger append), not of queueing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use admission_proto::v1::admission_client::AdmissionClient;
+use admission_proto::v1::{AdmitRequest, CompleteRequest, Decision, Outcome};
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use testbed::{ManagedProcess, Paths, TestbedError};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{MODEL, Settings, registry};
+use crate::error::BenchError;
+use crate::harness::LoadPlan;
+use crate::load::PhaseProgress;
+use crate::report::{Host, now_utc, reproduce_command};
+
+const TENANT: &str = "bench";
+const POOL: &str = "latency";
+const PROMPT_TOKENS: u32 = 12;
+const MAX_TOKENS: u32 = 1;
+/// Longest latency tracked exactly, in microseconds.
+const MAX_TRACKED_US: u64 = 60_000_000;
+
+#[derive(Debug, Clone, Args)]
+pub struct RpcArgs {
+    /// The redis-server binary to start for the Redis side.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: String,
+    /// gRPC (HTTP/2) connections per side; concurrent calls share them, as
+    /// an Envoy worker's calls share its connection to the cluster.
+    #[arg(long, default_value_t = 4)]
+    pub channels: usize,
+    /// Ledger sync mode of both services (`batch` or `always`).
+    #[arg(long, default_value = "batch")]
+    pub fsync: String,
+}
+
+/// One ratelimit-service under test.
+struct Side {
+    label: &'static str,
+    channels: Vec<Channel>,
+    _service: ManagedProcess,
+}
+
+/// Everything one phase measured on one side.
+#[derive(Debug, Clone)]
+struct Tally {
+    /// Admit + Complete, from the intended start of the Admit.
+    pair_us: Histogram<u64>,
+    admit_us: Histogram<u64>,
+    ok: u64,
+    rejected: u64,
+    errors: BTreeMap<String, u64>,
+    elapsed: Duration,
+}
+
+impl Tally {
+    fn new() -> Self {
+        let h = || {
+            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
+                .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+        };
+        Self {
+            pair_us: h(),
+            admit_us: h(),
+            ok: 0,
+            rejected: 0,
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn record(&mut self, sample: Sample) {
+        let us = |d: Duration| {
+            u64::try_from(d.as_micros())
+                .unwrap_or(u64::MAX)
+                .clamp(1, MAX_TRACKED_US)
+        };
+        match sample {
+            Sample::Ok { admit, pair } => {
+                self.ok += 1;
+                self.admit_us.saturating_record(us(admit));
+                self.pair_us.saturating_record(us(pair));
+            }
+            Sample::Rejected => self.rejected += 1,
+            Sample::Failed(label) => *self.errors.entry(label).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.pair_us.add(&other.pair_us);
+        let _ = self.admit_us.add(&other.admit_us);
+        self.ok += other.ok;
+        self.rejected += other.rejected;
+        for (k, n) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += n;
+        }
+        self.elapsed += other.elapsed;
+    }
+
+    fn summary(&self) -> PhaseResult {
+        let ms = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                f64::NAN
+            } else {
+                h.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let secs = self.elapsed.as_secs_f64();
+        PhaseResult {
+            ok: self.ok,
+            rejected: self.rejected,
+            errors: self.errors.clone(),
+            elapsed_s: secs,
+            decisions_per_s: if secs > 0.0 {
+                self.ok as f64 / secs
+            } else {
+                0.0
+            },
+            pair_p50_ms: ms(&self.pair_us, 0.5),
+            pair_p99_ms: ms(&self.pair_us, 0.99),
+            pair_max_ms: ms(&self.pair_us, 1.0),
+            admit_p50_ms: ms(&self.admit_us, 0.5),
+            admit_p99_ms: ms(&self.admit_us, 0.99),
+        }
+    }
+}
+
+/// One Admit + Complete.
+enum Sample {
+    Ok { admit: Duration, pair: Duration },
+    Rejected,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub ok: u64,
+    /// Admit answered REJECTED (should stay 0: limits are far above the load).
+    pub rejected: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed_s: f64,
+    /// Admitted and completed pairs per second.
+    pub decisions_per_s: f64,
+    pub pair_p50_ms: f64,
+    pub pair_p99_ms: f64,
+    pub pair_max_ms: f64,
+    pub admit_p50_ms: f64,
+    pub admit_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRow {
+    /// `200 rps` or `saturation, 32 in flight`.
+    pub load: String,
+    /// Memory side, then Redis side.
+    pub memory: PhaseResult,
+    pub redis: PhaseResult,
+    /// Redis / memory per round, for the load's headline figure.
+    pub ratio_by_round: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RpcReport {
+    pub benchmark: &'static str,
+    pub title: &'static str,
+    pub command: String,
+    pub generated_at: String,
+    pub host: Host,
+    pub plan: LoadPlan,
+    pub channels: usize,
+    pub fsync: String,
+    pub redis_version: String,
+    pub phases: Vec<PhaseRow>,
+    /// Redis / memory of merged phases.
+    pub ratios: BTreeMap<String, f64>,
+}
+
+/// Starts both services (and Redis), measures, prints and writes the report.
+pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), BenchError> {
+    if !matches!(args.fsync.as_str(), "batch" | "always") {
+        return Err(BenchError::InvalidArgs(format!(
+            "--fsync must be batch or always, not {}",
+            args.fsync
+        )));
+    }
+    let paths = Paths::locate().map_err(BenchError::Locate)?;
+    let binary = paths.binary("ratelimit-service").map_err(|e| match e {
+        TestbedError::MissingArtifact(path) => BenchError::BinaryNotBuilt {
+            binary: "ratelimit-service",
+            path,
+        },
+        other => BenchError::Locate(other),
+    })?;
+    let (dir, _cleanup) = run_dir(settings)?;
+    let registry_path = dir.join("registry.toml");
+    std::fs::write(&registry_path, registry()).map_err(|source| BenchError::Write {
+        path: registry_path.clone(),
+        source,
+    })?;
+    let (redis, redis_addr) = start_redis(&args.redis_server, &dir)?;
+    let redis_version = redis_version(&args.redis_server);
+    let start_service = |label: &str, extra: &[String]| {
+        let data = dir.join(format!("data-{label}"));
+        let mut command = Command::new(&binary);
+        command
+            .arg("--registry")
+            .arg(&registry_path)
+            .args(["--admin-token", "bench-admin-token", "--fsync", &args.fsync])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn");
+        let process = ManagedProcess::spawn_listening(
+            &format!("ratelimit-{label}"),
+            command,
+            &dir,
+            Duration::from_secs(30),
+        )
+        .map_err(|source| testbed_error(label, source))?;
+        let grpc = process
+            .addr("grpc")
+            .map_err(|source| testbed_error(label, source))?;
+        Ok::<_, BenchError>((process, grpc))
+    };
+    eprintln!("starting ratelimit-service: memory, and redis at {redis_addr}");
+    let memory = start_service("memory", &[])?;
+    let redis_side = start_service(
+        "redis",
+        &["--redis".to_owned(), format!("redis://{redis_addr}/")],
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    let report = runtime.block_on(async {
+        let sides = [
+            Side::connect("memory", memory, args.channels).await?,
+            Side::connect("redis", redis_side, args.channels).await?,
+        ];
+        measure(&sides, settings, args, redis_version).await
+    })?;
+    drop(runtime);
+    drop(redis);
+
+    let markdown = report.markdown();
+    print!("{markdown}");
+    std::fs::create_dir_all(out_dir).map_err(|source| BenchError::Write {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let md = out_dir.join("admission-rpc.md");
+    let json = out_dir.join("admission-rpc.json");
+    let mut json_text = serde_json::to_string_pretty(&report)?;
+    json_text.push('\n');
+    for (path, text) in [(&md, markdown), (&json, json_text)] {
+        std::fs::write(path, text).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    eprintln!("wrote {} and {}", md.display(), json.display());
+    Ok(())
+}
+
+fn testbed_error(label: &str, source: TestbedError) -> BenchError {
+    BenchError::Testbed {
+        label: format!("admission-rpc {label}"),
+        source,
+    }
+}
+
+/// Removes a temporary run directory when dropped.
+struct Cleanup(Option<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `--keep-logs DIR/admission-rpc`, or a temporary directory removed at the end.
+fn run_dir(settings: &Settings) -> Result<(PathBuf, Cleanup), BenchError> {
+    let (dir, cleanup) = match &settings.logs_dir {
+        Some(logs) => (logs.join("admission-rpc"), Cleanup(None)),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "gateway-bench-admission-rpc-{}",
+                std::process::id()
+            ));
+            (dir.clone(), Cleanup(Some(dir)))
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok((dir, cleanup))
+}
+
+/// A throwaway redis-server on a free loopback port, without persistence, so
+/// the figure is the service's round trips and scripts, not snapshots.
+fn start_redis(binary: &str, dir: &Path) -> Result<(ManagedProcess, SocketAddr), BenchError> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| testbed_error("redis", TestbedError::Other(format!("no free port: {e}"))))?
+        .port();
+    let mut command = Command::new(binary);
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir);
+    let process = ManagedProcess::spawn("redis-server", command, dir)
+        .map_err(|source| testbed_error("redis", source))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(testbed_error(
+                "redis",
+                TestbedError::Startup {
+                    name: "redis-server".into(),
+                    reason: format!("not accepting connections on {addr}"),
+                    log_tail: process.log_tail(),
+                },
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((process, addr))
+}
+
+fn redis_version(binary: &str) -> String {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+impl Side {
+    async fn connect(
+        label: &'static str,
+        service: (ManagedProcess, SocketAddr),
+        channels: usize,
+    ) -> Result<Self, BenchError> {
+        let (process, grpc) = service;
+        let mut connected = Vec::new();
+        for _ in 0..channels.max(1) {
+            let channel = Endpoint::from_shared(format!("http://{grpc}"))
+                .map_err(|e| BenchError::InvalidArgs(e.to_string()))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| {
+                    testbed_error(
+                        label,
+                        TestbedError::Other(format!("gRPC connect to {grpc}: {e}")),
+                    )
+                })?;
+            connected.push(channel);
+        }
+        let side = Self {
+            label,
+            channels: connected,
+            _service: process,
+        };
+        side.probe().await?;
+        Ok(side)
+    }
+
+    /// One pair must go through before anything is measured.
+    async fn probe(&self) -> Result<(), BenchError> {
+        match one_pair(
+            AdmissionClient::new(self.channels[0].clone()),
+            Instant::now(),
+            0,
+        )
+        .await
+        {
+            Sample::Ok { .. } => Ok(()),
+            Sample::Rejected => Err(BenchError::Probe {
+                label: self.label.to_owned(),
+                status: "REJECTED".into(),
+                body: "Admit refused the probe".into(),
+            }),
+            Sample::Failed(e) => Err(BenchError::Probe {
+                label: self.label.to_owned(),
+                status: "gRPC error".into(),
+                body: e,
+            }),
+        }
+    }
+
+    fn client(&self, i: usize) -> AdmissionClient<Channel> {
+        AdmissionClient::new(self.channels[i % self.channels.len()].clone())
+    }
+}
+
+/// Admit, then Complete with usage; latency counted from `intended`.
+async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u64) -> Sample {
+    let admit = client
+        .admit(AdmitRequest {
+            tenant: TENANT.into(),
+            tier: "bench".into(),
+            model: MODEL.into(),
+            pool: POOL.into(),
+            estimated_prompt_tokens: PROMPT_TOKENS,
+            max_tokens: MAX_TOKENS,
+            request_id: format!("bench-{n}"),
+            holder: "gateway-bench".into(),
+        })
+        .await;
+    let admitted_at = Instant::now();
+    let response = match admit {
+        Ok(r) => r.into_inner(),
+        Err(status) => return Sample::Failed(format!("admit {:?}", status.code())),
+    };
+    if response.decision() != Decision::Admitted {
+        return Sample::Rejected;
+    }
+    let complete = client
+        .complete(CompleteRequest {
+            lease_id: response.lease_id,
+            outcome: Outcome::Completed as i32,
+            usage_known: true,
+            prompt_tokens: PROMPT_TOKENS,
+            completion_tokens: MAX_TOKENS,
+            cached_tokens: 0,
+            latency_ms: 1,
+            ttft_ms: 1,
+        })
+        .await;
+    match complete {
+        Ok(_) => Sample::Ok {
+            admit: admitted_at.duration_since(intended),
+            pair: Instant::now().duration_since(intended),
+        },
+        Err(status) => Sample::Failed(format!("complete {:?}", status.code())),
+    }
+}
+
+/// Closed loop: `connections` callers, each starting the next pair as soon
+/// as the previous one is done.
+async fn saturate(
+    side: &Side,
+    connections: usize,
+    duration: Duration,
+    progress: &PhaseProgress,
+) -> Tally {
+    let start = Instant::now();
+    let until = start + duration;
+    let ticker = progress.tick_from(start);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections.max(1) {
+        let client = side.client(i);
+        let (progress, counter) = (progress.clone(), Arc::clone(&counter));
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while Instant::now() < until {
+                let n = counter.fetch_add(1, Ordering::Relaxed) as u64;
+                tally.record(one_pair(client.clone(), Instant::now(), n).await);
+                progress.completed_one();
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::new();
+    for task in tasks {
+        if let Ok(t) = task.await {
+            total.merge(&t);
+        }
+    }
+    ticker.abort();
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Open loop at `rate` pairs per second; each latency runs from the pair's
+/// scheduled start, so a stall is charged to every pair it delays.
+async fn fixed_rate(
+    side: &Side,
+    rate: f64,
+    duration: Duration,
+    max_in_flight: usize,
+    progress: &PhaseProgress,
+) -> Tally {
+    let start = Instant::now();
+    let ticker = progress.tick_from(start);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let total = (duration.as_secs_f64() * rate).floor() as u64;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut skipped = 0;
+    for n in 0..total {
+        let intended = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(intended).await;
+        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            skipped += 1;
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (client, tx, in_flight, progress) = (
+            side.client(n as usize),
+            tx.clone(),
+            Arc::clone(&in_flight),
+            progress.clone(),
+        );
+        tokio::spawn(async move {
+            let sample = one_pair(client, intended, n).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            progress.completed_one();
+            let _ = tx.send(sample);
+        });
+    }
+    drop(tx);
+    let mut tally = Tally::new();
+    while let Some(sample) = rx.recv().await {
+        tally.record(sample);
+    }
+    if skipped > 0 {
+        tally
+            .errors
+            .insert("skipped (in-flight cap)".into(), skipped);
+    }
+    ticker.abort();
+    tally.elapsed = duration;
+    tally
+}
+
+async fn measure(
+    sides: &[Side; 2],
+    settings: &Settings,
+    args: &RpcArgs,
+    redis_version: String,
+) -> Result<RpcReport, BenchError> {
+    let plan = &settings.plan;
+    let duration = Duration::from_secs_f64(plan.duration_s);
+    if plan.warmup_s > 0.0 {
+        for side in sides {
+            let warm = Duration::from_secs_f64(plan.warmup_s);
+            let progress = PhaseProgress::new(&format!("warm-up {}", side.label), warm);
+            saturate(side, plan.connections, warm, &progress).await;
+            progress.finish();
+        }
+    }
+    // [load][side] merged over rounds, and the per-round tallies.
+    let loads = plan.rates.len() + 1;
+    let mut merged: Vec<[Tally; 2]> = (0..loads).map(|_| [Tally::new(), Tally::new()]).collect();
+    let mut rounds: Vec<Vec<[PhaseResult; 2]>> = (0..loads).map(|_| Vec::new()).collect();
+    for round in 0..plan.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let turn = format!("round {}/{}", round + 1, plan.rounds);
+        for load in 0..loads {
+            let mut pair = [Tally::new(), Tally::new()];
+            for i in order {
+                let side = &sides[i];
+                let tally = match plan.rates.get(load) {
+                    Some(&rate) => {
+                        let progress = PhaseProgress::new(
+                            &format!("{turn} {} @ {rate}/s", side.label),
+                            duration,
+                        );
+                        let t =
+                            fixed_rate(side, rate, duration, plan.max_in_flight, &progress).await;
+                        progress.finish();
+                        t
+                    }
+                    None => {
+                        let label =
+                            format!("{turn} {} saturation x{}", side.label, plan.connections);
+                        let progress = PhaseProgress::new(&label, duration);
+                        let t = saturate(side, plan.connections, duration, &progress).await;
+                        progress.finish();
+                        t
+                    }
+                };
+                merged[load][i].merge(&tally);
+                pair[i] = tally;
+            }
+            rounds[load].push([pair[0].summary(), pair[1].summary()]);
+        }
+    }
+    let mut phases = Vec::with_capacity(loads);
+    let mut ratios = BTreeMap::new();
+    for load in 0..loads {
+        let label = match plan.rates.get(load) {
+            Some(rate) => format!("{rate}/s"),
+            None => format!("saturation, {} in flight", plan.connections),
+        };
+        let [memory, redis] = [merged[load][0].summary(), merged[load][1].summary()];
+        let saturation = load == plan.rates.len();
+        // Saturation compares throughput; a fixed rate, p50 latency.
+        let pick = |r: &PhaseResult| {
+            if saturation {
+                r.decisions_per_s
+            } else {
+                r.pair_p50_ms
+            }
+        };
+        let ratio_by_round = rounds[load]
+            .iter()
+            .map(|[m, r]| pick(r) / pick(m))
+            .collect();
+        if saturation {
+            ratios.insert(
+                "max decisions/s".to_owned(),
+                redis.decisions_per_s / memory.decisions_per_s,
+            );
+        }
+        ratios.insert(
+            format!("p50 Admit+Complete at {label}"),
+            redis.pair_p50_ms / memory.pair_p50_ms,
+        );
+        ratios.insert(
+            format!("p99 Admit+Complete at {label}"),
+            redis.pair_p99_ms / memory.pair_p99_ms,
+        );
+        phases.push(PhaseRow {
+            load: label,
+            memory,
+            redis,
+            ratio_by_round,
+        });
+    }
+    let root = Paths::locate().map(|p| p.root).unwrap_or_default();
+    Ok(RpcReport {
+        benchmark: "admission-rpc",
+        title: "ratelimit-service Admit + Complete over gRPC: in memory vs --redis",
+        command: reproduce_command(),
+        generated_at: now_utc(),
+        host: Host::current(&root, 0),
+        plan: plan.clone(),
+        channels: args.channels.max(1),
+        fsync: args.fsync.clone(),
+        redis_version,
+        phases,
+        ratios,
+    })
+}
+
+impl RpcReport {
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# {}\n", self.title);
+        let _ = writeln!(
+            out,
+            "One admission decision = `Admit` (reserve RPM/TPM/budget/concurrency, pass the pool gate) \
+             + `Complete` (settle to real usage, append to the spend ledger with `--fsync {}`), \
+             over {} gRPC connection(s) per side on loopback. Limits are far above the load, so \
+             every Admit is admitted. Redis: {} on loopback, no persistence.\n",
+            self.fsync, self.channels, self.redis_version
+        );
+        let _ = writeln!(out, "```sh\n{}\n```\n", self.command);
+        let h = &self.host;
+        let _ = writeln!(
+            out,
+            "Generated {} on {} CPUs ({}/{}), commit {}, ratelimit-service `{}` build; {} round(s) × {} s per phase, sides alternating.\n",
+            self.generated_at,
+            h.cpus,
+            h.os,
+            h.arch,
+            h.commit.as_deref().unwrap_or("unknown"),
+            h.testbed_profile,
+            self.plan.rounds,
+            self.plan.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "| side | load | decisions | errors | pair p50 ms | pair p99 ms | pair max ms | Admit p50 ms | Admit p99 ms | decisions/s |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for phase in &self.phases {
+            for (label, r) in [("memory", &phase.memory), ("redis", &phase.redis)] {
+                let mut errors: Vec<String> =
+                    r.errors.iter().map(|(k, n)| format!("{n}×{k}")).collect();
+                if r.rejected > 0 {
+                    errors.push(format!("{}×rejected", r.rejected));
+                }
+                let errors = if errors.is_empty() {
+                    "0".to_owned()
+                } else {
+                    errors.join(" ")
+                };
+                let _ = writeln!(
+                    out,
+                    "| {label} | {} | {} | {errors} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
+                    phase.load,
+                    r.ok,
+                    r.pair_p50_ms,
+                    r.pair_p99_ms,
+                    r.pair_max_ms,
+                    r.admit_p50_ms,
+                    r.admit_p99_ms,
+                    r.decisions_per_s
+                );
+            }
+        }
+        let _ = writeln!(out, "\n| ratio redis / memory | value |");
+        let _ = writeln!(out, "|---|---:|");
+        for (name, value) in &self.ratios {
+            let _ = writeln!(out, "| {name} | {value:.3} |");
+        }
+        let _ = writeln!(
+            out,
+            "\nPer round (p50 at fixed rates, decisions/s at saturation):\n"
+        );
+        for phase in &self.phases {
+            let per: Vec<String> = phase
+                .ratio_by_round
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect();
+            let _ = writeln!(out, "- {}: {}", phase.load, per.join(", "));
+        }
+        out
+    }
+}
