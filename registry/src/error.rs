@@ -49,7 +49,10 @@ fn check_positive(value: Option<f64>, field: String) -> Result<(), RegistryError
 
 fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), RegistryError> {
     check_positive(limits.daily_budget_usd, format!("{field}.daily_budget_usd"))?;
-    check_positive(limits.monthly_budget_usd, format!("{field}.monthly_budget_usd"))?;
+    check_positive(
+        limits.monthly_budget_usd,
+        format!("{field}.monthly_budget_usd"),
+    )?;
     if let Some(r) = limits.budget_alert_ratio
         && !(r > 0.0 && r <= 1.0)
     {
@@ -80,7 +83,10 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
     for (name, tier) in &config.tiers {
         let field = format!("tiers.{name}");
         if !valid_id(name) {
-            return Err(invalid(field, "tier names use [A-Za-z0-9._-], 1 to 64 characters"));
+            return Err(invalid(
+                field,
+                "tier names use [A-Za-z0-9._-], 1 to 64 characters",
+            ));
         }
         if !(tier.weight.is_finite() && tier.weight > 0.0) {
             return Err(invalid(format!("{field}.weight"), "must be > 0"));
@@ -101,9 +107,18 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
             return Err(invalid(field, "model names are 1 to 256 characters"));
         }
         let p = &model.price;
-        check_positive(Some(p.input_per_mtok), format!("{field}.price.input_per_mtok"))?;
-        check_positive(Some(p.output_per_mtok), format!("{field}.price.output_per_mtok"))?;
-        check_positive(p.cached_input_per_mtok, format!("{field}.price.cached_input_per_mtok"))?;
+        check_positive(
+            Some(p.input_per_mtok),
+            format!("{field}.price.input_per_mtok"),
+        )?;
+        check_positive(
+            Some(p.output_per_mtok),
+            format!("{field}.price.output_per_mtok"),
+        )?;
+        check_positive(
+            p.cached_input_per_mtok,
+            format!("{field}.price.cached_input_per_mtok"),
+        )?;
         match (&model.base, &model.tenant) {
             (Some(base), Some(tenant)) => {
                 if config.models.get(base).is_none_or(|b| b.is_adapter()) {
@@ -131,15 +146,24 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
     for (name, pool) in &config.pools {
         let field = format!("pools.{name}");
         if !valid_id(name) {
-            return Err(invalid(field, "pool names use [A-Za-z0-9._-], 1 to 64 characters"));
+            return Err(invalid(
+                field,
+                "pool names use [A-Za-z0-9._-], 1 to 64 characters",
+            ));
         }
         if pool.max_in_flight_per_replica == 0 {
-            return Err(invalid(format!("{field}.max_in_flight_per_replica"), "must be > 0"));
+            return Err(invalid(
+                format!("{field}.max_in_flight_per_replica"),
+                "must be > 0",
+            ));
         }
         if let Some(u) = pool.max_kv_cache_usage
             && !(u > 0.0 && u <= 1.0)
         {
-            return Err(invalid(format!("{field}.max_kv_cache_usage"), "must be in (0, 1]"));
+            return Err(invalid(
+                format!("{field}.max_kv_cache_usage"),
+                "must be in (0, 1]",
+            ));
         }
     }
     for (i, issuer) in config.jwt_issuers.iter().enumerate() {
@@ -161,13 +185,21 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
             match (key.alg, &key.pem, &key.secret) {
                 (JwtAlgorithm::HS256, None, Some(s)) if s.len() >= 32 => {}
                 (JwtAlgorithm::HS256, None, Some(_)) => {
-                    return Err(invalid(format!("{kf}.secret"), "HS256 secrets need >= 32 bytes"));
+                    return Err(invalid(
+                        format!("{kf}.secret"),
+                        "HS256 secrets need >= 32 bytes",
+                    ));
                 }
                 (JwtAlgorithm::HS256, _, _) => {
                     return Err(invalid(kf, "HS256 keys take `secret` and no `pem`"));
                 }
                 (_, Some(_), None) => {}
-                _ => return Err(invalid(kf, "public-key algorithms take `pem` and no `secret`")),
+                _ => {
+                    return Err(invalid(
+                        kf,
+                        "public-key algorithms take `pem` and no `secret`",
+                    ));
+                }
             }
         }
     }
@@ -217,7 +249,10 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
         }
         for (k, key) in tenant.api_keys.iter().enumerate() {
             if key.id.is_empty() {
-                return Err(invalid(format!("{field}.api_keys[{k}].id"), "must not be empty"));
+                return Err(invalid(
+                    format!("{field}.api_keys[{k}].id"),
+                    "must not be empty",
+                ));
             }
         }
         for (s, id) in tenant.spiffe_ids.iter().enumerate() {

@@ -62,7 +62,8 @@ fn key_lookup_by_digest() {
 fn spiffe_lookup() {
     let reg = sample();
     assert_eq!(
-        reg.tenant_by_spiffe("spiffe://corp/ns/acme/sa/app").map(|t| t.id.as_str()),
+        reg.tenant_by_spiffe("spiffe://corp/ns/acme/sa/app")
+            .map(|t| t.id.as_str()),
         Some("acme")
     );
     assert!(reg.tenant_by_spiffe("spiffe://corp/ns/other").is_none());
@@ -91,13 +92,19 @@ fn model_access_groups_wildcards_and_adapters() {
     // Wildcards never reach another tenant's adapter.
     assert!(!reg.model_allowed(hobby, "acme-sql"));
     assert!(!reg.model_allowed(hobby, "not-in-catalog"));
-    assert_eq!(reg.models_for(hobby), vec!["llama-3.1-8b-instruct", "qwen-7b"]);
+    assert_eq!(
+        reg.models_for(hobby),
+        vec!["llama-3.1-8b-instruct", "qwen-7b"]
+    );
 }
 
 #[test]
 fn pools_follow_tier() {
     let reg = sample();
-    assert_eq!(reg.allowed_pools(reg.tenant("hobby").unwrap()), vec!["throughput"]);
+    assert_eq!(
+        reg.allowed_pools(reg.tenant("hobby").unwrap()),
+        vec!["throughput"]
+    );
     assert_eq!(
         reg.allowed_pools(reg.tenant("acme").unwrap()),
         vec!["latency", "throughput"]
@@ -105,18 +112,35 @@ fn pools_follow_tier() {
 }
 
 fn load_err(text: &str) -> String {
-    Registry::from_toml(text).expect_err("must be refused").to_string()
+    Registry::from_toml(text)
+        .expect_err("must be refused")
+        .to_string()
 }
 
 #[test]
 fn errors_name_the_field() {
     let base = SAMPLE.replace("DIGEST", &api_key_digest_hex("k"));
-    assert!(load_err(&base.replace("tier = \"free\"", "tier = \"gold\"")).contains("tenants[1].tier"));
-    assert!(load_err(&base.replace(&api_key_digest_hex("k"), "sk-plaintext")).contains("tenants[0].api_keys[0].sha256"));
-    assert!(load_err(&base.replace("limits = { rpm = 10 }", "limits = { rpn = 10 }")).contains("rpn"));
-    assert!(load_err(&base.replace("weight = 2.0", "weight = -1.0")).contains("tiers.enterprise.weight"));
-    assert!(load_err(&base.replace("tenant = \"acme\"", "tenant = \"nobody\"")).contains("models.acme-sql.tenant"));
-    assert!(load_err(&base.replace("id = \"hobby\"", "id = \"acme\"")).contains("duplicate tenant id"));
+    assert!(
+        load_err(&base.replace("tier = \"free\"", "tier = \"gold\"")).contains("tenants[1].tier")
+    );
+    assert!(
+        load_err(&base.replace(&api_key_digest_hex("k"), "sk-plaintext"))
+            .contains("tenants[0].api_keys[0].sha256")
+    );
+    assert!(
+        load_err(&base.replace("limits = { rpm = 10 }", "limits = { rpn = 10 }")).contains("rpn")
+    );
+    assert!(
+        load_err(&base.replace("weight = 2.0", "weight = -1.0"))
+            .contains("tiers.enterprise.weight")
+    );
+    assert!(
+        load_err(&base.replace("tenant = \"acme\"", "tenant = \"nobody\""))
+            .contains("models.acme-sql.tenant")
+    );
+    assert!(
+        load_err(&base.replace("id = \"hobby\"", "id = \"acme\"")).contains("duplicate tenant id")
+    );
     assert!(load_err(&base.replace("spiffe://corp", "https://corp")).contains("spiffe_ids[0]"));
 }
 

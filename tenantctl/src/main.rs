@@ -60,10 +60,14 @@ fn run(cli: Cli) -> Result<(), String> {
             id,
             expires_at,
         } => {
-            let (out, key) = tenantctl::mint_key(&text, &tenant, id.as_deref(), expires_at.as_deref())
-                .map_err(|e| e.to_string())?;
+            let (out, key) =
+                tenantctl::mint_key(&text, &tenant, id.as_deref(), expires_at.as_deref())
+                    .map_err(|e| e.to_string())?;
             write_atomically(&cli.registry, &out)?;
-            eprintln!("minted key {:?} for tenant {tenant:?}; it is shown once:", key.id);
+            eprintln!(
+                "minted key {:?} for tenant {tenant:?}; it is shown once:",
+                key.id
+            );
             println!("{}", key.plaintext);
         }
         Command::RevokeKey { tenant, id } => {
@@ -73,7 +77,11 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Check => {
             let reg = tenantctl::check(&text).map_err(|e| e.to_string())?;
-            println!("ok: {} tenants, {} models", reg.tenants().len(), reg.config().models.len());
+            println!(
+                "ok: {} tenants, {} models",
+                reg.tenants().len(),
+                reg.config().models.len()
+            );
         }
         Command::List => {
             let reg = tenantctl::check(&text).map_err(|e| e.to_string())?;
@@ -81,9 +89,21 @@ fn run(cli: Cli) -> Result<(), String> {
                 let keys: Vec<String> = t
                     .api_keys
                     .iter()
-                    .map(|k| if k.revoked { format!("{} (revoked)", k.id) } else { k.id.clone() })
+                    .map(|k| {
+                        if k.revoked {
+                            format!("{} (revoked)", k.id)
+                        } else {
+                            k.id.clone()
+                        }
+                    })
                     .collect();
-                println!("{}\ttier={}\tkeys=[{}]{}", t.id, t.tier, keys.join(", "), if t.disabled { "\tDISABLED" } else { "" });
+                println!(
+                    "{}\ttier={}\tkeys=[{}]{}",
+                    t.id,
+                    t.tier,
+                    keys.join(", "),
+                    if t.disabled { "\tDISABLED" } else { "" }
+                );
             }
         }
     }

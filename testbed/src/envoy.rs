@@ -298,7 +298,10 @@ pub fn start(
 fn wait_admin(process: &mut ManagedProcess, path: &Path) -> Result<SocketAddr, TestbedError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Some(addr) = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(addr) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
             return Ok(addr);
         }
         if !process.is_running() {
@@ -338,15 +341,18 @@ fn listener_ports(
         .and_then(|r| r.json())
         .map_err(|e| process.failed(format!("admin /listeners: {e}")))?;
     let find = |name: &str| -> Option<SocketAddr> {
-        listeners["listener_statuses"].as_array()?.iter().find_map(|l| {
-            if l["name"] != name {
-                return None;
-            }
-            let s = &l["local_address"]["socket_address"];
-            format!("{}:{}", s["address"].as_str()?, s["port_value"].as_u64()?)
-                .parse()
-                .ok()
-        })
+        listeners["listener_statuses"]
+            .as_array()?
+            .iter()
+            .find_map(|l| {
+                if l["name"] != name {
+                    return None;
+                }
+                let s = &l["local_address"]["socket_address"];
+                format!("{}:{}", s["address"].as_str()?, s["port_value"].as_u64()?)
+                    .parse()
+                    .ok()
+            })
     };
     let gateway = find("gateway").ok_or_else(|| process.failed("no gateway listener".into()))?;
     Ok((gateway, find("gateway_mtls")))

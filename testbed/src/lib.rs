@@ -215,7 +215,11 @@ impl Testbed {
                 .iter()
                 .map(|p| envoy::PoolCluster {
                     name: p.name.clone(),
-                    replicas: replicas.iter().filter(|r| r.pool == p.name).map(|r| r.addr).collect(),
+                    replicas: replicas
+                        .iter()
+                        .filter(|r| r.pool == p.name)
+                        .map(|r| r.addr)
+                        .collect(),
                 })
                 .collect(),
             default_pool: default_pool(&config),
@@ -245,7 +249,9 @@ impl Testbed {
     }
 
     pub fn gateway_mtls_url(&self) -> Option<String> {
-        self.envoy.gateway_mtls.map(|a| format!("https://localhost:{}", a.port()))
+        self.envoy
+            .gateway_mtls
+            .map(|a| format!("https://localhost:{}", a.port()))
     }
 
     pub fn envoy_admin_url(&self) -> String {
@@ -320,10 +326,16 @@ impl Testbed {
                 running.addrs.clone()
             }
             (None, Some(addrs)) => addrs,
-            (None, None) => return Err(TestbedError::Other("ratelimit-service was never started".into())),
+            (None, None) => {
+                return Err(TestbedError::Other(
+                    "ratelimit-service was never started".into(),
+                ));
+            }
         };
         let (Some(grpc), Some(admin)) = (addrs.get("grpc"), addrs.get("admin")) else {
-            return Err(TestbedError::Other("unknown ratelimit-service ports".into()));
+            return Err(TestbedError::Other(
+                "unknown ratelimit-service ports".into(),
+            ));
         };
         let mut config = self.config.clone();
         config.ratelimit_args.extend([
@@ -332,7 +344,12 @@ impl Testbed {
             "--admin-listen".to_owned(),
             admin.to_string(),
         ]);
-        self.ratelimit = Some(start_ratelimit(&self.paths, &config, &self.dir.join("registry.toml"), &self.dir)?);
+        self.ratelimit = Some(start_ratelimit(
+            &self.paths,
+            &config,
+            &self.dir.join("registry.toml"),
+            &self.dir,
+        )?);
         Ok(())
     }
 
@@ -357,7 +374,9 @@ impl Testbed {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while envoy::counter(self.envoy.admin, "config_reload") < want {
             if std::time::Instant::now() > deadline {
-                return Err(TestbedError::Other("Envoy did not reload the filter configs".into()));
+                return Err(TestbedError::Other(
+                    "Envoy did not reload the filter configs".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -398,7 +417,8 @@ fn start_pools(
                 .args(["--listen", "127.0.0.1:0", "--replica-name", &name])
                 .args(&model_args)
                 .args(&pool.mock_args);
-            let process = ManagedProcess::spawn_listening(&name, command, dir, Duration::from_secs(30))?;
+            let process =
+                ManagedProcess::spawn_listening(&name, command, dir, Duration::from_secs(30))?;
             replicas.push(Replica {
                 pool: pool.name.clone(),
                 name,
@@ -427,7 +447,8 @@ fn with_replicas(mut registry: RegistryConfig, replicas: &[Replica]) -> Registry
 }
 
 fn write_registry(path: &Path, registry: &RegistryConfig) -> Result<(), TestbedError> {
-    let text = toml::to_string(registry).map_err(|e| TestbedError::Other(format!("registry to TOML: {e}")))?;
+    let text = toml::to_string(registry)
+        .map_err(|e| TestbedError::Other(format!("registry to TOML: {e}")))?;
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).map_err(|e| TestbedError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TestbedError::io(path, e))
@@ -480,7 +501,10 @@ fn filter_chain(
     }
     if config.filters.admission {
         let mut admission = json!({ "registry": registry, "cluster": "ratelimit" });
-        if let (Some(base), Some(extra)) = (admission.as_object_mut(), config.admission_config.as_object()) {
+        if let (Some(base), Some(extra)) = (
+            admission.as_object_mut(),
+            config.admission_config.as_object(),
+        ) {
             base.extend(extra.clone());
         }
         filters.push(WasmFilter {

@@ -21,7 +21,9 @@ impl Paths {
         let root = std::env::var_os("GATEWAY_ROOT")
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-        let root = root.canonicalize().map_err(|e| TestbedError::io(&root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| TestbedError::io(&root, e))?;
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
@@ -47,7 +49,11 @@ impl Paths {
 
     /// A filter module built with `--profile wasm`.
     pub fn wasm(&self, crate_name: &str) -> Result<PathBuf, TestbedError> {
-        existing(self.target.join("wasm32-wasip1/wasm").join(format!("{crate_name}.wasm")))
+        existing(
+            self.target
+                .join("wasm32-wasip1/wasm")
+                .join(format!("{crate_name}.wasm")),
+        )
     }
 }
 

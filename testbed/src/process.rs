@@ -30,7 +30,9 @@ impl ManagedProcess {
     pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Result<Self, TestbedError> {
         let log_path = log_dir.join(format!("{name}.log"));
         let log = File::create(&log_path).map_err(|e| TestbedError::io(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| TestbedError::io(&log_path, e))?;
+        let err_log = log
+            .try_clone()
+            .map_err(|e| TestbedError::io(&log_path, e))?;
         command.stdout(log).stderr(err_log).stdin(Stdio::null());
         let child = command.spawn().map_err(|e| TestbedError::Spawn {
             name: name.to_owned(),
@@ -53,8 +55,13 @@ impl ManagedProcess {
     ) -> Result<Self, TestbedError> {
         let log_path = log_dir.join(format!("{name}.log"));
         let mut log = File::create(&log_path).map_err(|e| TestbedError::io(&log_path, e))?;
-        let err_log = log.try_clone().map_err(|e| TestbedError::io(&log_path, e))?;
-        command.stdout(Stdio::piped()).stderr(err_log).stdin(Stdio::null());
+        let err_log = log
+            .try_clone()
+            .map_err(|e| TestbedError::io(&log_path, e))?;
+        command
+            .stdout(Stdio::piped())
+            .stderr(err_log)
+            .stdin(Stdio::null());
         let mut child = command.spawn().map_err(|e| TestbedError::Spawn {
             name: name.to_owned(),
             source: e,
@@ -91,7 +98,9 @@ impl ManagedProcess {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     if let Ok(Some(status)) = process.child.try_wait() {
-                        return Err(process.failed(format!("exited with {status} before listening")));
+                        return Err(
+                            process.failed(format!("exited with {status} before listening"))
+                        );
                     }
                 }
                 Err(_) => return Err(process.failed("did not print LISTENING in time".into())),
@@ -100,11 +109,14 @@ impl ManagedProcess {
     }
 
     pub fn addr(&self, key: &str) -> Result<SocketAddr, TestbedError> {
-        self.addrs.get(key).copied().ok_or_else(|| TestbedError::Startup {
-            name: self.name.clone(),
-            reason: format!("no `{key}=` address in its LISTENING line"),
-            log_tail: self.log_tail(),
-        })
+        self.addrs
+            .get(key)
+            .copied()
+            .ok_or_else(|| TestbedError::Startup {
+                name: self.name.clone(),
+                reason: format!("no `{key}=` address in its LISTENING line"),
+                log_tail: self.log_tail(),
+            })
     }
 
     pub fn pid(&self) -> u32 {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 
 use crate::{MtlsFiles, TestbedError};
@@ -62,15 +63,17 @@ impl TestCa {
 
     /// A server certificate for `localhost` / 127.0.0.1.
     pub fn server(&self) -> Result<CertFiles, TestbedError> {
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(tls_err)?;
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(tls_err)?;
         self.issue("server", params)
     }
 
     /// A client certificate whose URI SAN is `spiffe_id`.
     pub fn client(&self, file_stem: &str, spiffe_id: &str) -> Result<CertFiles, TestbedError> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
-        params.distinguished_name.push(DnType::CommonName, file_stem);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, file_stem);
         let uri = spiffe_id.try_into().map_err(tls_err)?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         self.issue(file_stem, params)

@@ -13,14 +13,24 @@ fn claims(tenant: &str) -> Value {
 
 /// Sends a chat request with `headers`; returns the reply.
 fn call(tb: &testbed::Testbed, headers: &[(&str, &str)]) -> Reply {
-    post(tb, "/v1/chat/completions", headers, &chat(MODEL, "hello there", 4))
+    post(
+        tb,
+        "/v1/chat/completions",
+        headers,
+        &chat(MODEL, "hello there", 4),
+    )
 }
 
 fn assert_challenge(reply: &Reply, error: Option<&str>) {
-    let challenge = reply.header("www-authenticate").expect("www-authenticate header");
+    let challenge = reply
+        .header("www-authenticate")
+        .expect("www-authenticate header");
     assert!(challenge.starts_with("Bearer realm="), "{challenge}");
     if let Some(error) = error {
-        assert!(challenge.contains(&format!("error=\"{error}\"")), "{challenge}");
+        assert!(
+            challenge.contains(&format!("error=\"{error}\"")),
+            "{challenge}"
+        );
     }
 }
 
@@ -48,7 +58,10 @@ fn api_keys_through_envoy() {
     assert_eq!(disabled.body["error"]["type"], "permission_error");
 
     // Refused requests never reach a pool.
-    assert!(tb.upstream_requests().is_empty(), "refused requests reached upstream");
+    assert!(
+        tb.upstream_requests().is_empty(),
+        "refused requests reached upstream"
+    );
 
     // Valid key, both headers; spoofed gateway headers are replaced.
     for headers in [
@@ -70,17 +83,31 @@ fn api_keys_through_envoy() {
         let hdrs = &seen["headers"];
         assert_eq!(hdrs["x-tenant-id"], "acme");
         assert_eq!(hdrs["x-tenant-tier"], "enterprise");
-        for gone in ["x-tenant-extra", "x-llm-pool", "x-prefix-key", "authorization", "x-api-key"] {
+        for gone in [
+            "x-tenant-extra",
+            "x-llm-pool",
+            "x-prefix-key",
+            "authorization",
+            "x-api-key",
+        ] {
             assert!(hdrs.get(gone).is_none(), "{gone} reached upstream: {hdrs}");
         }
         tb.reset_upstreams();
     }
 
     // A request id that is not sane is replaced by a generated one.
-    let ok = call(&tb, &[("authorization", "Bearer sk-globex-live"), ("x-request-id", "bad id with spaces")]);
+    let ok = call(
+        &tb,
+        &[
+            ("authorization", "Bearer sk-globex-live"),
+            ("x-request-id", "bad id with spaces"),
+        ],
+    );
     assert_eq!(ok.status, 200);
     let seen = tb.upstream_requests();
-    let rid = seen[0]["headers"]["x-request-id"].as_str().expect("x-request-id set");
+    let rid = seen[0]["headers"]["x-request-id"]
+        .as_str()
+        .expect("x-request-id set");
     assert_eq!(rid.len(), 36, "uuid expected, got {rid}");
     assert_eq!(seen[0]["headers"]["x-tenant-id"], "globex");
 }
@@ -99,7 +126,10 @@ fn jwts_through_envoy() {
     ] {
         let token = keys.mint(alg, Some(kid), &claims("globex"));
         let rid = format!("jwt-{kid}");
-        let ok = call(&tb, &[("authorization", &bearer(&token)), ("x-request-id", &rid)]);
+        let ok = call(
+            &tb,
+            &[("authorization", &bearer(&token)), ("x-request-id", &rid)],
+        );
         assert_eq!(ok.status, 200, "{alg:?}: {}", ok.text);
         let seen = upstream_request(&tb, &rid).expect("reached upstream");
         assert_eq!(seen["headers"]["x-tenant-id"], "globex");
@@ -113,15 +143,47 @@ fn jwts_through_envoy() {
         c
     };
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", mint(with("exp", json!(now() - 120))), "expired_token"),
-        ("not yet valid", mint(with("nbf", json!(now() + 600))), "invalid_token"),
-        ("wrong issuer", mint(with("iss", json!("https://evil.test"))), "invalid_token"),
-        ("wrong audience", mint(with("aud", json!("another-api"))), "invalid_token"),
-        ("alg none", unsigned_token(&claims("globex")), "invalid_token"),
-        ("alg confusion", confused_token(&keys, Some("rsa-1"), &claims("globex")), "invalid_token"),
-        ("unknown kid", keys.mint(Algorithm::RS256, Some("rsa-404"), &claims("globex")), "invalid_token"),
+        (
+            "expired",
+            mint(with("exp", json!(now() - 120))),
+            "expired_token",
+        ),
+        (
+            "not yet valid",
+            mint(with("nbf", json!(now() + 600))),
+            "invalid_token",
+        ),
+        (
+            "wrong issuer",
+            mint(with("iss", json!("https://evil.test"))),
+            "invalid_token",
+        ),
+        (
+            "wrong audience",
+            mint(with("aud", json!("another-api"))),
+            "invalid_token",
+        ),
+        (
+            "alg none",
+            unsigned_token(&claims("globex")),
+            "invalid_token",
+        ),
+        (
+            "alg confusion",
+            confused_token(&keys, Some("rsa-1"), &claims("globex")),
+            "invalid_token",
+        ),
+        (
+            "unknown kid",
+            keys.mint(Algorithm::RS256, Some("rsa-404"), &claims("globex")),
+            "invalid_token",
+        ),
         ("unknown tenant", mint(claims("nobody")), "unknown_tenant"),
-        ("foreign key", TestKeys::generate().mint(Algorithm::ES256, Some("ec-1"), &claims("globex")), "invalid_token"),
+        (
+            "foreign key",
+            TestKeys::generate().mint(Algorithm::ES256, Some("ec-1"), &claims("globex")),
+            "invalid_token",
+        ),
     ];
     for (name, token, code) in &cases {
         let reply = call(&tb, &[("authorization", &bearer(token))]);
@@ -135,7 +197,8 @@ fn jwts_through_envoy() {
     let (g, o): (Vec<&str>, Vec<&str>) = (good.split('.').collect(), other.split('.').collect());
     let tampered = format!("{}.{}.{}", g[0], o[1], g[2]);
     call(&tb, &[("authorization", &bearer(&tampered))]).assert_error(401, "invalid_token");
-    call(&tb, &[("authorization", &bearer(&mint(claims("dormant"))))]).assert_error(403, "tenant_disabled");
+    call(&tb, &[("authorization", &bearer(&mint(claims("dormant"))))])
+        .assert_error(403, "tenant_disabled");
 
     let upstream = tb.upstream_requests();
     assert_eq!(upstream.len(), 4, "only the four valid tokens reach a pool");
@@ -149,7 +212,10 @@ fn mtls_spiffe_through_envoy() {
     let mut config = testbed::TestbedConfig::new(registry(&keys));
     config.filters = FilterSet::AUTH_ONLY;
     config.ratelimit = false;
-    config.pools = vec![testbed::PoolSpec::new("latency", 1), testbed::PoolSpec::new("throughput", 1)];
+    config.pools = vec![
+        testbed::PoolSpec::new("latency", 1),
+        testbed::PoolSpec::new("throughput", 1),
+    ];
     config.mtls = Some(ca.listener_files().expect("server cert"));
     let tb = gateway_e2e::start_with(config);
     let url = tb.gateway_mtls_url().expect("mtls listener");
@@ -176,16 +242,25 @@ fn mtls_spiffe_through_envoy() {
         )
     };
 
-    let ok = send(&mtls_client("spiffe://e2e.test/ns/acme/sa/app", "acme"), "mtls-1");
+    let ok = send(
+        &mtls_client("spiffe://e2e.test/ns/acme/sa/app", "acme"),
+        "mtls-1",
+    );
     assert_eq!(ok.status, 200, "{}", ok.text);
     let seen = upstream_request(&tb, "mtls-1").expect("reached upstream");
     assert_eq!(seen["headers"]["x-tenant-id"], "acme");
     assert_eq!(seen["headers"]["x-tenant-tier"], "enterprise");
 
-    send(&mtls_client("spiffe://e2e.test/ns/stranger/sa/x", "stranger"), "mtls-2")
-        .assert_error(401, "unknown_client_certificate");
-    send(&mtls_client("spiffe://e2e.test/ns/dormant/sa/app", "dormant"), "mtls-3")
-        .assert_error(403, "tenant_disabled");
+    send(
+        &mtls_client("spiffe://e2e.test/ns/stranger/sa/x", "stranger"),
+        "mtls-2",
+    )
+    .assert_error(401, "unknown_client_certificate");
+    send(
+        &mtls_client("spiffe://e2e.test/ns/dormant/sa/app", "dormant"),
+        "mtls-3",
+    )
+    .assert_error(403, "tenant_disabled");
 
     // No client certificate: the TLS handshake itself is refused.
     let anonymous = reqwest::blocking::Client::builder()
@@ -202,7 +277,8 @@ fn registry_change_reaches_running_envoy() {
     let keys = TestKeys::generate();
     let base = registry(&keys);
     let mut tb = start(base.clone(), FilterSet::AUTH_ONLY);
-    call(&tb, &[("authorization", "Bearer sk-globex-rotated")]).assert_error(401, "invalid_api_key");
+    call(&tb, &[("authorization", "Bearer sk-globex-rotated")])
+        .assert_error(401, "invalid_api_key");
     let live = format!(
         "{{ id = \"live\", sha256 = \"{}\" }}",
         tenant_registry::api_key_digest_hex("sk-globex-live")
@@ -222,5 +298,6 @@ fn registry_change_reaches_running_envoy() {
         "id = \"rotated\", revoked = true, sha256",
     );
     tb.update_registry(&revoked).expect("hot reload");
-    call(&tb, &[("authorization", "Bearer sk-globex-rotated")]).assert_error(401, "revoked_api_key");
+    call(&tb, &[("authorization", "Bearer sk-globex-rotated")])
+        .assert_error(401, "revoked_api_key");
 }

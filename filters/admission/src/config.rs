@@ -50,7 +50,10 @@ pub enum ConfigError {
     #[error("admission configuration is not valid: {0}")]
     Json(#[from] serde_json::Error),
     #[error("admission configuration: {field}: {reason}")]
-    Invalid { field: &'static str, reason: &'static str },
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 /// What the filter needs at request time.
@@ -85,7 +88,12 @@ impl CompiledConfig {
             .registry
             .pools
             .iter()
-            .map(|(name, pool)| (name.clone(), Duration::from_millis(pool.max_queue_wait_ms) + slack))
+            .map(|(name, pool)| {
+                (
+                    name.clone(),
+                    Duration::from_millis(pool.max_queue_wait_ms) + slack,
+                )
+            })
             .collect();
         let fail_modes = config
             .registry
@@ -106,7 +114,10 @@ impl CompiledConfig {
 
     /// What to do for `tier` when the service cannot answer (closed if unknown).
     pub fn fail_mode(&self, tier: &str) -> FailMode {
-        self.fail_modes.get(tier).copied().unwrap_or(FailMode::Closed)
+        self.fail_modes
+            .get(tier)
+            .copied()
+            .unwrap_or(FailMode::Closed)
     }
 
     /// Admit may wait in the pool's queue: its timeout covers that wait.

@@ -17,7 +17,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-use crate::{Admission, CompiledConfig, RequestFacts, UsageTracker, admit_request, rate_limit_headers, unavailable};
+use crate::{
+    Admission, CompiledConfig, RequestFacts, UsageTracker, admit_request, rate_limit_headers,
+    unavailable,
+};
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
 
@@ -184,9 +187,12 @@ impl AdmissionFilter {
 
     fn on_admit_answer(&mut self, status_code: u32, size: usize) -> Action {
         if status_code != 0 {
-            return self.on_service_unavailable(&format!("Admit failed with gRPC status {status_code}"));
+            return self
+                .on_service_unavailable(&format!("Admit failed with gRPC status {status_code}"));
         }
-        let body = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+        let body = self
+            .get_grpc_call_response_body(0, size)
+            .unwrap_or_default();
         let Ok(response) = AdmitResponse::decode(body.as_slice()) else {
             return self.on_service_unavailable("Admit answer does not decode");
         };
@@ -217,7 +223,9 @@ impl AdmissionFilter {
 
     /// Settles the lease with what is known; at most once per request.
     fn complete(&mut self, outcome: Outcome) {
-        let Some(lease_id) = self.lease.take() else { return };
+        let Some(lease_id) = self.lease.take() else {
+            return;
+        };
         self.shared.leases.borrow_mut().remove(&lease_id);
         let usage = self.usage.as_mut().and_then(UsageTracker::finish);
         let now = self.get_current_time();

@@ -43,7 +43,9 @@ impl Admission {
             resp.message.clone()
         };
         let (status, kind, code) = match resp.reason() {
-            RejectReason::BudgetExhausted => (429, ErrorKind::InsufficientQuota, "insufficient_quota"),
+            RejectReason::BudgetExhausted => {
+                (429, ErrorKind::InsufficientQuota, "insufficient_quota")
+            }
             RejectReason::QueueTimeout => (503, ErrorKind::ServerError, "queue_timeout"),
             RejectReason::UnknownTenant => (403, ErrorKind::PermissionError, "unknown_tenant"),
             RejectReason::RequestTooLarge => (429, ErrorKind::RateLimitError, "request_too_large"),
@@ -53,7 +55,10 @@ impl Admission {
             | RejectReason::Concurrency
             | RejectReason::Unspecified => (429, ErrorKind::RateLimitError, "rate_limit_exceeded"),
         };
-        let mut error = retry_after(GatewayError::new(status, kind, code, message), resp.retry_after_ms);
+        let mut error = retry_after(
+            GatewayError::new(status, kind, code, message),
+            resp.retry_after_ms,
+        );
         if let Some(info) = &resp.rate_limit {
             for (k, v) in rate_limit_headers(info) {
                 error = error.with_header(k, v);
@@ -105,7 +110,10 @@ mod tests {
     }
 
     fn header<'a>(e: &'a GatewayError, name: &str) -> Option<&'a str> {
-        e.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        e.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
@@ -124,7 +132,10 @@ mod tests {
             let e = rejected(reason, 1500);
             assert_eq!((e.status, e.code), (status, code), "{reason:?}");
         }
-        assert_eq!(rejected(RejectReason::BudgetExhausted, 0).kind, ErrorKind::InsufficientQuota);
+        assert_eq!(
+            rejected(RejectReason::BudgetExhausted, 0).kind,
+            ErrorKind::InsufficientQuota
+        );
     }
 
     #[test]
@@ -152,6 +163,8 @@ mod tests {
             queue_wait_ms: 7,
             ..Default::default()
         };
-        assert!(matches!(Admission::from_response(resp), Admission::Admitted { ref lease_id, queue_wait_ms: 7, .. } if lease_id == "l1"));
+        assert!(
+            matches!(Admission::from_response(resp), Admission::Admitted { ref lease_id, queue_wait_ms: 7, .. } if lease_id == "l1")
+        );
     }
 }

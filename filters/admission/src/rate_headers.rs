@@ -21,11 +21,22 @@ pub fn rate_limit_headers(info: &RateLimitInfo) -> Vec<(&'static str, String)> {
     let mut out = Vec::with_capacity(6);
     let mut push = |name: &'static str, v: Option<u64>, reset: bool| {
         if let Some(v) = v {
-            out.push((name, if reset { format_reset(v) } else { v.to_string() }));
+            out.push((
+                name,
+                if reset {
+                    format_reset(v)
+                } else {
+                    v.to_string()
+                },
+            ));
         }
     };
     push("x-ratelimit-limit-requests", info.limit_requests, false);
-    push("x-ratelimit-remaining-requests", info.remaining_requests, false);
+    push(
+        "x-ratelimit-remaining-requests",
+        info.remaining_requests,
+        false,
+    );
     push("x-ratelimit-reset-requests", info.reset_requests_ms, true);
     push("x-ratelimit-limit-tokens", info.limit_tokens, false);
     push("x-ratelimit-remaining-tokens", info.remaining_tokens, false);

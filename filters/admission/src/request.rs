@@ -19,7 +19,11 @@ pub struct RequestFacts {
 /// request (no model named by llm-policy) and needs no admission.
 pub fn admit_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> {
     let model = facts.model.clone()?;
-    let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let number = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     Some(AdmitRequest {
         tenant: facts.tenant.clone()?,
         tier: facts.tier.clone().unwrap_or_default(),
@@ -58,8 +62,26 @@ mod tests {
 
     #[test]
     fn no_model_or_tenant_means_no_admission() {
-        assert!(admit_request(&RequestFacts { model: None, ..facts() }, "e").is_none());
-        assert!(admit_request(&RequestFacts { tenant: None, ..facts() }, "e").is_none());
+        assert!(
+            admit_request(
+                &RequestFacts {
+                    model: None,
+                    ..facts()
+                },
+                "e"
+            )
+            .is_none()
+        );
+        assert!(
+            admit_request(
+                &RequestFacts {
+                    tenant: None,
+                    ..facts()
+                },
+                "e"
+            )
+            .is_none()
+        );
     }
 
     #[test]

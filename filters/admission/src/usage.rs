@@ -139,7 +139,8 @@ fn usage_after_key(bytes: &[u8]) -> Option<Usage> {
     let at = bytes.windows(key.len()).rposition(|w| w == key)?;
     let rest = &bytes[at + key.len()..];
     let colon = rest.iter().position(|&b| b == b':')?;
-    let mut values = serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<RawUsage>();
+    let mut values =
+        serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<RawUsage>();
     values.next()?.ok().map(Usage::from)
 }
 
@@ -186,7 +187,13 @@ mod tests {
     fn embeddings_usage_without_completion() {
         let mut t = UsageTracker::new(false);
         t.feed(br#"{"data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}"#);
-        assert_eq!(t.finish(), Some(Usage { prompt_tokens: 9, ..Usage::default() }));
+        assert_eq!(
+            t.finish(),
+            Some(Usage {
+                prompt_tokens: 9,
+                ..Usage::default()
+            })
+        );
     }
 
     #[test]
@@ -199,7 +206,11 @@ mod tests {
             let mut t = UsageTracker::new(true);
             t.feed(&stream.as_bytes()[..split]);
             t.feed(&stream.as_bytes()[split..]);
-            assert_eq!(t.finish().map(|u| u.completion_tokens), Some(7), "split at {split}");
+            assert_eq!(
+                t.finish().map(|u| u.completion_tokens),
+                Some(7),
+                "split at {split}"
+            );
         }
     }
 

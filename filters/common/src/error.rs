@@ -45,7 +45,12 @@ struct Body<'a> {
 }
 
 impl GatewayError {
-    pub fn new(status: u32, kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: u32,
+        kind: ErrorKind,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -102,8 +107,13 @@ mod tests {
 
     #[test]
     fn body_has_openai_shape() {
-        let e = GatewayError::new(400, ErrorKind::InvalidRequestError, "context_length_exceeded", "too long")
-            .with_param("messages");
+        let e = GatewayError::new(
+            400,
+            ErrorKind::InvalidRequestError,
+            "context_length_exceeded",
+            "too long",
+        )
+        .with_param("messages");
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["code"], "context_length_exceeded");

@@ -43,7 +43,13 @@ mod tests {
         ] {
             assert!(is_gateway_owned(h), "{h}");
         }
-        for h in ["authorization", "x-request-id", "x-tenantid", "x-prefix", "content-type"] {
+        for h in [
+            "authorization",
+            "x-request-id",
+            "x-tenantid",
+            "x-prefix",
+            "content-type",
+        ] {
             assert!(!is_gateway_owned(h), "{h}");
         }
     }

@@ -62,8 +62,14 @@ mod tests {
 
     #[test]
     fn bearer_api_key() {
-        assert_eq!(extract(Some("Bearer sk-abc"), None, None), Ok(Credential::ApiKey("sk-abc")));
-        assert_eq!(extract(Some("bearer  sk-abc "), None, None), Ok(Credential::ApiKey("sk-abc")));
+        assert_eq!(
+            extract(Some("Bearer sk-abc"), None, None),
+            Ok(Credential::ApiKey("sk-abc"))
+        );
+        assert_eq!(
+            extract(Some("bearer  sk-abc "), None, None),
+            Ok(Credential::ApiKey("sk-abc"))
+        );
     }
 
     #[test]
@@ -80,13 +86,25 @@ mod tests {
             extract(Some("Bearer sk-a"), Some("sk-b"), Some("spiffe://x/y")),
             Ok(Credential::ApiKey("sk-a"))
         );
-        assert_eq!(extract(None, Some("sk-b"), Some("spiffe://x/y")), Ok(Credential::ApiKey("sk-b")));
-        assert_eq!(extract(None, None, Some("spiffe://x/y")), Ok(Credential::Spiffe("spiffe://x/y")));
+        assert_eq!(
+            extract(None, Some("sk-b"), Some("spiffe://x/y")),
+            Ok(Credential::ApiKey("sk-b"))
+        );
+        assert_eq!(
+            extract(None, None, Some("spiffe://x/y")),
+            Ok(Credential::Spiffe("spiffe://x/y"))
+        );
     }
 
     #[test]
     fn malformed_and_missing() {
-        for bad in ["Basic dXNlcjpw", "Bearer", "Bearer ", "sk-abc", "Bearer a b"] {
+        for bad in [
+            "Basic dXNlcjpw",
+            "Bearer",
+            "Bearer ",
+            "sk-abc",
+            "Bearer a b",
+        ] {
             assert_eq!(
                 extract(Some(bad), None, None),
                 Err(CredentialProblem::MalformedAuthorization),
@@ -94,7 +112,13 @@ mod tests {
             );
         }
         assert_eq!(extract(None, None, None), Err(CredentialProblem::Missing));
-        assert_eq!(extract(None, Some("  "), None), Err(CredentialProblem::Missing));
-        assert_eq!(extract(None, None, Some("https://x")), Err(CredentialProblem::Missing));
+        assert_eq!(
+            extract(None, Some("  "), None),
+            Err(CredentialProblem::Missing)
+        );
+        assert_eq!(
+            extract(None, None, Some("https://x")),
+            Err(CredentialProblem::Missing)
+        );
     }
 }

@@ -8,7 +8,9 @@ use crate::jwt::JwtError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AuthError {
-    #[error("No credentials: send `Authorization: Bearer <key>`, `x-api-key`, or a client certificate.")]
+    #[error(
+        "No credentials: send `Authorization: Bearer <key>`, `x-api-key`, or a client certificate."
+    )]
     MissingCredentials,
     #[error("The Authorization header must be `Bearer <token>`.")]
     MalformedAuthorization,

@@ -84,9 +84,7 @@ fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
         (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(_)) => {
             Some(Algorithm::ES256)
         }
-        (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(_)) => {
-            Some(Algorithm::EdDSA)
-        }
+        (Some(KeyAlgorithm::EdDSA), AlgorithmParameters::OctetKeyPair(_)) => Some(Algorithm::EdDSA),
         (Some(KeyAlgorithm::HS256), AlgorithmParameters::OctetKey(_)) => Some(Algorithm::HS256),
         (None, AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
         (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
@@ -97,7 +95,11 @@ fn jwk_algorithm(jwk: &Jwk) -> Option<Algorithm> {
     }
 }
 
-fn decoding_key(alg: Algorithm, pem: Option<&str>, secret: Option<&str>) -> Result<DecodingKey, String> {
+fn decoding_key(
+    alg: Algorithm,
+    pem: Option<&str>,
+    secret: Option<&str>,
+) -> Result<DecodingKey, String> {
     let result = match (alg, pem, secret) {
         (Algorithm::HS256, _, Some(s)) => Ok(DecodingKey::from_secret(s.as_bytes())),
         (Algorithm::RS256, Some(p), _) => DecodingKey::from_rsa_pem(p.as_bytes()),
@@ -146,7 +148,14 @@ impl JwtVerifier {
         Ok(verifier)
     }
 
-    fn add(&mut self, index: usize, issuer: &JwtIssuer, alg: Algorithm, key: DecodingKey, kid: Option<String>) {
+    fn add(
+        &mut self,
+        index: usize,
+        issuer: &JwtIssuer,
+        alg: Algorithm,
+        key: DecodingKey,
+        kid: Option<String>,
+    ) {
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[&issuer.issuer]);
         validation.set_audience(&issuer.audiences);
@@ -200,7 +209,9 @@ impl JwtVerifier {
                 Ok(data) => {
                     let issuer = &self.issuers[key.issuer];
                     return match data.claims.get(&issuer.tenant_claim) {
-                        Some(serde_json::Value::String(t)) if !t.is_empty() => Ok((issuer, t.clone())),
+                        Some(serde_json::Value::String(t)) if !t.is_empty() => {
+                            Ok((issuer, t.clone()))
+                        }
                         _ => Err(JwtError::MissingClaim),
                     };
                 }
@@ -226,9 +237,9 @@ fn map_error(kind: &ErrorKind) -> JwtError {
         ErrorKind::InvalidIssuer => JwtError::WrongIssuer,
         ErrorKind::InvalidAudience => JwtError::WrongAudience,
         ErrorKind::MissingRequiredClaim(_) => JwtError::MissingClaim,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-            JwtError::AlgorithmNotAccepted
-        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => JwtError::AlgorithmNotAccepted,
         _ => JwtError::Malformed,
     }
 }

@@ -60,7 +60,10 @@ fn mint_demo_keys(registry: &str) -> Result<(String, Vec<(String, String)>), Str
             let key = random_token("sk-demo-");
             let mut entry = toml::Table::new();
             entry.insert("id".into(), "testbed-demo".into());
-            entry.insert("sha256".into(), tenant_registry::api_key_digest_hex(&key).into());
+            entry.insert(
+                "sha256".into(),
+                tenant_registry::api_key_digest_hex(&key).into(),
+            );
             let list = tenant
                 .entry("api_keys")
                 .or_insert_with(|| toml::Value::Array(Vec::new()));
@@ -76,7 +79,13 @@ fn mint_demo_keys(registry: &str) -> Result<(String, Vec<(String, String)>), Str
 fn env_name(tenant: &str) -> String {
     tenant
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -103,10 +112,19 @@ fn run() -> Result<(), String> {
     let mut env = vec![
         ("GATEWAY_URL".to_owned(), testbed.gateway_url()),
         ("ENVOY_ADMIN_URL".to_owned(), testbed.envoy_admin_url()),
-        ("RATELIMIT_ADMIN_TOKEN".to_owned(), testbed.config.admin_token.clone()),
+        (
+            "RATELIMIT_ADMIN_TOKEN".to_owned(),
+            testbed.config.admin_token.clone(),
+        ),
         ("TLS_CA".to_owned(), ca.ca_path().display().to_string()),
-        ("TENANT_ACME_CERT".to_owned(), acme_cert.cert.display().to_string()),
-        ("TENANT_ACME_CERT_KEY".to_owned(), acme_cert.key.display().to_string()),
+        (
+            "TENANT_ACME_CERT".to_owned(),
+            acme_cert.cert.display().to_string(),
+        ),
+        (
+            "TENANT_ACME_CERT_KEY".to_owned(),
+            acme_cert.key.display().to_string(),
+        ),
     ];
     if let Some(url) = testbed.gateway_mtls_url() {
         env.push(("GATEWAY_MTLS_URL".to_owned(), url));
@@ -131,7 +149,10 @@ fn run() -> Result<(), String> {
 
     let gw = testbed.gateway_url();
     let first_key = keys.first().map(|(_, k)| k.as_str()).unwrap_or("sk-...");
-    println!("\nLLM gateway testbed is up. Endpoints and demo keys: {}\n", env_path.display());
+    println!(
+        "\nLLM gateway testbed is up. Endpoints and demo keys: {}\n",
+        env_path.display()
+    );
     for (k, v) in &env {
         println!("  {k}={v}");
     }

@@ -26,7 +26,10 @@ impl TestKeys {
     pub fn generate() -> Self {
         let rsa_key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).expect("rsa keygen");
         let rsa = KeyPair {
-            private_pem: rsa_key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            private_pem: rsa_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .expect("pem")
+                .to_string(),
             public_pem: rsa_key
                 .to_public_key()
                 .to_public_key_pem(LineEnding::LF)
@@ -34,12 +37,21 @@ impl TestKeys {
         };
         let ec_key = p256::SecretKey::random(&mut OsRng);
         let ec = KeyPair {
-            private_pem: ec_key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
-            public_pem: ec_key.public_key().to_public_key_pem(LineEnding::LF).expect("pem"),
+            private_pem: ec_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .expect("pem")
+                .to_string(),
+            public_pem: ec_key
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .expect("pem"),
         };
         let ed_key = ed25519_dalek::SigningKey::generate(&mut OsRng);
         let ed = KeyPair {
-            private_pem: ed_key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            private_pem: ed_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .expect("pem")
+                .to_string(),
             public_pem: ed_key
                 .verifying_key()
                 .to_public_key_pem(LineEnding::LF)
@@ -48,7 +60,12 @@ impl TestKeys {
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut OsRng, &mut secret);
         let hmac_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-        Self { rsa, ec, ed, hmac_secret }
+        Self {
+            rsa,
+            ec,
+            ed,
+            hmac_secret,
+        }
     }
 
     fn encoding_key(&self, alg: Algorithm) -> EncodingKey {

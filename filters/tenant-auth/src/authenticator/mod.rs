@@ -70,10 +70,11 @@ impl Authenticator {
         peer_uri_san: Option<&str>,
         now: i64,
     ) -> Result<Identity, AuthError> {
-        let credential = credentials::extract(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
-            CredentialProblem::Missing => AuthError::MissingCredentials,
-            CredentialProblem::MalformedAuthorization => AuthError::MalformedAuthorization,
-        })?;
+        let credential =
+            credentials::extract(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
+                CredentialProblem::Missing => AuthError::MissingCredentials,
+                CredentialProblem::MalformedAuthorization => AuthError::MalformedAuthorization,
+            })?;
         let (tenant, method, credential_id) = match credential {
             Credential::ApiKey(key) => {
                 let (tenant, key, key_ref) = self
@@ -89,12 +90,19 @@ impl Authenticator {
                 (tenant, AuthMethod::ApiKey, key.id.clone())
             }
             Credential::Jwt(token) => {
-                let (issuer, tenant_id) = self.jwt.verify(token).map_err(AuthError::InvalidToken)?;
-                let tenant = self.registry.tenant(&tenant_id).ok_or(AuthError::UnknownTenant)?;
+                let (issuer, tenant_id) =
+                    self.jwt.verify(token).map_err(AuthError::InvalidToken)?;
+                let tenant = self
+                    .registry
+                    .tenant(&tenant_id)
+                    .ok_or(AuthError::UnknownTenant)?;
                 (tenant, AuthMethod::Jwt, issuer.issuer.clone())
             }
             Credential::Spiffe(id) => {
-                let tenant = self.registry.tenant_by_spiffe(id).ok_or(AuthError::UnknownSpiffeId)?;
+                let tenant = self
+                    .registry
+                    .tenant_by_spiffe(id)
+                    .ok_or(AuthError::UnknownSpiffeId)?;
                 (tenant, AuthMethod::Mtls, id.to_owned())
             }
         };

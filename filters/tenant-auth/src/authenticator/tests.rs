@@ -64,10 +64,17 @@ fn auth_jwt(a: &Authenticator, token: &str) -> Result<Identity, AuthError> {
 #[test]
 fn api_key_in_either_header() {
     let a = authenticator();
-    let id = a.authenticate(Some("Bearer sk-acme-live"), None, None, now()).unwrap();
-    assert_eq!((id.tenant_id.as_str(), id.tier.as_str(), id.method), ("acme", "gold", AuthMethod::ApiKey));
+    let id = a
+        .authenticate(Some("Bearer sk-acme-live"), None, None, now())
+        .unwrap();
+    assert_eq!(
+        (id.tenant_id.as_str(), id.tier.as_str(), id.method),
+        ("acme", "gold", AuthMethod::ApiKey)
+    );
     assert_eq!(id.credential_id, "live");
-    let id = a.authenticate(None, Some("sk-acme-live"), None, now()).unwrap();
+    let id = a
+        .authenticate(None, Some("sk-acme-live"), None, now())
+        .unwrap();
     assert_eq!(id.tenant_id, "acme");
 }
 
@@ -75,12 +82,30 @@ fn api_key_in_either_header() {
 fn bad_api_keys() {
     let a = authenticator();
     let t = now();
-    assert_eq!(a.authenticate(None, None, None, t), Err(AuthError::MissingCredentials));
-    assert_eq!(a.authenticate(Some("Basic abc"), None, None, t), Err(AuthError::MalformedAuthorization));
-    assert_eq!(a.authenticate(Some("Bearer sk-nope"), None, None, t), Err(AuthError::UnknownApiKey));
-    assert_eq!(a.authenticate(Some("Bearer sk-acme-old"), None, None, t), Err(AuthError::RevokedApiKey));
-    assert_eq!(a.authenticate(Some("Bearer sk-acme-temp"), None, None, t), Err(AuthError::ExpiredApiKey));
-    assert_eq!(a.authenticate(Some("Bearer sk-dormant"), None, None, t), Err(AuthError::TenantDisabled));
+    assert_eq!(
+        a.authenticate(None, None, None, t),
+        Err(AuthError::MissingCredentials)
+    );
+    assert_eq!(
+        a.authenticate(Some("Basic abc"), None, None, t),
+        Err(AuthError::MalformedAuthorization)
+    );
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-nope"), None, None, t),
+        Err(AuthError::UnknownApiKey)
+    );
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-acme-old"), None, None, t),
+        Err(AuthError::RevokedApiKey)
+    );
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-acme-temp"), None, None, t),
+        Err(AuthError::ExpiredApiKey)
+    );
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-dormant"), None, None, t),
+        Err(AuthError::TenantDisabled)
+    );
 }
 
 #[test]
@@ -94,7 +119,10 @@ fn jwt_every_algorithm() {
     ] {
         let token = keys().mint(alg, Some(kid), &claims("acme"));
         let id = auth_jwt(&a, &token).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
-        assert_eq!((id.tenant_id.as_str(), id.method), ("acme", AuthMethod::Jwt));
+        assert_eq!(
+            (id.tenant_id.as_str(), id.method),
+            ("acme", AuthMethod::Jwt)
+        );
     }
 }
 
@@ -104,53 +132,89 @@ fn jwt_time_and_audience_checks() {
     let mint = |c: serde_json::Value| keys().mint(Algorithm::ES256, Some("ec-1"), &c);
     let mut expired = claims("acme");
     expired["exp"] = json!(now() - 60);
-    assert_eq!(auth_jwt(&a, &mint(expired)), Err(AuthError::InvalidToken(JwtError::Expired)));
+    assert_eq!(
+        auth_jwt(&a, &mint(expired)),
+        Err(AuthError::InvalidToken(JwtError::Expired))
+    );
     // Within the configured leeway: still accepted.
     let mut just_expired = claims("acme");
     just_expired["exp"] = json!(now() - 2);
     assert!(auth_jwt(&a, &mint(just_expired)).is_ok());
     let mut early = claims("acme");
     early["nbf"] = json!(now() + 120);
-    assert_eq!(auth_jwt(&a, &mint(early)), Err(AuthError::InvalidToken(JwtError::NotYetValid)));
+    assert_eq!(
+        auth_jwt(&a, &mint(early)),
+        Err(AuthError::InvalidToken(JwtError::NotYetValid))
+    );
     let mut issuer = claims("acme");
     issuer["iss"] = json!("https://evil.test");
-    assert_eq!(auth_jwt(&a, &mint(issuer)), Err(AuthError::InvalidToken(JwtError::WrongIssuer)));
+    assert_eq!(
+        auth_jwt(&a, &mint(issuer)),
+        Err(AuthError::InvalidToken(JwtError::WrongIssuer))
+    );
     let mut audience = claims("acme");
     audience["aud"] = json!("other-service");
-    assert_eq!(auth_jwt(&a, &mint(audience)), Err(AuthError::InvalidToken(JwtError::WrongAudience)));
+    assert_eq!(
+        auth_jwt(&a, &mint(audience)),
+        Err(AuthError::InvalidToken(JwtError::WrongAudience))
+    );
     let mut no_exp = claims("acme");
     no_exp.as_object_mut().unwrap().remove("exp");
-    assert_eq!(auth_jwt(&a, &mint(no_exp)), Err(AuthError::InvalidToken(JwtError::MissingClaim)));
+    assert_eq!(
+        auth_jwt(&a, &mint(no_exp)),
+        Err(AuthError::InvalidToken(JwtError::MissingClaim))
+    );
     let mut no_org = claims("acme");
     no_org.as_object_mut().unwrap().remove("org");
-    assert_eq!(auth_jwt(&a, &mint(no_org)), Err(AuthError::InvalidToken(JwtError::MissingClaim)));
-    assert_eq!(auth_jwt(&a, &mint(claims("ghost"))), Err(AuthError::UnknownTenant));
-    assert_eq!(auth_jwt(&a, &mint(claims("dormant"))), Err(AuthError::TenantDisabled));
+    assert_eq!(
+        auth_jwt(&a, &mint(no_org)),
+        Err(AuthError::InvalidToken(JwtError::MissingClaim))
+    );
+    assert_eq!(
+        auth_jwt(&a, &mint(claims("ghost"))),
+        Err(AuthError::UnknownTenant)
+    );
+    assert_eq!(
+        auth_jwt(&a, &mint(claims("dormant"))),
+        Err(AuthError::TenantDisabled)
+    );
 }
 
 #[test]
 fn jwt_attacks_refused() {
     let a = authenticator();
     let none = unsigned_token(&claims("acme"));
-    assert!(matches!(auth_jwt(&a, &none), Err(AuthError::InvalidToken(_))), "alg none");
+    assert!(
+        matches!(auth_jwt(&a, &none), Err(AuthError::InvalidToken(_))),
+        "alg none"
+    );
     let confused = confused_token(keys(), Some("rsa-1"), &claims("acme"));
     assert_eq!(
         auth_jwt(&a, &confused),
         Err(AuthError::InvalidToken(JwtError::AlgorithmNotAccepted))
     );
     let unknown_kid = keys().mint(Algorithm::RS256, Some("rsa-9"), &claims("acme"));
-    assert_eq!(auth_jwt(&a, &unknown_kid), Err(AuthError::InvalidToken(JwtError::UnknownKey)));
+    assert_eq!(
+        auth_jwt(&a, &unknown_kid),
+        Err(AuthError::InvalidToken(JwtError::UnknownKey))
+    );
     // Tamper: swap the payload for another tenant's, keep the signature.
     let good = keys().mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
     let other = keys().mint(Algorithm::RS256, Some("rsa-1"), &claims("dormant"));
     let g: Vec<&str> = good.split('.').collect();
     let o: Vec<&str> = other.split('.').collect();
     let tampered = format!("{}.{}.{}", g[0], o[1], g[2]);
-    assert_eq!(auth_jwt(&a, &tampered), Err(AuthError::InvalidToken(JwtError::BadSignature)));
+    assert_eq!(
+        auth_jwt(&a, &tampered),
+        Err(AuthError::InvalidToken(JwtError::BadSignature))
+    );
     // Signed by a key the gateway never trusted, under a trusted kid.
     let stranger = TestKeys::generate();
     let forged = stranger.mint(Algorithm::ES256, Some("ec-1"), &claims("acme"));
-    assert_eq!(auth_jwt(&a, &forged), Err(AuthError::InvalidToken(JwtError::BadSignature)));
+    assert_eq!(
+        auth_jwt(&a, &forged),
+        Err(AuthError::InvalidToken(JwtError::BadSignature))
+    );
 }
 
 #[test]
@@ -159,7 +223,10 @@ fn mtls_spiffe() {
     let id = a
         .authenticate(None, None, Some("spiffe://corp/ns/acme/sa/app"), now())
         .unwrap();
-    assert_eq!((id.tenant_id.as_str(), id.method), ("acme", AuthMethod::Mtls));
+    assert_eq!(
+        (id.tenant_id.as_str(), id.method),
+        ("acme", AuthMethod::Mtls)
+    );
     assert_eq!(
         a.authenticate(None, None, Some("spiffe://corp/ns/other/sa/x"), now()),
         Err(AuthError::UnknownSpiffeId)
@@ -170,7 +237,11 @@ fn mtls_spiffe() {
 fn errors_map_to_status_and_challenge() {
     let e = AuthError::UnknownApiKey.into_gateway_error_in("gw");
     assert_eq!((e.status, e.code), (401, "invalid_api_key"));
-    assert!(e.headers.iter().any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token")));
+    assert!(
+        e.headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.contains("invalid_token"))
+    );
     let e = AuthError::TenantDisabled.into_gateway_error_in("gw");
     assert_eq!((e.status, e.code), (403, "tenant_disabled"));
     assert!(e.headers.is_empty());
