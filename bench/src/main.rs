@@ -4,6 +4,7 @@
 //! a markdown report and writes it (with JSON) to `bench/results/`.
 
 mod error;
+mod fairness;
 mod harness;
 mod load;
 mod report;
@@ -41,6 +42,10 @@ enum Benchmark {
     },
     /// Full chain (admission + ratelimit-service) against tenant-auth + llm-policy.
     Admission,
+    /// ratelimit-service alone over gRPC: Admit + Complete, in memory vs --redis.
+    AdmissionRpc(scenario::admission_rpc::RpcArgs),
+    /// Fair admission queue (VTC) vs FIFO: noisy neighbour, weights, bursts, long prompts.
+    Fairness(fairness::FairnessArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +145,10 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
         Benchmark::Auth => scenario::auth::run(&settings)?,
         Benchmark::Policy { sizes } => scenario::policy::run(&settings, sizes)?,
         Benchmark::Admission => scenario::admission::run(&settings)?,
+        Benchmark::AdmissionRpc(args) => {
+            return scenario::admission_rpc::run(args, &settings, &cli.load.out_dir()?);
+        }
+        Benchmark::Fairness(args) => return fairness::run(&settings, args, &cli.load.out_dir()?),
     };
     print!("{}", report.markdown());
     let [md, json] = report.write(&cli.load.out_dir()?)?;

@@ -71,7 +71,7 @@ impl Telemetry {
         );
         r.register(
             "queue_jains_index",
-            "Jain's fairness index of weighted service over tenants backlogged in the last 2 s",
+            "Jain's fairness index of weighted service over tenants backlogged through the last 2 s",
             self.jain.clone(),
         );
         r.register(
@@ -195,7 +195,8 @@ impl PoolGate for FairGate {
 }
 
 async fn update_telemetry(queues: Vec<(String, FairQueue)>, t: Telemetry) {
-    let mut previous: HashMap<(String, String), f64> = HashMap::new();
+    // Per (pool, tenant): service and whether it was backlogged at the last tick.
+    let mut previous: HashMap<(String, String), (f64, bool)> = HashMap::new();
     let mut ticker = tokio::time::interval(TELEMETRY_PERIOD);
     loop {
         ticker.tick().await;
@@ -219,9 +220,14 @@ async fn update_telemetry(queues: Vec<(String, FairQueue)>, t: Telemetry) {
                     .get_or_create(&label)
                     .set(i64::from(ts.in_flight));
                 let key = (pool.clone(), ts.tenant.clone());
-                let before = previous.insert(key, ts.service).unwrap_or(ts.service);
-                // Only backlogged tenants are owed an equal share.
-                if ts.queued > 0 {
+                let backlogged = ts.queued > 0;
+                let (before, was_backlogged) = previous
+                    .insert(key, (ts.service, backlogged))
+                    .unwrap_or((ts.service, false));
+                // Only tenants backlogged through the whole window are owed an
+                // equal share; one that merely had a request queued at a tick
+                // did not ask for more than it got.
+                if backlogged && was_backlogged {
                     window.push(ts.service - before);
                 }
             }

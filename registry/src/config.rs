@@ -220,6 +220,12 @@ pub struct Pool {
     /// Scrape period of replica metrics; metrics older than 3 periods count as saturated.
     #[serde(default = "default_scrape_ms")]
     pub metrics_interval_ms: u64,
+    /// Slots per replica above `max_in_flight_per_replica` that only a tenant
+    /// with nothing in flight in the pool may take: a light tenant arriving at
+    /// a pool saturated by someone else's backlog starts at once instead of
+    /// waiting for a slot to free. 0 turns the reserve off.
+    #[serde(default = "default_idle_reserve")]
+    pub idle_tenant_reserve_per_replica: u32,
 }
 
 fn default_in_flight() -> u32 {
@@ -234,6 +240,9 @@ fn default_queue_depth() -> u32 {
 fn default_scrape_ms() -> u64 {
     500
 }
+fn default_idle_reserve() -> u32 {
+    1
+}
 
 impl Default for Pool {
     fn default() -> Self {
@@ -246,6 +255,7 @@ impl Default for Pool {
             max_waiting_per_replica: None,
             max_kv_cache_usage: None,
             metrics_interval_ms: default_scrape_ms(),
+            idle_tenant_reserve_per_replica: default_idle_reserve(),
         }
     }
 }

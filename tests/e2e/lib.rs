@@ -21,7 +21,9 @@ pub fn render(template: &str, keys: &TestKeys) -> String {
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find("}}") else { break };
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
         let tag = &rest[start + 2..start + end];
         let value = match tag.split_once(':') {
             Some(("digest", key)) => api_key_digest_hex(key),
@@ -44,7 +46,10 @@ pub fn start(registry: String, filters: FilterSet) -> Testbed {
     let mut config = TestbedConfig::new(registry);
     config.filters = filters;
     config.ratelimit = filters.admission;
-    config.pools = vec![testbed::PoolSpec::new("latency", 1), testbed::PoolSpec::new("throughput", 1)];
+    config.pools = vec![
+        testbed::PoolSpec::new("latency", 1),
+        testbed::PoolSpec::new("throughput", 1),
+    ];
     start_with(config)
 }
 
@@ -101,15 +106,25 @@ impl Reply {
         assert_eq!(self.status, status, "status; body: {}", self.text);
         assert_eq!(self.error_code(), Some(code), "code; body: {}", self.text);
         let err = &self.body["error"];
-        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {}", self.text);
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "message: {}",
+            self.text
+        );
         assert!(err["type"].is_string(), "type: {}", self.text);
-        assert!(err.as_object().is_some_and(|o| o.contains_key("param")), "param: {}", self.text);
+        assert!(
+            err.as_object().is_some_and(|o| o.contains_key("param")),
+            "param: {}",
+            self.text
+        );
     }
 }
 
 /// POSTs `body` to `path` with extra headers.
 pub fn post(tb: &Testbed, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
-    let mut req = client().post(format!("{}{path}", tb.gateway_url())).json(body);
+    let mut req = client()
+        .post(format!("{}{path}", tb.gateway_url()))
+        .json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -129,4 +144,32 @@ pub fn upstream_request(tb: &Testbed, request_id: &str) -> Option<Value> {
     tb.upstream_requests()
         .into_iter()
         .find(|r| r["headers"]["x-request-id"] == request_id)
+}
+
+/// ratelimit-service's Prometheus exposition (admin API, with the admin token).
+pub fn ratelimit_metrics(tb: &Testbed) -> String {
+    let url = tb.ratelimit_admin_url().expect("ratelimit-service runs");
+    client()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(&tb.config.admin_token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .expect("ratelimit-service /metrics")
+}
+
+/// Value of the sample `name` whose labels include every `labels` pair.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(inner) => inner.split_once('}')?,
+            None if rest.starts_with(' ') => ("", rest),
+            None => return None,
+        };
+        let has_all = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+        has_all.then(|| value.split_whitespace().next()?.parse().ok())?
+    })
 }

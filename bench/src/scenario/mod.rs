@@ -3,6 +3,7 @@
 //! the check that the filters a scenario needs are built.
 
 pub mod admission;
+pub mod admission_rpc;
 pub mod auth;
 pub mod policy;
 

@@ -325,6 +325,12 @@ impl HttpContext for AdmissionFilter {
     }
 
     fn on_log(&mut self) {
+        // Still waiting for Admit: the client left while queued. Envoy does not
+        // cancel a plugin's call when the stream ends, so cancel it here; the
+        // service sees the RPC cancelled, leaves the queue and refunds.
+        if let Some(token) = self.admit_token.take() {
+            self.cancel_grpc_call(token);
+        }
         // Still holding the lease here means the response never finished:
         // the client went away or the stream was reset.
         self.complete(Outcome::ClientCancelled);

@@ -62,6 +62,7 @@ struct State {
     in_flight: u32,
     max_depth: u32,
     max_wait: Duration,
+    idle_reserve: u32,
     /// Wake-up channel of every waiting request, by sequence number.
     grants: HashMap<u64, oneshot::Sender<Admission>>,
 }
@@ -69,8 +70,17 @@ struct State {
 impl State {
     /// Hands out free room to waiters until room or waiters run out.
     fn dispatch(&mut self, now: Instant) {
-        while !self.saturated && self.in_flight < self.capacity {
-            let Some(admission) = self.sched.admit_next(now) else {
+        // No capacity means no replica has room (or metrics are stale): the
+        // reserve is headroom on a working pool, never a way around that.
+        while !self.saturated && self.capacity > 0 {
+            let admission = if self.in_flight < self.capacity {
+                self.sched.admit_next(now)
+            } else if self.in_flight < self.capacity.saturating_add(self.idle_reserve) {
+                self.sched.admit_next_idle(now)
+            } else {
+                None
+            };
+            let Some(admission) = admission else {
                 return;
             };
             self.in_flight += 1;
@@ -99,6 +109,7 @@ impl FairQueue {
             in_flight: 0,
             max_depth: config.max_depth_per_tenant,
             max_wait: config.max_wait,
+            idle_reserve: config.idle_reserve,
             grants: HashMap::new(),
         };
         Self {
@@ -169,6 +180,7 @@ impl FairQueue {
         state.capacity = config.capacity;
         state.max_depth = config.max_depth_per_tenant;
         state.max_wait = config.max_wait;
+        state.idle_reserve = config.idle_reserve;
         state.dispatch(Instant::now());
     }
 

@@ -74,6 +74,8 @@ struct TenantState {
     queued: u32,
     in_flight: u32,
     admitted: u64,
+    /// Admission stamp of this tenant's latest admission (0 = never).
+    last_served: u64,
     rejected_full: u64,
     timed_out: u64,
     cancelled: u64,
@@ -91,6 +93,7 @@ impl TenantState {
             queued: 0,
             in_flight: 0,
             admitted: 0,
+            last_served: 0,
             rejected_full: 0,
             timed_out: 0,
             cancelled: 0,
@@ -112,6 +115,8 @@ pub(super) struct Scheduler {
     tenants: HashMap<TenantId, TenantState>,
     bands: BTreeMap<u32, Band>,
     next_seq: u64,
+    /// Counts admissions; stamps `last_served`.
+    admissions: u64,
 }
 
 impl Scheduler {
@@ -121,6 +126,7 @@ impl Scheduler {
             tenants: HashMap::new(),
             bands: BTreeMap::new(),
             next_seq: 0,
+            admissions: 0,
         }
     }
 
@@ -196,9 +202,24 @@ impl Scheduler {
     /// nothing waits.
     pub fn admit_next(&mut self, now: Instant) -> Option<Admission> {
         let (band, tenant) = match self.policy.mode {
-            QueueMode::Fair => self.fairest_head()?,
+            QueueMode::Fair => self.fairest_head(false)?,
             QueueMode::Fifo => self.oldest_head()?,
         };
+        self.take(band, tenant, now)
+    }
+
+    /// Like [`Self::admit_next`], but only from tenants with nothing in
+    /// flight: the pick for the idle-tenant reserve. Always `None` in FIFO.
+    pub fn admit_next_idle(&mut self, now: Instant) -> Option<Admission> {
+        if self.policy.mode == QueueMode::Fifo {
+            return None;
+        }
+        let (band, tenant) = self.fairest_head(true)?;
+        self.take(band, tenant, now)
+    }
+
+    /// Pops the head request of `tenant` in `band` and charges it.
+    fn take(&mut self, band: u32, tenant: TenantId, now: Instant) -> Option<Admission> {
         let band_state = self.bands.get_mut(&band)?;
         let state = self.tenants.get_mut(&tenant)?;
         let queue = state.queues.get_mut(&band)?;
@@ -213,6 +234,8 @@ impl Scheduler {
         state.queued -= 1;
         state.in_flight += 1;
         state.admitted += 1;
+        self.admissions += 1;
+        state.last_served = self.admissions;
         let waited = now.saturating_duration_since(waiting.enqueued_at);
         state.waits.record(waited);
         Some(Admission {
@@ -325,8 +348,13 @@ impl Scheduler {
     }
 
     /// Highest non-empty band, then its backlogged tenant with the smallest
-    /// counter; ties go to the earlier head request.
-    fn fairest_head(&self) -> Option<(u32, TenantId)> {
+    /// counter. Ties go to the tenant served least recently (a tenant just
+    /// lifted to a heavy tenant's counter must not lose to that tenant's
+    /// older backlog), then to the earlier head request. With `idle_only`,
+    /// only tenants with nothing in flight are considered.
+    fn fairest_head(&self, idle_only: bool) -> Option<(u32, TenantId)> {
+        // Strict priority holds for the reserve too: only the highest band
+        // with anyone waiting is looked at.
         let (&band, band_state) = self
             .bands
             .iter()
@@ -336,9 +364,11 @@ impl Scheduler {
             .backlogged
             .iter()
             .filter_map(|id| self.tenants.get(id).map(|t| (id, t)))
+            .filter(|(_, t)| !idle_only || t.in_flight == 0)
             .min_by(|(_, a), (_, b)| {
                 a.counter
                     .total_cmp(&b.counter)
+                    .then(a.last_served.cmp(&b.last_served))
                     .then(a.head_seq(band).cmp(&b.head_seq(band)))
             })?
             .0

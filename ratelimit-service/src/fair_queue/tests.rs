@@ -10,6 +10,10 @@ use tokio::time::{Instant, sleep, timeout};
 use super::*;
 
 fn queue(capacity: u32, mode: QueueMode) -> FairQueue {
+    queue_with_reserve(capacity, mode, 0)
+}
+
+fn queue_with_reserve(capacity: u32, mode: QueueMode, idle_reserve: u32) -> FairQueue {
     FairQueue::new(QueueConfig {
         policy: SchedulingPolicy {
             mode,
@@ -18,6 +22,7 @@ fn queue(capacity: u32, mode: QueueMode) -> FairQueue {
         capacity,
         max_depth_per_tenant: 1_000,
         max_wait: Duration::from_secs(3_600),
+        idle_reserve,
     })
 }
 
@@ -302,4 +307,81 @@ fn wait_histogram_quantiles() {
     assert_eq!(h.quantile(0.5), Some(Duration::from_millis(10)));
     assert_eq!(h.quantile(1.0), Some(Duration::from_secs(90)));
     assert_eq!(WaitHistogram::default().quantile(0.5), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_reserve_lets_a_light_tenant_past_a_saturated_pool() {
+    let q = queue_with_reserve(2, QueueMode::Fair, 1);
+    // Heavy fills the pool and keeps a backlog.
+    let heavy: Vec<_> = (0..6)
+        .map(|_| spawn_request(&q, ticket("heavy", 1.0, 100, 100), Duration::from_secs(10)))
+        .collect();
+    settle_tasks().await;
+    // The reserve is not for tenants with requests in flight.
+    assert_eq!(q.snapshot().in_flight, 2, "heavy must not use the reserve");
+    // Light has nothing in flight: it starts at once, on the reserve.
+    let light = q
+        .acquire(ticket("light", 1.0, 10, 10), far())
+        .await
+        .unwrap();
+    assert_eq!(light.waited(), Duration::ZERO);
+    assert_eq!(q.snapshot().in_flight, 3);
+    // Light's second request has one in flight now: it queues like anyone.
+    let second = spawn_request(&q, ticket("light", 1.0, 10, 10), Duration::ZERO);
+    settle_tasks().await;
+    assert!(!second.is_finished());
+    assert_eq!(q.snapshot().in_flight, 3);
+    drop(light);
+    for h in heavy {
+        h.abort();
+    }
+    second.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_reserve_is_off_in_fifo_and_without_capacity() {
+    for (mode, capacity) in [(QueueMode::Fifo, 1), (QueueMode::Fair, 0)] {
+        let q = queue_with_reserve(capacity, mode, 4);
+        let heavy: Vec<_> = (0..3)
+            .map(|_| spawn_request(&q, ticket("heavy", 1.0, 1, 1), Duration::from_secs(10)))
+            .collect();
+        settle_tasks().await;
+        let light = spawn_request(&q, ticket("light", 1.0, 1, 1), Duration::ZERO);
+        settle_tasks().await;
+        assert!(
+            !light.is_finished(),
+            "{mode:?} capacity {capacity}: light must wait"
+        );
+        assert_eq!(q.snapshot().in_flight, capacity);
+        light.abort();
+        for h in heavy {
+            h.abort();
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_tenant_wins_the_tie_against_an_older_backlog() {
+    let q = queue(1, QueueMode::Fair);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let run = |tenant: &'static str| {
+        let (q, order) = (q.clone(), order.clone());
+        tokio::spawn(async move {
+            let permit = q.acquire(ticket(tenant, 1.0, 10, 10), far()).await;
+            order.lock().unwrap().push(tenant);
+            sleep(Duration::from_millis(100)).await;
+            drop(permit);
+        })
+    };
+    let heavy: Vec<_> = (0..4).map(|_| run("heavy")).collect();
+    settle_tasks().await;
+    // Light is lifted to heavy's counter: a tie, which the tenant with
+    // nothing in flight must win, so it runs right after the current request.
+    let light = run("light");
+    for h in heavy {
+        h.await.unwrap();
+    }
+    light.await.unwrap();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order[..2], ["heavy", "light"], "{order:?}");
 }

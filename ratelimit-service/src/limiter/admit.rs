@@ -154,11 +154,15 @@ impl Limiter {
             )
             .await;
         let queue_wait = started.elapsed();
-        inner
-            .metrics
-            .queue_wait_seconds
-            .get_or_create(&Metrics::tenant(&input.tenant))
-            .observe(queue_wait.as_secs_f64());
+        // A request refused at once by a full queue never waited: counting it
+        // would drag the histogram towards zero.
+        if !matches!(gate_result, Err(GateError::QueueFull { .. })) {
+            inner
+                .metrics
+                .queue_wait_seconds
+                .get_or_create(&Metrics::tenant(&input.tenant))
+                .observe(queue_wait.as_secs_f64());
+        }
         let permit = match gate_result {
             Ok(permit) => permit,
             Err(e) => {
