@@ -814,6 +814,10 @@ fn unreachable_service_follows_each_tiers_fail_mode() {
         &chat(MODEL, "hello", 2),
     );
     forged.assert_error(503, "admission_unavailable");
+    // Each outcome is counted in Envoy's stats (one open, two closed above).
+    let admin = tb.envoy.admin;
+    assert!(testbed::envoy::counter(admin, "llm_gateway.admission.fail_open") >= 1);
+    assert!(testbed::envoy::counter(admin, "llm_gateway.admission.fail_closed") >= 2);
 
     tb.restart_ratelimit().expect("ratelimit-service restarts");
     tb.reset_upstreams();

@@ -15,7 +15,7 @@ use hashbrown::HashSet;
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::{
     Admission, CompiledConfig, RequestFacts, UsageTracker, admit_request, rate_limit_headers,
@@ -31,9 +31,33 @@ proxy_wasm::main! {{
     });
 }}
 
+/// Envoy counters (in its `/stats` and Prometheus output) of requests that
+/// passed unmetered or were refused because ratelimit-service did not answer.
+struct FailureCounters {
+    fail_open: Option<u32>,
+    fail_closed: Option<u32>,
+}
+
+impl FailureCounters {
+    fn define() -> Self {
+        let define = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self {
+            fail_open: define("llm_gateway.admission.fail_open"),
+            fail_closed: define("llm_gateway.admission.fail_closed"),
+        }
+    }
+
+    fn count(id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
 /// State shared by the root context and the streams of one VM (one worker).
 struct Shared {
     config: CompiledConfig,
+    counters: FailureCounters,
     root_id: u32,
     /// Leases held by this worker, renewed on every tick.
     leases: RefCell<HashSet<String>>,
@@ -86,6 +110,7 @@ impl RootContext for AdmissionRoot {
                 self.set_tick_period(config.renew_interval);
                 self.shared = Some(Rc::new(Shared {
                     config,
+                    counters: FailureCounters::define(),
                     root_id: self.id,
                     leases: RefCell::new(HashSet::new()),
                 }));
@@ -173,11 +198,13 @@ impl AdmissionFilter {
     fn on_service_unavailable(&mut self, why: &str) -> Action {
         match unavailable(self.shared.config.fail_mode(&self.tier)) {
             None => {
+                FailureCounters::count(self.shared.counters.fail_open);
                 log::warn!("admission: {why}; tier {:?} fails open", self.tier);
                 self.set_http_request_header(headers::ADMISSION_BYPASSED, Some("bypassed"));
                 Action::Continue
             }
             Some(error) => {
+                FailureCounters::count(self.shared.counters.fail_closed);
                 log::warn!("admission: {why}; tier {:?} fails closed", self.tier);
                 send_error(&error);
                 Action::Pause
