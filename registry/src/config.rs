@@ -221,9 +221,9 @@ pub struct Pool {
     #[serde(default = "default_scrape_ms")]
     pub metrics_interval_ms: u64,
     /// Slots per replica above `max_in_flight_per_replica` that only a tenant
-    /// with nothing in flight in the pool may take: a light tenant arriving at
-    /// a pool saturated by someone else's backlog starts at once instead of
-    /// waiting for a slot to free. 0 turns the reserve off.
+    /// holding less than its weighted fair share of the pool's slots may take:
+    /// a light tenant arriving at a pool saturated by someone else's backlog
+    /// starts at once instead of waiting for a slot to free. 0 turns it off.
     #[serde(default = "default_idle_reserve")]
     pub idle_tenant_reserve_per_replica: u32,
 }
@@ -241,7 +241,7 @@ fn default_scrape_ms() -> u64 {
     500
 }
 fn default_idle_reserve() -> u32 {
-    1
+    2
 }
 
 impl Default for Pool {

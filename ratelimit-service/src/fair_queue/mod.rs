@@ -76,7 +76,7 @@ impl State {
             let admission = if self.in_flight < self.capacity {
                 self.sched.admit_next(now)
             } else if self.in_flight < self.capacity.saturating_add(self.idle_reserve) {
-                self.sched.admit_next_idle(now)
+                self.sched.admit_next_idle(now, self.capacity)
             } else {
                 None
             };

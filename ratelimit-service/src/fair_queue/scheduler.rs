@@ -202,19 +202,32 @@ impl Scheduler {
     /// nothing waits.
     pub fn admit_next(&mut self, now: Instant) -> Option<Admission> {
         let (band, tenant) = match self.policy.mode {
-            QueueMode::Fair => self.fairest_head(false)?,
+            QueueMode::Fair => self.fairest_head(None)?,
             QueueMode::Fifo => self.oldest_head()?,
         };
         self.take(band, tenant, now)
     }
 
-    /// Like [`Self::admit_next`], but only from tenants with nothing in
-    /// flight: the pick for the idle-tenant reserve. Always `None` in FIFO.
-    pub fn admit_next_idle(&mut self, now: Instant) -> Option<Admission> {
+    /// Like [`Self::admit_next`], but only from tenants holding less than
+    /// their weighted fair share of `capacity` (a tenant with nothing in
+    /// flight always qualifies): the pick for the reserve above the cap,
+    /// which a tenant flooding the pool can therefore never use. Always
+    /// `None` in FIFO.
+    pub fn admit_next_idle(&mut self, now: Instant, capacity: u32) -> Option<Admission> {
         if self.policy.mode == QueueMode::Fifo {
             return None;
         }
-        let (band, tenant) = self.fairest_head(true)?;
+        let active_weight: f64 = self
+            .tenants
+            .values()
+            .filter(|t| t.queued > 0 || t.in_flight > 0)
+            .map(|t| t.weight)
+            .sum();
+        let below_share = |t: &TenantState| {
+            t.in_flight == 0
+                || f64::from(t.in_flight) < f64::from(capacity) * t.weight / active_weight
+        };
+        let (band, tenant) = self.fairest_head(Some(&below_share))?;
         self.take(band, tenant, now)
     }
 
@@ -350,9 +363,12 @@ impl Scheduler {
     /// Highest non-empty band, then its backlogged tenant with the smallest
     /// counter. Ties go to the tenant served least recently (a tenant just
     /// lifted to a heavy tenant's counter must not lose to that tenant's
-    /// older backlog), then to the earlier head request. With `idle_only`,
-    /// only tenants with nothing in flight are considered.
-    fn fairest_head(&self, idle_only: bool) -> Option<(u32, TenantId)> {
+    /// older backlog), then to the earlier head request. With `eligible`,
+    /// only tenants it accepts are considered.
+    fn fairest_head(
+        &self,
+        eligible: Option<&dyn Fn(&TenantState) -> bool>,
+    ) -> Option<(u32, TenantId)> {
         // Strict priority holds for the reserve too: only the highest band
         // with anyone waiting is looked at.
         let (&band, band_state) = self
@@ -364,7 +380,7 @@ impl Scheduler {
             .backlogged
             .iter()
             .filter_map(|id| self.tenants.get(id).map(|t| (id, t)))
-            .filter(|(_, t)| !idle_only || t.in_flight == 0)
+            .filter(|(_, t)| eligible.is_none_or(|accept| accept(t)))
             .min_by(|(_, a), (_, b)| {
                 a.counter
                     .total_cmp(&b.counter)

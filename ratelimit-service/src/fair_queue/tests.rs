@@ -326,7 +326,8 @@ async fn idle_reserve_lets_a_light_tenant_past_a_saturated_pool() {
         .unwrap();
     assert_eq!(light.waited(), Duration::ZERO);
     assert_eq!(q.snapshot().in_flight, 3);
-    // Light's second request has one in flight now: it queues like anyone.
+    // Light's second request: one in flight is its fair share of 2 slots
+    // between two active tenants, so it queues like anyone.
     let second = spawn_request(&q, ticket("light", 1.0, 10, 10), Duration::ZERO);
     settle_tasks().await;
     assert!(!second.is_finished());
