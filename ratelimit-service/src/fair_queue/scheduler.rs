@@ -202,32 +202,33 @@ impl Scheduler {
     /// nothing waits.
     pub fn admit_next(&mut self, now: Instant) -> Option<Admission> {
         let (band, tenant) = match self.policy.mode {
-            QueueMode::Fair => self.fairest_head(None)?,
+            QueueMode::Fair => self.fairest_head()?,
             QueueMode::Fifo => self.oldest_head()?,
         };
         self.take(band, tenant, now)
     }
 
-    /// Like [`Self::admit_next`], but only from tenants holding less than
-    /// their weighted fair share of `capacity` (a tenant with nothing in
-    /// flight always qualifies): the pick for the reserve above the cap,
-    /// which a tenant flooding the pool can therefore never use. Always
-    /// `None` in FIFO.
+    /// The reserve above the cap: admits the request [`Self::admit_next`]
+    /// would pick, but only when its tenant holds less than its weighted fair
+    /// share of `capacity` (nothing in flight always qualifies). The reserve
+    /// adds room without changing the VTC order, so its bound still holds,
+    /// and a tenant flooding the pool never qualifies. Always `None` in FIFO.
     pub fn admit_next_idle(&mut self, now: Instant, capacity: u32) -> Option<Admission> {
         if self.policy.mode == QueueMode::Fifo {
             return None;
         }
+        let (band, tenant) = self.fairest_head()?;
         let active_weight: f64 = self
             .tenants
             .values()
             .filter(|t| t.queued > 0 || t.in_flight > 0)
             .map(|t| t.weight)
             .sum();
-        let below_share = |t: &TenantState| {
-            t.in_flight == 0
-                || f64::from(t.in_flight) < f64::from(capacity) * t.weight / active_weight
-        };
-        let (band, tenant) = self.fairest_head(Some(&below_share))?;
+        let state = self.tenants.get(&tenant)?;
+        let share = f64::from(capacity) * state.weight / active_weight.max(f64::MIN_POSITIVE);
+        if state.in_flight > 0 && f64::from(state.in_flight) >= share {
+            return None;
+        }
         self.take(band, tenant, now)
     }
 
@@ -363,14 +364,8 @@ impl Scheduler {
     /// Highest non-empty band, then its backlogged tenant with the smallest
     /// counter. Ties go to the tenant served least recently (a tenant just
     /// lifted to a heavy tenant's counter must not lose to that tenant's
-    /// older backlog), then to the earlier head request. With `eligible`,
-    /// only tenants it accepts are considered.
-    fn fairest_head(
-        &self,
-        eligible: Option<&dyn Fn(&TenantState) -> bool>,
-    ) -> Option<(u32, TenantId)> {
-        // Strict priority holds for the reserve too: only the highest band
-        // with anyone waiting is looked at.
+    /// older backlog), then to the earlier head request.
+    fn fairest_head(&self) -> Option<(u32, TenantId)> {
         let (&band, band_state) = self
             .bands
             .iter()
@@ -380,7 +375,6 @@ impl Scheduler {
             .backlogged
             .iter()
             .filter_map(|id| self.tenants.get(id).map(|t| (id, t)))
-            .filter(|(_, t)| eligible.is_none_or(|accept| accept(t)))
             .min_by(|(_, a), (_, b)| {
                 a.counter
                     .total_cmp(&b.counter)
