@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::plan::{MAX_TOKENS, Shape};
 use crate::error::BenchError;
-use crate::load::Outcome;
+use crate::load::{Outcome, load_client};
 use crate::scenario::MODEL;
 use crate::text::english_like;
 
@@ -49,14 +49,7 @@ impl TenantClient {
             .map_err(|e| BenchError::Recipe(format!("gateway URL {gateway}: {e}")))?;
         let authorization = HeaderValue::from_str(&format!("Bearer {api_key}"))
             .map_err(|e| BenchError::Recipe(format!("API key of {tenant}: {e}")))?;
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(usize::MAX)
-            .http1_only()
-            .build()
-            .map_err(BenchError::Client)?;
+        let client = load_client(timeout)?;
         Ok(Self {
             client,
             url,

@@ -46,6 +46,19 @@ impl Outcome {
     }
 }
 
+/// The HTTP client every load phase uses: HTTP/1.1 keep-alive, no Nagle,
+/// unbounded idle pool, so the client side never becomes the bottleneck.
+pub fn load_client(timeout: Duration) -> Result<Client, BenchError> {
+    Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .http1_only()
+        .build()
+        .map_err(BenchError::Client)
+}
+
 /// One gateway with one request recipe; its client keeps its own connection pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -77,14 +90,7 @@ impl Endpoint {
                 .map_err(|e| BenchError::Recipe(format!("header {name}: {e}")))?;
             headers.insert(name, value);
         }
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(usize::MAX)
-            .http1_only()
-            .build()
-            .map_err(BenchError::Client)?;
+        let client = load_client(timeout)?;
         Ok(Self {
             client,
             method,

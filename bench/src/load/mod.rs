@@ -9,7 +9,7 @@ mod recipe;
 mod recorder;
 
 pub use closed_loop::{ClosedLoop, run_closed_loop};
-pub use endpoint::{Endpoint, Outcome};
+pub use endpoint::{Endpoint, Outcome, load_client};
 pub use open_loop::{OpenLoop, run_open_loop};
 pub use progress::PhaseProgress;
 pub use recipe::RequestRecipe;
