@@ -78,9 +78,11 @@ test-wasm: .make/wasm-target
 test-e2e: build
 	$(CARGO) test -p gateway-e2e
 
-lint:
+lint: .make/wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The proxy-wasm glue only compiles for wasm32: lint it there too.
+	$(CARGO) clippy --target $(WASM_TARGET) $(FILTERS) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -6,6 +6,16 @@
 //!
 //! Everything but [`filter`] is host-agnostic and tested natively.
 
+// A panic kills the wasm VM of an Envoy worker: filter code may not panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 mod config;
 mod outcome;
 mod rate_headers;

@@ -89,15 +89,14 @@ impl UsageTracker {
 
     fn feed_sse(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);
-        let mut consumed = 0;
-        while let Some(nl) = self.buf[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &self.buf[consumed..consumed + nl];
-            if let Some(usage) = sse_usage(line) {
-                self.last = Some(usage);
+        if let Some(last_newline) = self.buf.iter().rposition(|&b| b == b'\n') {
+            let complete: Vec<u8> = self.buf.drain(..=last_newline).collect();
+            for line in complete.split(|&b| b == b'\n') {
+                if let Some(usage) = sse_usage(line) {
+                    self.last = Some(usage);
+                }
             }
-            consumed += nl + 1;
         }
-        self.buf.drain(..consumed);
         if self.buf.len() > LINE_CAP {
             // A line this long carries no usage we could afford to parse.
             self.buf.clear();
@@ -137,10 +136,10 @@ fn sse_usage(line: &[u8]) -> Option<Usage> {
 fn usage_after_key(bytes: &[u8]) -> Option<Usage> {
     let key = b"\"usage\"";
     let at = bytes.windows(key.len()).rposition(|w| w == key)?;
-    let rest = &bytes[at + key.len()..];
+    let rest = bytes.get(at + key.len()..)?;
     let colon = rest.iter().position(|&b| b == b':')?;
     let mut values =
-        serde_json::Deserializer::from_slice(&rest[colon + 1..]).into_iter::<RawUsage>();
+        serde_json::Deserializer::from_slice(rest.get(colon + 1..)?).into_iter::<RawUsage>();
     values.next()?.ok().map(Usage::from)
 }
 

@@ -4,6 +4,16 @@
 //! - [`headers`]: header names the gateway owns, and the sanitising rule.
 //! - [`host`] (wasm only): the thin layer over proxy-wasm host calls.
 
+// A panic kills the wasm VM of an Envoy worker: filter code may not panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 pub mod error;
 pub mod headers;
 #[cfg(target_arch = "wasm32")]

@@ -189,7 +189,7 @@ impl JwtVerifier {
         };
         let mut pinned = candidates
             .iter()
-            .map(|&i| &self.keys[i])
+            .filter_map(|&i| self.keys.get(i))
             .filter(|k| k.validation.algorithms.contains(&header.alg))
             .peekable();
         if pinned.peek().is_none() {
@@ -207,7 +207,9 @@ impl JwtVerifier {
                 &key.validation,
             ) {
                 Ok(data) => {
-                    let issuer = &self.issuers[key.issuer];
+                    let Some(issuer) = self.issuers.get(key.issuer) else {
+                        continue;
+                    };
                     return match data.claims.get(&issuer.tenant_claim) {
                         Some(serde_json::Value::String(t)) if !t.is_empty() => {
                             Ok((issuer, t.clone()))

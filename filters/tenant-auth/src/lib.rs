@@ -5,6 +5,16 @@
 //! Everything except [`filter`] is host-agnostic and tested natively; the
 //! `filter` module only adapts proxy-wasm callbacks to [`Authenticator`].
 
+// A panic kills the wasm VM of an Envoy worker: filter code may not panic.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 mod authenticator;
 mod config;
 mod credentials;
