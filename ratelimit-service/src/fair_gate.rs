@@ -130,11 +130,6 @@ impl FairGate {
             telemetry_task: Some(telemetry_task),
         })
     }
-
-    /// The queue of `pool`, for tests and the admin API.
-    pub fn queue(&self, pool: &str) -> Option<&FairQueue> {
-        self.pools.get(pool).map(|p| &p.queue)
-    }
 }
 
 impl Drop for FairGate {

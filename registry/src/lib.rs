@@ -116,10 +116,6 @@ impl Registry {
         self.tenant_index.get(id).map(|&i| &self.config.tenants[i])
     }
 
-    pub fn tenant_at(&self, index: usize) -> Option<&Tenant> {
-        self.config.tenants.get(index)
-    }
-
     /// The tier of a tenant (validation guarantees it exists).
     pub fn tier_of(&self, tenant: &Tenant) -> Option<&Tier> {
         self.config.tiers.get(&tenant.tier)

@@ -263,14 +263,6 @@ impl Testbed {
         p.addr("admin").ok().map(|a| format!("http://{a}"))
     }
 
-    pub fn ratelimit_grpc_addr(&self) -> Option<SocketAddr> {
-        self.ratelimit.as_ref()?.addr("grpc").ok()
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn replica_urls(&self, pool: &str) -> Vec<String> {
         self.replicas
             .iter()

@@ -119,16 +119,8 @@ impl ManagedProcess {
             })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// The last lines of the process's log, for error messages.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gateway_e2e::{FilterSet, Reply, chat, client, post, start_with};
+use gateway_e2e::{FilterSet, Reply, chat, client, eventually, post, start_with};
 use serde_json::{Value, json};
 use tenant_registry::api_key_digest_hex;
 use testbed::{PoolSpec, Testbed, TestbedConfig};
@@ -168,20 +168,6 @@ fn u(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
         .unwrap_or_else(|| panic!("{field} in {v}"))
-}
-
-/// Polls `check` every 50 ms until it holds or `timeout` passes.
-fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Upstream requests that carry this tenant.

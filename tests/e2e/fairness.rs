@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use gateway_e2e::{FilterSet, chat, metric, post, ratelimit_metrics, start_with};
+use gateway_e2e::{FilterSet, chat, eventually, metric, post, ratelimit_metrics, start_with};
 use tenant_registry::api_key_digest_hex;
 use testbed::{PoolSpec, Testbed, TestbedConfig};
 
@@ -128,20 +128,6 @@ fn upstream_count(tb: &Testbed, prefix: &str) -> usize {
                 .is_some_and(|c| c.starts_with(prefix))
         })
         .count()
-}
-
-/// Polls `condition` every 50 ms until it holds; false after `within`.
-fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn queue_gauge(tb: &Testbed, name: &str, tenant: &str) -> Option<f64> {

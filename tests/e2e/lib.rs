@@ -173,3 +173,17 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         has_all.then(|| value.split_whitespace().next()?.parse().ok())?
     })
 }
+
+/// Polls `check` every 50 ms until it holds (true) or `timeout` passes (false).
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
