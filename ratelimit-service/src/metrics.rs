@@ -71,6 +71,7 @@ pub struct Metrics {
     pub reloads: Family<ResultLabel, Counter>,
     pub store_errors: Counter,
     pub ledger_errors: Counter,
+    pub ledger_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -96,6 +97,7 @@ impl Metrics {
             reloads: Family::default(),
             store_errors: Counter::default(),
             ledger_errors: Counter::default(),
+            ledger_pending: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -151,6 +153,11 @@ impl Metrics {
             "ledger_errors",
             "Failed spend-ledger writes",
             m.ledger_errors.clone(),
+        );
+        r.register(
+            "ledger_pending",
+            "Charges applied to the counters but not yet synced to the spend ledger",
+            m.ledger_pending.clone(),
         );
         Self { registry, ..m }
     }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gateway_e2e::{FilterSet, Reply, chat, client, eventually, post, start_with};
+use gateway_e2e::{
+    FilterSet, Reply, chat, client, eventually, metric, post, ratelimit_metrics, start_with,
+};
 use serde_json::{Value, json};
 use tenant_registry::api_key_digest_hex;
 use testbed::{PoolSpec, Testbed, TestbedConfig};
@@ -641,6 +643,14 @@ fn usage_reconciles_and_survives_sigkill() {
     // Spend the budget tenant dry too, then crash the service.
     while ask_model(&tb, "budget-t", PREMIUM, "hi", 5).status == 200 {}
     let budget_before = settled_usage(&tb, "budget-t");
+    // The counters change before the group commit reaches the disk; a charge
+    // is durable (and acknowledged to the filter) once the ledger synced it.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(&ratelimit_metrics(&tb), "ratelimit_ledger_pending", &[]) == Some(0.0)
+        }),
+        "spend ledger never caught up"
+    );
     tb.stop_ratelimit(true);
     tb.restart_ratelimit().expect("ratelimit-service restarts");
     let after = usage(&tb, "usage-t");

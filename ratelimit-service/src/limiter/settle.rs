@@ -60,6 +60,10 @@ impl Limiter {
         outcome: &str,
     ) -> Result<bool, LimiterError> {
         let inner = &*self.inner;
+        // Counted from before the counters change until the ledger has the
+        // record, so `ledger_pending == 0` means every charge visible in the
+        // counters survives a crash.
+        let _pending = PendingWrite::start(&inner.metrics);
         let registry = inner.registry.current();
         let now = now_ms();
         let (plan, charge) = plan_settlement(
@@ -180,5 +184,21 @@ impl Limiter {
                 tracing::warn!(error = %e, "lease sweep failed");
             }
         }
+    }
+}
+
+/// Holds one unit of `ledger_pending` for as long as it lives.
+struct PendingWrite<'a>(&'a Metrics);
+
+impl<'a> PendingWrite<'a> {
+    fn start(metrics: &'a Metrics) -> Self {
+        metrics.ledger_pending.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.ledger_pending.dec();
     }
 }
