@@ -220,12 +220,12 @@ pub struct Pool {
     /// Scrape period of replica metrics; metrics older than 3 periods count as saturated.
     #[serde(default = "default_scrape_ms")]
     pub metrics_interval_ms: u64,
-    /// Slots per replica above `max_in_flight_per_replica` that only a tenant
-    /// holding less than its weighted fair share of the pool's slots may take:
-    /// a light tenant arriving at a pool saturated by someone else's backlog
-    /// starts at once instead of waiting for a slot to free. 0 turns it off.
-    #[serde(default = "default_idle_reserve")]
-    pub idle_tenant_reserve_per_replica: u32,
+    /// Slots per replica above `max_in_flight_per_replica` that only a light
+    /// tenant may take (recent weighted service under half the heaviest
+    /// active tenant's): a light tenant's burst at a pool saturated by
+    /// someone else's backlog starts at once. 0 turns it off.
+    #[serde(default = "default_light_reserve")]
+    pub light_tenant_reserve_per_replica: u32,
 }
 
 fn default_in_flight() -> u32 {
@@ -240,7 +240,7 @@ fn default_queue_depth() -> u32 {
 fn default_scrape_ms() -> u64 {
     500
 }
-fn default_idle_reserve() -> u32 {
+fn default_light_reserve() -> u32 {
     2
 }
 
@@ -255,7 +255,7 @@ impl Default for Pool {
             max_waiting_per_replica: None,
             max_kv_cache_usage: None,
             metrics_interval_ms: default_scrape_ms(),
-            idle_tenant_reserve_per_replica: default_idle_reserve(),
+            light_tenant_reserve_per_replica: default_light_reserve(),
         }
     }
 }

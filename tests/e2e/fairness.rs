@@ -44,7 +44,11 @@ fn registry(in_flight: u32, queue_wait_ms: u64) -> String {
 
 /// Full chain, one slow replica in pool `latency`, the queue in `mode`.
 fn start(mode: &str, in_flight: u32, queue_wait_ms: u64) -> Testbed {
-    let mut config = TestbedConfig::new(registry(in_flight, queue_wait_ms));
+    start_registry(mode, registry(in_flight, queue_wait_ms))
+}
+
+fn start_registry(mode: &str, registry: String) -> Testbed {
+    let mut config = TestbedConfig::new(registry);
     config.filters = FilterSet::ALL;
     config.ratelimit = true;
     config.ratelimit_args = vec!["--queue-mode".to_owned(), mode.to_owned()];
@@ -140,6 +144,36 @@ fn queue_gauge(tb: &Testbed, name: &str, tenant: &str) -> Option<f64> {
 
 const HEAVY_BACKLOG: usize = 12;
 
+/// Heavy sends `count` requests of `max_tokens` at once; returns when two of
+/// them hold the pool's slots and the rest have had time to queue.
+fn heavy_backlog(
+    tb: &Testbed,
+    count: usize,
+    max_tokens: u32,
+    done: &Arc<Mutex<Vec<Done>>>,
+) -> Vec<JoinHandle<()>> {
+    let gateway = tb.gateway_url();
+    let threads = (0..count)
+        .map(|i| {
+            send(
+                &gateway,
+                "sk-heavy-live",
+                format!("heavy-{i}"),
+                max_tokens,
+                Duration::from_secs(30),
+                done,
+            )
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || upstream_count(tb, "heavy-")
+            >= 2),
+        "heavy requests never reached the pool"
+    );
+    thread::sleep(Duration::from_millis(300));
+    threads
+}
+
 /// Heavy fills the pool's two slots and queues ten more; then light sends
 /// one request. Returns how many heavy requests completed before light's.
 fn heavy_done_before_light(mode: &str) -> usize {
@@ -148,25 +182,7 @@ fn heavy_done_before_light(mode: &str) -> usize {
     let done = Arc::new(Mutex::new(Vec::new()));
     let timeout = Duration::from_secs(30);
     // 80 tokens: each request holds its slot ~0.8 s.
-    let mut threads: Vec<JoinHandle<()>> = (0..HEAVY_BACKLOG)
-        .map(|i| {
-            send(
-                &gateway,
-                "sk-heavy-live",
-                format!("heavy-{i}"),
-                80,
-                timeout,
-                &done,
-            )
-        })
-        .collect();
-    assert!(
-        eventually(Duration::from_secs(10), || upstream_count(&tb, "heavy-")
-            >= 2),
-        "heavy requests never reached the pool"
-    );
-    // The other ten are waiting in the queue by now.
-    thread::sleep(Duration::from_millis(300));
+    let mut threads = heavy_backlog(&tb, HEAVY_BACKLOG, 80, &done);
     assert!(
         upstream_count(&tb, "heavy-") < HEAVY_BACKLOG / 2,
         "the pool did not hold the backlog back"
@@ -218,6 +234,58 @@ fn fifo_queue_makes_a_light_tenant_wait_behind_a_heavy_backlog() {
         before >= HEAVY_BACKLOG - 3,
         "only {before} of {HEAVY_BACKLOG} heavy requests completed before the light one in FIFO"
     );
+}
+
+#[test]
+fn a_light_tenant_starts_at_once_on_the_reserve_next_to_a_heavy_backlog() {
+    // Two slots plus two for light tenants only.
+    let registry = registry(2, 30_000).replace(
+        "light_tenant_reserve_per_replica = 0",
+        "light_tenant_reserve_per_replica = 2",
+    );
+    let tb = start_registry("fair", registry);
+    let gateway = tb.gateway_url();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let timeout = Duration::from_secs(30);
+    // 300 tokens: each heavy request holds its slot ~3 s.
+    let mut threads = heavy_backlog(&tb, 4, 300, &done);
+    assert_eq!(
+        upstream_count(&tb, "heavy-"),
+        2,
+        "heavy, the tenant with all the service, must not use the reserve"
+    );
+    // Light sends a burst of two: under strict VTC the second would wait for
+    // heavy's next turn; as a light tenant both start on the reserve.
+    threads.extend((0..2).map(|i| {
+        send(
+            &gateway,
+            "sk-light-live",
+            format!("light-{i}"),
+            8,
+            timeout,
+            &done,
+        )
+    }));
+    assert!(
+        // Well before the first heavy request ends (~3 s after it started).
+        eventually(Duration::from_secs(2), || upstream_count(&tb, "light-")
+            == 2),
+        "light's burst waited: {} of 2 reached the pool",
+        upstream_count(&tb, "light-")
+    );
+    assert_eq!(
+        upstream_count(&tb, "heavy-"),
+        2,
+        "light started before any heavy request finished"
+    );
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    let done = done.lock().expect("results").clone();
+    assert_eq!(done.len(), 6);
+    for d in &done {
+        assert_eq!(d.status, Some(200), "{d:?}");
+    }
 }
 
 #[test]

@@ -60,9 +60,9 @@ pub struct QueueConfig {
     pub max_depth_per_tenant: u32,
     /// Longest wait, whatever deadline the caller gives.
     pub max_wait: Duration,
-    /// Slots above `capacity` only a tenant with nothing in flight may take
-    /// (fair mode only; FIFO has no notion of tenants).
-    pub idle_reserve: u32,
+    /// Slots above `capacity` only light tenants may take (fair mode only;
+    /// FIFO has no notion of tenants).
+    pub light_reserve: u32,
 }
 
 impl QueueConfig {
@@ -75,8 +75,8 @@ impl QueueConfig {
             capacity: pool.max_in_flight_per_replica.saturating_mul(replicas),
             max_depth_per_tenant: pool.max_queue_depth_per_tenant,
             max_wait: Duration::from_millis(pool.max_queue_wait_ms),
-            idle_reserve: pool
-                .idle_tenant_reserve_per_replica
+            light_reserve: pool
+                .light_tenant_reserve_per_replica
                 .saturating_mul(replicas),
         }
     }

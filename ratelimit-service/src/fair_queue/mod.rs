@@ -62,7 +62,7 @@ struct State {
     in_flight: u32,
     max_depth: u32,
     max_wait: Duration,
-    idle_reserve: u32,
+    light_reserve: u32,
     /// Wake-up channel of every waiting request, by sequence number.
     grants: HashMap<u64, oneshot::Sender<Admission>>,
 }
@@ -75,8 +75,8 @@ impl State {
         while !self.saturated && self.capacity > 0 {
             let admission = if self.in_flight < self.capacity {
                 self.sched.admit_next(now)
-            } else if self.in_flight < self.capacity.saturating_add(self.idle_reserve) {
-                self.sched.admit_next_idle(now, self.capacity)
+            } else if self.in_flight < self.capacity.saturating_add(self.light_reserve) {
+                self.sched.admit_next_light(now)
             } else {
                 None
             };
@@ -94,7 +94,7 @@ impl State {
                 // Cannot happen while waiters withdraw under this lock before
                 // dropping their receiver; if it did, the room must not leak.
                 self.in_flight -= 1;
-                self.sched.refund(&tenant, cost);
+                self.sched.refund(&tenant, cost, now);
             }
         }
     }
@@ -109,7 +109,7 @@ impl FairQueue {
             in_flight: 0,
             max_depth: config.max_depth_per_tenant,
             max_wait: config.max_wait,
-            idle_reserve: config.idle_reserve,
+            light_reserve: config.light_reserve,
             grants: HashMap::new(),
         };
         Self {
@@ -180,7 +180,7 @@ impl FairQueue {
         state.capacity = config.capacity;
         state.max_depth = config.max_depth_per_tenant;
         state.max_wait = config.max_wait;
-        state.idle_reserve = config.idle_reserve;
+        state.light_reserve = config.light_reserve;
         state.dispatch(Instant::now());
     }
 
@@ -254,8 +254,9 @@ impl Drop for Waiter {
             state.grants.remove(&queued.seq);
         } else if let Ok(admission) = self.rx.try_recv() {
             state.in_flight = state.in_flight.saturating_sub(1);
-            state.sched.refund(&admission.tenant, admission.cost);
-            state.dispatch(Instant::now());
+            let now = Instant::now();
+            state.sched.refund(&admission.tenant, admission.cost, now);
+            state.dispatch(now);
         }
     }
 }

@@ -27,7 +27,9 @@ impl PoolPermit {
     pub fn settle(&mut self, real_in: u64, real_out: u64) {
         let mut state = self.shared.lock();
         let real = state.sched.policy().token_cost(real_in, real_out) / self.weight;
-        state.sched.correct(&self.tenant, real - self.charged);
+        state
+            .sched
+            .correct(&self.tenant, real - self.charged, Instant::now());
         self.charged = real;
     }
 

@@ -20,6 +20,44 @@ use super::{QueueError, QueueMode, SchedulingPolicy, Ticket};
 
 pub(super) type TenantId = Arc<str>;
 
+/// Half-life of the recent-service average that decides who may use the
+/// reserve. Long enough to hold many requests of a light tenant (so one
+/// burst of its own does not disqualify it), short enough that a tenant
+/// turning heavy loses the reserve within seconds.
+const RECENT_SERVICE_HALF_LIFE: Duration = Duration::from_secs(5);
+
+/// A tenant is light, and may use the reserve, while its recent service is
+/// below this fraction of the heaviest active tenant's. Tenants sharing a
+/// saturated pool fairly have equal service, far from this line.
+const LIGHT_SHARE: f64 = 0.5;
+
+/// Weighted service with exponential decay: a rate, not a total, and unlike
+/// the VTC counter it is never lifted, so it remembers who has been light.
+#[derive(Debug, Clone, Copy)]
+struct RecentService {
+    value: f64,
+    at: Instant,
+}
+
+impl RecentService {
+    fn new(now: Instant) -> Self {
+        Self {
+            value: 0.0,
+            at: now,
+        }
+    }
+
+    fn at(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.at).as_secs_f64();
+        self.value * (-age / RECENT_SERVICE_HALF_LIFE.as_secs_f64()).exp2()
+    }
+
+    fn add(&mut self, amount: f64, now: Instant) {
+        self.value = (self.at(now) + amount).max(0.0);
+        self.at = now;
+    }
+}
+
 /// Where a waiting request sits, as returned by [`Scheduler::enqueue`].
 #[derive(Debug, Clone)]
 pub(super) struct Queued {
@@ -70,6 +108,7 @@ struct TenantState {
     priority: u32,
     counter: f64,
     service: f64,
+    recent: RecentService,
     queues: BTreeMap<u32, VecDeque<Waiting>>,
     queued: u32,
     in_flight: u32,
@@ -83,12 +122,13 @@ struct TenantState {
 }
 
 impl TenantState {
-    fn new(weight: f64, priority: u32) -> Self {
+    fn new(weight: f64, priority: u32, now: Instant) -> Self {
         Self {
             weight,
             priority,
             counter: 0.0,
             service: 0.0,
+            recent: RecentService::new(now),
             queues: BTreeMap::new(),
             queued: 0,
             in_flight: 0,
@@ -164,7 +204,7 @@ impl Scheduler {
         let state = self
             .tenants
             .entry(tenant.clone())
-            .or_insert_with(|| TenantState::new(weight, ticket.priority));
+            .or_insert_with(|| TenantState::new(weight, ticket.priority, now));
         // Weight and priority follow the latest ticket so a registry reload
         // takes effect without losing the counter.
         state.weight = weight;
@@ -208,27 +248,28 @@ impl Scheduler {
         self.take(band, tenant, now)
     }
 
-    /// The reserve above the cap: admits the request [`Self::admit_next`]
-    /// would pick, but only when its tenant holds less than its weighted fair
-    /// share of `capacity` (nothing in flight always qualifies). The reserve
-    /// adds room without changing the VTC order, so its bound still holds,
-    /// and a tenant flooding the pool never qualifies. Always `None` in FIFO.
-    pub fn admit_next_idle(&mut self, now: Instant, capacity: u32) -> Option<Admission> {
+    /// The reserve above the cap: admits the fairest waiting request of a
+    /// *light* tenant, one whose weighted service lately is less than
+    /// [`LIGHT_SHARE`] of the heaviest active tenant's. Always `None` in FIFO.
+    ///
+    /// The reserve may take a light tenant ahead of VTC's order, which is
+    /// the point: a light tenant's requests arrive in random clusters, and
+    /// under strict VTC the second one of a cluster waits for the heavy
+    /// tenant's next turn. That cannot move the VTC bound between tenants
+    /// competing for the pool: they have had similar service, so none of
+    /// them is light. And a tenant flooding the pool never is.
+    pub fn admit_next_light(&mut self, now: Instant) -> Option<Admission> {
         if self.policy.mode == QueueMode::Fifo {
             return None;
         }
-        let (band, tenant) = self.fairest_head()?;
-        let active_weight: f64 = self
+        let heaviest = self
             .tenants
             .values()
             .filter(|t| t.queued > 0 || t.in_flight > 0)
-            .map(|t| t.weight)
-            .sum();
-        let state = self.tenants.get(&tenant)?;
-        let share = f64::from(capacity) * state.weight / active_weight.max(f64::MIN_POSITIVE);
-        if state.in_flight > 0 && f64::from(state.in_flight) >= share {
-            return None;
-        }
+            .map(|t| t.recent.at(now))
+            .fold(0.0, f64::max);
+        let (band, tenant) =
+            self.fairest_head_where(|t| t.recent.at(now) < heaviest * LIGHT_SHARE)?;
         self.take(band, tenant, now)
     }
 
@@ -245,6 +286,7 @@ impl Scheduler {
         band_state.virtual_time = band_state.virtual_time.max(state.counter);
         state.counter += waiting.cost;
         state.service += waiting.cost;
+        state.recent.add(waiting.cost, now);
         state.queued -= 1;
         state.in_flight += 1;
         state.admitted += 1;
@@ -289,10 +331,11 @@ impl Scheduler {
     }
 
     /// Corrects a tenant's charge by `delta` (real minus charged cost).
-    pub fn correct(&mut self, tenant: &str, delta: f64) {
+    pub fn correct(&mut self, tenant: &str, delta: f64, now: Instant) {
         if let Some(state) = self.tenants.get_mut(tenant) {
             state.counter += delta;
             state.service += delta;
+            state.recent.add(delta, now);
         }
     }
 
@@ -305,8 +348,8 @@ impl Scheduler {
 
     /// An admitted request was abandoned before it ran: it frees its room
     /// and its charge is taken back.
-    pub fn refund(&mut self, tenant: &str, cost: f64) {
-        self.correct(tenant, -cost);
+    pub fn refund(&mut self, tenant: &str, cost: f64, now: Instant) {
+        self.correct(tenant, -cost, now);
         self.release(tenant);
     }
 
@@ -366,24 +409,30 @@ impl Scheduler {
     /// lifted to a heavy tenant's counter must not lose to that tenant's
     /// older backlog), then to the earlier head request.
     fn fairest_head(&self) -> Option<(u32, TenantId)> {
-        let (&band, band_state) = self
-            .bands
-            .iter()
-            .rev()
-            .find(|(_, b)| !b.backlogged.is_empty())?;
-        let tenant = band_state
-            .backlogged
-            .iter()
-            .filter_map(|id| self.tenants.get(id).map(|t| (id, t)))
-            .min_by(|(_, a), (_, b)| {
-                a.counter
-                    .total_cmp(&b.counter)
-                    .then(a.last_served.cmp(&b.last_served))
-                    .then(a.head_seq(band).cmp(&b.head_seq(band)))
-            })?
-            .0
-            .clone();
-        Some((band, tenant))
+        self.fairest_head_where(|_| true)
+    }
+
+    /// [`Self::fairest_head`] among the tenants `eligible` accepts.
+    fn fairest_head_where(
+        &self,
+        eligible: impl Fn(&TenantState) -> bool,
+    ) -> Option<(u32, TenantId)> {
+        self.bands.iter().rev().find_map(|(&band, band_state)| {
+            let tenant = band_state
+                .backlogged
+                .iter()
+                .filter_map(|id| self.tenants.get(id).map(|t| (id, t)))
+                .filter(|(_, t)| eligible(t))
+                .min_by(|(_, a), (_, b)| {
+                    a.counter
+                        .total_cmp(&b.counter)
+                        .then(a.last_served.cmp(&b.last_served))
+                        .then(a.head_seq(band).cmp(&b.head_seq(band)))
+                })?
+                .0
+                .clone();
+            Some((band, tenant))
+        })
     }
 
     /// The earliest waiting request across all tenants and bands.

@@ -1,6 +1,7 @@
 //! Deterministic tests of the scheduling core: no runtime, no clock.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -82,13 +83,19 @@ fn light_tenant_is_served_before_the_heavy_backlog() {
 }
 
 /// Two continuously backlogged tenants with mixed request sizes, `capacity`
-/// requests in flight, completions in admission order. Returns the largest
-/// gap in weighted service seen at any step.
-fn max_service_gap(capacity: usize, overestimate: bool, steps: usize) -> (f64, f64) {
+/// requests in flight plus whatever the light-tenant `reserve` admits,
+/// completions in admission order every 20 ms. Returns the largest gap in
+/// weighted service seen at any step.
+fn max_service_gap(
+    capacity: usize,
+    reserve: usize,
+    overestimate: bool,
+    steps: usize,
+) -> (f64, f64) {
     let policy = SchedulingPolicy::default();
     let mut sched = Scheduler::new(policy.clone());
     let mut rng = Lcg(7);
-    let now = Instant::now();
+    let mut now = Instant::now();
     let mut max_cost: f64 = 0.0;
     let mut new_ticket = |tenant: &str, rng: &mut Lcg| {
         let (input, output) = if tenant == "a" {
@@ -110,8 +117,13 @@ fn max_service_gap(capacity: usize, overestimate: bool, steps: usize) -> (f64, f
     let mut in_flight = VecDeque::new();
     let mut worst: f64 = 0.0;
     for _ in 0..steps {
-        while in_flight.len() < capacity {
-            let adm = sched.admit_next(now).unwrap();
+        while in_flight.len() < capacity + reserve {
+            let adm = if in_flight.len() < capacity {
+                sched.admit_next(now)
+            } else {
+                sched.admit_next_light(now)
+            };
+            let Some(adm) = adm else { break };
             // Refill at once so neither tenant ever stops being backlogged.
             let t = new_ticket(&adm.tenant, &mut rng);
             let q = sched.enqueue(&t, DEPTH, now).unwrap();
@@ -120,6 +132,7 @@ fn max_service_gap(capacity: usize, overestimate: bool, steps: usize) -> (f64, f
             let gap = (stats_of(&sched, "a").service - stats_of(&sched, "b").service).abs();
             worst = worst.max(gap);
         }
+        now += Duration::from_millis(20);
         let done = in_flight.pop_front().unwrap();
         let (est_in, est_out) = real_usage[&done.seq];
         let real_out = if overestimate {
@@ -128,7 +141,7 @@ fn max_service_gap(capacity: usize, overestimate: bool, steps: usize) -> (f64, f
             est_out
         };
         let real = policy.token_cost(est_in, real_out);
-        sched.correct(&done.tenant, real - done.cost);
+        sched.correct(&done.tenant, real - done.cost, now);
         sched.release(&done.tenant);
         let gap = (stats_of(&sched, "a").service - stats_of(&sched, "b").service).abs();
         worst = worst.max(gap);
@@ -142,14 +155,22 @@ fn max_service_gap(capacity: usize, overestimate: bool, steps: usize) -> (f64, f
 /// the paper's bound), and that is what is checked.
 #[test]
 fn backlogged_tenants_stay_within_one_request_of_each_other() {
-    let (gap, bound) = max_service_gap(4, false, 5_000);
+    let (gap, bound) = max_service_gap(4, 0, false, 5_000);
     assert!(gap <= bound, "service gap {gap} exceeds U = {bound}");
     assert!(gap > 0.0);
 }
 
+/// Tenants competing for a saturated pool have similar recent service, so
+/// neither is light and the reserve cannot take one past the other.
+#[test]
+fn the_light_tenant_reserve_keeps_the_bound_between_backlogged_tenants() {
+    let (gap, bound) = max_service_gap(4, 4, false, 5_000);
+    assert!(gap <= bound, "service gap {gap} exceeds U = {bound}");
+}
+
 #[test]
 fn settled_overestimates_keep_the_bound() {
-    let (gap, bound) = max_service_gap(1, true, 5_000);
+    let (gap, bound) = max_service_gap(1, 0, true, 5_000);
     assert!(gap <= bound, "service gap {gap} exceeds U = {bound}");
 }
 

@@ -13,7 +13,7 @@ fn queue(capacity: u32, mode: QueueMode) -> FairQueue {
     queue_with_reserve(capacity, mode, 0)
 }
 
-fn queue_with_reserve(capacity: u32, mode: QueueMode, idle_reserve: u32) -> FairQueue {
+fn queue_with_reserve(capacity: u32, mode: QueueMode, light_reserve: u32) -> FairQueue {
     FairQueue::new(QueueConfig {
         policy: SchedulingPolicy {
             mode,
@@ -22,7 +22,7 @@ fn queue_with_reserve(capacity: u32, mode: QueueMode, idle_reserve: u32) -> Fair
         capacity,
         max_depth_per_tenant: 1_000,
         max_wait: Duration::from_secs(3_600),
-        idle_reserve,
+        light_reserve,
     })
 }
 
@@ -310,14 +310,14 @@ fn wait_histogram_quantiles() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_reserve_lets_a_light_tenant_past_a_saturated_pool() {
-    let q = queue_with_reserve(2, QueueMode::Fair, 1);
+async fn light_reserve_lets_a_light_tenant_past_a_saturated_pool() {
+    let q = queue_with_reserve(2, QueueMode::Fair, 2);
     // Heavy fills the pool and keeps a backlog.
     let heavy: Vec<_> = (0..6)
         .map(|_| spawn_request(&q, ticket("heavy", 1.0, 100, 100), Duration::from_secs(10)))
         .collect();
     settle_tasks().await;
-    // The reserve is not for tenants with requests in flight.
+    // The reserve is not for the tenant that has had the most service.
     assert_eq!(q.snapshot().in_flight, 2, "heavy must not use the reserve");
     // Light has nothing in flight: it starts at once, on the reserve.
     let light = q
@@ -325,22 +325,63 @@ async fn idle_reserve_lets_a_light_tenant_past_a_saturated_pool() {
         .await
         .unwrap();
     assert_eq!(light.waited(), Duration::ZERO);
-    assert_eq!(q.snapshot().in_flight, 3);
-    // Light's second request: one in flight is its fair share of 2 slots
-    // between two active tenants, so it queues like anyone.
-    let second = spawn_request(&q, ticket("light", 1.0, 10, 10), Duration::ZERO);
+    // Its second request too, although it now holds as many slots as its
+    // share: it has had far less service than heavy lately.
+    let second = q
+        .acquire(ticket("light", 1.0, 10, 10), far())
+        .await
+        .unwrap();
+    assert_eq!(second.waited(), Duration::ZERO);
+    assert_eq!(q.snapshot().in_flight, 4);
+    // The reserve is spent: a third waits like anyone.
+    let third = spawn_request(&q, ticket("light", 1.0, 10, 10), Duration::ZERO);
     settle_tasks().await;
-    assert!(!second.is_finished());
-    assert_eq!(q.snapshot().in_flight, 3);
-    drop(light);
+    assert!(!third.is_finished());
+    assert_eq!(q.snapshot().in_flight, 4);
+    drop((light, second));
     for h in heavy {
         h.abort();
     }
-    second.abort();
+    third.abort();
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_reserve_is_off_in_fifo_and_without_capacity() {
+async fn light_reserve_is_never_for_the_heaviest_tenant() {
+    let q = queue_with_reserve(2, QueueMode::Fair, 4);
+    // "big" has just been served a lot, then holds one slot.
+    for _ in 0..3 {
+        drop(
+            q.acquire(ticket("big", 1.0, 1000, 1000), far())
+                .await
+                .unwrap(),
+        );
+    }
+    let held = q
+        .acquire(ticket("big", 1.0, 1000, 1000), far())
+        .await
+        .unwrap();
+    // "small" takes the other slot and keeps a backlog.
+    let small: Vec<_> = (0..4)
+        .map(|_| spawn_request(&q, ticket("small", 1.0, 10, 10), Duration::from_secs(10)))
+        .collect();
+    settle_tasks().await;
+    // small had little service: its backlog spills onto the reserve...
+    assert_eq!(q.snapshot().in_flight, 5);
+    // ...but big, holding one slot yet with the most service lately, must
+    // wait for a slot under the cap although the reserve has room.
+    let big = spawn_request(&q, ticket("big", 1.0, 1000, 1000), Duration::ZERO);
+    settle_tasks().await;
+    assert!(!big.is_finished(), "big must not use the reserve");
+    assert_eq!(q.snapshot().in_flight, 5);
+    drop(held);
+    big.abort();
+    for h in small {
+        h.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn light_reserve_is_off_in_fifo_and_without_capacity() {
     for (mode, capacity) in [(QueueMode::Fifo, 1), (QueueMode::Fair, 0)] {
         let q = queue_with_reserve(capacity, mode, 4);
         let heavy: Vec<_> = (0..3)
