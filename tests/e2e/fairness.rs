@@ -17,12 +17,8 @@ const POOL: &str = "latency";
 /// One decode step of the mock, whatever the batch: a request for n tokens
 /// runs about n × 10 ms once admitted.
 const STEP_US: u64 = 10_000;
-const KEYS: [&str; 4] = [
-    "sk-heavy-live",
-    "sk-light-live",
-    "sk-gold-live",
-    "sk-silver-live",
-];
+pub(crate) const LIGHT_KEY: &str = "sk-light-live";
+const KEYS: [&str; 4] = ["sk-heavy-live", LIGHT_KEY, "sk-gold-live", "sk-silver-live"];
 
 /// The fairness registry with `in_flight` slots on the one replica and
 /// requests giving up after `queue_wait_ms` in the queue.
@@ -43,7 +39,7 @@ fn registry(in_flight: u32, queue_wait_ms: u64) -> String {
 }
 
 /// Full chain, one slow replica in pool `latency`, the queue in `mode`.
-fn start(mode: &str, in_flight: u32, queue_wait_ms: u64) -> Testbed {
+pub(crate) fn start(mode: &str, in_flight: u32, queue_wait_ms: u64) -> Testbed {
     start_registry(mode, registry(in_flight, queue_wait_ms))
 }
 
@@ -189,7 +185,7 @@ fn heavy_done_before_light(mode: &str) -> usize {
     );
     threads.push(send(
         &gateway,
-        "sk-light-live",
+        LIGHT_KEY,
         "light-0".to_owned(),
         80,
         timeout,
@@ -247,8 +243,8 @@ fn a_light_tenant_starts_at_once_on_the_reserve_next_to_a_heavy_backlog() {
     let gateway = tb.gateway_url();
     let done = Arc::new(Mutex::new(Vec::new()));
     let timeout = Duration::from_secs(30);
-    // 300 tokens: each heavy request holds its slot ~3 s.
-    let mut threads = heavy_backlog(&tb, 4, 300, &done);
+    // 500 tokens: each heavy request holds its slot ~5 s.
+    let mut threads = heavy_backlog(&tb, 4, 500, &done);
     assert_eq!(
         upstream_count(&tb, "heavy-"),
         2,
@@ -259,15 +255,15 @@ fn a_light_tenant_starts_at_once_on_the_reserve_next_to_a_heavy_backlog() {
     threads.extend((0..2).map(|i| {
         send(
             &gateway,
-            "sk-light-live",
+            LIGHT_KEY,
             format!("light-{i}"),
-            8,
+            300,
             timeout,
             &done,
         )
     }));
     assert!(
-        // Well before the first heavy request ends (~3 s after it started).
+        // Well before the first heavy request ends (~5 s after it started).
         eventually(Duration::from_secs(2), || upstream_count(&tb, "light-")
             == 2),
         "light's burst waited: {} of 2 reached the pool",
@@ -277,6 +273,19 @@ fn a_light_tenant_starts_at_once_on_the_reserve_next_to_a_heavy_backlog() {
         upstream_count(&tb, "heavy-"),
         2,
         "light started before any heavy request finished"
+    );
+    // Operators see the over-commit (telemetry updates every 2 s).
+    let over_cap = || {
+        metric(
+            &ratelimit_metrics(&tb),
+            "ratelimit_pool_over_cap",
+            &[("pool", POOL)],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || over_cap() == Some(2.0)),
+        "ratelimit_pool_over_cap {:?} while light runs on the reserve",
+        over_cap()
     );
     for t in threads {
         t.join().expect("client thread");
@@ -399,7 +408,7 @@ fn a_queued_client_that_disconnects_leaves_the_queue() {
     // Light waits behind them, and gives up after 3 s.
     let quitter = send(
         &gateway,
-        "sk-light-live",
+        LIGHT_KEY,
         "quitter".to_owned(),
         8,
         Duration::from_secs(3),
@@ -463,7 +472,7 @@ fn a_queued_client_that_disconnects_leaves_the_queue() {
     // The tenant is admitted normally afterwards; the cancelled request never ran.
     send(
         &gateway,
-        "sk-light-live",
+        LIGHT_KEY,
         "after".to_owned(),
         8,
         Duration::from_secs(30),
@@ -503,7 +512,7 @@ fn stale_replica_metrics_stop_admission() {
     let call = |tag: &str| {
         send(
             &gateway,
-            "sk-light-live",
+            LIGHT_KEY,
             tag.to_owned(),
             8,
             Duration::from_secs(30),
@@ -552,7 +561,7 @@ fn stale_replica_metrics_stop_admission() {
     // A request waiting when the metrics come back is admitted.
     let waiting = send(
         &gateway,
-        "sk-light-live",
+        LIGHT_KEY,
         "revived".to_owned(),
         8,
         Duration::from_secs(30),

@@ -3,6 +3,7 @@
 //! ports, and drives them over HTTP. Build first: `make build`.
 
 mod admission;
+mod alerts;
 mod auth;
 mod fairness;
 mod policy;
