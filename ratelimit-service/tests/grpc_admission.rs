@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use admission_proto::v1::{CompleteRequest, RejectReason, RenewRequest};
+use admission_proto::v1::{
+    CompleteBatchRequest, CompleteRequest, Outcome, RejectReason, RenewRequest,
+};
 use common::*;
 
 fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
@@ -282,4 +284,53 @@ async fn cancelled_admit_is_refunded() {
     let r = c.admit(req).await.unwrap().into_inner();
     assert_eq!(reason(&r), RejectReason::QueueTimeout);
     assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(4));
+}
+
+#[tokio::test]
+async fn a_batch_of_reports_settles_each_like_complete() {
+    let gate = TestGate::new(GateMode::Admit);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    let mut leases = Vec::new();
+    // Tenant a may hold two requests at once.
+    for _ in 0..2 {
+        let r = admit(&mut c, "a", "m", 10, 100).await;
+        assert!(admitted(&r), "{r:?}");
+        leases.push(r.lease_id);
+    }
+    assert_eq!(in_flight(&h, "a").await, 2);
+    let report = |lease: &str, prompt: u32, out: u32| CompleteRequest {
+        lease_id: lease.to_owned(),
+        outcome: Outcome::Completed as i32,
+        usage_known: true,
+        prompt_tokens: prompt,
+        completion_tokens: out,
+        ..Default::default()
+    };
+    c.complete_batch(CompleteBatchRequest {
+        reports: vec![
+            report(&leases[0], 50, 20),
+            // An unknown lease is a no-op, as for Complete.
+            report("no-such-lease", 1_000, 1_000),
+        ],
+    })
+    .await
+    .unwrap();
+    // One settled at $0.09; the other lease is still held.
+    assert!((spend_today(&h, "a").await - 0.09).abs() < 1e-9);
+    assert_eq!(in_flight(&h, "a").await, 1);
+    assert_eq!(gate.settled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // In the ledger before the call returned.
+    let ledger = || std::fs::read_to_string(h.data_dir().join("spend-ledger.jsonl")).unwrap();
+    assert!(ledger().contains(leases[0].as_str()), "{}", ledger());
+    assert!(!ledger().contains(leases[1].as_str()));
+    // The settled lease again changes nothing; the held one settles.
+    c.complete_batch(CompleteBatchRequest {
+        reports: vec![report(&leases[0], 50, 20), report(&leases[1], 50, 20)],
+    })
+    .await
+    .unwrap();
+    assert!((spend_today(&h, "a").await - 0.18).abs() < 1e-9);
+    assert_eq!(in_flight(&h, "a").await, 0);
+    assert!(ledger().contains(leases[1].as_str()));
 }

@@ -24,6 +24,11 @@ pub struct AdmissionConfig {
     /// Timeout of Complete and Renew calls.
     #[serde(default = "default_report_ms")]
     pub report_timeout_ms: u64,
+    /// How long usage reports gather before one call sends them together.
+    /// Each report frees its request's concurrency slot and pool room, so
+    /// this is also the most that freeing is delayed.
+    #[serde(default = "default_flush_ms")]
+    pub report_flush_ms: u64,
     /// Name of this Envoy in leases, for the service's logs.
     #[serde(default = "default_holder")]
     pub holder: String,
@@ -40,6 +45,9 @@ fn default_slack_ms() -> u64 {
 }
 fn default_report_ms() -> u64 {
     2_000
+}
+fn default_flush_ms() -> u64 {
+    5
 }
 fn default_holder() -> String {
     "envoy".to_owned()
@@ -62,6 +70,7 @@ pub struct CompiledConfig {
     pub cluster: String,
     pub renew_interval: Duration,
     pub report_timeout: Duration,
+    pub report_flush: Duration,
     pub holder: String,
     fail_modes: HashMap<String, FailMode>,
     admit_timeouts: HashMap<String, Duration>,
@@ -81,6 +90,12 @@ impl CompiledConfig {
             return Err(ConfigError::Invalid {
                 field: "renew_interval_ms",
                 reason: "must be > 0",
+            });
+        }
+        if config.report_flush_ms == 0 || config.report_flush_ms > config.renew_interval_ms {
+            return Err(ConfigError::Invalid {
+                field: "report_flush_ms",
+                reason: "must be > 0 and at most renew_interval_ms (renewals ride on the flush tick)",
             });
         }
         let slack = Duration::from_millis(config.admit_slack_ms);
@@ -105,6 +120,7 @@ impl CompiledConfig {
             cluster: config.cluster,
             renew_interval: Duration::from_millis(config.renew_interval_ms),
             report_timeout: Duration::from_millis(config.report_timeout_ms),
+            report_flush: Duration::from_millis(config.report_flush_ms),
             holder: config.holder,
             fail_modes,
             admit_timeouts,
@@ -126,5 +142,56 @@ impl CompiledConfig {
             .get(pool)
             .copied()
             .unwrap_or(self.default_admit_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTRY: &str = r#"
+[tiers.free]
+pools = ["latency"]
+fail_mode = "open"
+
+[pools.latency]
+class = "latency"
+max_queue_wait_ms = 3000
+"#;
+
+    fn json(extra: &str) -> String {
+        let registry = tenant_registry::Registry::from_toml(REGISTRY).expect("registry");
+        let registry = serde_json::to_string(registry.config()).expect("json");
+        format!(r#"{{"registry":{registry}{extra}}}"#)
+    }
+
+    #[test]
+    fn defaults_and_per_pool_admit_timeouts() {
+        let c = CompiledConfig::from_json(json("").as_bytes()).unwrap();
+        assert_eq!(c.cluster, "ratelimit");
+        assert_eq!(c.renew_interval, Duration::from_secs(2));
+        assert_eq!(c.report_flush, Duration::from_millis(5));
+        assert_eq!(c.admit_timeout("latency"), Duration::from_millis(4_000));
+        assert_eq!(c.admit_timeout("unknown"), Duration::from_millis(31_000));
+        assert_eq!(c.fail_mode("free"), FailMode::Open);
+        assert_eq!(c.fail_mode("unknown"), FailMode::Closed);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for (extra, field) in [
+            (r#","report_flush_ms":0"#, "report_flush_ms"),
+            (r#","report_flush_ms":2001"#, "report_flush_ms"),
+            (r#","renew_interval_ms":0"#, "renew_interval_ms"),
+            (r#","cluster":"""#, "cluster"),
+            (r#","report_flush":5"#, "report_flush"),
+        ] {
+            let err = CompiledConfig::from_json(json(extra).as_bytes())
+                .expect_err(extra)
+                .to_string();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+        let ok = CompiledConfig::from_json(json(r#","report_flush_ms":2000"#).as_bytes()).unwrap();
+        assert_eq!(ok.report_flush, ok.renew_interval);
     }
 }

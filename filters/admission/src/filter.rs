@@ -1,14 +1,17 @@
 //! proxy-wasm adapter of the admission filter.
 //!
-//! Reports (Complete) and lease renewals are dispatched from the root
-//! context: a call owned by a stream context is cancelled when that stream
-//! ends, and a report is exactly what must outlive the stream.
+//! Reports and lease renewals are dispatched from the root context: a call
+//! owned by a stream context is cancelled when that stream ends, and a
+//! report is exactly what must outlive the stream. Reports are buffered and
+//! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use admission_proto::v1::{AdmitResponse, CompleteRequest, Outcome, RateLimitInfo, RenewRequest};
+use admission_proto::v1::{
+    AdmitResponse, CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo, RenewRequest,
+};
 use filter_common::headers;
 use filter_common::host::send_error;
 use hashbrown::HashSet;
@@ -18,8 +21,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::{
-    Admission, CompiledConfig, RequestFacts, UsageTracker, admit_request, rate_limit_headers,
-    unavailable,
+    Admission, CompiledConfig, ReportBuffer, RequestFacts, UsageTracker, admit_request,
+    rate_limit_headers, unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -27,7 +30,7 @@ const SERVICE: &str = "llmgateway.admission.v1.Admission";
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(AdmissionRoot { id: context_id, shared: None })
+        Box::new(AdmissionRoot { id: context_id, shared: None, last_renew: None })
     });
 }}
 
@@ -59,13 +62,28 @@ struct Shared {
     config: CompiledConfig,
     counters: FailureCounters,
     root_id: u32,
-    /// Leases held by this worker, renewed on every tick.
+    /// Leases held by this worker, renewed every `renew_interval`.
     leases: RefCell<HashSet<String>>,
+    /// Reports of ended requests, waiting for the next flush.
+    reports: RefCell<ReportBuffer<CompleteRequest>>,
 }
 
 impl Shared {
+    /// Buffers a report; sends the buffer now if that filled it.
+    fn report(&self, current: u32, report: CompleteRequest) {
+        let full = self.reports.borrow_mut().push(report);
+        if let Some(reports) = full {
+            self.send_reports(current, reports);
+        }
+    }
+
+    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) {
+        let message = CompleteBatchRequest { reports }.encode_to_vec();
+        self.dispatch_from_root(current, "CompleteBatch", &message);
+    }
+
     /// Dispatches a unary call owned by the root context; `current` is the
-    /// calling stream, restored afterwards.
+    /// calling context, restored afterwards.
     fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) {
         if hostcalls::set_effective_context(self.root_id).is_err() {
             log::warn!("admission: cannot switch to root context; {method} not sent");
@@ -89,6 +107,7 @@ impl Shared {
 struct AdmissionRoot {
     id: u32,
     shared: Option<Rc<Shared>>,
+    last_renew: Option<SystemTime>,
 }
 
 impl Context for AdmissionRoot {
@@ -107,12 +126,13 @@ impl RootContext for AdmissionRoot {
         };
         match CompiledConfig::from_json(&bytes) {
             Ok(config) => {
-                self.set_tick_period(config.renew_interval);
+                self.set_tick_period(config.report_flush);
                 self.shared = Some(Rc::new(Shared {
                     config,
                     counters: FailureCounters::define(),
                     root_id: self.id,
                     leases: RefCell::new(HashSet::new()),
+                    reports: RefCell::new(ReportBuffer::default()),
                 }));
                 true
             }
@@ -124,22 +144,31 @@ impl RootContext for AdmissionRoot {
     }
 
     fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else { return };
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let pending = shared.reports.borrow_mut().drain();
+        if let Some(reports) = pending {
+            shared.send_reports(self.id, reports);
+        }
+        let now = self.get_current_time();
+        // A clock that went back counts as due rather than stalling renewals.
+        let due = self
+            .last_renew
+            .is_none_or(|last| match now.duration_since(last) {
+                Ok(elapsed) => elapsed >= shared.config.renew_interval,
+                Err(_) => true,
+            });
+        if !due {
+            return;
+        }
+        self.last_renew = Some(now);
         let lease_ids: Vec<String> = shared.leases.borrow().iter().cloned().collect();
         if lease_ids.is_empty() {
             return;
         }
         let message = RenewRequest { lease_ids }.encode_to_vec();
-        if let Err(status) = self.dispatch_grpc_call(
-            &shared.config.cluster,
-            SERVICE,
-            "Renew",
-            Vec::new(),
-            Some(&message),
-            shared.config.report_timeout,
-        ) {
-            log::warn!("admission: Renew not sent: {status:?}");
-        }
+        shared.dispatch_from_root(self.id, "Renew", &message);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -273,8 +302,7 @@ impl AdmissionFilter {
                 .first_byte_at
                 .map_or(0, |t| millis_between(self.admitted_at, t)),
         };
-        self.shared
-            .dispatch_from_root(self.id, "Complete", &report.encode_to_vec());
+        self.shared.report(self.id, report);
     }
 }
 

@@ -19,6 +19,7 @@
 mod config;
 mod outcome;
 mod rate_headers;
+mod report_buffer;
 mod request;
 mod usage;
 
@@ -28,5 +29,6 @@ mod filter;
 pub use config::{AdmissionConfig, CompiledConfig, ConfigError};
 pub use outcome::{Admission, unavailable};
 pub use rate_headers::{format_reset, rate_limit_headers};
+pub use report_buffer::{MAX_REPORTS_PER_CALL, ReportBuffer};
 pub use request::{RequestFacts, admit_request};
 pub use usage::{Usage, UsageTracker};

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use admission_proto::v1::{
-    self as pb, AdmitRequest, AdmitResponse, CompleteRequest, CompleteResponse, RenewRequest,
-    RenewResponse, admission_server::Admission,
+    self as pb, AdmitRequest, AdmitResponse, CompleteBatchRequest, CompleteRequest,
+    CompleteResponse, RenewRequest, RenewResponse, admission_server::Admission,
 };
 use tonic::{Request, Response, Status};
 
@@ -44,6 +44,25 @@ fn rate_limit_info(v: &ScopeViews) -> pb::RateLimitInfo {
         limit_tokens: v.tokens.map(|b| b.limit),
         remaining_tokens: v.tokens.map(|b| b.remaining),
         reset_tokens_ms: v.tokens.map(|b| b.reset_ms),
+    }
+}
+
+fn completion(r: CompleteRequest) -> Completion {
+    let outcome = match pb::Outcome::try_from(r.outcome) {
+        Ok(pb::Outcome::Completed) => CompleteOutcome::Completed,
+        Ok(pb::Outcome::ClientCancelled) => CompleteOutcome::ClientCancelled,
+        Ok(pb::Outcome::UpstreamError) => CompleteOutcome::UpstreamError,
+        _ => CompleteOutcome::Unspecified,
+    };
+    Completion {
+        lease_id: r.lease_id,
+        outcome,
+        usage: r.usage_known.then_some(Usage {
+            prompt_tokens: u64::from(r.prompt_tokens),
+            completion_tokens: u64::from(r.completion_tokens),
+            cached_tokens: u64::from(r.cached_tokens),
+        }),
+        ttft: (r.ttft_ms > 0).then(|| Duration::from_millis(r.ttft_ms)),
     }
 }
 
@@ -111,27 +130,44 @@ impl Admission for AdmissionService {
         &self,
         request: Request<CompleteRequest>,
     ) -> Result<Response<CompleteResponse>, Status> {
-        let r = request.into_inner();
-        let outcome = match pb::Outcome::try_from(r.outcome) {
-            Ok(pb::Outcome::Completed) => CompleteOutcome::Completed,
-            Ok(pb::Outcome::ClientCancelled) => CompleteOutcome::ClientCancelled,
-            Ok(pb::Outcome::UpstreamError) => CompleteOutcome::UpstreamError,
-            _ => CompleteOutcome::Unspecified,
-        };
-        let completion = Completion {
-            lease_id: r.lease_id,
-            outcome,
-            usage: r.usage_known.then_some(Usage {
-                prompt_tokens: u64::from(r.prompt_tokens),
-                completion_tokens: u64::from(r.completion_tokens),
-                cached_tokens: u64::from(r.cached_tokens),
-            }),
-            ttft: (r.ttft_ms > 0).then(|| Duration::from_millis(r.ttft_ms)),
-        };
         self.limiter
-            .complete(completion)
+            .complete(completion(request.into_inner()))
             .await
             .map_err(unavailable)?;
+        Ok(Response::new(CompleteResponse {}))
+    }
+
+    async fn complete_batch(
+        &self,
+        request: Request<CompleteBatchRequest>,
+    ) -> Result<Response<CompleteResponse>, Status> {
+        // Settled concurrently, so the ledger's group commit syncs the whole
+        // batch at once instead of once per report. Spawned, not joined in a
+        // set: a caller that gives up must not abort a settlement halfway.
+        let settling: Vec<_> = request
+            .into_inner()
+            .reports
+            .into_iter()
+            .map(|report| {
+                let limiter = self.limiter.clone();
+                tokio::spawn(async move { limiter.complete(completion(report)).await })
+            })
+            .collect();
+        let total = settling.len();
+        let mut failed = Vec::new();
+        for task in settling {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(e.to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        if let Some(first) = failed.first() {
+            return Err(Status::unavailable(format!(
+                "{} of {total} reports not settled; first: {first}",
+                failed.len()
+            )));
+        }
         Ok(Response::new(CompleteResponse {}))
     }
 
