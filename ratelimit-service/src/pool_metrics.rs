@@ -216,14 +216,18 @@ pub fn replica_health(
     }
 }
 
-/// Capacity the pool's queue gets: the per-replica cap for each ready replica.
-pub fn pool_capacity(pool: &Pool, replicas: &[ReplicaStatus]) -> u32 {
+/// Room the pool's queue gets: the per-replica cap and light-tenant reserve
+/// for each ready replica, as `(capacity, light_reserve)`.
+pub fn pool_room(pool: &Pool, replicas: &[ReplicaStatus]) -> (u32, u32) {
     let ready = replicas
         .iter()
         .filter(|r| r.health == ReplicaHealth::Ready)
         .count();
-    pool.max_in_flight_per_replica
-        .saturating_mul(u32::try_from(ready).unwrap_or(u32::MAX))
+    let ready = u32::try_from(ready).unwrap_or(u32::MAX);
+    (
+        pool.max_in_flight_per_replica.saturating_mul(ready),
+        pool.light_tenant_reserve_per_replica.saturating_mul(ready),
+    )
 }
 
 fn metrics_url(replica: &str) -> String {
@@ -347,11 +351,11 @@ async fn run(
             }
             status.health = health;
         }
-        let capacity = pool_capacity(&pool, &statuses);
+        let (capacity, light_reserve) = pool_room(&pool, &statuses);
         if capacity != queue.capacity() {
             tracing::info!(pool = %pool_name, capacity, "pool capacity changed");
         }
-        queue.set_capacity(capacity);
+        queue.set_room(capacity, light_reserve);
         shared
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -574,9 +578,15 @@ vllm:num_requests_waiting{engine="3" 7
         .unwrap();
 
         wait_for_capacity(&queue, 8).await;
+        assert_eq!(queue.snapshot().light_reserve, 4);
         *b_body.lock().unwrap() = metrics(50, 0.3);
         wait_for_capacity(&queue, 4).await;
         assert_eq!(scraper.replicas()[1].health, ReplicaHealth::Busy);
+        assert_eq!(
+            queue.snapshot().light_reserve,
+            2,
+            "the reserve shrinks with the ready replicas"
+        );
         *b_body.lock().unwrap() = metrics(0, 0.95);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(

@@ -162,6 +162,16 @@ impl FairQueue {
         state.dispatch(Instant::now());
     }
 
+    /// Capacity and light-tenant reserve together, as the scraper finds the
+    /// replicas: the reserve shrinks with the ready replicas too, so it never
+    /// piles onto the ones that are left.
+    pub fn set_room(&self, capacity: u32, light_reserve: u32) {
+        let mut state = self.shared.lock();
+        state.capacity = capacity;
+        state.light_reserve = light_reserve;
+        state.dispatch(Instant::now());
+    }
+
     pub fn capacity(&self) -> u32 {
         self.shared.lock().capacity
     }
@@ -189,6 +199,7 @@ impl FairQueue {
         QueueStats {
             mode: state.sched.policy().mode,
             capacity: state.capacity,
+            light_reserve: state.light_reserve,
             in_flight: state.in_flight,
             saturated: state.saturated || state.capacity == 0,
             queued: state.sched.queued(),

@@ -88,6 +88,8 @@ impl TenantStats {
 pub struct QueueStats {
     pub mode: QueueMode,
     pub capacity: u32,
+    /// Slots above `capacity` for light tenants.
+    pub light_reserve: u32,
     pub in_flight: u32,
     /// Nothing is admitted: marked saturated, or no capacity at all.
     pub saturated: bool,
