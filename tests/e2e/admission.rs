@@ -953,3 +953,51 @@ rate_limit = { unit = "minute", requests_per_unit = 3 }
         );
     }
 }
+
+#[test]
+fn a_registry_reload_mid_request_loses_no_report() {
+    let _serial = serial();
+    let mut tb = start_with(config(SLOW));
+    // 10 tokens at 100 ms: the stream runs ~1 s, across the reload.
+    let url = format!("{}/v1/chat/completions", tb.gateway_url());
+    let streaming = thread::spawn(move || {
+        let mut body = chat(MODEL, "a story across a reload", 10);
+        body["stream"] = json!(true);
+        client()
+            .post(url)
+            .header("authorization", auth("usage-t"))
+            .json(&body)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .expect("stream")
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || u(
+            &usage(&tb, "usage-t"),
+            "in_flight"
+        ) == 1),
+        "the stream never started"
+    );
+    // The filters get a new configuration (a new root context per worker)
+    // while the request runs on the old one: a tenant is added.
+    let changed = format!(
+        "{}\n[[tenants]]\nid = \"late-t\"\ntier = \"metered\"\nmodels = [\"group:chat\"]\n",
+        registry()
+    );
+    tb.update_registry(&changed).expect("reload");
+    let text = streaming.join().expect("stream thread");
+    assert!(text.contains("[DONE]"), "{text}");
+    // The old configuration's report reaches the service: settled with the
+    // real usage well before the 10 s lease TTL would have charged the
+    // reservation instead.
+    let settled = eventually(Duration::from_secs(4), || {
+        let row = usage(&tb, "usage-t");
+        u(&row, "in_flight") == 0 && u(&row, "tokens_out") == 10
+    });
+    assert!(
+        settled,
+        "report lost in the reload: {}",
+        usage(&tb, "usage-t")
+    );
+}

@@ -30,7 +30,12 @@ const SERVICE: &str = "llmgateway.admission.v1.Admission";
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(AdmissionRoot { id: context_id, shared: None, last_renew: None })
+        Box::new(AdmissionRoot {
+            id: context_id,
+            shared: None,
+            last_renew: None,
+            final_flush: None,
+        })
     });
 }}
 
@@ -108,12 +113,53 @@ struct AdmissionRoot {
     id: u32,
     shared: Option<Rc<Shared>>,
     last_renew: Option<SystemTime>,
+    /// The call carrying the last reports, sent from `on_done`.
+    final_flush: Option<u32>,
 }
 
 impl Context for AdmissionRoot {
-    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, _size: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, _size: usize) {
         if status_code != 0 {
             log::warn!("admission: report/renew call failed with gRPC status {status_code}");
+        }
+        if self.final_flush == Some(token) {
+            self.final_flush = None;
+            // The last reports are answered: Envoy may delete this context.
+            if hostcalls::done().is_err() {
+                log::warn!("admission: host refused proxy_done");
+            }
+        }
+    }
+
+    /// Envoy is done with this root context: its configuration was replaced
+    /// (every registry reload) or Envoy is stopping, and its last streams
+    /// have ended, their reports still in the buffer with no tick to come.
+    /// They leave now, and the context asks to stay until they are answered,
+    /// since deleting it would cancel the call.
+    fn on_done(&mut self) -> bool {
+        let Some(shared) = self.shared.clone() else {
+            return true;
+        };
+        let Some(reports) = shared.reports.borrow_mut().drain() else {
+            return true;
+        };
+        let message = CompleteBatchRequest { reports }.encode_to_vec();
+        match self.dispatch_grpc_call(
+            &shared.config.cluster,
+            SERVICE,
+            "CompleteBatch",
+            Vec::new(),
+            Some(&message),
+            shared.config.report_timeout,
+        ) {
+            Ok(token) => {
+                self.final_flush = Some(token);
+                false
+            }
+            Err(status) => {
+                log::warn!("admission: last reports not sent: {status:?}");
+                true
+            }
         }
     }
 }
