@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use gateway_e2e::{chat, client, eventually, ratelimit_metrics};
+use gateway_e2e::{chat, client, eventually, post, ratelimit_metrics};
 
 const RULES: &str = include_str!("../../deploy/prometheus/alerts.yaml");
 
@@ -50,13 +50,16 @@ fn every_metric_an_alert_uses_is_exported() {
     // Families with labels appear once something happened to them: one
     // request through the chain (queue wait, tokens, budget ratio) and one
     // registry reload.
-    let reply = client()
-        .post(format!("{}/v1/chat/completions", tb.gateway_url()))
-        .bearer_auth(crate::fairness::LIGHT_KEY)
-        .json(&chat("llama-3.1-8b-instruct", "hello", 4))
-        .send()
-        .expect("chat request");
-    assert_eq!(reply.status().as_u16(), 200);
+    let reply = post(
+        &tb,
+        "/v1/chat/completions",
+        &[(
+            "authorization",
+            &format!("Bearer {}", crate::fairness::LIGHT_KEY),
+        )],
+        &chat("llama-3.1-8b-instruct", "hello", 4),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
     let admin = tb.ratelimit_admin_url().expect("ratelimit-service runs");
     let reload = client()
         .post(format!("{admin}/admin/reload"))

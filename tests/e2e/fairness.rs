@@ -544,7 +544,7 @@ fn stale_replica_metrics_stop_admission() {
     let stale = post(
         &tb,
         "/v1/chat/completions",
-        &[("authorization", "Bearer sk-light-live")],
+        &[("authorization", &format!("Bearer {LIGHT_KEY}"))],
         &chat(MODEL, "stale please write a long story", 8),
     );
     stale.assert_error(503, "queue_timeout");

@@ -82,17 +82,19 @@ impl Shared {
         }
     }
 
-    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) {
+    /// Sends `reports` in one call; its token, or `None` when not sent.
+    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) -> Option<u32> {
         let message = CompleteBatchRequest { reports }.encode_to_vec();
-        self.dispatch_from_root(current, "CompleteBatch", &message);
+        self.dispatch_from_root(current, "CompleteBatch", &message)
     }
 
     /// Dispatches a unary call owned by the root context; `current` is the
-    /// calling context, restored afterwards.
-    fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) {
+    /// calling context, restored afterwards. Returns the call's token, or
+    /// `None` when it was not sent (logged here).
+    fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) -> Option<u32> {
         if hostcalls::set_effective_context(self.root_id).is_err() {
             log::warn!("admission: cannot switch to root context; {method} not sent");
-            return;
+            return None;
         }
         let sent = hostcalls::dispatch_grpc_call(
             &self.config.cluster,
@@ -102,10 +104,11 @@ impl Shared {
             Some(message),
             self.config.report_timeout,
         );
-        if let Err(status) = sent {
+        if let Err(status) = &sent {
             log::warn!("admission: {method} not sent: {status:?}");
         }
         let _ = hostcalls::set_effective_context(current);
+        sent.ok()
     }
 }
 
@@ -143,24 +146,8 @@ impl Context for AdmissionRoot {
         let Some(reports) = shared.reports.borrow_mut().drain() else {
             return true;
         };
-        let message = CompleteBatchRequest { reports }.encode_to_vec();
-        match self.dispatch_grpc_call(
-            &shared.config.cluster,
-            SERVICE,
-            "CompleteBatch",
-            Vec::new(),
-            Some(&message),
-            shared.config.report_timeout,
-        ) {
-            Ok(token) => {
-                self.final_flush = Some(token);
-                false
-            }
-            Err(status) => {
-                log::warn!("admission: last reports not sent: {status:?}");
-                true
-            }
-        }
+        self.final_flush = shared.send_reports(self.id, reports);
+        self.final_flush.is_none()
     }
 }
 
