@@ -14,6 +14,8 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
 FILTERS := -p tenant-auth -p llm-policy -p admission-filter
+# Test-only: a filter that traps on request, for the FAIL_RELOAD e2e test.
+TEST_WASM := -p crash-probe
 CARGO ?= cargo
 BENCH_ARGS ?= auth
 
@@ -51,7 +53,7 @@ $(ENVOY):
 ## Build ---------------------------------------------------------------------
 
 wasm: .make/wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(FILTERS)
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(FILTERS) $(TEST_WASM)
 	@ls -l target/$(WASM_TARGET)/wasm/*.wasm
 
 build: setup wasm

@@ -40,6 +40,18 @@ pub struct GatewaySettings {
     pub prefix_block_tokens: u32,
     /// `max_tokens` assumed for reservation when the client sends none.
     pub default_max_tokens: u32,
+    /// Request bytes one Envoy worker holds while reading bodies; a body
+    /// that would pass it is refused with 503 `server_busy`.
+    pub max_buffered_bytes_per_worker: u64,
+    /// Request bytes one tenant may have held on one worker at once; a body
+    /// that would pass it is refused with 429 `too_many_pending_bodies`.
+    pub max_buffered_bytes_per_tenant: u64,
+    /// Hosts a media part's URL (`image_url`, `audio_url`, `video_url`) may
+    /// name; the pool fetches them. `data:` URLs are always allowed; any
+    /// other URL is refused (400) unless its host is listed here.
+    pub media_url_hosts: Vec<String>,
+    /// Most inputs one embeddings request may carry (OpenAI's cap: 2048).
+    pub max_embedding_inputs: u32,
 }
 
 impl Default for GatewaySettings {
@@ -50,6 +62,10 @@ impl Default for GatewaySettings {
             long_context_tokens: 8192,
             prefix_block_tokens: 64,
             default_max_tokens: 1024,
+            max_buffered_bytes_per_worker: 64 * 1024 * 1024,
+            max_buffered_bytes_per_tenant: 16 * 1024 * 1024,
+            media_url_hosts: Vec::new(),
+            max_embedding_inputs: 2048,
         }
     }
 }
@@ -101,6 +117,16 @@ pub struct Tier {
     pub fail_mode: FailMode,
     #[serde(default)]
     pub cache_profile: Option<CacheProfile>,
+    /// Whether requests may carry their own `chat_template` /
+    /// `chat_template_kwargs` (a template runs on the pool's CPU and decides
+    /// what the model sees; off by default).
+    #[serde(default)]
+    pub allow_chat_templates: bool,
+    /// vLLM `priority` the gateway sets on this tier's requests (lower runs
+    /// first, with `--scheduling-policy priority`); a client's own is
+    /// always replaced, or removed when this is unset.
+    #[serde(default)]
+    pub vllm_priority: Option<i32>,
 }
 
 fn default_weight() -> f64 {

@@ -59,8 +59,107 @@ pub struct EnvoyLayout {
     pub gateway_port: u16,
     pub concurrency: u32,
     /// Listener buffer limit: must exceed the registry's `max_body_bytes`, or
-    /// Envoy answers its own plain-text 413 before llm-policy sees the body.
+    /// Envoy answers its own 413 before llm-policy sees the body.
     pub buffer_limit_bytes: u64,
+    /// Time to receive a whole request (headers, body, admission wait):
+    /// a body trickled slower than this is refused with 408.
+    pub request_timeout: Duration,
+}
+
+/// Envoy's own refusals as OpenAI errors: (response flags or a status, the
+/// status to answer, the OpenAI type and code, the message). Replies the
+/// filters send are JSON already and match none of these, except 413 and
+/// 431, which only describe the same refusal in fewer words.
+const LOCAL_REPLIES: &[(LocalReplyMatch, u32, &str, &str, &str)] = &[
+    (
+        LocalReplyMatch::Status(431),
+        431,
+        "invalid_request_error",
+        "request_headers_too_large",
+        "The request headers are too large or too many.",
+    ),
+    (
+        LocalReplyMatch::Status(413),
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        "The request body is larger than the gateway accepts.",
+    ),
+    (
+        LocalReplyMatch::Status(408),
+        408,
+        "invalid_request_error",
+        "request_timeout",
+        "The request was not received in time.",
+    ),
+    (
+        LocalReplyMatch::Flags(&["DPE"]),
+        400,
+        "invalid_request_error",
+        "invalid_request",
+        "The request is not valid HTTP.",
+    ),
+    (
+        LocalReplyMatch::Flags(&["UT"]),
+        504,
+        "server_error",
+        "upstream_timeout",
+        "The model pool did not answer in time.",
+    ),
+    (
+        LocalReplyMatch::Flags(&["RL"]),
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "Rate limit exceeded.",
+    ),
+    (
+        LocalReplyMatch::Flags(&["UH", "UF", "UO", "NC", "URX", "UC", "UR", "LR", "UPE", "OM", "NR"]),
+        503,
+        "server_error",
+        "upstream_unavailable",
+        "The model pool is unavailable; retry later.",
+    ),
+];
+
+/// What a local-reply mapper matches on.
+#[derive(Debug, Clone, Copy)]
+enum LocalReplyMatch {
+    Status(u32),
+    Flags(&'static [&'static str]),
+}
+
+/// HCM `local_reply_config`: every reply Envoy itself makes (codec errors,
+/// limits, timeouts, no upstream) in OpenAI's error shape.
+pub fn local_reply_config() -> Value {
+    let mappers: Vec<Value> = LOCAL_REPLIES
+        .iter()
+        .map(|(matcher, status, kind, code, message)| {
+            let filter = match matcher {
+                LocalReplyMatch::Status(code) => json!({ "status_code_filter": { "comparison": {
+                    "op": "EQ", "value": { "default_value": code, "runtime_key": "gateway.local_reply.status" } } } }),
+                LocalReplyMatch::Flags(flags) => json!({ "response_flag_filter": { "flags": flags } }),
+            };
+            json!({
+                "filter": filter,
+                "status_code": status,
+                "body_format_override": { "json_format": { "error": {
+                    "message": message, "type": kind, "param": null, "code": code
+                } } }
+            })
+        })
+        .collect();
+    json!({ "mappers": mappers })
+}
+
+/// The plugin's failure policy: a VM that fails (a panic, a trap) is
+/// replaced by a fresh one for the next request, after a backoff, instead of
+/// answering 503 for every later request on that worker.
+pub fn failure_policy() -> Value {
+    json!({
+        "failure_policy": "FAIL_RELOAD",
+        "reload_config": { "backoff": { "base_interval": "0.2s", "max_interval": "5s" } }
+    })
 }
 
 pub fn cluster_name(pool: &str) -> String {
@@ -155,9 +254,21 @@ fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) 
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": stat_prefix,
-            // tenant-auth keeps a sane client x-request-id and mints one otherwise.
+            // tenant-auth keeps a sane client x-request-id and mints one
+            // otherwise; the client gets it back to correlate.
             "preserve_external_request_id": true,
+            "always_set_request_id_in_response": true,
+            "common_http_protocol_options": {
+                // "x_tenant_id" must not pass tenant-auth's stripping and be
+                // read as x-tenant-id by a lenient upstream.
+                "headers_with_underscores_action": "DROP_HEADER",
+                "max_headers_count": 100
+            },
+            "max_request_headers_kb": 60,
+            "request_headers_timeout": "10s",
+            "request_timeout": format!("{}s", layout.request_timeout.as_secs_f64()),
             "stream_idle_timeout": "300s",
+            "local_reply_config": local_reply_config(),
             "route_config": { "name": "gateway", "virtual_hosts": [{ "name": "gateway", "domains": ["*"], "routes": routes(layout) }] },
             "http_filters": http_filters(layout, ecds_dir),
             "access_log": [{ "name": "envoy.access_loggers.stdout", "typed_config": {
@@ -225,22 +336,26 @@ fn ecds_path(dir: &Path, name: &str) -> PathBuf {
 /// Writes a filter's ECDS file atomically (write + rename): Envoy's watch
 /// fires on the rename and never reads a half-written file.
 pub fn write_ecds(dir: &Path, filter: &WasmFilter) -> Result<(), TestbedError> {
+    let mut plugin = json!({
+        "name": filter.name,
+        "root_id": filter.name,
+        "allow_on_headers_stop_iteration": filter.reads_body_while_paused,
+        "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.config.to_string() },
+        "vm_config": {
+            "vm_id": filter.name,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": { "local": { "filename": filter.wasm } }
+        }
+    });
+    if let (Some(plugin), Value::Object(policy)) = (plugin.as_object_mut(), failure_policy()) {
+        plugin.extend(policy);
+    }
     let resource = json!({ "resources": [{
         "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
         "name": filter.name,
         "typed_config": {
             "@type": WASM_TYPE,
-            "config": {
-                "name": filter.name,
-                "root_id": filter.name,
-                "allow_on_headers_stop_iteration": filter.reads_body_while_paused,
-                "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.config.to_string() },
-                "vm_config": {
-                    "vm_id": filter.name,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": filter.wasm } }
-                }
-            }
+            "config": plugin
         }
     }]});
     let tmp = dir.join(format!(".{}.tmp", filter.name));

@@ -135,6 +135,12 @@ pub struct TestbedConfig {
     /// Envoy's native `envoy.filters.http.ratelimit` against ratelimit-service
     /// (RLS v3) in this domain, one descriptor `tenant` from `x-tenant-id`.
     pub native_ratelimit_domain: Option<String>,
+    /// Envoy's `request_timeout`: a request (body and admission wait
+    /// included) not received in this time is refused with 408.
+    pub request_timeout: Duration,
+    /// Test-only filter modules (crate names built by `make wasm`, e.g.
+    /// `crash_probe`) placed first in the chain, with an empty config.
+    pub probe_filters: Vec<String>,
 }
 
 impl TestbedConfig {
@@ -153,6 +159,8 @@ impl TestbedConfig {
             run_dir: None,
             admission_config: json!({}),
             native_ratelimit_domain: None,
+            request_timeout: Duration::from_secs(120),
+            probe_filters: Vec::new(),
         }
     }
 }
@@ -229,6 +237,7 @@ impl Testbed {
             gateway_port: config.gateway_port,
             concurrency: config.envoy_concurrency,
             buffer_limit_bytes: registry.config().gateway.max_body_bytes + 64 * 1024,
+            request_timeout: config.request_timeout,
         };
         let envoy = envoy::start(&paths.envoy, &layout, &dir)?;
         Ok(Self {
@@ -475,6 +484,14 @@ fn filter_chain(
     registry: &RegistryConfig,
 ) -> Result<Vec<WasmFilter>, TestbedError> {
     let mut filters = Vec::new();
+    for probe in &config.probe_filters {
+        filters.push(WasmFilter {
+            name: probe.replace('_', "-"),
+            wasm: paths.wasm(probe)?,
+            config: json!({}),
+            reads_body_while_paused: false,
+        });
+    }
     if config.filters.tenant_auth {
         filters.push(WasmFilter {
             name: "tenant-auth".into(),

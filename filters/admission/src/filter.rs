@@ -4,6 +4,10 @@
 //! owned by a stream context is cancelled when that stream ends, and a
 //! report is exactly what must outlive the stream. Reports are buffered and
 //! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
+//!
+//! Every host call but gRPC dispatch goes through `filter_common::host`
+//! (fallible, headers as bytes): nothing a client or the pool sends can
+//! reach an unwrap inside the VM.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,12 +17,12 @@ use admission_proto::v1::{
     AdmitResponse, CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo, RenewRequest,
 };
 use filter_common::headers;
-use filter_common::host::send_error;
+use filter_common::host::{self, send_error};
 use hashbrown::HashSet;
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::{
     Admission, CompiledConfig, ReportBuffer, RequestFacts, UsageTracker, admit_request,
@@ -48,7 +52,7 @@ struct FailureCounters {
 
 impl FailureCounters {
     fn define() -> Self {
-        let define = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let define = |name: &str| host::define_counter(name).ok();
         Self {
             fail_open: define("llm_gateway.admission.fail_open"),
             fail_closed: define("llm_gateway.admission.fail_closed"),
@@ -56,9 +60,7 @@ impl FailureCounters {
     }
 
     fn count(id: Option<u32>) {
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+        host::increment(id, 1);
     }
 }
 
@@ -92,7 +94,7 @@ impl Shared {
     /// calling context, restored afterwards. Returns the call's token, or
     /// `None` when it was not sent (logged here).
     fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) -> Option<u32> {
-        if hostcalls::set_effective_context(self.root_id).is_err() {
+        if host::set_effective_context(self.root_id).is_err() {
             log::warn!("admission: cannot switch to root context; {method} not sent");
             return None;
         }
@@ -107,7 +109,7 @@ impl Shared {
         if let Err(status) = &sent {
             log::warn!("admission: {method} not sent: {status:?}");
         }
-        let _ = hostcalls::set_effective_context(current);
+        let _ = host::set_effective_context(current);
         sent.ok()
     }
 }
@@ -128,7 +130,7 @@ impl Context for AdmissionRoot {
         if self.final_flush == Some(token) {
             self.final_flush = None;
             // The last reports are answered: Envoy may delete this context.
-            if hostcalls::done().is_err() {
+            if host::done().is_err() {
                 log::warn!("admission: host refused proxy_done");
             }
         }
@@ -153,13 +155,16 @@ impl Context for AdmissionRoot {
 
 impl RootContext for AdmissionRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(bytes) = self.get_plugin_configuration() else {
+        let Ok(Some(bytes)) = host::plugin_configuration() else {
             log::error!("admission: no configuration given");
             return false;
         };
         match CompiledConfig::from_json(&bytes) {
             Ok(config) => {
-                self.set_tick_period(config.report_flush);
+                if let Err(e) = host::set_tick_period(config.report_flush) {
+                    log::error!("admission: {e}");
+                    return false;
+                }
                 self.shared = Some(Rc::new(Shared {
                     config,
                     counters: FailureCounters::define(),
@@ -184,7 +189,7 @@ impl RootContext for AdmissionRoot {
         if let Some(reports) = pending {
             shared.send_reports(self.id, reports);
         }
-        let now = self.get_current_time();
+        let now = host::now_or_epoch();
         // A clock that went back counts as due rather than stalling renewals.
         let due = self
             .last_renew
@@ -205,9 +210,10 @@ impl RootContext for AdmissionRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK panics on it. An unconfigured root refuses.
         Some(Box::new(AdmissionFilter {
             id: context_id,
-            shared: self.shared.clone()?,
+            shared: self.shared.clone(),
             tier: String::new(),
             admit_token: None,
             lease: None,
@@ -215,7 +221,7 @@ impl RootContext for AdmissionRoot {
             usage: None,
             admitted_at: None,
             first_byte_at: None,
-            upstream_failed: false,
+            upstream: UpstreamStatus::Answered,
         }))
     }
 
@@ -226,7 +232,7 @@ impl RootContext for AdmissionRoot {
 
 struct AdmissionFilter {
     id: u32,
-    shared: Rc<Shared>,
+    shared: Option<Rc<Shared>>,
     tier: String,
     admit_token: Option<u32>,
     lease: Option<String>,
@@ -234,7 +240,29 @@ struct AdmissionFilter {
     usage: Option<UsageTracker>,
     admitted_at: Option<SystemTime>,
     first_byte_at: Option<SystemTime>,
-    upstream_failed: bool,
+    /// What the pool's status said, for the report.
+    upstream: UpstreamStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamStatus {
+    Answered,
+    /// 4xx: the pool refused; nothing was generated.
+    Refused,
+    /// 5xx.
+    Failed,
+}
+
+/// A header the gateway's own filters set, as text (`None` if absent, not
+/// UTF-8, or unreadable: the request is then treated as unmetered input).
+fn header_text(map: MapType, name: &str) -> Option<String> {
+    match host::header(map, name) {
+        Ok(raw) => raw.and_then(|bytes| String::from_utf8(bytes).ok()),
+        Err(e) => {
+            log::warn!("admission: {e}");
+            None
+        }
+    }
 }
 
 fn millis_between(from: Option<SystemTime>, to: SystemTime) -> u64 {
@@ -243,30 +271,39 @@ fn millis_between(from: Option<SystemTime>, to: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+const REQUEST: MapType = MapType::HttpRequestHeaders;
+const RESPONSE: MapType = MapType::HttpResponseHeaders;
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    if let Err(e) = host::set_header(REQUEST, name.as_bytes(), value.map(str::as_bytes)) {
+        log::warn!("admission: {e}");
+    }
+}
+
 impl AdmissionFilter {
-    fn facts(&self) -> RequestFacts {
+    fn facts() -> RequestFacts {
         RequestFacts {
-            tenant: self.get_http_request_header(headers::TENANT_ID),
-            tier: self.get_http_request_header(headers::TENANT_TIER),
-            model: self.get_http_request_header(headers::MODEL),
-            pool: self.get_http_request_header(headers::POOL),
-            prompt_tokens: self.get_http_request_header(headers::PROMPT_TOKENS),
-            max_tokens: self.get_http_request_header(headers::MAX_TOKENS),
-            request_id: self.get_http_request_header(headers::REQUEST_ID),
+            tenant: header_text(REQUEST, headers::TENANT_ID),
+            tier: header_text(REQUEST, headers::TENANT_TIER),
+            model: header_text(REQUEST, headers::MODEL),
+            pool: header_text(REQUEST, headers::POOL),
+            prompt_tokens: header_text(REQUEST, headers::PROMPT_TOKENS),
+            max_tokens: header_text(REQUEST, headers::MAX_TOKENS),
+            request_id: header_text(REQUEST, headers::REQUEST_ID),
         }
     }
 
     /// The service could not answer: the tier's failure mode decides.
-    fn on_service_unavailable(&mut self, why: &str) -> Action {
-        match unavailable(self.shared.config.fail_mode(&self.tier)) {
+    fn on_service_unavailable(&mut self, shared: &Shared, why: &str) -> Action {
+        match unavailable(shared.config.fail_mode(&self.tier)) {
             None => {
-                FailureCounters::count(self.shared.counters.fail_open);
+                FailureCounters::count(shared.counters.fail_open);
                 log::warn!("admission: {why}; tier {:?} fails open", self.tier);
-                self.set_http_request_header(headers::ADMISSION_BYPASSED, Some("bypassed"));
+                set_request_header(headers::ADMISSION_BYPASSED, Some("bypassed"));
                 Action::Continue
             }
             Some(error) => {
-                FailureCounters::count(self.shared.counters.fail_closed);
+                FailureCounters::count(shared.counters.fail_closed);
                 log::warn!("admission: {why}; tier {:?} fails closed", self.tier);
                 send_error(&error);
                 Action::Pause
@@ -274,16 +311,19 @@ impl AdmissionFilter {
         }
     }
 
-    fn on_admit_answer(&mut self, status_code: u32, size: usize) -> Action {
+    fn on_admit_answer(&mut self, shared: &Shared, status_code: u32, size: usize) -> Action {
         if status_code != 0 {
-            return self
-                .on_service_unavailable(&format!("Admit failed with gRPC status {status_code}"));
+            return self.on_service_unavailable(
+                shared,
+                &format!("Admit failed with gRPC status {status_code}"),
+            );
         }
-        let body = self
-            .get_grpc_call_response_body(0, size)
-            .unwrap_or_default();
+        let body = match host::buffer(BufferType::GrpcReceiveBuffer, 0, size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(e) => return self.on_service_unavailable(shared, &e.to_string()),
+        };
         let Ok(response) = AdmitResponse::decode(body.as_slice()) else {
-            return self.on_service_unavailable("Admit answer does not decode");
+            return self.on_service_unavailable(shared, "Admit answer does not decode");
         };
         match Admission::from_response(response) {
             Admission::Admitted {
@@ -296,11 +336,11 @@ impl AdmissionFilter {
                 }
                 // Metered: nothing upstream may read this request as bypassed,
                 // whatever reached us (tenant-auth strips it too).
-                self.set_http_request_header(headers::ADMISSION_BYPASSED, None);
-                self.shared.leases.borrow_mut().insert(lease_id.clone());
+                set_request_header(headers::ADMISSION_BYPASSED, None);
+                shared.leases.borrow_mut().insert(lease_id.clone());
                 self.lease = Some(lease_id);
                 self.rate_limit = rate_limit;
-                self.admitted_at = Some(self.get_current_time());
+                self.admitted_at = Some(host::now_or_epoch());
                 Action::Continue
             }
             Admission::Rejected(error) => {
@@ -312,16 +352,20 @@ impl AdmissionFilter {
 
     /// Settles the lease with what is known; at most once per request.
     fn complete(&mut self, outcome: Outcome) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
         let Some(lease_id) = self.lease.take() else {
             return;
         };
-        self.shared.leases.borrow_mut().remove(&lease_id);
+        shared.leases.borrow_mut().remove(&lease_id);
         let usage = self.usage.as_mut().and_then(UsageTracker::finish);
-        let now = self.get_current_time();
-        let outcome = if outcome == Outcome::Completed && self.upstream_failed {
-            Outcome::UpstreamError
-        } else {
-            outcome
+        let now = host::now_or_epoch();
+        let outcome = match (outcome, self.upstream) {
+            (Outcome::Completed, UpstreamStatus::Failed) => Outcome::UpstreamError,
+            // Refused by the pool, whether or not the client stayed.
+            (_, UpstreamStatus::Refused) => Outcome::UpstreamRejected,
+            (outcome, _) => outcome,
         };
         let report = CompleteRequest {
             lease_id,
@@ -335,7 +379,7 @@ impl AdmissionFilter {
                 .first_byte_at
                 .map_or(0, |t| millis_between(self.admitted_at, t)),
         };
-        self.shared.report(self.id, report);
+        shared.report(self.id, report);
     }
 }
 
@@ -345,22 +389,32 @@ impl Context for AdmissionFilter {
             return;
         }
         self.admit_token = None;
-        if self.on_admit_answer(status_code, size) == Action::Continue {
-            self.resume_http_request();
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.on_admit_answer(&shared, status_code, size) == Action::Continue
+            && let Err(e) = host::resume_request()
+        {
+            log::warn!("admission: {e}");
         }
     }
 }
 
 impl HttpContext for AdmissionFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let facts = self.facts();
+        let Some(shared) = self.shared.clone() else {
+            log::error!("admission: not configured; refusing");
+            send_error(&filter_common::host_failure());
+            return Action::Pause;
+        };
+        let facts = Self::facts();
         self.tier = facts.tier.clone().unwrap_or_default();
-        let Some(request) = admit_request(&facts, &self.shared.config.holder) else {
+        let Some(request) = admit_request(&facts, &shared.config.holder) else {
             return Action::Continue;
         };
-        let timeout: Duration = self.shared.config.admit_timeout(&request.pool);
+        let timeout: Duration = shared.config.admit_timeout(&request.pool);
         match self.dispatch_grpc_call(
-            &self.shared.config.cluster,
+            &shared.config.cluster,
             SERVICE,
             "Admit",
             Vec::new(),
@@ -371,21 +425,31 @@ impl HttpContext for AdmissionFilter {
                 self.admit_token = Some(token);
                 Action::Pause
             }
-            Err(status) => self.on_service_unavailable(&format!("Admit not sent: {status:?}")),
+            Err(status) => {
+                self.on_service_unavailable(&shared, &format!("Admit not sent: {status:?}"))
+            }
         }
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let Some(info) = &self.rate_limit {
             for (name, value) in rate_limit_headers(info) {
-                self.set_http_response_header(name, Some(&value));
+                if let Err(e) = host::set_header(RESPONSE, name.as_bytes(), Some(value.as_bytes()))
+                {
+                    log::warn!("admission: {e}");
+                }
             }
         }
         if self.lease.is_some() {
-            let status = self.get_http_response_header(":status").unwrap_or_default();
-            self.upstream_failed = status.starts_with('5');
-            let sse = self
-                .get_http_response_header("content-type")
+            let status = header_text(RESPONSE, ":status").unwrap_or_default();
+            self.upstream = if status.starts_with('5') {
+                UpstreamStatus::Failed
+            } else if status.starts_with('4') {
+                UpstreamStatus::Refused
+            } else {
+                UpstreamStatus::Answered
+            };
+            let sse = header_text(RESPONSE, "content-type")
                 .is_some_and(|c| c.starts_with("text/event-stream"));
             self.usage = Some(UsageTracker::new(sse));
         }
@@ -398,12 +462,16 @@ impl HttpContext for AdmissionFilter {
         }
         if body_size > 0 {
             if self.first_byte_at.is_none() {
-                self.first_byte_at = Some(self.get_current_time());
+                self.first_byte_at = Some(host::now_or_epoch());
             }
-            if let Some(chunk) = self.get_http_response_body(0, body_size)
-                && let Some(tracker) = self.usage.as_mut()
-            {
-                tracker.feed(&chunk);
+            match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(Some(chunk)) => {
+                    if let Some(tracker) = self.usage.as_mut() {
+                        tracker.feed(&chunk);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("admission: {e}"),
             }
         }
         if end_of_stream {
@@ -416,8 +484,10 @@ impl HttpContext for AdmissionFilter {
         // Still waiting for Admit: the client left while queued. Envoy does not
         // cancel a plugin's call when the stream ends, so cancel it here; the
         // service sees the RPC cancelled, leaves the queue and refunds.
-        if let Some(token) = self.admit_token.take() {
-            self.cancel_grpc_call(token);
+        if let Some(token) = self.admit_token.take()
+            && let Err(e) = host::cancel_grpc_call(token)
+        {
+            log::warn!("admission: {e}");
         }
         // Still holding the lease here means the response never finished:
         // the client went away or the stream was reset.

@@ -1,10 +1,20 @@
 //! Reads the pool's `usage` out of a response as it streams past, without
-//! holding the response back and with bounded memory.
+//! holding the response back and with bounded memory whatever its size.
 //!
-//! JSON responses are kept up to a cap and parsed at the end; past the cap
-//! only the tail is kept, where OpenAI-compatible servers put `usage`. SSE
-//! streams are scanned line by line and only `data:` events mentioning
-//! `usage` are parsed; the last one with a non-null usage wins.
+//! Usage is found structurally, never by searching text: a streaming JSON
+//! scanner follows the document's nesting and captures only the value at a
+//! known path, the top-level `usage` (chat, completions, embeddings, the
+//! Responses API's JSON and every stream chunk) or `response.usage` (the
+//! Responses API's `response.completed` event). A string anywhere else can
+//! hold `"usage":{...}` (a prompt token that decodes to `usage` in vLLM's
+//! `prompt_logprobs`, serialised after the real usage) and is never read as
+//! one. Memory: the scanner keeps a few bytes of state and the captured
+//! value, capped at [`USAGE_CAP`]; SSE is scanned line by line with a fresh
+//! scanner per `data:` line, so no line is buffered either.
+//!
+//! With vLLM's `stream_options.continuous_usage_stats` (llm-policy forces
+//! it) every chunk carries the running usage, so the last one seen settles
+//! a stream the client hung up on.
 
 use serde::Deserialize;
 
@@ -16,13 +26,17 @@ pub struct Usage {
     pub cached_tokens: u32,
 }
 
+/// vLLM's usage object in both of its shapes: chat / completions /
+/// embeddings (`prompt_tokens`) and the Responses API (`input_tokens`).
+/// The prompt count is required: an object without one is no usage, and
+/// the request is charged its reservation rather than settled at zero.
 #[derive(Deserialize)]
 struct RawUsage {
-    #[serde(default)]
+    #[serde(alias = "input_tokens")]
     prompt_tokens: u32,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: u32,
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens_details")]
     prompt_tokens_details: Option<RawDetails>,
 }
 
@@ -30,11 +44,6 @@ struct RawUsage {
 struct RawDetails {
     #[serde(default)]
     cached_tokens: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct WithUsage {
-    usage: Option<RawUsage>,
 }
 
 impl From<RawUsage> for Usage {
@@ -45,106 +54,264 @@ impl From<RawUsage> for Usage {
             cached_tokens: raw
                 .prompt_tokens_details
                 .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+                .unwrap_or(0)
+                .min(raw.prompt_tokens),
         }
     }
 }
 
-const JSON_CAP: usize = 1 << 20;
-const JSON_TAIL: usize = 64 << 10;
-const LINE_CAP: usize = 256 << 10;
+/// Largest usage value captured; real ones are under 300 bytes.
+pub const USAGE_CAP: usize = 4 << 10;
+
+/// The member key at one of the two depths the scanner follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Key {
+    #[default]
+    Other,
+    Usage,
+    Response,
+}
+
+/// The longest key worth remembering (`response`).
+const KEY_CAP: usize = 8;
+
+/// A streaming JSON scanner that captures the value at `usage` or
+/// `response.usage`. It does not validate the document: it only needs to
+/// know, byte by byte, whether it is inside a string and how deep it is,
+/// which any document a JSON encoder wrote tells it exactly.
+#[derive(Debug, Default)]
+struct Scanner {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Containers at depths 1 and 2: whether each is an object.
+    is_object: [bool; 3],
+    /// The last member key read at depths 1 and 2.
+    keys: [Key; 3],
+    expecting_key: bool,
+    reading_key: bool,
+    key: [u8; KEY_CAP],
+    key_len: usize,
+    key_overflow: bool,
+    /// The value being captured and the depth of the object holding it.
+    capture: Option<(u32, Vec<u8>)>,
+    capture_overflow: bool,
+    found: Option<Usage>,
+}
+
+impl Scanner {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.step(b);
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        if let Some((at, value)) = self.capture.as_mut() {
+            let ends = !self.in_string && self.depth == *at && (b == b',' || b == b'}');
+            if ends {
+                self.end_capture();
+            } else if value.len() < USAGE_CAP {
+                value.push(b);
+            } else {
+                self.capture_overflow = true;
+            }
+        }
+        if self.in_string {
+            self.string_byte(b);
+            return;
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.expecting_key && self.depth <= 2 {
+                    self.reading_key = true;
+                    self.key_len = 0;
+                    self.key_overflow = false;
+                }
+            }
+            b'{' | b'[' => {
+                self.depth = self.depth.saturating_add(1);
+                if let Some(slot) = self.slot() {
+                    if let Some(kind) = self.is_object.get_mut(slot) {
+                        *kind = b == b'{';
+                    }
+                    if let Some(key) = self.keys.get_mut(slot) {
+                        *key = Key::Other;
+                    }
+                }
+                self.expecting_key = b == b'{';
+            }
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                self.expecting_key = false;
+            }
+            b',' => self.expecting_key = self.in_object(),
+            b':' if self.in_object() && self.at_usage_path() => {
+                self.capture = Some((self.depth, Vec::new()));
+                self.capture_overflow = false;
+            }
+            _ => {}
+        }
+    }
+
+    fn string_byte(&mut self, b: u8) {
+        if self.escaped {
+            self.escaped = false;
+            self.key_overflow |= self.reading_key;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.in_string = false;
+            if self.reading_key {
+                self.reading_key = false;
+                self.expecting_key = false;
+                let key = self.read_key();
+                if let Some(slot) = self.slot()
+                    && let Some(k) = self.keys.get_mut(slot)
+                {
+                    *k = key;
+                }
+            }
+        } else if self.reading_key {
+            match self.key.get_mut(self.key_len) {
+                Some(slot) => {
+                    *slot = b;
+                    self.key_len += 1;
+                }
+                None => self.key_overflow = true,
+            }
+        }
+    }
+
+    /// Index of the current depth in the per-depth arrays, if followed.
+    fn slot(&self) -> Option<usize> {
+        usize::try_from(self.depth).ok().filter(|&d| (1..=2).contains(&d))
+    }
+
+    fn in_object(&self) -> bool {
+        self.slot()
+            .and_then(|s| self.is_object.get(s).copied())
+            .unwrap_or(false)
+    }
+
+    fn read_key(&self) -> Key {
+        if self.key_overflow {
+            return Key::Other;
+        }
+        match self.key.get(..self.key_len) {
+            Some(b"usage") => Key::Usage,
+            Some(b"response") => Key::Response,
+            _ => Key::Other,
+        }
+    }
+
+    fn at_usage_path(&self) -> bool {
+        match self.depth {
+            1 => self.keys.get(1) == Some(&Key::Usage),
+            2 => {
+                self.keys.get(1) == Some(&Key::Response)
+                    && self.is_object.get(1) == Some(&true)
+                    && self.keys.get(2) == Some(&Key::Usage)
+            }
+            _ => false,
+        }
+    }
+
+    fn end_capture(&mut self) {
+        let Some((_, value)) = self.capture.take() else {
+            return;
+        };
+        if self.capture_overflow {
+            return;
+        }
+        // `null` (a chunk before the last without continuous stats) is no
+        // usage and leaves an earlier one standing.
+        if let Ok(Some(raw)) = serde_json::from_slice::<Option<RawUsage>>(&value) {
+            self.found = Some(raw.into());
+        }
+    }
+}
 
 /// Follows one response body.
 #[derive(Debug)]
 pub struct UsageTracker {
     sse: bool,
-    buf: Vec<u8>,
-    truncated: bool,
+    scanner: Scanner,
+    /// SSE: the start of the current line, until it shows whether it is a
+    /// `data:` line (at most 5 bytes).
+    line_head: Vec<u8>,
+    in_data_line: bool,
+    skipping_line: bool,
     last: Option<Usage>,
 }
+
+const DATA_PREFIX: &[u8] = b"data:";
 
 impl UsageTracker {
     /// `sse`: the response is `text/event-stream`.
     pub fn new(sse: bool) -> Self {
         Self {
             sse,
-            buf: Vec::new(),
-            truncated: false,
+            scanner: Scanner::default(),
+            line_head: Vec::with_capacity(DATA_PREFIX.len()),
+            in_data_line: false,
+            skipping_line: false,
             last: None,
         }
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.sse {
-            self.feed_sse(chunk);
+            for &b in chunk {
+                self.sse_byte(b);
+            }
         } else {
-            self.buf.extend_from_slice(chunk);
-            if self.buf.len() > JSON_CAP {
-                let cut = self.buf.len() - JSON_TAIL;
-                self.buf.drain(..cut);
-                self.truncated = true;
+            self.scanner.feed(chunk);
+        }
+    }
+
+    fn sse_byte(&mut self, b: u8) {
+        if b == b'\n' || b == b'\r' {
+            self.end_line();
+            return;
+        }
+        if self.in_data_line {
+            self.scanner.step(b);
+        } else if !self.skipping_line {
+            self.line_head.push(b);
+            if self.line_head.as_slice() == DATA_PREFIX {
+                self.in_data_line = true;
+                self.scanner = Scanner::default();
+            } else if !DATA_PREFIX.starts_with(&self.line_head) {
+                self.skipping_line = true;
             }
         }
     }
 
-    fn feed_sse(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
-        if let Some(last_newline) = self.buf.iter().rposition(|&b| b == b'\n') {
-            let complete: Vec<u8> = self.buf.drain(..=last_newline).collect();
-            for line in complete.split(|&b| b == b'\n') {
-                if let Some(usage) = sse_usage(line) {
-                    self.last = Some(usage);
-                }
-            }
-        }
-        if self.buf.len() > LINE_CAP {
-            // A line this long carries no usage we could afford to parse.
-            self.buf.clear();
-        }
-    }
-
-    /// The usage, once the body has ended.
-    pub fn finish(&mut self) -> Option<Usage> {
-        if self.sse {
-            let rest = std::mem::take(&mut self.buf);
-            if let Some(usage) = sse_usage(&rest) {
+    fn end_line(&mut self) {
+        if self.in_data_line {
+            // The line's document ends here: a value still open is
+            // finished as if its object closed.
+            self.scanner.end_capture();
+            if let Some(usage) = self.scanner.found.take() {
                 self.last = Some(usage);
             }
-            return self.last;
         }
-        if !self.truncated
-            && let Ok(whole) = serde_json::from_slice::<WithUsage>(&self.buf)
-        {
-            return whole.usage.map(Usage::from);
+        self.line_head.clear();
+        self.in_data_line = false;
+        self.skipping_line = false;
+    }
+
+    /// The last usage seen, once the body has ended or been cut off.
+    pub fn finish(&mut self) -> Option<Usage> {
+        if self.sse {
+            self.end_line();
+            self.last
+        } else {
+            self.scanner.found
         }
-        usage_after_key(&self.buf)
     }
-}
-
-fn sse_usage(line: &[u8]) -> Option<Usage> {
-    let data = line.strip_prefix(b"data:")?;
-    if !contains(data, b"\"usage\"") {
-        return None;
-    }
-    serde_json::from_slice::<WithUsage>(data.trim_ascii())
-        .ok()?
-        .usage
-        .map(Usage::from)
-}
-
-/// Parses the value after the last `"usage":` in `bytes`.
-fn usage_after_key(bytes: &[u8]) -> Option<Usage> {
-    let key = b"\"usage\"";
-    let at = bytes.windows(key.len()).rposition(|w| w == key)?;
-    let rest = bytes.get(at + key.len()..)?;
-    let colon = rest.iter().position(|&b| b == b':')?;
-    let mut values =
-        serde_json::Deserializer::from_slice(rest.get(colon + 1..)?).into_iter::<RawUsage>();
-    values.next()?.ok().map(Usage::from)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -153,41 +320,83 @@ mod tests {
 
     const USAGE: &str = r#""usage":{"prompt_tokens":42,"completion_tokens":7,"total_tokens":49,"prompt_tokens_details":{"cached_tokens":32}}"#;
 
-    #[test]
-    fn json_body_in_pieces() {
-        let body = format!(r#"{{"id":"x","choices":[{{"text":"hi"}}],{USAGE}}}"#);
+    fn expected() -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: 42,
+            completion_tokens: 7,
+            cached_tokens: 32,
+        })
+    }
+
+    fn json(body: &str) -> Option<Usage> {
         let mut t = UsageTracker::new(false);
-        for piece in body.as_bytes().chunks(5) {
-            t.feed(piece);
-        }
-        assert_eq!(
-            t.finish(),
-            Some(Usage {
-                prompt_tokens: 42,
-                completion_tokens: 7,
-                cached_tokens: 32
-            })
-        );
+        t.feed(body.as_bytes());
+        t.finish()
     }
 
     #[test]
-    fn huge_json_keeps_tail_usage() {
+    fn json_body_in_pieces() {
+        let body = format!(r#"{{"id":"x","choices":[{{"text":"hi"}}],{USAGE}}}"#);
+        for size in 1..8 {
+            let mut t = UsageTracker::new(false);
+            for piece in body.as_bytes().chunks(size) {
+                t.feed(piece);
+            }
+            assert_eq!(t.finish(), expected(), "pieces of {size}");
+        }
+    }
+
+    #[test]
+    fn huge_json_keeps_usage_with_bounded_memory() {
         let filler = "a".repeat(3 << 20);
         let body = format!(r#"{{"choices":[{{"text":"{filler}"}}],{USAGE}}}"#);
         let mut t = UsageTracker::new(false);
         for piece in body.as_bytes().chunks(64 << 10) {
             t.feed(piece);
         }
-        assert!(t.buf.len() <= JSON_CAP);
-        assert_eq!(t.finish().map(|u| u.prompt_tokens), Some(42));
+        assert!(t.scanner.capture.is_none());
+        assert_eq!(t.finish(), expected());
+    }
+
+    #[test]
+    fn usage_inside_prompt_logprobs_is_not_usage() {
+        // Finding 3: vLLM serialises prompt_logprobs after usage, and a prompt
+        // token may decode to `usage`: only the top-level member counts.
+        let body = format!(
+            r#"{{"choices":[],{USAGE},"prompt_logprobs":[null,{{"11":{{"logprob":-1.0,"rank":1,"decoded_token":"usage"}}}},{{"usage":{{"prompt_tokens":0}}}}]}}"#
+        );
+        assert_eq!(json(&body), expected());
+        // A string holding a fake usage object, after the real one.
+        let body = format!(
+            r#"{{{USAGE},"choices":[{{"text":"\"usage\":{{\"prompt_tokens\":0}}"}}]}}"#
+        );
+        assert_eq!(json(&body), expected());
+        // And a key that only starts like usage.
+        assert_eq!(json(r#"{"usages":{"prompt_tokens":1}}"#), None);
+    }
+
+    #[test]
+    fn responses_api_json_and_event() {
+        let body = r#"{"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":42,"input_tokens_details":{"cached_tokens":32},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":49}}"#;
+        assert_eq!(json(body), expected());
+        let stream = "event: response.created\n\
+             data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"usage\":null}}\n\n\
+             event: response.output_text.delta\n\
+             data: {\"type\":\"response.output_text.delta\",\"delta\":\"usage\"}\n\n\
+             event: response.completed\n\
+             data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"output\":[{\"usage\":{\"input_tokens\":1}}],\"usage\":{\"input_tokens\":42,\"input_tokens_details\":{\"cached_tokens\":32},\"output_tokens\":7,\"total_tokens\":49}}}\n\n";
+        for split in 1..stream.len() {
+            let mut t = UsageTracker::new(true);
+            t.feed(&stream.as_bytes()[..split]);
+            t.feed(&stream.as_bytes()[split..]);
+            assert_eq!(t.finish(), expected(), "split at {split}");
+        }
     }
 
     #[test]
     fn embeddings_usage_without_completion() {
-        let mut t = UsageTracker::new(false);
-        t.feed(br#"{"data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}"#);
         assert_eq!(
-            t.finish(),
+            json(r#"{"data":[],"usage":{"prompt_tokens":9,"total_tokens":9}}"#),
             Some(Usage {
                 prompt_tokens: 9,
                 ..Usage::default()
@@ -205,21 +414,73 @@ mod tests {
             let mut t = UsageTracker::new(true);
             t.feed(&stream.as_bytes()[..split]);
             t.feed(&stream.as_bytes()[split..]);
-            assert_eq!(
-                t.finish().map(|u| u.completion_tokens),
-                Some(7),
-                "split at {split}"
-            );
+            assert_eq!(t.finish(), expected(), "split at {split}");
         }
     }
 
     #[test]
-    fn no_usage_is_none() {
+    fn continuous_usage_settles_a_stream_cut_short() {
+        // Every chunk carries the running usage; the stream stops mid-way.
+        let mut t = UsageTracker::new(true);
+        for n in 1..=5 {
+            t.feed(format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"x\"}}}}],\"usage\":{{\"prompt_tokens\":42,\"completion_tokens\":{n},\"total_tokens\":{}}}}}\n\n",
+                42 + n
+            ).as_bytes());
+        }
+        t.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"trunc");
+        assert_eq!(
+            t.finish(),
+            Some(Usage {
+                prompt_tokens: 42,
+                completion_tokens: 5,
+                cached_tokens: 0
+            })
+        );
+    }
+
+    #[test]
+    fn unreadable_usage_is_none() {
         let mut t = UsageTracker::new(true);
         t.feed(b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
         assert_eq!(t.finish(), None);
-        let mut t = UsageTracker::new(false);
-        t.feed(b"not json");
-        assert_eq!(t.finish(), None);
+        assert_eq!(json("not json"), None);
+        // No prompt count: not a usage object.
+        assert_eq!(json(r#"{"usage":{}}"#), None);
+        assert_eq!(json(r#"{"usage":{"completion_tokens":3}}"#), None);
+        // Negative, fractional or huge numbers.
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":-1}}"#), None);
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":1.5}}"#), None);
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":99999999999}}"#), None);
+        // A usage value too large to be real is not parsed.
+        let padded = format!(
+            r#"{{"usage":{{"prompt_tokens":1,"pad":"{}"}}}}"#,
+            "x".repeat(USAGE_CAP)
+        );
+        assert_eq!(json(&padded), None);
+    }
+
+    #[test]
+    fn cached_never_exceeds_prompt() {
+        let u = json(r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":50}}}"#);
+        assert_eq!(u.map(|u| u.cached_tokens), Some(5));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..2_000 {
+            let mut t = UsageTracker::new(seed & 1 == 0);
+            let mut bytes = Vec::new();
+            for _ in 0..(seed % 300) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let alphabet = b"{}[]\",:\\usagerponse data:\n 0123";
+                bytes.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            t.feed(&bytes);
+            let _ = t.finish();
+        }
     }
 }

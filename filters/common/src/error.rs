@@ -96,6 +96,28 @@ impl GatewayError {
     }
 }
 
+/// The reply when the host itself failed a call the filter needed: the
+/// request is refused rather than passed on half-checked.
+pub fn host_failure() -> GatewayError {
+    GatewayError::new(
+        500,
+        ErrorKind::ServerError,
+        "gateway_error",
+        "The gateway could not process this request.",
+    )
+}
+
+/// A request header the gateway reads holds bytes that are not UTF-8.
+pub fn non_utf8_header(name: &str) -> GatewayError {
+    GatewayError::new(
+        400,
+        ErrorKind::InvalidRequestError,
+        "invalid_header",
+        format!("The {name} header is not valid UTF-8."),
+    )
+    .with_param(name)
+}
+
 /// Maps a filter's error enum to the reply the client sees.
 pub trait IntoGatewayError {
     fn into_gateway_error(self) -> GatewayError;

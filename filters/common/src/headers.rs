@@ -19,11 +19,20 @@ pub const ADMISSION_BYPASSED: &str = "x-gateway-admission";
 
 /// Whether a client-sent header must be removed before any filter runs.
 pub fn is_gateway_owned(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("x-tenant-")
-        || lower.starts_with("x-llm-")
-        || lower.starts_with("x-gateway-")
-        || lower == PREFIX_KEY
+    is_gateway_owned_name(name.as_bytes())
+}
+
+/// [`is_gateway_owned`] on a name as the host hands it over: bytes, which
+/// a hostile client may have made anything but UTF-8.
+pub fn is_gateway_owned_name(name: &[u8]) -> bool {
+    let starts = |prefix: &str| {
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    starts("x-tenant-")
+        || starts("x-llm-")
+        || starts("x-gateway-")
+        || name.eq_ignore_ascii_case(PREFIX_KEY.as_bytes())
 }
 
 #[cfg(test)]
@@ -52,5 +61,8 @@ mod tests {
         ] {
             assert!(!is_gateway_owned(h), "{h}");
         }
+        assert!(is_gateway_owned_name(b"X-Tenant-\xe9"));
+        assert!(!is_gateway_owned_name(b"x-note-\xe9"));
+        assert!(!is_gateway_owned_name(b"x-"));
     }
 }

@@ -1,14 +1,347 @@
-//! The thin layer over proxy-wasm host calls that filters share.
+//! The fallible host layer: every proxy-wasm host call a filter makes for
+//! data goes through here.
+//!
+//! Why not the SDK: its helpers (`get_http_request_header`, `get_property`,
+//! `resume_http_request`, ...) and even its `hostcalls` functions unwrap.
+//! A header value that is not UTF-8 or a status the SDK did not expect (a
+//! response header map asked for after a reset is `BadArgument`) panics,
+//! and a panic kills the VM: every later request on that Envoy worker then
+//! fails until the VM is reloaded. Here the ABI is called directly, every
+//! status is an error value, and headers are bytes; whether a non-UTF-8
+//! value is refused or ignored is the calling filter's rule ([`text`]).
+//!
+//! What still goes through the SDK: its dispatcher (context bookkeeping)
+//! and `dispatch_grpc_call`, which registers the call so that its answer is
+//! routed back; Envoy's `grpcCall` returns only the statuses that SDK
+//! function maps to errors (Ok, ParseFailure, InternalFailure).
+#![allow(unsafe_code)] // The ABI is C: this module is the one place it is called.
 
-use proxy_wasm::hostcalls;
+use std::ptr::{null, null_mut};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proxy_wasm::types::{BufferType, MapType, MetricType, StreamType};
 
 use crate::GatewayError;
+use crate::wire::{decode_pairs, encode_pairs, encode_path};
+
+/// A host call that did not succeed: the call and the host's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("host call {call} failed with status {status}")]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
+}
+
+type HostResult<T> = Result<T, HostError>;
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+mod abi {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        pub fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        pub fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_buffer_data: *mut *mut u8,
+            return_buffer_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            buffer_data: *const u8,
+            buffer_size: usize,
+        ) -> u32;
+        pub fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        pub fn proxy_continue_stream(stream_type: u32) -> u32;
+        pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_cancel_grpc_call(token: u32) -> u32;
+        pub fn proxy_done() -> u32;
+        pub fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+        pub fn proxy_call_foreign_function(
+            function_name_data: *const u8,
+            function_name_size: usize,
+            arguments_data: *const u8,
+            arguments_size: usize,
+            results_data: *mut *mut u8,
+            results_size: *mut usize,
+        ) -> u32;
+    }
+}
+
+fn check(call: &'static str, status: u32) -> HostResult<()> {
+    if status == OK {
+        Ok(())
+    } else {
+        Err(HostError { call, status })
+    }
+}
+
+/// Takes ownership of bytes the host allocated in this VM's memory (the
+/// host allocates them through the SDK's exported `proxy_on_memory_allocate`,
+/// i.e. with this module's global allocator, size and capacity equal).
+fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: see above; the host hands over a `size`-byte allocation.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// A value the host returns by allocation; `None` when it says NotFound.
+fn fetch_value(
+    call: &'static str,
+    f: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+) -> HostResult<Option<Vec<u8>>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    match f(&mut data, &mut size) {
+        OK => Ok(Some(owned(data, size))),
+        NOT_FOUND => Ok(None),
+        status => Err(HostError { call, status }),
+    }
+}
+
+/// One header's value, as bytes.
+pub fn header(map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {
+    fetch_value("get_header_map_value", |data, size| unsafe {
+        abi::proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size)
+    })
+}
+
+/// Every header, names and values as bytes.
+pub fn headers(map: MapType) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let raw = fetch_value("get_header_map_pairs", |data, size| unsafe {
+        abi::proxy_get_header_map_pairs(map as u32, data, size)
+    })?
+    .unwrap_or_default();
+    decode_pairs(&raw).ok_or(HostError {
+        call: "get_header_map_pairs (malformed)",
+        status: 0,
+    })
+}
+
+/// Sets `name` to `value`, or removes it when `value` is `None`.
+pub fn set_header(map: MapType, name: &[u8], value: Option<&[u8]>) -> HostResult<()> {
+    match value {
+        Some(value) => check("replace_header_map_value", unsafe {
+            abi::proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        }),
+        None => check("remove_header_map_value", unsafe {
+            abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len())
+        }),
+    }
+}
+
+/// A request header as text for a filter that reads it: `Err(Some(..))`
+/// names a value that is present but not UTF-8, which the caller refuses.
+pub fn text(value: Option<Vec<u8>>) -> Result<Option<String>, NonUtf8> {
+    value
+        .map(|bytes| String::from_utf8(bytes).map_err(|_| NonUtf8))
+        .transpose()
+}
+
+/// A header value that is not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonUtf8;
+
+/// Up to `max` bytes of a buffer from `start`; `None` when there is none.
+pub fn buffer(kind: BufferType, start: usize, max: usize) -> HostResult<Option<Vec<u8>>> {
+    fetch_value("get_buffer_bytes", |data, size| unsafe {
+        abi::proxy_get_buffer_bytes(kind as u32, start, max, data, size)
+    })
+}
+
+/// Replaces `size` bytes at `start` of a buffer with `value`.
+pub fn set_buffer(kind: BufferType, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    check("set_buffer_bytes", unsafe {
+        abi::proxy_set_buffer_bytes(kind as u32, start, size, value.as_ptr(), value.len())
+    })
+}
+
+/// A property of the stream or connection (`["connection", "..."]`).
+pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    let path = encode_path(path);
+    fetch_value("get_property", |data, size| unsafe {
+        abi::proxy_get_property(path.as_ptr(), path.len(), data, size)
+    })
+}
+
+/// Sends a local reply instead of forwarding the stream.
+pub fn send_reply(status: u32, headers: &[(&str, &[u8])], body: &[u8]) -> HostResult<()> {
+    let headers = encode_pairs(headers);
+    check("send_local_response", unsafe {
+        abi::proxy_send_local_response(
+            status,
+            null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
+}
 
 /// Sends `error` as the local reply of the current stream.
 pub fn send_error(error: &GatewayError) {
     let body = error.body();
-    let headers = error.response_headers();
-    if let Err(status) = hostcalls::send_http_response(error.status, headers, Some(&body)) {
-        log::error!("send_http_response failed: {status:?}");
+    let headers: Vec<(&str, &[u8])> = error
+        .response_headers()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_bytes()))
+        .collect();
+    if let Err(e) = send_reply(error.status, &headers, &body) {
+        log::error!("cannot send the local reply: {e}");
     }
+}
+
+/// Resumes a request paused in a callback.
+pub fn resume_request() -> HostResult<()> {
+    check("continue_stream", unsafe {
+        abi::proxy_continue_stream(StreamType::HttpRequest as u32)
+    })
+}
+
+/// The host's wall clock.
+pub fn now() -> HostResult<SystemTime> {
+    let mut nanos: u64 = 0;
+    check("get_current_time", unsafe {
+        abi::proxy_get_current_time_nanoseconds(&mut nanos)
+    })?;
+    Ok(UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+/// The host's wall clock, or the epoch if it cannot be read (callers use
+/// it for durations and expiries; an error is logged, never a panic).
+pub fn now_or_epoch() -> SystemTime {
+    now().unwrap_or_else(|e| {
+        log::warn!("{e}");
+        UNIX_EPOCH
+    })
+}
+
+/// Sets the root context's tick period.
+pub fn set_tick_period(period: Duration) -> HostResult<()> {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    check("set_tick_period", unsafe {
+        abi::proxy_set_tick_period_milliseconds(millis)
+    })
+}
+
+/// Makes `context_id` the context later host calls act for.
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    check("set_effective_context", unsafe {
+        abi::proxy_set_effective_context(context_id)
+    })
+}
+
+/// Cancels a pending gRPC call.
+pub fn cancel_grpc_call(token: u32) -> HostResult<()> {
+    check("cancel_grpc_call", unsafe { abi::proxy_cancel_grpc_call(token) })
+}
+
+/// Tells the host a root context that asked to stay is done.
+pub fn done() -> HostResult<()> {
+    check("done", unsafe { abi::proxy_done() })
+}
+
+/// Defines a counter in Envoy's stats.
+pub fn define_counter(name: &str) -> HostResult<u32> {
+    let mut id: u32 = 0;
+    check("define_metric", unsafe {
+        abi::proxy_define_metric(
+            MetricType::Counter as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        )
+    })?;
+    Ok(id)
+}
+
+/// Adds to a counter defined with [`define_counter`]; errors are logged.
+pub fn increment(metric: Option<u32>, by: i64) {
+    if let Some(id) = metric
+        && let Err(e) = check("increment_metric", unsafe {
+            abi::proxy_increment_metric(id, by)
+        })
+    {
+        log::warn!("{e}");
+    }
+}
+
+/// Calls a host foreign function (Envoy's `clear_route_cache`, ...).
+pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    fetch_value("call_foreign_function", |data, size| unsafe {
+        abi::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args.as_ptr(),
+            args.len(),
+            data,
+            size,
+        )
+    })
+}
+
+/// The plugin's configuration bytes.
+pub fn plugin_configuration() -> HostResult<Option<Vec<u8>>> {
+    buffer(BufferType::PluginConfiguration, 0, usize::MAX)
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`error`]: the OpenAI error shape and the single responder built on it.
 //! - [`headers`]: header names the gateway owns, and the sanitising rule.
-//! - [`host`] (wasm only): the thin layer over proxy-wasm host calls.
+//! - [`wire`]: the proxy-wasm ABI's serialised forms, decoded without trust.
+//! - [`host`] (wasm only): the fallible host layer every filter calls.
 
 // A panic kills the wasm VM of an Envoy worker: filter code may not panic.
 #![cfg_attr(
@@ -18,5 +19,6 @@ pub mod error;
 pub mod headers;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
+pub mod wire;
 
-pub use error::{ErrorKind, GatewayError, IntoGatewayError};
+pub use error::{ErrorKind, GatewayError, IntoGatewayError, host_failure, non_utf8_header};

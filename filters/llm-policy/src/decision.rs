@@ -6,7 +6,8 @@ use filter_common::headers;
 use serde_json::Value;
 use tenant_registry::Tenant;
 
-use crate::body::{self, ParsedRequest};
+use crate::body::{self, ParsedRequest, Piece, Segment};
+use crate::fields::{self, Allowances};
 use crate::cache_key;
 use crate::config::Policy;
 use crate::endpoint::{self, Endpoint, Route};
@@ -48,6 +49,9 @@ pub struct Decision {
     /// prompt + max reservation is an upper bound for the whole request.
     pub reserved_output_tokens: u32,
     pub stream: bool,
+    /// The gateway forced the final usage chunk on a stream whose client did
+    /// not ask for it: it must be removed from the response.
+    pub strip_usage_chunk: bool,
     /// The rewritten body, `None` when the original bytes go through.
     pub body: Option<Vec<u8>>,
 }
@@ -165,9 +169,32 @@ pub fn decide_body(
     let gateway = &registry.config().gateway;
     check_body_size(policy, u64::try_from(body.len()).unwrap_or(u64::MAX))?;
     let text = std::str::from_utf8(body).map_err(|_| PolicyError::InvalidUtf8)?;
-    let request = body::parse(endpoint, text)?;
+    let mut request = body::parse(endpoint, text)?;
+    let tier = registry.tier_of(tenant);
+    let allow = Allowances {
+        chat_templates: tier.is_some_and(|t| t.allow_chat_templates),
+    };
+    let counted = fields::check(endpoint, &request.object, allow)?;
+    fields::check_media_urls(&request.prompt, &gateway.media_url_hosts)?;
     let model = limits::authorize_model(registry, tenant, &request.model, endpoint)?;
+    // Members rendered into the prompt or compiled per request are charged
+    // as prompt text of every sequence they apply to.
+    for sequence in &mut request.prompt.sequences {
+        for raw in &counted {
+            sequence.push(Segment {
+                role: None,
+                pieces: vec![Piece::Text(raw.get().to_owned())],
+            });
+        }
+    }
     let estimate = tokens::estimate(&request.prompt);
+    if endpoint == Endpoint::Embeddings && estimate.sequences > gateway.max_embedding_inputs {
+        return Err(PolicyError::TooManyInputs {
+            param: "input",
+            count: usize::try_from(estimate.sequences).unwrap_or(usize::MAX),
+            limit: gateway.max_embedding_inputs,
+        });
+    }
     let caps = Caps {
         tier: registry.tier_of(tenant),
         model,
@@ -193,10 +220,11 @@ pub fn decide_body(
         policy.block_bytes,
         policy.prefix_key_blocks,
     );
-    let edits = edits(
+    let (edits, strip_usage_chunk) = edits(
         &request,
         keys.salt.as_deref(),
         budget.inject.then_some(budget.max_tokens),
+        tier.and_then(|t| t.vllm_priority),
     )?;
     let reserved_output_tokens = budget
         .max_tokens
@@ -212,23 +240,39 @@ pub fn decide_body(
         max_tokens: budget.max_tokens,
         reserved_output_tokens,
         stream: request.stream,
+        strip_usage_chunk,
     })
 }
 
 /// The body changes: the tenant's salt (or none), the output cap when the
-/// client sent none, usage reporting for streams.
+/// client sent none, usage reporting for streams; and whether the usage
+/// chunk is forced on a client that did not ask for it.
 fn edits(
     request: &ParsedRequest<'_>,
     salt: Option<&str>,
     inject_max: Option<u32>,
-) -> Result<Vec<Edit>, PolicyError> {
-    let mut edits = vec![match salt {
-        Some(salt) => Edit::Set {
-            key: "cache_salt",
-            value: Value::String(salt.to_owned()).to_string(),
+    priority: Option<i32>,
+) -> Result<(Vec<Edit>, bool), PolicyError> {
+    let mut edits = vec![
+        match salt {
+            Some(salt) => Edit::Set {
+                key: "cache_salt",
+                value: Value::String(salt.to_owned()).to_string(),
+            },
+            None => Edit::Remove { key: "cache_salt" },
         },
-        None => Edit::Remove { key: "cache_salt" },
-    }];
+        // The tier's scheduling priority, never the client's.
+        match priority {
+            Some(p) => Edit::Set {
+                key: "priority",
+                value: p.to_string(),
+            },
+            None => Edit::Remove { key: "priority" },
+        },
+        // vLLM names the request after the x-request-id header the gateway
+        // set; a body id could collide with another tenant's in its logs.
+        Edit::Remove { key: "request_id" },
+    ];
     if let (Some(max), Some(key)) = (inject_max, request.endpoint.max_tokens_param()) {
         edits.push(Edit::Set {
             key,
@@ -240,13 +284,13 @@ fn edits(
         request.endpoint,
         Endpoint::ChatCompletions | Endpoint::Completions
     );
-    if request.stream
-        && takes_stream_options
-        && let Some(edit) = rewrite::force_include_usage(&request.object)?
-    {
-        edits.push(edit);
+    let mut strip_usage_chunk = false;
+    if request.stream && takes_stream_options {
+        let reporting = rewrite::force_usage_reporting(&request.object)?;
+        edits.extend(reporting.edit);
+        strip_usage_chunk = !reporting.client_asked;
     }
-    Ok(edits)
+    Ok((edits, strip_usage_chunk))
 }
 
 #[cfg(test)]

@@ -73,6 +73,22 @@ pub enum PolicyError {
         limit: u32,
     },
     /// Configuration allows the tenant no pool at all.
+    #[error("Unrecognized request argument supplied: {param}")]
+    UnknownParameter { param: String },
+    #[error("'{param}' may not be set by clients: {reason}")]
+    ForbiddenParameter { param: String, reason: &'static str },
+    #[error("'{param}' names host {host:?}, which the pool may not fetch from; send the media inline as a data: URL")]
+    MediaUrlNotAllowed { param: String, host: String },
+    #[error("'{param}' has {count} inputs; the most one request may carry is {limit}")]
+    TooManyInputs {
+        param: &'static str,
+        count: usize,
+        limit: u32,
+    },
+    #[error("the gateway is reading too many request bodies; retry shortly")]
+    WorkerBufferFull,
+    #[error("too many of this tenant's request bodies are in flight; retry shortly")]
+    TenantBufferFull,
     #[error("no pool is available for this request")]
     NoPool,
     /// The filter has no valid configuration (Envoy should not have loaded it).
@@ -147,11 +163,33 @@ impl IntoGatewayError for PolicyError {
                 "invalid_value",
                 Some(param.into()),
             ),
+            Self::UnknownParameter { param } => {
+                (400, InvalidRequestError, "unknown_parameter", Some(param))
+            }
+            Self::ForbiddenParameter { param, .. } => {
+                (400, InvalidRequestError, "forbidden_parameter", Some(param))
+            }
+            Self::MediaUrlNotAllowed { param, .. } => {
+                (400, InvalidRequestError, "media_url_not_allowed", Some(param))
+            }
+            Self::TooManyInputs { param, .. } => {
+                (400, InvalidRequestError, "invalid_value", Some(param.into()))
+            }
+            Self::WorkerBufferFull => (503, ServerError, "server_busy", None),
+            Self::TenantBufferFull => (
+                429,
+                ErrorKind::RateLimitError,
+                "too_many_pending_bodies",
+                None,
+            ),
             Self::NoPool => (503, ServerError, "no_pool_available", None),
             Self::NotConfigured => (503, ServerError, "policy_unavailable", None),
             Self::HostFailure(_) => (500, ServerError, "internal_error", None),
         };
-        let error = GatewayError::new(status, kind, code, message);
+        let mut error = GatewayError::new(status, kind, code, message);
+        if matches!(status, 429 | 503) {
+            error = error.with_header("retry-after", "1");
+        }
         match param {
             Some(p) => error.with_param(p),
             None => error,

@@ -1,9 +1,10 @@
 //! proxy-wasm adapter: reads what the host knows about the request, hands it
 //! to the policy, and writes the outcome back. No logic lives here.
 //!
-//! Host calls go through `hostcalls` with their errors handled, not through
-//! the trait helpers, which unwrap (a panic would kill the VM for every
-//! stream). Any failure that would skip a check refuses the request.
+//! Host calls go through `filter_common::host` with their errors handled,
+//! never through the SDK's helpers, which unwrap (a panic would kill the VM
+//! for every stream). Any failure that would skip a check refuses the
+//! request; a header the policy reads that is not UTF-8 is refused (400).
 //!
 //! Envoy requirements (checked against Envoy 1.40):
 //! - the Wasm `PluginConfig` must set `allow_on_headers_stop_iteration: true`
@@ -12,17 +13,19 @@
 //! - the listener's `per_connection_buffer_limit_bytes` must be at least
 //!   `gateway.max_body_bytes`, or Envoy answers its own plain-text 413 first.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
-use filter_common::IntoGatewayError;
 use filter_common::headers;
-use filter_common::host::send_error;
-use proxy_wasm::hostcalls;
+use filter_common::host::{self, send_error};
+use filter_common::{IntoGatewayError, non_utf8_header};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::endpoint::{Endpoint, Route};
 use crate::routing::WORKLOAD_HEADER;
+use crate::buffer_budget::BufferBudget;
+use crate::usage_chunk::UsageChunkFilter;
 use crate::{Policy, PolicyError, admit, check_body_size, decide_body, local_reply};
 
 proxy_wasm::main! {{
@@ -33,13 +36,15 @@ proxy_wasm::main! {{
 #[derive(Default)]
 struct PolicyRoot {
     policy: Option<Rc<Policy>>,
+    /// Body bytes this worker holds, in all and per tenant.
+    budget: Option<Rc<RefCell<BufferBudget>>>,
 }
 
 impl Context for PolicyRoot {}
 
 impl RootContext for PolicyRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        let bytes = match host::plugin_configuration() {
             Ok(Some(bytes)) => bytes,
             Ok(None) | Err(_) => {
                 log::error!("llm-policy: no configuration given");
@@ -48,6 +53,11 @@ impl RootContext for PolicyRoot {
         };
         match Policy::from_json(&bytes) {
             Ok(policy) => {
+                let gateway = &policy.registry.config().gateway;
+                self.budget = Some(Rc::new(RefCell::new(BufferBudget::new(
+                    gateway.max_buffered_bytes_per_worker,
+                    gateway.max_buffered_bytes_per_tenant,
+                ))));
                 self.policy = Some(Rc::new(policy));
                 true
             }
@@ -63,7 +73,10 @@ impl RootContext for PolicyRoot {
         // is refused instead.
         Some(Box::new(PolicyFilter {
             policy: self.policy.clone(),
+            budget: self.budget.clone(),
             pending: None,
+            held: 0,
+            usage_chunk: None,
         }))
     }
 
@@ -81,40 +94,109 @@ struct Pending {
 
 struct PolicyFilter {
     policy: Option<Rc<Policy>>,
+    budget: Option<Rc<RefCell<BufferBudget>>>,
     pending: Option<Pending>,
+    /// Body bytes this request holds in the worker's budget.
+    held: u64,
+    /// Set when the gateway forced a usage chunk the client did not ask for.
+    usage_chunk: Option<UsageChunkFilter>,
 }
 
 impl Context for PolicyFilter {}
 
-fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+/// Why a request header could not be read as text.
+enum HeaderFault {
+    Host,
+    NonUtf8(&'static str),
+}
+
+fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
+    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
+    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
 }
 
 fn set_request_header(name: &str, value: Option<&str>) -> Result<(), PolicyError> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
-        .map_err(|_| PolicyError::HostFailure("cannot set a request header"))
+    host::set_header(
+        MapType::HttpRequestHeaders,
+        name.as_bytes(),
+        value.map(str::as_bytes),
+    )
+    .map_err(|_| PolicyError::HostFailure("cannot set a request header"))
+}
+
+/// The request headers the policy reads, all present as text or refused.
+struct RequestLine {
+    tenant_id: Option<String>,
+    tier: Option<String>,
+    method: String,
+    path: String,
+    content_length: Option<String>,
+    workload: Option<String>,
+}
+
+fn request_line() -> Result<RequestLine, HeaderFault> {
+    Ok(RequestLine {
+        tenant_id: request_header(headers::TENANT_ID)?,
+        tier: request_header(headers::TENANT_TIER)?,
+        method: request_header(":method")?.unwrap_or_default(),
+        path: request_header(":path")?.unwrap_or_default(),
+        content_length: request_header("content-length")?,
+        workload: request_header(WORKLOAD_HEADER)?,
+    })
+}
+
+impl Drop for PolicyFilter {
+    fn drop(&mut self) {
+        self.release_body();
+    }
 }
 
 impl PolicyFilter {
+    /// Counts the body bytes buffered so far against the worker's and the
+    /// tenant's bounds.
+    fn hold_body(&mut self, size: usize) -> Result<(), PolicyError> {
+        let (Some(budget), Some(pending)) = (&self.budget, &self.pending) else {
+            return Ok(());
+        };
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
+        budget
+            .borrow_mut()
+            .grow(&pending.tenant_id, self.held, size)?;
+        self.held = self.held.max(size);
+        Ok(())
+    }
+
+    fn release_body(&mut self) {
+        if self.held == 0 {
+            return;
+        }
+        if let (Some(budget), Some(pending)) = (&self.budget, &self.pending) {
+            budget.borrow_mut().release(&pending.tenant_id, self.held);
+        }
+        self.held = 0;
+    }
+
     fn refuse(&mut self, error: PolicyError) -> Action {
         log::info!("llm-policy: refused: {error}");
+        self.release_body();
         self.pending = None;
         send_error(&error.into_gateway_error());
         Action::Pause
     }
 
     fn reply_json(&mut self, body: &[u8]) -> Action {
-        let headers = vec![("content-type", "application/json")];
-        if let Err(status) = hostcalls::send_http_response(200, headers, Some(body)) {
-            log::error!("llm-policy: send_http_response failed: {status:?}");
+        let headers: [(&str, &[u8]); 1] = [("content-type", b"application/json")];
+        if let Err(e) = host::send_reply(200, &headers, body) {
+            log::error!("llm-policy: {e}");
         }
         Action::Pause
     }
 
     /// Runs the policy on the complete body and applies the decision.
     fn finish(&mut self, policy: &Policy, body: &[u8]) -> Action {
+        // The body is judged now; Envoy holds it on past here, but no longer
+        // waiting on this filter.
+        self.release_body();
         let Some(pending) = self.pending.take() else {
             return Action::Continue;
         };
@@ -134,6 +216,9 @@ impl PolicyFilter {
         if let Err(e) = self.apply(&decision, body.len()) {
             return self.refuse(e);
         }
+        if decision.strip_usage_chunk {
+            self.usage_chunk = Some(UsageChunkFilter::default());
+        }
         log::debug!(
             "llm-policy: {} {} -> pool {} ({}), prompt ~{} tokens, output {}",
             pending.tenant_id,
@@ -152,7 +237,7 @@ impl PolicyFilter {
         }
         let length = match &decision.body {
             Some(new_body) => {
-                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, original_len, new_body)
+                host::set_buffer(BufferType::HttpRequestBody, 0, original_len, new_body)
                     .map_err(|_| PolicyError::HostFailure("cannot replace the request body"))?;
                 new_body.len()
             }
@@ -162,8 +247,8 @@ impl PolicyFilter {
         // The route was chosen on the headers as they arrived; x-llm-pool is
         // new, so Envoy must match again. Older Envoys without the foreign
         // function clear the cache on header writes themselves.
-        if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
-            log::debug!("llm-policy: clear_route_cache unavailable: {status:?}");
+        if let Err(e) = host::call_foreign_function("clear_route_cache", &[]) {
+            log::debug!("llm-policy: clear_route_cache unavailable: {e}");
         }
         Ok(())
     }
@@ -174,16 +259,23 @@ impl HttpContext for PolicyFilter {
         let Some(policy) = self.policy.clone() else {
             return self.refuse(PolicyError::NotConfigured);
         };
-        let tenant_id = request_header(headers::TENANT_ID);
-        let tier = request_header(headers::TENANT_TIER);
-        let method = request_header(":method").unwrap_or_default();
-        let path = request_header(":path").unwrap_or_default();
+        let line = match request_line() {
+            Ok(line) => line,
+            Err(HeaderFault::NonUtf8(name)) => {
+                self.pending = None;
+                send_error(&non_utf8_header(name));
+                return Action::Pause;
+            }
+            Err(HeaderFault::Host) => {
+                return self.refuse(PolicyError::HostFailure("cannot read the request headers"));
+            }
+        };
         let admitted = match admit(
             &policy,
-            tenant_id.as_deref(),
-            tier.as_deref(),
-            &method,
-            &path,
+            line.tenant_id.as_deref(),
+            line.tier.as_deref(),
+            &line.method,
+            &line.path,
         ) {
             Ok(admitted) => admitted,
             Err(e) => return self.refuse(e),
@@ -196,14 +288,17 @@ impl HttpContext for PolicyFilter {
         let Route::Inference(endpoint) = admitted.route else {
             return self.refuse(PolicyError::HostFailure("unexpected route"));
         };
-        let announced = request_header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let announced = line
+            .content_length
+            .as_deref()
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(Err(e)) = announced.map(|len| check_body_size(&policy, len)) {
             return self.refuse(e);
         }
         self.pending = Some(Pending {
             tenant_id: admitted.tenant.id.clone(),
             endpoint,
-            workload: request_header(WORKLOAD_HEADER),
+            workload: line.workload,
         });
         if end_of_stream {
             return self.finish(&policy, &[]);
@@ -226,10 +321,13 @@ impl HttpContext for PolicyFilter {
         if let Err(e) = check_body_size(&policy, u64::try_from(body_size).unwrap_or(u64::MAX)) {
             return self.refuse(e);
         }
+        if let Err(e) = self.hold_body(body_size) {
+            return self.refuse(e);
+        }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+        let body = match host::buffer(BufferType::HttpRequestBody, 0, body_size) {
             Ok(body) => body.unwrap_or_default(),
             Err(_) => return self.refuse(PolicyError::HostFailure("cannot read the request body")),
         };
@@ -244,10 +342,51 @@ impl HttpContext for PolicyFilter {
         let Some(policy) = self.policy.clone() else {
             return self.refuse(PolicyError::NotConfigured);
         };
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX) {
+        let body = match host::buffer(BufferType::HttpRequestBody, 0, usize::MAX) {
             Ok(body) => body.unwrap_or_default(),
             Err(_) => return self.refuse(PolicyError::HostFailure("cannot read the request body")),
         };
         self.finish(&policy, &body)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        // Only a successful event stream carries the forced usage chunk.
+        let header = |name| {
+            host::header(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let streaming = header(":status") == b"200"
+            && header("content-type").starts_with(b"text/event-stream");
+        if !streaming {
+            self.usage_chunk = None;
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(usage_chunk) = self.usage_chunk.as_mut() else {
+            return Action::Continue;
+        };
+        let chunk = match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
+            Ok(chunk) => chunk.unwrap_or_default(),
+            Err(e) => {
+                // Cannot see the stream: let it pass untouched from here on.
+                log::warn!("llm-policy: {e}");
+                self.usage_chunk = None;
+                return Action::Continue;
+            }
+        };
+        let mut out = usage_chunk.feed(&chunk);
+        if end_of_stream {
+            out.extend(usage_chunk.finish());
+        }
+        if out != chunk
+            && let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
+        {
+            log::warn!("llm-policy: {e}");
+        }
+        Action::Continue
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! - [`endpoint`]: which OpenAI endpoint (unknown API paths are refused);
 //! - [`body`] (over [`json`]): the request body, strictly parsed;
+//! - [`buffer_budget`]: bounds the body bytes a worker and a tenant hold;
+//! - [`fields`]: which members each endpoint may carry, and their cost;
 //! - [`tokens`]: the prompt-token estimate, no tokenizer needed;
 //! - [`limits`]: model allowlist, context and output caps;
 //! - [`cache_key`]: the tenant's `cache_salt` and the prefix-affinity key;
 //! - [`routing`]: the pool, from workload class and allowed pools;
 //! - [`rewrite`]: the new body, only when something changed;
 //! - [`models_list`]: `GET /v1/models` for the tenant;
+//! - [`usage_chunk`]: drops the forced usage chunk from a client's stream;
 //! - [`decision`]: all of the above as one function;
 //! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config.
 //!
@@ -22,17 +25,20 @@
 )]
 
 pub mod body;
+pub mod buffer_budget;
 pub mod cache_key;
 pub mod config;
 pub mod decision;
 pub mod endpoint;
 pub mod error;
+pub mod fields;
 pub mod json;
 pub mod limits;
 pub mod models_list;
 pub mod rewrite;
 pub mod routing;
 pub mod tokens;
+pub mod usage_chunk;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

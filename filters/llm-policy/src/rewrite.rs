@@ -73,27 +73,50 @@ pub fn apply(object: &RawObject<'_>, edits: &[Edit]) -> Option<String> {
     Some(out)
 }
 
-/// The edit that forces `stream_options.include_usage = true`, so the last
-/// SSE chunk carries the real usage admission settles the reservation with.
-pub fn force_include_usage(object: &RawObject<'_>) -> Result<Option<Edit>, PolicyError> {
-    let usage_on = Edit::Set {
-        key: "include_usage",
-        value: "true".into(),
-    };
-    let value = match object.get("stream_options") {
-        None => r#"{"include_usage":true}"#.to_owned(),
+/// What forcing usage reports on a stream changes, and whether the client
+/// had asked for the usage chunk itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReporting {
+    pub edit: Option<Edit>,
+    /// `stream_options.include_usage` was already `true`: the final usage
+    /// chunk is the client's and stays in its stream.
+    pub client_asked: bool,
+}
+
+/// The edit that forces `stream_options.include_usage` and vLLM's
+/// `continuous_usage_stats`: every chunk then carries the running usage, so
+/// admission settles exact tokens even when the client hangs up mid-stream.
+pub fn force_usage_reporting(object: &RawObject<'_>) -> Result<UsageReporting, PolicyError> {
+    let forced = [
+        Edit::Set {
+            key: "include_usage",
+            value: "true".into(),
+        },
+        Edit::Set {
+            key: "continuous_usage_stats",
+            value: "true".into(),
+        },
+    ];
+    let (value, client_asked) = match object.get("stream_options") {
+        None => (
+            Some(r#"{"include_usage":true,"continuous_usage_stats":true}"#.to_owned()),
+            false,
+        ),
         Some(raw) => {
             let options = RawObject::parse_member(raw, "stream_options")?;
-            match apply(&options, &[usage_on]) {
-                Some(value) => value,
-                None => return Ok(None),
-            }
+            let asked = options
+                .get("include_usage")
+                .is_some_and(|v| v.get().trim() == "true");
+            (apply(&options, &forced), asked)
         }
     };
-    Ok(Some(Edit::Set {
-        key: "stream_options",
-        value,
-    }))
+    Ok(UsageReporting {
+        edit: value.map(|value| Edit::Set {
+            key: "stream_options",
+            value,
+        }),
+        client_asked,
+    })
 }
 
 #[cfg(test)]
@@ -158,30 +181,34 @@ mod tests {
     }
 
     #[test]
-    fn include_usage() {
-        let edit = |body: &str| force_include_usage(&RawObject::parse_body(body).unwrap());
+    fn usage_reporting_is_forced() {
+        let run = |body: &str| force_usage_reporting(&RawObject::parse_body(body).unwrap());
+        let both = r#"{"include_usage":true,"continuous_usage_stats":true}"#;
+        let r = run(r#"{}"#).unwrap();
+        assert_eq!(r.edit, Some(set("stream_options", both)));
+        assert!(!r.client_asked);
         assert_eq!(
-            edit(r#"{}"#).unwrap(),
-            Some(set("stream_options", r#"{"include_usage":true}"#))
+            run(r#"{"stream_options":null}"#).unwrap().edit,
+            Some(set("stream_options", both))
         );
+        let r = run(r#"{"stream_options":{"continuous_usage_stats":false,"include_usage":false}}"#)
+            .unwrap();
         assert_eq!(
-            edit(r#"{"stream_options":null}"#).unwrap(),
-            Some(set("stream_options", r#"{"include_usage":true}"#))
-        );
-        assert_eq!(
-            edit(r#"{"stream_options":{"continuous_usage_stats":true,"include_usage":false}}"#)
-                .unwrap(),
+            r.edit,
             Some(set(
                 "stream_options",
                 r#"{"continuous_usage_stats":true,"include_usage":true}"#
             ))
         );
-        assert_eq!(
-            edit(r#"{"stream_options":{"include_usage":true}}"#).unwrap(),
-            None
-        );
+        assert!(!r.client_asked);
+        let r = run(r#"{"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(r.edit, Some(set("stream_options", both)));
+        assert!(r.client_asked);
+        let r = run(r#"{"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#)
+            .unwrap();
+        assert_eq!(r.edit, None);
         assert!(matches!(
-            edit(r#"{"stream_options":3}"#),
+            run(r#"{"stream_options":3}"#),
             Err(PolicyError::InvalidType { .. })
         ));
     }

@@ -1,6 +1,10 @@
-//! Which credential a request presents.
+//! Which credentials a request presents.
 //!
-//! Precedence: `Authorization` over `x-api-key` over the mTLS peer. A bearer
+//! A request may carry up to three: `Authorization: Bearer`, `x-api-key`
+//! and the mTLS peer's certificate. All of them are taken, not the first
+//! one found: the authenticator verifies each and refuses the request when
+//! they do not name the same tenant (a gateway that silently picks one
+//! lets a client be billed as one tenant and logged as another). A bearer
 //! token that looks like a JWT (three dot-separated parts) is verified as
 //! one; anything else is treated as an API key.
 
@@ -21,28 +25,39 @@ pub enum CredentialProblem {
     MalformedAuthorization,
 }
 
-/// Picks the credential from the request's `authorization`, `x-api-key`
+/// The credentials of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented<'a> {
+    /// From headers (`Authorization`, then `x-api-key`): each must verify.
+    pub explicit: Vec<Credential<'a>>,
+    /// The mTLS peer's SPIFFE ID, when the connection has one.
+    pub peer: Option<&'a str>,
+}
+
+/// Takes every credential from the request's `authorization`, `x-api-key`
 /// and mTLS peer URI SAN.
-pub fn extract<'a>(
+pub fn presented<'a>(
     authorization: Option<&'a str>,
     x_api_key: Option<&'a str>,
     peer_uri_san: Option<&'a str>,
-) -> Result<Credential<'a>, CredentialProblem> {
+) -> Result<Presented<'a>, CredentialProblem> {
+    let mut explicit = Vec::with_capacity(2);
     if let Some(value) = authorization {
         let token = bearer_token(value).ok_or(CredentialProblem::MalformedAuthorization)?;
-        return Ok(if looks_like_jwt(token) {
+        explicit.push(if looks_like_jwt(token) {
             Credential::Jwt(token)
         } else {
             Credential::ApiKey(token)
         });
     }
     if let Some(key) = x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
-        return Ok(Credential::ApiKey(key));
+        explicit.push(Credential::ApiKey(key));
     }
-    match peer_uri_san.filter(|s| s.starts_with("spiffe://")) {
-        Some(id) => Ok(Credential::Spiffe(id)),
-        None => Err(CredentialProblem::Missing),
+    let peer = peer_uri_san.filter(|s| s.starts_with("spiffe://"));
+    if explicit.is_empty() && peer.is_none() {
+        return Err(CredentialProblem::Missing);
     }
+    Ok(Presented { explicit, peer })
 }
 
 fn bearer_token(value: &str) -> Option<&str> {
@@ -60,39 +75,48 @@ fn looks_like_jwt(token: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn only(c: Credential<'_>) -> Presented<'_> {
+        Presented {
+            explicit: vec![c],
+            peer: None,
+        }
+    }
+
     #[test]
     fn bearer_api_key() {
         assert_eq!(
-            extract(Some("Bearer sk-abc"), None, None),
-            Ok(Credential::ApiKey("sk-abc"))
+            presented(Some("Bearer sk-abc"), None, None),
+            Ok(only(Credential::ApiKey("sk-abc")))
         );
         assert_eq!(
-            extract(Some("bearer  sk-abc "), None, None),
-            Ok(Credential::ApiKey("sk-abc"))
+            presented(Some("bearer  sk-abc "), None, None),
+            Ok(only(Credential::ApiKey("sk-abc")))
         );
     }
 
     #[test]
     fn bearer_jwt() {
         assert_eq!(
-            extract(Some("Bearer eyJh.eyJi.sig"), None, None),
-            Ok(Credential::Jwt("eyJh.eyJi.sig"))
+            presented(Some("Bearer eyJh.eyJi.sig"), None, None),
+            Ok(only(Credential::Jwt("eyJh.eyJi.sig")))
         );
     }
 
     #[test]
-    fn authorization_wins_over_others() {
+    fn every_credential_is_taken() {
         assert_eq!(
-            extract(Some("Bearer sk-a"), Some("sk-b"), Some("spiffe://x/y")),
-            Ok(Credential::ApiKey("sk-a"))
+            presented(Some("Bearer sk-a"), Some("sk-b"), Some("spiffe://x/y")),
+            Ok(Presented {
+                explicit: vec![Credential::ApiKey("sk-a"), Credential::ApiKey("sk-b")],
+                peer: Some("spiffe://x/y"),
+            })
         );
         assert_eq!(
-            extract(None, Some("sk-b"), Some("spiffe://x/y")),
-            Ok(Credential::ApiKey("sk-b"))
-        );
-        assert_eq!(
-            extract(None, None, Some("spiffe://x/y")),
-            Ok(Credential::Spiffe("spiffe://x/y"))
+            presented(None, None, Some("spiffe://x/y")),
+            Ok(Presented {
+                explicit: vec![],
+                peer: Some("spiffe://x/y"),
+            })
         );
     }
 
@@ -106,18 +130,18 @@ mod tests {
             "Bearer a b",
         ] {
             assert_eq!(
-                extract(Some(bad), None, None),
+                presented(Some(bad), Some("sk-ok"), None),
                 Err(CredentialProblem::MalformedAuthorization),
                 "{bad}"
             );
         }
-        assert_eq!(extract(None, None, None), Err(CredentialProblem::Missing));
+        assert_eq!(presented(None, None, None), Err(CredentialProblem::Missing));
         assert_eq!(
-            extract(None, Some("  "), None),
+            presented(None, Some("  "), None),
             Err(CredentialProblem::Missing)
         );
         assert_eq!(
-            extract(None, None, Some("https://x")),
+            presented(None, None, Some("https://x")),
             Err(CredentialProblem::Missing)
         );
     }

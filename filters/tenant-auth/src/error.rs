@@ -28,6 +28,10 @@ pub enum AuthError {
     UnknownSpiffeId,
     #[error("This tenant is disabled.")]
     TenantDisabled,
+    #[error("The request presents credentials of more than one tenant; send one.")]
+    ConflictingCredentials,
+    #[error("The {0} header is not valid UTF-8.")]
+    NonUtf8Header(&'static str),
 }
 
 impl AuthError {
@@ -43,15 +47,17 @@ impl AuthError {
             AuthError::UnknownTenant => "unknown_tenant",
             AuthError::UnknownSpiffeId => "unknown_client_certificate",
             AuthError::TenantDisabled => "tenant_disabled",
+            AuthError::ConflictingCredentials => "conflicting_credentials",
+            AuthError::NonUtf8Header(_) => "invalid_header",
         }
     }
 
     /// RFC 6750 challenge; `None` for refusals that are not about credentials.
     fn challenge(&self, realm: &str) -> Option<String> {
         match self {
-            AuthError::TenantDisabled => None,
+            AuthError::TenantDisabled | AuthError::NonUtf8Header(_) => None,
             AuthError::MissingCredentials => Some(format!("Bearer realm=\"{realm}\"")),
-            AuthError::MalformedAuthorization => Some(format!(
+            AuthError::MalformedAuthorization | AuthError::ConflictingCredentials => Some(format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_request\""
             )),
             other => Some(format!(
@@ -64,10 +70,18 @@ impl AuthError {
     pub fn into_gateway_error_in(self, realm: &str) -> GatewayError {
         let (status, kind) = match self {
             AuthError::TenantDisabled => (403, ErrorKind::PermissionError),
+            AuthError::NonUtf8Header(_) => (400, ErrorKind::InvalidRequestError),
             _ => (401, ErrorKind::AuthenticationError),
         };
         let challenge = self.challenge(realm);
+        let param = match self {
+            AuthError::NonUtf8Header(name) => Some(name),
+            _ => None,
+        };
         let mut error = GatewayError::new(status, kind, self.code(), self.to_string());
+        if let Some(param) = param {
+            error = error.with_param(param);
+        }
         if let Some(challenge) = challenge {
             error = error.with_header("www-authenticate", challenge);
         }

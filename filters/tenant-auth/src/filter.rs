@@ -1,15 +1,22 @@
 //! proxy-wasm adapter: reads what the host knows about the request, hands it
 //! to [`Authenticator`], and writes the outcome back. No logic lives here.
+//!
+//! Every host call goes through `filter_common::host` (fallible, bytes): a
+//! header that is not UTF-8 must never reach an unwrap inside the VM. The
+//! rule for such bytes: a header this filter reads (credentials, request
+//! id) is refused with 400 `invalid_header`; any other header is left alone
+//! for the upstream to judge, except gateway-owned names, which are removed
+//! whatever their bytes.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use filter_common::headers::{self, is_gateway_owned};
-use filter_common::host::send_error;
+use filter_common::headers::{self, is_gateway_owned_name};
+use filter_common::host::{self, HostError, send_error};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
-use crate::{Authenticator, is_valid_request_id, new_request_id};
+use crate::{AuthError, Authenticator, is_valid_request_id, new_request_id};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -25,9 +32,12 @@ impl Context for AuthRoot {}
 
 impl RootContext for AuthRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(bytes) = self.get_plugin_configuration() else {
-            log::error!("tenant-auth: no configuration given");
-            return false;
+        let bytes = match host::plugin_configuration() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) | Err(_) => {
+                log::error!("tenant-auth: no configuration given");
+                return false;
+            }
         };
         match Authenticator::from_json(&bytes) {
             Ok(authenticator) => {
@@ -42,8 +52,11 @@ impl RootContext for AuthRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let authenticator = self.authenticator.clone()?;
-        Some(Box::new(AuthFilter { authenticator }))
+        // Never `None`: the SDK panics on it. Without a configuration every
+        // request is refused instead.
+        Some(Box::new(AuthFilter {
+            authenticator: self.authenticator.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -52,69 +65,117 @@ impl RootContext for AuthRoot {
 }
 
 struct AuthFilter {
-    authenticator: Rc<Authenticator>,
+    authenticator: Option<Rc<Authenticator>>,
 }
 
 impl Context for AuthFilter {}
 
+/// Why the filter could not judge a request.
+enum Refusal {
+    Auth(AuthError),
+    Host(HostError),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::Auth(e)
+    }
+}
+
+impl From<HostError> for Refusal {
+    fn from(e: HostError) -> Self {
+        Refusal::Host(e)
+    }
+}
+
+const REQUEST: MapType = MapType::HttpRequestHeaders;
+
+/// A request header this filter reads, as text; non-UTF-8 bytes refuse it.
+fn read_header(name: &'static str) -> Result<Option<String>, Refusal> {
+    host::text(host::header(REQUEST, name)?).map_err(|_| AuthError::NonUtf8Header(name).into())
+}
+
+fn set_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
+    host::set_header(REQUEST, name.as_bytes(), value.map(str::as_bytes))
+}
+
+fn now_unix() -> i64 {
+    host::now_or_epoch()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The verified mTLS peer's URI SAN; absent, empty or not UTF-8 is none
+/// (the certificate was verified by Envoy, its SAN is only looked up).
+fn peer_uri_san() -> Option<String> {
+    let raw = host::property(&["connection", "uri_san_peer_certificate"])
+        .ok()
+        .flatten()?;
+    String::from_utf8(raw).ok().filter(|s| !s.is_empty())
+}
+
 impl AuthFilter {
-    fn strip_gateway_headers(&self) {
-        for (name, _) in self.get_http_request_headers() {
-            if is_gateway_owned(&name) {
-                self.set_http_request_header(&name, None);
+    fn strip_gateway_headers(&self) -> Result<(), HostError> {
+        for (name, _) in host::headers(REQUEST)? {
+            if is_gateway_owned_name(&name) {
+                host::set_header(REQUEST, &name, None)?;
             }
         }
+        Ok(())
     }
 
-    fn now_unix(&self) -> i64 {
-        self.get_current_time()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }
-
-    fn peer_uri_san(&self) -> Option<String> {
-        let raw = self.get_property(vec!["connection", "uri_san_peer_certificate"])?;
-        String::from_utf8(raw).ok().filter(|s| !s.is_empty())
+    fn authenticate(&self, authenticator: &Authenticator) -> Result<(), Refusal> {
+        // Before anything reads them: nothing a client sends may pass as ours.
+        self.strip_gateway_headers()?;
+        let authorization = read_header("authorization")?;
+        let api_key = read_header("x-api-key")?;
+        let peer = peer_uri_san();
+        let identity = authenticator.authenticate(
+            authorization.as_deref(),
+            api_key.as_deref(),
+            peer.as_deref(),
+            now_unix(),
+        )?;
+        // Tenant credentials are the gateway's business, not the pool's.
+        set_header("authorization", None)?;
+        set_header("x-api-key", None)?;
+        set_header(headers::TENANT_ID, Some(&identity.tenant_id))?;
+        set_header(headers::TENANT_TIER, Some(&identity.tier))?;
+        // A client id that is not UTF-8 or not sane is replaced, not refused:
+        // the id is for correlation, and a fresh one serves that.
+        let request_id = host::header(REQUEST, headers::REQUEST_ID)?
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .filter(|id| is_valid_request_id(id))
+            .unwrap_or_else(new_request_id);
+        set_header(headers::REQUEST_ID, Some(&request_id))?;
+        log::debug!(
+            "tenant-auth: {} via {} ({})",
+            identity.tenant_id,
+            identity.method.as_str(),
+            identity.credential_id
+        );
+        Ok(())
     }
 }
 
 impl HttpContext for AuthFilter {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        // Before anything reads them: nothing a client sends may pass as ours.
-        self.strip_gateway_headers();
-        let authorization = self.get_http_request_header("authorization");
-        let api_key = self.get_http_request_header("x-api-key");
-        let peer = self.peer_uri_san();
-        let outcome = self.authenticator.authenticate(
-            authorization.as_deref(),
-            api_key.as_deref(),
-            peer.as_deref(),
-            self.now_unix(),
-        );
-        match outcome {
-            Ok(identity) => {
-                // Tenant credentials are the gateway's business, not the pool's.
-                self.set_http_request_header("authorization", None);
-                self.set_http_request_header("x-api-key", None);
-                self.set_http_request_header(headers::TENANT_ID, Some(&identity.tenant_id));
-                self.set_http_request_header(headers::TENANT_TIER, Some(&identity.tier));
-                let request_id = self
-                    .get_http_request_header(headers::REQUEST_ID)
-                    .filter(|id| is_valid_request_id(id))
-                    .unwrap_or_else(new_request_id);
-                self.set_http_request_header(headers::REQUEST_ID, Some(&request_id));
-                log::debug!(
-                    "tenant-auth: {} via {} ({})",
-                    identity.tenant_id,
-                    identity.method.as_str(),
-                    identity.credential_id
-                );
-                Action::Continue
-            }
-            Err(error) => {
+        let Some(authenticator) = self.authenticator.clone() else {
+            log::error!("tenant-auth: not configured; refusing");
+            send_error(&filter_common::host_failure());
+            return Action::Pause;
+        };
+        match self.authenticate(&authenticator) {
+            Ok(()) => Action::Continue,
+            Err(Refusal::Auth(error)) => {
                 log::info!("tenant-auth: refused: {error}");
-                send_error(&error.into_gateway_error_in(self.authenticator.realm()));
+                send_error(&error.into_gateway_error_in(authenticator.realm()));
+                Action::Pause
+            }
+            Err(Refusal::Host(error)) => {
+                log::error!("tenant-auth: {error}; refusing");
+                send_error(&filter_common::host_failure());
                 Action::Pause
             }
         }

@@ -52,6 +52,7 @@ fn completion(r: CompleteRequest) -> Completion {
         Ok(pb::Outcome::Completed) => CompleteOutcome::Completed,
         Ok(pb::Outcome::ClientCancelled) => CompleteOutcome::ClientCancelled,
         Ok(pb::Outcome::UpstreamError) => CompleteOutcome::UpstreamError,
+        Ok(pb::Outcome::UpstreamRejected) => CompleteOutcome::UpstreamRejected,
         _ => CompleteOutcome::Unspecified,
     };
     Completion {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Completion, Limiter, LimiterError, millis};
+use super::{CompleteOutcome, Completion, Limiter, LimiterError, millis};
 use crate::clock::now_ms;
 use crate::lease::LeaseRecord;
 use crate::ledger::LedgerRecord;
@@ -19,28 +19,42 @@ impl Limiter {
     /// is in the ledger.
     pub async fn complete(&self, completion: Completion) -> Result<(), LimiterError> {
         let inner = &*self.inner;
-        if let Some(mut permit) = inner.permits.take(&completion.lease_id) {
-            let (real_in, real_out) = completion
-                .usage
-                .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-            permit.settle(real_in, real_out);
-        }
+        let permit = inner.permits.take(&completion.lease_id);
         let Some(lease) = inner.store.lease(&completion.lease_id).await? else {
             return Ok(());
         };
-        let settlement = match completion.usage {
-            Some(u) => Settlement::Usage {
-                prompt: u.prompt_tokens,
-                completion: u.completion_tokens,
-                cached: u.cached_tokens,
-            },
-            None => Settlement::ReservationAsCharge,
+        let (settlement, outcome) = match (completion.usage, completion.outcome) {
+            (Some(u), outcome) => (
+                Settlement::Usage {
+                    prompt: u.prompt_tokens,
+                    completion: u.completion_tokens,
+                    cached: u.cached_tokens,
+                },
+                outcome.label(),
+            ),
+            // Refused by the pool: nothing generated, the output reservation
+            // goes back; the prompt estimate stays (the gateway cannot tell
+            // how far the pool got, and 4xx storms must not be free).
+            (None, CompleteOutcome::UpstreamRejected) => (
+                Settlement::Usage {
+                    prompt: lease.est_prompt_tokens,
+                    completion: 0,
+                    cached: 0,
+                },
+                CompleteOutcome::UpstreamRejected.label(),
+            ),
+            (None, _) => (Settlement::ReservationAsCharge, "unknown"),
         };
-        let outcome = if completion.usage.is_none() {
-            "unknown"
-        } else {
-            completion.outcome.label()
-        };
+        // The fair queue is charged what the ledgers are: real usage when
+        // known, else the reservation it was charged at admission (a tenant
+        // that hangs up before its usage arrives must not look light).
+        if let Some(mut permit) = permit
+            && let Settlement::Usage {
+                prompt, completion, ..
+            } = settlement
+        {
+            permit.settle(prompt, completion);
+        }
         if let Some(ttft) = completion.ttft {
             inner
                 .metrics

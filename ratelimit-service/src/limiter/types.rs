@@ -58,6 +58,8 @@ pub enum CompleteOutcome {
     Completed,
     ClientCancelled,
     UpstreamError,
+    /// The pool answered 4xx: nothing was generated.
+    UpstreamRejected,
     Unspecified,
 }
 
@@ -67,6 +69,7 @@ impl CompleteOutcome {
             Self::Completed => "completed",
             Self::ClientCancelled => "client_cancelled",
             Self::UpstreamError => "upstream_error",
+            Self::UpstreamRejected => "upstream_rejected",
             Self::Unspecified => "unspecified",
         }
     }

@@ -63,6 +63,10 @@ impl Authenticator {
 
     /// Authenticates a request from its `authorization` and `x-api-key`
     /// headers and the verified mTLS peer's URI SAN. `now` is Unix seconds.
+    ///
+    /// Every credential presented must verify, and all must name the same
+    /// tenant. A registered mTLS peer counts as one; an unregistered peer
+    /// with a header credential is judged by the header credential alone.
     pub fn authenticate(
         &self,
         authorization: Option<&str>,
@@ -70,11 +74,27 @@ impl Authenticator {
         peer_uri_san: Option<&str>,
         now: i64,
     ) -> Result<Identity, AuthError> {
-        let credential =
-            credentials::extract(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
+        let presented =
+            credentials::presented(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
                 CredentialProblem::Missing => AuthError::MissingCredentials,
                 CredentialProblem::MalformedAuthorization => AuthError::MalformedAuthorization,
             })?;
+        let mut identity: Option<Identity> = None;
+        for credential in presented.explicit {
+            let next = self.verify(credential, now)?;
+            identity = Some(agree(identity, next)?);
+        }
+        if let Some(peer) = presented.peer {
+            let registered = self.registry.tenant_by_spiffe(peer).is_some();
+            if identity.is_none() || registered {
+                let next = self.verify(Credential::Spiffe(peer), now)?;
+                identity = Some(agree(identity, next)?);
+            }
+        }
+        identity.ok_or(AuthError::MissingCredentials)
+    }
+
+    fn verify(&self, credential: Credential<'_>, now: i64) -> Result<Identity, AuthError> {
         let (tenant, method, credential_id) = match credential {
             Credential::ApiKey(key) => {
                 let (tenant, key, key_ref) = self
@@ -115,6 +135,15 @@ impl Authenticator {
             method,
             credential_id,
         })
+    }
+}
+
+/// The identity two credentials agree on; the first one's method and id.
+fn agree(so_far: Option<Identity>, next: Identity) -> Result<Identity, AuthError> {
+    match so_far {
+        None => Ok(next),
+        Some(first) if first.tenant_id == next.tenant_id => Ok(first),
+        Some(_) => Err(AuthError::ConflictingCredentials),
     }
 }
 

@@ -41,6 +41,9 @@ fn authenticator() -> Authenticator {
                       { "id": "temp", "sha256": api_key_digest_hex("sk-acme-temp"), "expires_at": "2001-01-01T00:00:00Z" }
                   ],
                   "spiffe_ids": ["spiffe://corp/ns/acme/sa/app"] },
+                { "id": "other", "tier": "free",
+                  "api_keys": [{ "id": "o", "sha256": api_key_digest_hex("sk-other") }],
+                  "spiffe_ids": ["spiffe://corp/ns/other/sa/app"] },
                 { "id": "dormant", "tier": "free", "disabled": true,
                   "api_keys": [{ "id": "k", "sha256": api_key_digest_hex("sk-dormant") }] }
             ]
@@ -270,4 +273,56 @@ fn jwks_keys_are_pinned_to_their_algorithm() {
     let a = Authenticator::from_json(config.to_string().as_bytes()).unwrap();
     let token = k.mint(Algorithm::ES256, Some("jwks-ec"), &claims("acme"));
     assert_eq!(auth_jwt(&a, &token).unwrap().tenant_id, "acme");
+}
+
+#[test]
+fn credentials_of_two_tenants_are_refused() {
+    let a = authenticator();
+    let t = now();
+    // Finding 8: a key of tenant A in Authorization and of tenant B in x-api-key.
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-acme-live"), Some("sk-other"), None, t),
+        Err(AuthError::ConflictingCredentials)
+    );
+    // A JWT of one tenant with the other's key.
+    let token = keys().mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
+    assert_eq!(
+        a.authenticate(Some(&bearer(&token)), Some("sk-other"), None, t),
+        Err(AuthError::ConflictingCredentials)
+    );
+    // A registered client certificate of another tenant.
+    assert_eq!(
+        a.authenticate(
+            Some("Bearer sk-acme-live"),
+            None,
+            Some("spiffe://corp/ns/other/sa/app"),
+            t
+        ),
+        Err(AuthError::ConflictingCredentials)
+    );
+    // Every credential must verify: a bad second key is not ignored.
+    assert_eq!(
+        a.authenticate(Some("Bearer sk-acme-live"), Some("sk-nope"), None, t),
+        Err(AuthError::UnknownApiKey)
+    );
+}
+
+#[test]
+fn credentials_that_agree_pass() {
+    let a = authenticator();
+    let t = now();
+    let id = a
+        .authenticate(
+            Some("Bearer sk-acme-live"),
+            Some("sk-acme-live"),
+            Some("spiffe://corp/ns/acme/sa/app"),
+            t,
+        )
+        .unwrap();
+    assert_eq!((id.tenant_id.as_str(), id.method), ("acme", AuthMethod::ApiKey));
+    // An unregistered peer does not veto a valid key.
+    let id = a
+        .authenticate(Some("Bearer sk-other"), None, Some("spiffe://elsewhere/x"), t)
+        .unwrap();
+    assert_eq!(id.tenant_id, "other");
 }
