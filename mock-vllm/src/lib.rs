@@ -9,8 +9,8 @@
 //!   request's `cache_salt` in the first block so different salts never share a block;
 //! - [`tokenizer`]: a real BPE (cl100k_base), so usage numbers are realistic;
 //! - [`metrics`]: vLLM's Prometheus metric names and labels;
-//! - [`api`]: chat, completions (both with SSE streaming), embeddings, models, health, plus
-//!   `/debug/*` routes for tests (see [`request_log`]).
+//! - [`api`]: chat, completions and the Responses API (all with SSE streaming), embeddings,
+//!   models, health, plus `/debug/*` routes for tests (see [`request_log`]).
 //!
 //! Start one in-process with [`start`]; the `mock-vllm` binary is a thin CLI over it.
 

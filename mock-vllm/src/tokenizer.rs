@@ -9,6 +9,12 @@ use tiktoken_rs::CoreBPE;
 
 pub type TokenId = u32;
 
+/// cl100k_base's ordinary tokens are the ids `0..ORDINARY_TOKENS`; its special tokens follow.
+pub const ORDINARY_TOKENS: TokenId = 100_256;
+
+/// Size of the model's vocabulary as vLLM reports it (highest id + 1, specials included).
+pub const VOCAB_SIZE: usize = 100_277;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("loading the cl100k_base vocabulary failed")]
@@ -47,6 +53,13 @@ impl PromptTokenizer {
 
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Vec<TokenId> {
         self.encode(&render_chat(messages))
+    }
+
+    /// Text of one token, as vLLM's `decoded_token`. A token holding part of a multi-byte
+    /// character decodes to replacement characters; an id outside the vocabulary gives `None`.
+    pub fn decode_token(&self, token: TokenId) -> Option<String> {
+        let bytes = self.bpe.decode_bytes(&[token]).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -112,6 +125,20 @@ mod tests {
         let tokenizer = PromptTokenizer::cl100k().expect("vocabulary loads");
         // "hello world" is two tokens in cl100k_base.
         assert_eq!(tokenizer.encode("hello world"), vec![15339, 1917]);
+    }
+
+    #[test]
+    fn decodes_single_tokens() {
+        let tokenizer = PromptTokenizer::cl100k().expect("vocabulary loads");
+        assert_eq!(tokenizer.decode_token(1917).as_deref(), Some(" world"));
+        assert_eq!(tokenizer.decode_token(u32::MAX), None);
+        assert!(tokenizer.decode_token(ORDINARY_TOKENS - 1).is_some());
+        assert_eq!(tokenizer.decode_token(ORDINARY_TOKENS), None);
+        let last = TokenId::try_from(VOCAB_SIZE - 1).expect("fits");
+        assert_eq!(
+            tokenizer.decode_token(last).as_deref(),
+            Some("<|endofprompt|>")
+        );
     }
 
     #[test]

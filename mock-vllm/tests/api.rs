@@ -359,3 +359,231 @@ async fn embeddings_models_and_health() {
     assert_eq!(health.status(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_options_without_a_stream_are_refused_like_vllm() {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let client = client();
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "max_tokens": 1, "stream_options": {"include_usage": true}}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "hi", "max_tokens": 1, "stream": false,
+                   "stream_options": {"continuous_usage_stats": true}}),
+        ),
+        // Checked before the model, as vLLM's request model does.
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-nope", "messages": [], "stream_options": {"x": 1}}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let (status, error) = error_of(
+            client
+                .post(format!("{base}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error["error"]["type"], "Bad Request");
+        assert_eq!(error["error"]["param"], "stream_options");
+        assert_eq!(error["error"]["code"], 400);
+        let message = error["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(
+                "Value error, Stream options can only be defined when `stream=True`. \
+                 (parameter=stream_options)"
+            ),
+            "{message}"
+        );
+    }
+    // An empty object is falsy to vLLM's check, so it passes.
+    let ok = client
+        .post(format!("{base}/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": "hi", "max_tokens": 1, "stream_options": {}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), 200);
+    server.shutdown().await;
+}
+
+/// Byte offset of `"key":` in a raw JSON body.
+fn key_at(body: &str, key: &str) -> usize {
+    body.find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {body}"))
+}
+
+fn assert_prompt_logprobs(logprobs: &Value, prompt_tokens: u64, top: usize) {
+    let positions = logprobs.as_array().expect("prompt_logprobs is an array");
+    assert_eq!(
+        positions.len() as u64,
+        prompt_tokens,
+        "one entry per prompt token"
+    );
+    assert!(positions[0].is_null(), "nothing predicts the first token");
+    for position in &positions[1..] {
+        let entries = position.as_object().expect("token id -> logprob");
+        assert!(
+            entries.len() == top || entries.len() == top + 1,
+            "{position}"
+        );
+        for (id, entry) in entries {
+            id.parse::<u32>().expect("keys are token ids");
+            assert!(entry["logprob"].as_f64().expect("logprob") <= 0.0);
+            assert!(entry["rank"].as_u64().expect("rank") >= 1);
+            assert!(entry["decoded_token"].is_string());
+        }
+    }
+    let decoded: Vec<&str> = positions[1..]
+        .iter()
+        .map(|p| {
+            // The prompt's own token comes first in each map.
+            let (_, first) = p.as_object().expect("map").iter().next().expect("entry");
+            first["decoded_token"].as_str().expect("text")
+        })
+        .collect();
+    assert!(decoded.contains(&" usage"), "{decoded:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_logprobs_come_after_usage_in_chat_and_in_the_completion_choice() {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let client = client();
+
+    let chat = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(
+            &json!({"model": MODEL, "max_tokens": 2, "prompt_logprobs": 2,
+                      "messages": [{"role": "user", "content": "report the usage please"}]}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    // vLLM's field order: ..., choices, service_tier, system_fingerprint, usage,
+    // prompt_logprobs, prompt_token_ids, kv_transfer_params.
+    let order: Vec<usize> = [
+        "choices",
+        "service_tier",
+        "system_fingerprint",
+        "usage",
+        "prompt_logprobs",
+        "prompt_token_ids",
+        "kv_transfer_params",
+    ]
+    .iter()
+    .map(|key| key_at(&chat, key))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{chat}");
+    let chat: Value = serde_json::from_str(&chat).expect("json");
+    let prompt_tokens = chat["usage"]["prompt_tokens"].as_u64().expect("prompt");
+    assert_prompt_logprobs(&chat["prompt_logprobs"], prompt_tokens, 2);
+
+    let completion = client
+        .post(format!("{base}/v1/completions"))
+        .json(
+            &json!({"model": MODEL, "prompt": "what is the usage", "max_tokens": 2,
+                      "prompt_logprobs": 0}),
+        )
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    // Completions keep them in the choice, which comes before usage.
+    assert!(key_at(&completion, "prompt_logprobs") < key_at(&completion, "usage"));
+    let completion: Value = serde_json::from_str(&completion).expect("json");
+    assert!(completion.get("prompt_logprobs").is_none());
+    let prompt_tokens = completion["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt");
+    assert_prompt_logprobs(
+        &completion["choices"][0]["prompt_logprobs"],
+        prompt_tokens,
+        0,
+    );
+
+    // Not asked for: null, as vLLM sends it.
+    let plain: Value = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&chat_body("hi", 1))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(plain["prompt_logprobs"].is_null());
+    assert!(
+        plain
+            .as_object()
+            .expect("object")
+            .contains_key("prompt_logprobs")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_logprobs_limits_are_vllms() {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let client = client();
+    let cases = [
+        (
+            json!({"prompt_logprobs": 1, "stream": true}),
+            "Bad Request",
+            "`prompt_logprobs` are not available when `stream=True`.",
+        ),
+        (
+            json!({"prompt_logprobs": -2}),
+            "Bad Request",
+            "`prompt_logprobs` must be a positive value or -1. \
+             (parameter=prompt_logprobs, value=-2)",
+        ),
+        (
+            json!({"prompt_logprobs": 21}),
+            "BadRequestError",
+            "Requested prompt logprobs of 21, which is greater than max allowed: 20 \
+             (parameter=prompt_logprobs, value=21)",
+        ),
+        (
+            json!({"prompt_logprobs": -1}),
+            "BadRequestError",
+            "Requested prompt logprobs of 100277, which is greater than max allowed: 20",
+        ),
+    ];
+    for (extra, kind, message) in cases {
+        let mut body = json!({"model": MODEL, "prompt": "x", "max_tokens": 1});
+        for (key, value) in extra.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let (status, error) = error_of(
+            client
+                .post(format!("{base}/v1/completions"))
+                .json(&body)
+                .send()
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error["error"]["type"], kind, "{body}");
+        assert_eq!(error["error"]["param"], "prompt_logprobs");
+        let text = error["error"]["message"].as_str().expect("message");
+        assert!(text.contains(message), "{text}");
+    }
+    server.shutdown().await;
+}

@@ -132,3 +132,37 @@ async fn lru_eviction_makes_room_for_new_prompts() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_logprobs_requests_read_no_cache_but_fill_it() {
+    let server = start(config(4, 2)).await;
+    let base = server.base_url();
+    let client = client();
+    let ask = |prompt_logprobs: Option<u32>| {
+        let mut body = chat_body(&long_prompt(), 2);
+        if let Some(n) = prompt_logprobs {
+            body["prompt_logprobs"] = json!(n);
+        }
+        let request = client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body);
+        async move {
+            let body: Value = request
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("json");
+            body["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .expect("cached_tokens")
+        }
+    };
+    // vLLM computes every prompt position for prompt logprobs, so it skips the lookup...
+    assert_eq!(ask(Some(1)).await, 0);
+    assert_eq!(ask(Some(0)).await, 0, "even a cached prompt is recomputed");
+    // ...but the blocks it computed are cached for the next request.
+    assert!(ask(None).await > 0);
+    server.shutdown().await;
+}

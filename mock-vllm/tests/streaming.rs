@@ -115,3 +115,121 @@ async fn shutdown_ends_open_streams() {
         "an aborted stream has no [DONE]"
     );
 }
+
+/// Streams a request and returns its `data:` payloads, `[DONE]` included as a string.
+async fn stream_of(path: &str, body: Value) -> Vec<SseEvent> {
+    let server = start(config(4, 1)).await;
+    let base = server.base_url();
+    let response = client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let events = read_sse(response, usize::MAX).await;
+    server.shutdown().await;
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_usage_rides_every_chat_chunk() {
+    let events = stream_of(
+        "/v1/chat/completions",
+        json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "count along"}],
+            "max_tokens": 5,
+            "stream": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": true},
+        }),
+    )
+    .await;
+    // role chunk + 5 content chunks + usage chunk + [DONE]
+    assert_eq!(events.len(), 8, "{events:#?}");
+    assert_eq!(events[7].data, "[DONE]");
+    let chunks: Vec<Value> = events[..7].iter().map(SseEvent::json).collect();
+    let prompt = chunks[6]["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt");
+    assert!(prompt > 0);
+
+    // The role chunk counts no completion token yet; each content chunk counts its own.
+    for (i, chunk) in chunks[..6].iter().enumerate() {
+        assert_eq!(chunk["choices"].as_array().expect("choices").len(), 1);
+        let completion = i as u64;
+        assert_eq!(
+            chunk["usage"],
+            json!({"prompt_tokens": prompt, "total_tokens": prompt + completion,
+                   "completion_tokens": completion}),
+            "chunk {i}: {chunk}"
+        );
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    // The usage-only chunk still closes the stream, with the cache details.
+    assert_eq!(chunks[6]["choices"], json!([]));
+    assert_eq!(
+        chunks[6]["usage"],
+        json!({"prompt_tokens": prompt, "total_tokens": prompt + 5, "completion_tokens": 5,
+               "prompt_tokens_details": {"cached_tokens": 0}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_usage_on_completion_chunks_and_include_usage_defaults_on() {
+    // vLLM's `include_usage` defaults to true once `stream_options` is given.
+    let events = stream_of(
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "hello world", "max_tokens": 3, "stream": true,
+               "stream_options": {"continuous_usage_stats": true}}),
+    )
+    .await;
+    assert_eq!(events.len(), 5, "{events:#?}");
+    let completions: Vec<u64> = events[..3]
+        .iter()
+        .map(|e| {
+            e.json()["usage"]["completion_tokens"]
+                .as_u64()
+                .expect("usage")
+        })
+        .collect();
+    assert_eq!(completions, [1, 2, 3]);
+    for event in &events[..3] {
+        let usage = &event.json()["usage"];
+        assert_eq!(usage["prompt_tokens"], 2);
+        assert_eq!(
+            usage["total_tokens"].as_u64(),
+            Some(2 + usage["completion_tokens"].as_u64().expect("completion"))
+        );
+    }
+    let last = events[3].json();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 3);
+    assert_eq!(events[4].data, "[DONE]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_continuous_usage_content_chunks_have_no_usage_key() {
+    for options in [
+        json!({"include_usage": true}),
+        json!({"include_usage": true, "continuous_usage_stats": false}),
+        // Continuous usage needs include_usage, as in vLLM.
+        json!({"include_usage": false, "continuous_usage_stats": true}),
+    ] {
+        let events = stream_of(
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                   "max_tokens": 2, "stream": true, "stream_options": options}),
+        )
+        .await;
+        let final_usage = options["include_usage"] == json!(true);
+        assert_eq!(events.len(), if final_usage { 5 } else { 4 }, "{options}");
+        for event in &events[..3] {
+            assert!(
+                event.json().get("usage").is_none(),
+                "vLLM omits usage from content chunks: {}",
+                event.data
+            );
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! `POST /v1/chat/completions`.
 
 use super::generate::{Endpoint, GenerationJob, generate};
-use super::protocol::ChatCompletionRequest;
-use super::{ApiError, AppState, ModelKind};
+use super::protocol::{ChatCompletionRequest, StreamUsage};
+use super::{ApiError, AppState, ModelKind, validate};
 use crate::request_log::RecordId;
 use axum::Extension;
 use axum::extract::State;
@@ -15,18 +15,24 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ChatCompletionRequest = serde_json::from_slice(&body)?;
+    let stream = request.stream.unwrap_or(false);
+    validate::stream_options(stream, request.stream_options.as_ref())?;
+    validate::prompt_logprobs(stream, request.prompt_logprobs)?;
     state.require_model(&request.model, ModelKind::Generate)?;
     let job = GenerationJob {
-        endpoint: Endpoint::Chat,
         prompt: state.tokenizer.encode_chat(&request.messages),
         model: request.model,
         cache_salt: request.cache_salt,
         max_tokens: request.max_completion_tokens.or(request.max_tokens),
-        stream: request.stream.unwrap_or(false),
-        include_usage: request
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false),
+        prompt_logprobs: request.prompt_logprobs,
     };
-    generate(&state, record.map(|Extension(id)| id), job).await
+    let stream = stream.then(|| StreamUsage::of(request.stream_options.as_ref()));
+    generate(
+        &state,
+        record.map(|Extension(id)| id),
+        Endpoint::Chat,
+        stream,
+        job,
+    )
+    .await
 }

@@ -46,7 +46,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         stats.record_finished(FinishReason::Stop);
     });
     let header = ResponseHeader {
-        id: state.next_id("embd"),
+        id: state.next_id("embd-"),
         object: "list",
         created: unix_seconds(),
         model: request.model,

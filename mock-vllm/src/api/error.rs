@@ -28,6 +28,26 @@ pub enum ApiError {
     UnreadableBody,
     #[error("{0}")]
     InvalidRequest(#[from] InvalidRequest),
+    /// A check vLLM runs in its pydantic request models; FastAPI's validation handler answers
+    /// it with the error list in the message and the type `Bad Request`. (vLLM also prints the
+    /// rejected input, which the mock leaves out.)
+    #[error(
+        "1 validation error:\n  {{'type': 'value_error', 'loc': ('body',), \
+         'msg': 'Value error, {0}'}}"
+    )]
+    BodyValidation(Rejected),
+    /// A check vLLM runs once the request reaches its engine (`VLLMValidationError`).
+    #[error("{0}")]
+    EngineValidation(Rejected),
+    /// `previous_response_id` names a stored response; vLLM stores none unless told to.
+    #[error("Response with id '{0}' not found.")]
+    ResponseNotFound(String),
+    #[error(
+        "This vLLM engine does not support `store=True` and therefore does not support the \
+         background mode. To enable these features, set the environment variable \
+         `VLLM_ENABLE_RESPONSES_API_STORE=1` when launching the vLLM server."
+    )]
+    BackgroundUnsupported,
     #[error(transparent)]
     Submit(#[from] SubmitError),
     #[error("metrics are disabled on this replica (POST /debug/metrics?enabled=true)")]
@@ -49,6 +69,25 @@ pub enum InvalidRequest {
     EmptyInput,
     #[error("the mock serves one prompt per request: send a string or one array of token ids")]
     BatchedPrompt,
+}
+
+/// A value vLLM refuses, worded like its `VLLMValidationError`: the message, then the parameter
+/// and, when vLLM names it, the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub message: String,
+    pub param: &'static str,
+    pub value: Option<String>,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (parameter={}", self.message, self.param)?;
+        if let Some(value) = &self.value {
+            write!(f, ", value={value}")?;
+        }
+        f.write_str(")")
+    }
 }
 
 impl InvalidRequest {
@@ -82,7 +121,11 @@ impl ApiError {
             Self::ContextLengthExceeded { .. }
             | Self::InvalidJson(_)
             | Self::UnreadableBody
-            | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidRequest(_)
+            | Self::BodyValidation(_)
+            | Self::EngineValidation(_)
+            | Self::BackgroundUnsupported => StatusCode::BAD_REQUEST,
+            Self::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             Self::Submit(SubmitError::ExceedsKvCapacity { .. }) => StatusCode::BAD_REQUEST,
             Self::Submit(SubmitError::Stopped) | Self::MetricsDisabled | Self::EngineStopped => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -91,10 +134,16 @@ impl ApiError {
     }
 
     fn kind(&self) -> &'static str {
-        match self.status() {
-            StatusCode::NOT_FOUND => "NotFoundError",
-            StatusCode::BAD_REQUEST => "BadRequestError",
-            _ => "ServiceUnavailableError",
+        match self {
+            // HTTPStatus.BAD_REQUEST.phrase, from vLLM's RequestValidationError handler.
+            Self::BodyValidation(_) => "Bad Request",
+            // The Responses API names its own errors the way OpenAI does.
+            Self::ResponseNotFound(_) | Self::BackgroundUnsupported => "invalid_request_error",
+            _ => match self.status() {
+                StatusCode::NOT_FOUND => "NotFoundError",
+                StatusCode::BAD_REQUEST => "BadRequestError",
+                _ => "ServiceUnavailableError",
+            },
         }
     }
 
@@ -102,6 +151,11 @@ impl ApiError {
         match self {
             Self::ModelNotFound(_) => Some("model"),
             Self::InvalidRequest(invalid) => Some(invalid.param()),
+            Self::BodyValidation(rejected) | Self::EngineValidation(rejected) => {
+                Some(rejected.param)
+            }
+            Self::ResponseNotFound(_) => Some("response_id"),
+            Self::BackgroundUnsupported => Some("background"),
             _ => None,
         }
     }

@@ -1,21 +1,17 @@
-//! What chat and text completions share once the prompt is tokenized: validation, submission
-//! to the engine, and the non-streaming answer.
+//! What every generating endpoint shares once its prompt is tokenized: validation, submission
+//! to the engine, and waiting for the last token. Chat and text completions also share how
+//! they answer ([`generate`]); the Responses API answers in its own shapes.
 
-use super::protocol::{
-    AssistantMessage, ChatChoice, ChatCompletion, CompletionChoice, ResponseHeader, TextCompletion,
-    Usage,
-};
-use super::{ApiError, AppState, InvalidRequest, sse, unix_seconds};
+use super::protocol::{ResponseHeader, StreamUsage};
+use super::{ApiError, AppState, InvalidRequest, sse, unix_seconds, validate, whole};
 use crate::engine::{NewSequence, SequenceEvent, SequenceHandle};
-use crate::filler;
 use crate::prefix_cache::{CacheScope, block_hashes};
 use crate::request_log::{RecordId, RequestLog};
 use crate::tokenizer::TokenId;
-use axum::Json;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::sync::Arc;
 
-/// Which OpenAI endpoint a generation answers.
+/// Which OpenAI completion endpoint a generation answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Chat,
@@ -25,8 +21,8 @@ pub enum Endpoint {
 impl Endpoint {
     fn id_prefix(self) -> &'static str {
         match self {
-            Self::Chat => "chatcmpl",
-            Self::Completion => "cmpl",
+            Self::Chat => "chatcmpl-",
+            Self::Completion => "cmpl-",
         }
     }
 
@@ -42,13 +38,12 @@ impl Endpoint {
 /// A tokenized, model-checked generation request.
 #[derive(Debug)]
 pub struct GenerationJob {
-    pub endpoint: Endpoint,
     pub model: String,
     pub prompt: Vec<TokenId>,
     pub cache_salt: Option<String>,
     pub max_tokens: Option<u32>,
-    pub stream: bool,
-    pub include_usage: bool,
+    /// As requested; the engine-level limit is checked at submission, as vLLM's engine does.
+    pub prompt_logprobs: Option<i64>,
 }
 
 /// Reports the cached prefix of an admitted request to the request log.
@@ -66,21 +61,32 @@ impl CacheReport {
     }
 }
 
-/// Everything a response needs besides the tokens.
+/// A sequence in the engine and what answering it needs besides the tokens.
 #[derive(Debug)]
 pub struct Generation {
-    pub endpoint: Endpoint,
-    pub header: ResponseHeader,
-    pub prompt_tokens: usize,
+    pub model: String,
+    pub prompt: Vec<TokenId>,
+    /// The output length the engine will produce (the request's, or the default).
+    pub max_tokens: u32,
+    /// How many alternatives per prompt position to report, if any.
+    pub prompt_logprobs: Option<u32>,
     pub handle: SequenceHandle,
     pub cache_report: CacheReport,
 }
 
-pub async fn generate(
+/// Token counts of a generation that ran to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub generated: u32,
+    pub cached_tokens: usize,
+}
+
+/// Checks the request against the model's limits and queues it in the engine.
+pub fn submit(
     state: &AppState,
     record: Option<RecordId>,
     job: GenerationJob,
-) -> Result<Response, ApiError> {
+) -> Result<Generation, ApiError> {
     let max_tokens = job.max_tokens.unwrap_or(state.config.default_max_tokens);
     if max_tokens == 0 {
         return Err(InvalidRequest::MaxTokensZero.into());
@@ -97,6 +103,7 @@ pub async fn generate(
             max_tokens: max_tokens as usize,
         });
     }
+    let prompt_logprobs = validate::prompt_logprobs_limit(job.prompt_logprobs)?;
     let scope = CacheScope {
         model: &job.model,
         cache_salt: job.cache_salt.as_deref(),
@@ -105,82 +112,63 @@ pub async fn generate(
         prompt_len: job.prompt.len(),
         block_hashes: block_hashes(&job.prompt, state.config.block_size, scope),
         max_tokens,
+        read_prefix_cache: prompt_logprobs.is_none(),
     })?;
-    let generation = Generation {
-        endpoint: job.endpoint,
-        header: ResponseHeader {
-            id: state.next_id(job.endpoint.id_prefix()),
-            object: job.endpoint.object(job.stream),
-            created: unix_seconds(),
-            model: job.model,
-        },
-        prompt_tokens: job.prompt.len(),
+    Ok(Generation {
+        model: job.model,
+        prompt: job.prompt,
+        max_tokens,
+        prompt_logprobs,
         handle,
         cache_report: CacheReport {
             log: Arc::clone(&state.requests),
             record,
         },
-    };
-    if job.stream {
-        Ok(sse::response(generation, job.include_usage))
-    } else {
-        respond_whole(generation).await
-    }
+    })
 }
 
-/// Waits for the last token. If the client goes away meanwhile, this future is dropped with
-/// the sequence handle, which takes the sequence out of the engine.
-async fn respond_whole(mut generation: Generation) -> Result<Response, ApiError> {
-    let mut cached_tokens = 0;
-    let mut generated = 0;
+/// Waits for the last token. If the client goes away meanwhile, the future holding the
+/// generation is dropped with its sequence handle, which takes the sequence out of the engine.
+pub async fn run_to_end(generation: &mut Generation) -> Result<Finished, ApiError> {
+    let mut finished = Finished {
+        generated: 0,
+        cached_tokens: 0,
+    };
     loop {
         match generation.handle.next_event().await {
-            Some(SequenceEvent::Scheduled {
-                cached_tokens: cached,
-            }) => {
-                cached_tokens = cached;
-                generation.cache_report.report(cached);
+            Some(SequenceEvent::Scheduled { cached_tokens }) => {
+                finished.cached_tokens = cached_tokens;
+                generation.cache_report.report(cached_tokens);
             }
             Some(SequenceEvent::Token { last, .. }) => {
-                generated += 1;
+                finished.generated += 1;
                 if last {
-                    break;
+                    return Ok(finished);
                 }
             }
             None => return Err(ApiError::EngineStopped),
         }
     }
-    let usage = Usage::new(generation.prompt_tokens, generated as usize, cached_tokens);
-    let text = filler::completion_text(generated);
-    let header = &generation.header;
-    let response = match generation.endpoint {
-        Endpoint::Chat => Json(ChatCompletion {
-            header,
-            choices: [ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: text,
-                },
-                logprobs: None,
-                finish_reason: "length",
-                stop_reason: None,
-            }],
-            usage,
-        })
-        .into_response(),
-        Endpoint::Completion => Json(TextCompletion {
-            header,
-            choices: [CompletionChoice {
-                index: 0,
-                text: &text,
-                logprobs: None,
-                finish_reason: Some("length"),
-                stop_reason: None,
-            }],
-            usage,
-        })
-        .into_response(),
+}
+
+/// Chat and text completions: submit, then answer as one body, or as a stream when `stream`
+/// says how that stream reports usage.
+pub async fn generate(
+    state: &AppState,
+    record: Option<RecordId>,
+    endpoint: Endpoint,
+    stream: Option<StreamUsage>,
+    job: GenerationJob,
+) -> Result<Response, ApiError> {
+    let generation = submit(state, record, job)?;
+    let header = ResponseHeader {
+        id: state.next_id(endpoint.id_prefix()),
+        object: endpoint.object(stream.is_some()),
+        created: unix_seconds(),
+        model: generation.model.clone(),
     };
-    Ok(response)
+    match stream {
+        Some(usage) => Ok(sse::response(generation, header, endpoint, usage)),
+        None => whole::respond(generation, header, endpoint, &state.tokenizer).await,
+    }
 }

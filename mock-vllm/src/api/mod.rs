@@ -7,8 +7,12 @@ mod embeddings;
 mod error;
 mod generate;
 mod ops;
+mod prompt_logprobs;
 pub mod protocol;
+mod responses;
 mod sse;
+mod validate;
+mod whole;
 
 pub use error::{ApiError, InvalidRequest};
 
@@ -80,6 +84,7 @@ impl AppState {
         }
     }
 
+    /// A fresh id: `prefix` (with its separator, e.g. `chatcmpl-` or `resp_`) then 32 hex digits.
     pub fn next_id(&self, prefix: &str) -> String {
         self.ids.next(prefix)
     }
@@ -105,7 +110,7 @@ impl IdSource {
 
     fn next(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{:016x}{n:016x}", self.run)
+        format!("{prefix}{:016x}{n:016x}", self.run)
     }
 }
 
@@ -125,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/models", get(ops::models))
         .route("/health", get(ops::health))

@@ -1,10 +1,12 @@
-//! Server-sent events for `"stream": true`: one `data:` event per token as the engine emits
-//! it, an optional usage chunk, then `data: [DONE]`. Dropping the body (client gone) drops the
-//! sequence handle, which takes the sequence out of the engine.
+//! Server-sent events for chat and text completions with `"stream": true`: one `data:` event
+//! per token as the engine emits it, an optional usage chunk, then `data: [DONE]`. With
+//! `continuous_usage_stats` every chunk also carries the running usage. Dropping the body
+//! (client gone) drops the sequence handle, which takes the sequence out of the engine.
 
 use super::generate::{Endpoint, Generation};
 use super::protocol::{
-    ChatChunk, ChatChunkChoice, CompletionChoice, CompletionChunk, Delta, Usage,
+    ChatChunk, ChatChunkChoice, CompletionChoice, CompletionChunk, Delta, ResponseHeader,
+    StreamUsage, Usage,
 };
 use crate::engine::SequenceEvent;
 use crate::filler;
@@ -15,19 +17,34 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::convert::Infallible;
 
-pub fn response(generation: Generation, include_usage: bool) -> Response {
+pub fn response(
+    generation: Generation,
+    header: ResponseHeader,
+    endpoint: Endpoint,
+    usage: StreamUsage,
+) -> Response {
     let state = StreamState {
         generation,
-        include_usage,
+        header,
+        endpoint,
+        usage,
         phase: Phase::Tokens,
         cached_tokens: 0,
         generated: 0,
     };
-    let events = futures_util::stream::unfold(state, |mut state| async move {
-        let frame = state.next_frame().await?;
-        Some((Ok::<_, Infallible>(frame), state))
-    });
-    let mut response = Response::new(Body::from_stream(events));
+    event_stream(futures_util::stream::unfold(
+        state,
+        |mut state| async move {
+            let frame = state.next_frame().await?;
+            Some((frame, state))
+        },
+    ))
+}
+
+/// A `text/event-stream` response whose body is `frames`, each sent as soon as it is ready.
+pub fn event_stream(frames: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+    use futures_util::StreamExt;
+    let mut response = Response::new(Body::from_stream(frames.map(Ok::<_, Infallible>)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -47,7 +64,9 @@ enum Phase {
 
 struct StreamState {
     generation: Generation,
-    include_usage: bool,
+    header: ResponseHeader,
+    endpoint: Endpoint,
+    usage: StreamUsage,
     phase: Phase,
     cached_tokens: usize,
     generated: usize,
@@ -79,10 +98,9 @@ impl StreamState {
                 Some(SequenceEvent::Token { index, last }) => {
                     self.generated += 1;
                     if last {
-                        self.phase = if self.include_usage {
-                            Phase::Usage
-                        } else {
-                            Phase::Done
+                        self.phase = match self.usage {
+                            StreamUsage::Off => Phase::Done,
+                            StreamUsage::Final | StreamUsage::Continuous => Phase::Usage,
                         };
                     }
                     return Some(self.token_frame(index, last));
@@ -96,12 +114,20 @@ impl StreamState {
         }
     }
 
+    /// Usage for a chunk sent after `completion_tokens` tokens: only with
+    /// `continuous_usage_stats`, and without the cache details, as vLLM does.
+    fn running_usage(&self, completion_tokens: usize) -> Option<Usage> {
+        (self.usage == StreamUsage::Continuous)
+            .then(|| Usage::running(self.generation.prompt.len(), completion_tokens))
+    }
+
     fn token_frame(&self, index: u32, last: bool) -> Bytes {
-        let header = &self.generation.header;
+        let header = &self.header;
         let text = filler::token_text(index);
         let finish_reason = last.then_some("length");
+        let usage = self.running_usage(self.generated);
         let mut frame = String::new();
-        match self.generation.endpoint {
+        match self.endpoint {
             Endpoint::Chat => {
                 // vLLM opens a chat stream with a role-only delta once the first output exists.
                 if index == 0 {
@@ -110,7 +136,7 @@ impl StreamState {
                         &ChatChunk {
                             header,
                             choices: vec![chat_choice(Some("assistant"), "", None)],
-                            usage: None,
+                            usage: self.running_usage(0),
                         },
                     );
                 }
@@ -119,7 +145,7 @@ impl StreamState {
                     &ChatChunk {
                         header,
                         choices: vec![chat_choice(None, text, finish_reason)],
-                        usage: None,
+                        usage,
                     },
                 );
             }
@@ -134,7 +160,7 @@ impl StreamState {
                         finish_reason,
                         stop_reason: None,
                     }],
-                    usage: None,
+                    usage,
                 },
             ),
         }
@@ -142,14 +168,14 @@ impl StreamState {
     }
 
     fn usage_frame(&self) -> Bytes {
-        let header = &self.generation.header;
+        let header = &self.header;
         let usage = Some(Usage::new(
-            self.generation.prompt_tokens,
+            self.generation.prompt.len(),
             self.generated,
             self.cached_tokens,
         ));
         let mut frame = String::new();
-        match self.generation.endpoint {
+        match self.endpoint {
             Endpoint::Chat => push_event(
                 &mut frame,
                 &ChatChunk {

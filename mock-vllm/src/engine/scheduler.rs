@@ -26,6 +26,10 @@ pub struct NewSequence {
     /// Hashes of the prompt's full blocks (see [`crate::prefix_cache`]).
     pub block_hashes: Vec<BlockHash>,
     pub max_tokens: u32,
+    /// Whether the prompt may be served from cached blocks. vLLM skips the lookup for requests
+    /// that want prompt logprobs, which need every prompt position computed; their blocks are
+    /// still cached for others.
+    pub read_prefix_cache: bool,
 }
 
 /// What the engine tells the request about its sequence.
@@ -237,7 +241,11 @@ impl Scheduler {
             // The last prompt token is always recomputed to produce logits, so at most
             // `prompt_len - 1` tokens can come from the cache, in whole blocks.
             let cacheable = head.request.prompt_len.saturating_sub(1) / self.config.block_size;
-            let lookup_len = cacheable.min(head.request.block_hashes.len());
+            let lookup_len = if head.request.read_prefix_cache {
+                cacheable.min(head.request.block_hashes.len())
+            } else {
+                0
+            };
             let hits = self
                 .kv
                 .cached_prefix(&head.request.block_hashes[..lookup_len]);
@@ -251,8 +259,11 @@ impl Scheduler {
             let cached_tokens = hits.len() * self.config.block_size;
             let prompt_len = sequence.request.prompt_len;
             self.stats.prompt_tokens += prompt_len as u64;
-            self.stats.prefix_cache_queries += prompt_len as u64;
-            self.stats.prefix_cache_hits += cached_tokens as u64;
+            // A skipped lookup is no query, as in vLLM's prefix-cache stats.
+            if sequence.request.read_prefix_cache {
+                self.stats.prefix_cache_queries += prompt_len as u64;
+                self.stats.prefix_cache_hits += cached_tokens as u64;
+            }
             prefill_tokens += prompt_len - cached_tokens;
             sequence.blocks = blocks;
             if sequence
@@ -301,6 +312,7 @@ mod tests {
                 },
             ),
             max_tokens,
+            read_prefix_cache: true,
         }
     }
 
@@ -413,6 +425,45 @@ mod tests {
         );
         assert_eq!(s.stats().prefix_cache_hits, 8);
         assert_eq!(s.stats().prefix_cache_queries, 48);
+    }
+
+    #[test]
+    fn a_sequence_that_skips_the_cache_reads_none_but_still_fills_it() {
+        let mut s = Scheduler::new(config(8, 100));
+        let (_, mut first) = submit(
+            &mut s,
+            NewSequence {
+                read_prefix_cache: false,
+                ..sequence(12, 1, Some("a"))
+            },
+        );
+        s.begin_step();
+        s.finish_step(Instant::now());
+        assert_eq!(
+            drain(&mut first)[0],
+            SequenceEvent::Scheduled { cached_tokens: 0 }
+        );
+        let (_, mut skipping) = submit(
+            &mut s,
+            NewSequence {
+                read_prefix_cache: false,
+                ..sequence(12, 1, Some("a"))
+            },
+        );
+        s.begin_step();
+        s.finish_step(Instant::now());
+        assert_eq!(
+            drain(&mut skipping)[0],
+            SequenceEvent::Scheduled { cached_tokens: 0 }
+        );
+        assert_eq!(s.stats().prefix_cache_queries, 0, "no lookup, no query");
+        let (_, mut reading) = submit(&mut s, sequence(12, 1, Some("a")));
+        s.begin_step();
+        assert_eq!(
+            drain(&mut reading)[0],
+            SequenceEvent::Scheduled { cached_tokens: 8 },
+            "the skipping sequences published their blocks"
+        );
     }
 
     #[test]

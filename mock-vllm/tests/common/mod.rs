@@ -111,3 +111,44 @@ pub async fn read_sse(response: reqwest::Response, limit: usize) -> Vec<SseEvent
     }
     events
 }
+
+/// One named SSE event (`event:` then `data:`), as the Responses API sends them.
+#[derive(Debug)]
+pub struct NamedEvent {
+    pub event: String,
+    pub data: Value,
+    pub at: Instant,
+}
+
+/// Reads named events from a streaming response; stops after `limit` events or at the end.
+/// Panics on an event without a name, such as `data: [DONE]`.
+pub async fn read_named_sse(response: reqwest::Response, limit: usize) -> Vec<NamedEvent> {
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("body chunk");
+        let at = Instant::now();
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let raw: String = buffer.drain(..end + 2).collect();
+            let (name, data) = raw
+                .trim_end()
+                .split_once('\n')
+                .unwrap_or_else(|| panic!("not a named event: {raw:?}"));
+            let event = name
+                .strip_prefix("event: ")
+                .unwrap_or_else(|| panic!("no event name: {raw:?}"))
+                .to_string();
+            let data = data
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("no data: {raw:?}"));
+            let data = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+            events.push(NamedEvent { event, data, at });
+            if events.len() == limit {
+                return events;
+            }
+        }
+    }
+    events
+}
