@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gateway_e2e::{
-    FilterSet, Reply, chat, client, eventually, metric, post, ratelimit_metrics, start_with,
+    FilterSet, Reply, Tokens, chat, client, eventually, metric, post, ratelimit_metrics,
+    settled_usage, spend_nanos, start_with, u, usage,
 };
 use serde_json::{Value, json};
 use tenant_registry::api_key_digest_hex;
@@ -20,11 +21,6 @@ use testbed::{PoolSpec, Testbed, TestbedConfig};
 
 const MODEL: &str = "llama-3.1-8b-instruct";
 const PREMIUM: &str = "premium-70b";
-/// Nano-dollars per token of `MODEL` (prompt, cached prompt, completion).
-const NANOS_IN: u64 = 200;
-const NANOS_CACHED: u64 = 50;
-const NANOS_OUT: u64 = 600;
-
 /// These tests measure concurrency and timing on a small shared machine:
 /// running them one at a time keeps each one's Envoy, mocks and service
 /// from starving the others.
@@ -136,42 +132,6 @@ fn assert_reset_shape(reply: &Reply, name: &str) {
 }
 
 /// This tenant's row of ratelimit-service's `GET /admin/usage`.
-fn usage(tb: &Testbed, tenant: &str) -> Value {
-    let url = format!(
-        "{}/admin/usage",
-        tb.ratelimit_admin_url().expect("ratelimit-service running")
-    );
-    let all: Value = client()
-        .get(url)
-        .bearer_auth(&tb.config.admin_token)
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.json())
-        .expect("admin usage");
-    all["tenants"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["tenant"] == tenant))
-        .cloned()
-        .unwrap_or_else(|| panic!("{tenant} not in {all}"))
-}
-
-/// The tenant's usage once no request of it is in flight: Complete is sent
-/// as a response ends, so it can land just after the client has the reply.
-fn settled_usage(tb: &Testbed, tenant: &str) -> Value {
-    let settled = eventually(Duration::from_secs(10), || {
-        u(&usage(tb, tenant), "in_flight") == 0
-    });
-    let row = usage(tb, tenant);
-    assert!(settled, "{tenant} never settled: {row}");
-    row
-}
-
-fn u(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-}
-
 /// Upstream requests that carry this tenant.
 fn upstream_of(tb: &Testbed, tenant: &str) -> Vec<Value> {
     tb.upstream_requests()
@@ -180,45 +140,12 @@ fn upstream_of(tb: &Testbed, tenant: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Token usage as the pool reported it.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct Tokens {
-    prompt: u64,
-    completion: u64,
-    cached: u64,
-}
-
-impl Tokens {
-    fn of(usage: &Value) -> Self {
-        Self {
-            prompt: usage["prompt_tokens"].as_u64().expect("prompt_tokens"),
-            completion: usage["completion_tokens"]
-                .as_u64()
-                .expect("completion_tokens"),
-            cached: usage["prompt_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap_or(0),
-        }
-    }
-
-    /// What the registry's llama price makes of it, in nano-dollars.
-    fn nanos(&self) -> u64 {
-        (self.prompt - self.cached) * NANOS_IN
-            + self.cached * NANOS_CACHED
-            + self.completion * NANOS_OUT
-    }
-
-    fn add(&mut self, other: Tokens) {
-        self.prompt += other.prompt;
-        self.completion += other.completion;
-        self.cached += other.cached;
-    }
-}
-
-/// A streamed chat completion: the reply's headers and every `data:` event.
+/// A streamed chat completion that asks for its usage chunk: the reply's
+/// headers and every `data:` event.
 fn stream(tb: &Testbed, tenant: &str, content: &str, max_tokens: u32) -> (Reply, Vec<Value>) {
     let mut body = chat(MODEL, content, max_tokens);
     body["stream"] = json!(true);
+    body["stream_options"] = json!({ "include_usage": true });
     let reply = post(
         tb,
         "/v1/chat/completions",
@@ -238,13 +165,6 @@ fn stream(tb: &Testbed, tenant: &str, content: &str, max_tokens: u32) -> (Reply,
         }
     }
     (reply, events)
-}
-
-fn spend_nanos(row: &Value, field: &str) -> i64 {
-    let usd = row[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("{field} in {row}"));
-    (usd * 1e9).round() as i64
 }
 
 #[test]
@@ -594,8 +514,8 @@ fn usage_reconciles_and_survives_sigkill() {
         reported.add(t);
         nanos += t.nanos();
     }
-    // Streaming: the client did not ask for usage; llm-policy forces it on,
-    // so the last event before [DONE] carries it.
+    // Streaming, asking for usage: the last event before [DONE] carries it
+    // (a client that does not ask never sees that chunk; hostile.rs).
     for (content, max_tokens) in [
         ("stream me a story", 9),
         ("and another one, a bit longer this time", 21),
@@ -897,16 +817,16 @@ rate_limit = { unit = "minute", requests_per_unit = 3 }
         assert_eq!(num(&ok, "x-ratelimit-remaining"), left, "{:?}", ok.headers);
     }
     let limited = ask(&tb, "native-a", 2);
-    eprintln!("DEBUG-NATIVE {:?} {}", limited.headers, limited.text);
     assert_eq!(limited.status, 429, "{}", limited.text);
-    // Envoy's own answer, not the admission filter's OpenAI body.
+    // Envoy's own answer, mapped to OpenAI's error shape by the local
+    // reply config (clients parse one error shape, whoever refused).
     assert_eq!(
         limited.header("x-envoy-ratelimited"),
         Some("true"),
         "{:?}",
         limited.headers
     );
-    assert!(limited.error_code().is_none(), "{}", limited.text);
+    limited.assert_error(429, "rate_limit_exceeded");
     assert_eq!(num(&limited, "x-ratelimit-remaining"), 0);
     assert!(
         limited.header("x-ratelimit-reset").is_some(),

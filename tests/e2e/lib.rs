@@ -15,6 +15,20 @@ pub fn registry(keys: &TestKeys) -> String {
     render(include_str!("fixtures/registry.toml"), keys)
 }
 
+/// Fills only `{{digest:KEY}}` placeholders (registries without JWT keys).
+pub fn with_digests(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{digest:") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").expect("closed placeholder") + start;
+        out.push_str(&api_key_digest_hex(&rest[start + 9..end]));
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Fills `{{digest:...}}`, `{{pem:rsa|ec|ed}}` and `{{hmac}}` placeholders.
 pub fn render(template: &str, keys: &TestKeys) -> String {
     let mut out = String::with_capacity(template.len());
@@ -186,4 +200,89 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// Accounting: what ratelimit-service counted, against what the pool reported.
+
+/// Nano-dollars per token of `MODEL` (prompt, cached prompt, completion).
+pub const NANOS_IN: u64 = 200;
+pub const NANOS_CACHED: u64 = 50;
+pub const NANOS_OUT: u64 = 600;
+
+pub fn usage(tb: &Testbed, tenant: &str) -> Value {
+    let url = format!(
+        "{}/admin/usage",
+        tb.ratelimit_admin_url().expect("ratelimit-service running")
+    );
+    let all: Value = client()
+        .get(url)
+        .bearer_auth(&tb.config.admin_token)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .expect("admin usage");
+    all["tenants"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["tenant"] == tenant))
+        .cloned()
+        .unwrap_or_else(|| panic!("{tenant} not in {all}"))
+}
+
+/// The tenant's usage once no request of it is in flight: Complete is sent
+/// as a response ends, so it can land just after the client has the reply.
+pub fn settled_usage(tb: &Testbed, tenant: &str) -> Value {
+    let settled = eventually(Duration::from_secs(10), || {
+        u(&usage(tb, tenant), "in_flight") == 0
+    });
+    let row = usage(tb, tenant);
+    assert!(settled, "{tenant} never settled: {row}");
+    row
+}
+
+pub fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+/// Token usage as the pool reported it.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub cached: u64,
+}
+
+impl Tokens {
+    pub fn of(usage: &Value) -> Self {
+        Self {
+            prompt: usage["prompt_tokens"].as_u64().expect("prompt_tokens"),
+            completion: usage["completion_tokens"]
+                .as_u64()
+                .expect("completion_tokens"),
+            cached: usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
+        }
+    }
+
+    /// What the registry's llama price makes of it, in nano-dollars.
+    pub fn nanos(&self) -> u64 {
+        (self.prompt - self.cached) * NANOS_IN
+            + self.cached * NANOS_CACHED
+            + self.completion * NANOS_OUT
+    }
+
+    pub fn add(&mut self, other: Tokens) {
+        self.prompt += other.prompt;
+        self.completion += other.completion;
+        self.cached += other.cached;
+    }
+}
+
+pub fn spend_nanos(row: &Value, field: &str) -> i64 {
+    let usd = row[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} in {row}"));
+    (usd * 1e9).round() as i64
 }

@@ -6,4 +6,5 @@ mod admission;
 mod alerts;
 mod auth;
 mod fairness;
+mod hostile;
 mod policy;

@@ -735,21 +735,18 @@ fn streaming_and_body_rewrite() {
             .is_some_and(|t| !t.is_empty())
     };
     assert_eq!(chunks.iter().filter(has_text).count(), 16);
-    // The client did not ask for usage; the gateway forced it, so it arrives last.
-    let usage_chunk = chunks.last().cloned().unwrap_or_default();
-    assert_eq!(usage_chunk["choices"], json!([]), "{usage_chunk}");
-    assert_eq!(usage_chunk["usage"]["completion_tokens"], 16);
-    assert!(
-        usage_chunk["usage"]["prompt_tokens"]
-            .as_u64()
-            .is_some_and(|p| p > 0)
-    );
-    assert_eq!(chunks.iter().filter(|c| !c["usage"].is_null()).count(), 1);
+    // The client did not ask for usage. The gateway forced it (continuous, so
+    // a hang-up still settles exact tokens) and removed the final usage-only
+    // chunk, whose empty `choices` breaks clients reading `choices[0]`.
+    let empty_choices = |c: &&Value| c["choices"].as_array().is_none_or(|a| a.is_empty());
+    assert_eq!(chunks.iter().filter(empty_choices).count(), 0, "{chunks:?}");
+    let running = |c: &Value| c["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+    assert_eq!(chunks.iter().map(running).max(), Some(16));
 
     let upstream = seen(&tb, "stream-1");
     let mut expected = sent.clone();
     expected["cache_salt"] = json!(salt);
-    expected["stream_options"] = json!({ "include_usage": true });
+    expected["stream_options"] = json!({ "include_usage": true, "continuous_usage_stats": true });
     assert_eq!(upstream["body"], expected);
     assert_eq!(upstream["headers"]["x-llm-stream"], "true");
 
@@ -763,14 +760,27 @@ fn streaming_and_body_rewrite() {
     let options = &seen(&tb, "stream-2")["body"]["stream_options"];
     assert_eq!(
         *options,
-        json!({ "include_usage": true, "continuous_usage_stats": false })
+        json!({ "include_usage": true, "continuous_usage_stats": true })
     );
+    assert!(
+        !streamed
+            .events
+            .iter()
+            .any(|(_, d)| d.contains("\"choices\":[]")),
+        "the forced usage chunk reached a client that opted out"
+    );
+    // A client that asked for usage keeps its usage chunk.
+    let mut opted_in = sent.clone();
+    opted_in["stream_options"] = json!({ "include_usage": true });
+    opted_in["max_tokens"] = json!(2);
+    let streamed = stream(&tb, "acme", "stream-2b", CHAT, &opted_in);
+    assert_eq!(streamed.status, 200);
     assert!(
         streamed
             .events
             .iter()
-            .any(|(_, d)| d.contains("\"usage\":{")),
-        "no usage chunk"
+            .any(|(_, d)| d.contains("\"choices\":[]") && d.contains("\"usage\":{")),
+        "no usage chunk for a client that asked"
     );
 
     // Completions stream with usage too.
@@ -781,7 +791,10 @@ fn streaming_and_body_rewrite() {
         200
     );
     let options = &seen(&tb, "stream-3")["body"]["stream_options"];
-    assert_eq!(*options, json!({ "include_usage": true }));
+    assert_eq!(
+        *options,
+        json!({ "include_usage": true, "continuous_usage_stats": true })
+    );
 
     // Non-streaming: every member arrives as sent except the salt, and the
     // content-length Envoy forwards matches the rewritten body.
@@ -790,7 +803,7 @@ fn streaming_and_body_rewrite() {
         r#"{"role":"user","content":"caf\u00e9 \u2615 tab\there","name":"ann"}],"#,
         r#""temperature":0.25,"top_p":0.9,"seed":7,"stop":["\n\n","END"],"user":"u-42","#,
         r#""logit_bias":{"50256":-100},"metadata":{"team":"search"},"max_tokens":2,"#,
-        r#""cache_salt":"my-own-salt","vendor_extension":{"nested":[1,2.5,null,true]}}"#
+        r#""cache_salt":"my-own-salt","top_k":5,"stop_token_ids":[1,2]}"#
     );
     let reply = send_raw(
         &tb,

@@ -98,7 +98,7 @@ mod abi {
         pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
-        pub fn proxy_cancel_grpc_call(token: u32) -> u32;
+        pub fn proxy_grpc_cancel(token: u32) -> u32;
         pub fn proxy_done() -> u32;
         pub fn proxy_define_metric(
             metric_type: u32,
@@ -294,7 +294,7 @@ pub fn set_effective_context(context_id: u32) -> HostResult<()> {
 
 /// Cancels a pending gRPC call.
 pub fn cancel_grpc_call(token: u32) -> HostResult<()> {
-    check("cancel_grpc_call", unsafe { abi::proxy_cancel_grpc_call(token) })
+    check("cancel_grpc_call", unsafe { abi::proxy_grpc_cancel(token) })
 }
 
 /// Tells the host a root context that asked to stay is done.
