@@ -130,9 +130,14 @@ def ecds_resource(name: str, wasm_path: str, config: dict) -> dict:
                             "runtime": "envoy.wasm.runtime.v8",
                             "code": {"local": {"filename": wasm_path}},
                         },
-                        # A filter whose VM dies refuses requests rather than
-                        # letting them through unauthenticated or unmetered.
-                        "failure_policy": "FAIL_CLOSED",
+                        # A filter whose VM fails (a trap: the filters never
+                        # panic, this is the second line of defence) is
+                        # replaced by a fresh VM for the next request, after a
+                        # backoff; never let through unauthenticated or
+                        # unmetered. Other failures fall back to FAIL_CLOSED.
+                        # Reloads show as wasm.<filter>.vm_reload (alerted).
+                        "failure_policy": "FAIL_RELOAD",
+                        "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "30s"}},
                         **({"allow_on_headers_stop_iteration": True} if name in STOP_ITERATION_ON_HEADERS else {}),
                     },
                 },

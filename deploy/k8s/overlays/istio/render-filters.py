@@ -98,9 +98,10 @@ spec:
   pluginName: {name}
   phase: {phase}
   priority: {priority}
-  # A plugin that cannot load or crashes refuses requests: the gateway never
+  # A plugin whose VM fails is replaced by a fresh one for the next request
+  # (Istio >= 1.27); one that cannot load refuses requests: the gateway never
   # serves unauthenticated or unmetered traffic.
-  failStrategy: FAIL_CLOSE
+  failStrategy: FAIL_RELOAD
   pluginConfig: {indented_json(config, 4)}
 """
 
@@ -120,7 +121,8 @@ def llm_policy_filter(config: dict) -> str:
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
                 "value": json.dumps(config, separators=(",", ":")),
             },
-            "failure_policy": "FAIL_CLOSED",
+            "failure_policy": "FAIL_RELOAD",
+            "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "30s"}},
             "allow_on_headers_stop_iteration": True,
         }
     }
