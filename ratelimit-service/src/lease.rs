@@ -33,6 +33,15 @@ pub struct LeaseRecord {
     pub month: String,
     pub admitted_ms: i64,
     pub expires_ms: i64,
+    /// Whether this lease counted a request and holds a concurrency slot
+    /// (FULL and OPEN admissions; a RESERVE lease rides on its OPEN lease's).
+    #[serde(default = "holds_slot")]
+    pub slot: bool,
+}
+
+/// Leases written before two-phase admission all held their slot.
+fn holds_slot() -> bool {
+    true
 }
 
 /// 128 random bits, hex: unguessable, so one tenant cannot complete or

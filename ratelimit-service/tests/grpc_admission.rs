@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use admission_proto::v1::{
-    CompleteBatchRequest, CompleteRequest, Outcome, RejectReason, RenewRequest,
+    AdmitRequest, CompleteBatchRequest, CompleteRequest, Outcome, Phase, RejectReason, RenewRequest,
 };
 use common::*;
 
@@ -333,4 +333,77 @@ async fn a_batch_of_reports_settles_each_like_complete() {
     assert!((spend_today(&h, "a").await - 0.18).abs() < 1e-9);
     assert_eq!(in_flight(&h, "a").await, 0);
     assert!(ledger().contains(leases[1].as_str()));
+}
+
+/// Two-phase admission: OPEN on the headers counts the request and takes the
+/// slot, RESERVE after the body takes tokens and the pool, RELEASED frees the
+/// slot. Tenant `a` has 2 slots and 5 requests a minute.
+#[tokio::test]
+async fn open_then_reserve_counts_each_request_once() {
+    let gate = TestGate::new(GateMode::Admit);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    let phase = |tenant: &str, phase: Phase, prompt: u32, max: u32| AdmitRequest {
+        phase: phase as i32,
+        ..admit_req(tenant, "m", prompt, max)
+    };
+
+    // Two requests open their slots on the headers; the third is refused
+    // there, before any body could be read.
+    let open1 = c
+        .admit(phase("a", Phase::Open, 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let open2 = c
+        .admit(phase("a", Phase::Open, 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(admitted(&open1) && admitted(&open2));
+    assert_eq!(open2.rate_limit.unwrap().remaining_requests, Some(3));
+    let third = c
+        .admit(phase("a", Phase::Open, 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reason(&third), RejectReason::Concurrency);
+    // OPEN reaches no pool.
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // The first request's RESERVE: admitted although both slots are held
+    // (it rides on its OPEN lease), and it counts no second request.
+    let reserve = c
+        .admit(phase("a", Phase::Reserve, 50, 20))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(admitted(&reserve), "{reserve:?}");
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(in_flight(&h, "a").await, 2);
+    complete(&mut c, &reserve.lease_id, 50, 20, 0).await;
+    assert!((spend_today(&h, "a").await - 0.09).abs() < 1e-9);
+    assert_eq!(in_flight(&h, "a").await, 2);
+
+    // The requests end: their OPEN leases are released, nothing charged.
+    for open in [&open1, &open2] {
+        c.complete(CompleteRequest {
+            lease_id: open.lease_id.clone(),
+            outcome: Outcome::Released as i32,
+            ..CompleteRequest::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(in_flight(&h, "a").await, 0);
+    assert!((spend_today(&h, "a").await - 0.09).abs() < 1e-9);
+    // Two requests counted (one each), not four: 3 of 5 left.
+    let next = c
+        .admit(phase("a", Phase::Open, 0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.rate_limit.unwrap().remaining_requests, Some(2));
+    let usage = h.service.limiter().usage().await.unwrap();
+    assert_eq!(usage.iter().find(|u| u.tenant == "a").unwrap().requests, 1);
 }

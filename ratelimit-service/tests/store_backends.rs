@@ -67,6 +67,7 @@ for_each_backend!(
     renew_and_expiry,
     rls_hits_all_or_nothing,
     restored_spend_counts_against_budgets,
+    a_lease_without_a_slot_rides_on_its_open_lease,
 );
 
 // 2025-03-15T12:00:00Z
@@ -100,6 +101,7 @@ fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: 
             month: p.month,
             admitted_ms: now,
             expires_ms: now + 10_000,
+            slot: true,
         },
         scopes: scopes
             .iter()
@@ -135,6 +137,7 @@ fn settle_plan(admit: &AdmitPlan, requests: f64, tokens: f64, charge: u64, now: 
         charge_nanos: charge,
         charge_day: p.day,
         charge_month: p.month,
+        slot: admit.lease.slot,
     }
 }
 
@@ -466,4 +469,60 @@ async fn restored_spend_counts_against_budgets(store: Arc<dyn Store>) {
     } else {
         assert_eq!(refused(&o), Some(LimitKind::DailyBudget));
     }
+}
+
+/// Two-phase admission: the OPEN lease takes the request and the slot, the
+/// RESERVE lease (no slot, no RPM or concurrency in its plan) only tokens.
+async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
+    let key = "t/phases";
+    let open = plan(
+        "open",
+        &[(key, limits(Some(100), Some(1000), Some(1)))],
+        0,
+        0,
+        NOW,
+    );
+    assert!(refused(&store.admit(&open).await.unwrap()).is_none());
+    // The slot is taken: another OPEN is refused for concurrency...
+    let other = plan(
+        "other",
+        &[(key, limits(Some(100), Some(1000), Some(1)))],
+        0,
+        0,
+        NOW,
+    );
+    assert_eq!(
+        refused(&store.admit(&other).await.unwrap()),
+        Some(LimitKind::Concurrency)
+    );
+    // ...while the request's own RESERVE lease is admitted and takes none.
+    let mut reserve = plan(
+        "reserve",
+        &[(key, limits(None, Some(1000), None))],
+        300,
+        5,
+        NOW,
+    );
+    reserve.lease.slot = false;
+    assert!(refused(&store.admit(&reserve).await.unwrap()).is_none());
+    let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
+    assert_eq!(usage[0].in_flight, 1);
+    // Ending the RESERVE lease leaves the slot held; ending the OPEN frees it.
+    assert!(
+        store
+            .settle(&settle_plan(&reserve, 0.0, -300.0, 5, NOW))
+            .await
+            .unwrap()
+    );
+    let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
+    assert_eq!(usage[0].in_flight, 1);
+    assert!(
+        store
+            .settle(&settle_plan(&open, 0.0, 0.0, 0, NOW))
+            .await
+            .unwrap()
+    );
+    let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
+    assert_eq!(usage[0].in_flight, 0);
+    assert!(refused(&store.admit(&other).await.unwrap()).is_none());
 }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{caller_deadline, unavailable};
 use crate::limiter::{AdmitDecision, CompleteOutcome, Completion, Limiter, RejectReason, Usage};
 use crate::limits::ScopeViews;
-use crate::limits::plan::AdmitInput;
+use crate::limits::plan::{AdmitInput, AdmitPhase};
 
 pub struct AdmissionService {
     limiter: Limiter,
@@ -53,6 +53,7 @@ fn completion(r: CompleteRequest) -> Completion {
         Ok(pb::Outcome::ClientCancelled) => CompleteOutcome::ClientCancelled,
         Ok(pb::Outcome::UpstreamError) => CompleteOutcome::UpstreamError,
         Ok(pb::Outcome::UpstreamRejected) => CompleteOutcome::UpstreamRejected,
+        Ok(pb::Outcome::Released) => CompleteOutcome::Released,
         _ => CompleteOutcome::Unspecified,
     };
     Completion {
@@ -82,7 +83,14 @@ impl Admission for AdmissionService {
         if r.tenant.is_empty() {
             return Err(Status::invalid_argument("tenant is required"));
         }
+        let phase = match pb::Phase::try_from(r.phase) {
+            Ok(pb::Phase::Open) => AdmitPhase::Open,
+            Ok(pb::Phase::Reserve) => AdmitPhase::Reserve,
+            Ok(pb::Phase::Full) => AdmitPhase::Full,
+            Err(_) => return Err(Status::invalid_argument("unknown admission phase")),
+        };
         let input = AdmitInput {
+            phase,
             tenant: r.tenant,
             model: r.model,
             pool: r.pool,

@@ -6,7 +6,7 @@ use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
 use crate::clock::{Periods, now_ms};
 use crate::gate::GateError;
 use crate::lease::{LeaseRecord, new_lease_id};
-use crate::limits::plan::{AdmitInput, PlanError, Settlement};
+use crate::limits::plan::{AdmitInput, AdmitPhase, PlanError, Settlement};
 use crate::limits::{LimitKind, ScopeViews, plan_admission, tightest};
 use crate::metrics::Metrics;
 use crate::storage::{AdmitOutcome, AdmitPlan, Refusal};
@@ -129,6 +129,17 @@ impl Limiter {
             }
             AdmitOutcome::Admitted { views } => tightest(&views),
         };
+        if input.phase == AdmitPhase::Open {
+            // On the headers there is nothing to queue for yet: the lease is
+            // the request's count and slot, renewed by its holder until the
+            // request ends (RELEASED) and swept if the holder vanishes.
+            return Ok(AdmitDecision::Admitted {
+                lease_id: plan.lease.id,
+                ttl: inner.lease_ttl,
+                views,
+                queue_wait: Duration::ZERO,
+            });
+        }
 
         let mut reservation = Reservation {
             limiter: self.clone(),

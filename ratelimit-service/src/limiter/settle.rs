@@ -24,6 +24,8 @@ impl Limiter {
             return Ok(());
         };
         let (settlement, outcome) = match (completion.usage, completion.outcome) {
+            // The slot of an OPEN lease: freed, nothing charged.
+            (_, CompleteOutcome::Released) => (Settlement::Release, "released"),
             (Some(u), outcome) => (
                 Settlement::Usage {
                     prompt: u.prompt_tokens,
@@ -55,7 +57,10 @@ impl Limiter {
         {
             permit.settle(prompt, completion);
         }
-        if let Some(ttft) = completion.ttft {
+        if let Some(ttft) = completion
+            .ttft
+            .filter(|_| settlement != Settlement::Release)
+        {
             inner
                 .metrics
                 .ttft_seconds
@@ -91,7 +96,7 @@ impl Limiter {
         let applied = inner.store.settle(&plan).await.inspect_err(|_| {
             inner.metrics.store_errors.inc();
         })?;
-        if applied && settlement != Settlement::Refund {
+        if applied && !matches!(settlement, Settlement::Refund | Settlement::Release) {
             self.record(lease, charge, now, outcome).await?;
         }
         Ok(applied)

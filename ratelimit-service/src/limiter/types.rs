@@ -60,6 +60,8 @@ pub enum CompleteOutcome {
     UpstreamError,
     /// The pool answered 4xx: nothing was generated.
     UpstreamRejected,
+    /// An OPEN lease's request ended.
+    Released,
     Unspecified,
 }
 
@@ -70,6 +72,7 @@ impl CompleteOutcome {
             Self::ClientCancelled => "client_cancelled",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamRejected => "upstream_rejected",
+            Self::Released => "released",
             Self::Unspecified => "unspecified",
         }
     }

@@ -12,6 +12,7 @@ use crate::storage::{AdmitPlan, ScopePlan, ScopeSettle, SettlePlan};
 /// One Admit, in the service's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdmitInput {
+    pub phase: AdmitPhase,
     pub tenant: String,
     pub model: String,
     pub pool: String,
@@ -19,6 +20,18 @@ pub struct AdmitInput {
     pub request_id: String,
     pub est_prompt_tokens: u64,
     pub max_tokens: u64,
+}
+
+/// Which part of a request's admission an Admit is (see the proto's Phase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdmitPhase {
+    /// Request, slot, tokens, budgets and the pool queue at once.
+    #[default]
+    Full,
+    /// On the headers: request count and concurrency slot only.
+    Open,
+    /// After the body: tokens, budgets and the pool queue only.
+    Reserve,
 }
 
 /// Refusals decided from the registry alone, before any counter is read.
@@ -45,6 +58,9 @@ pub enum Settlement {
     ReservationAsCharge,
     /// The request never ran (pool gate refused, Admit cancelled).
     Refund,
+    /// An OPEN lease's request ended: the slot is freed, the request stays
+    /// counted, nothing is charged.
+    Release,
 }
 
 /// What a settled lease charged, for the ledger and metrics.
@@ -113,11 +129,24 @@ pub fn plan_admission(
     if tenant.disabled {
         return Err(PlanError::DisabledTenant(input.tenant.clone()));
     }
-    let scopes = scope_limits(registry, throttles, &input.tenant, &input.model)
+    let mut scopes = scope_limits(registry, throttles, &input.tenant, &input.model)
         .ok_or_else(|| PlanError::UnknownTenant(input.tenant.clone()))?;
-    let tokens = input.est_prompt_tokens.saturating_add(input.max_tokens);
+    // OPEN reserves no tokens; RESERVE neither counts the request nor takes a
+    // slot: its OPEN lease did both.
+    let (est_prompt, max_tokens) = match input.phase {
+        AdmitPhase::Open => (0, 0),
+        AdmitPhase::Full | AdmitPhase::Reserve => (input.est_prompt_tokens, input.max_tokens),
+    };
+    let slot = input.phase != AdmitPhase::Reserve;
+    if !slot {
+        for s in &mut scopes {
+            s.limits.rpm = None;
+            s.limits.concurrency = None;
+        }
+    }
+    let tokens = est_prompt.saturating_add(max_tokens);
     let price = price_of(registry, &input.model);
-    let nanos = cost::upper_bound(&price, input.est_prompt_tokens, input.max_tokens);
+    let nanos = cost::upper_bound(&price, est_prompt, max_tokens);
     for s in &scopes {
         let l = &s.limits;
         if let Some(tpm) = l.tpm.filter(|&t| t > 0 && tokens > t) {
@@ -146,14 +175,15 @@ pub fn plan_admission(
             holder: input.holder.clone(),
             request_id: input.request_id.clone(),
             scopes: scopes.iter().map(|s| s.key.clone()).collect(),
-            est_prompt_tokens: input.est_prompt_tokens,
-            max_tokens: input.max_tokens,
+            est_prompt_tokens: est_prompt,
+            max_tokens,
             reserved_tokens: tokens,
             reserved_nanos: nanos,
             day: periods.day,
             month: periods.month,
             admitted_ms: now_ms,
             expires_ms,
+            slot,
         },
         scopes: scopes.into(),
         now_ms,
@@ -196,8 +226,19 @@ pub fn plan_settlement(
                 cached_tokens: 0,
             },
         ),
+        Settlement::Release => (
+            0.0,
+            -reserved_tokens,
+            Charge {
+                nanos: 0,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                cached_tokens: 0,
+            },
+        ),
         Settlement::Refund => (
-            -1.0,
+            // A RESERVE lease never counted its request: nothing to give back.
+            if lease.slot { -1.0 } else { 0.0 },
             -reserved_tokens,
             Charge {
                 nanos: 0,
@@ -237,6 +278,7 @@ pub fn plan_settlement(
         charge_nanos: charge.nanos,
         charge_day: periods.day,
         charge_month: periods.month,
+        slot: lease.slot,
     };
     (plan, charge)
 }

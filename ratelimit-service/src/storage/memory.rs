@@ -169,7 +169,9 @@ impl State {
                 let tokens = lease.reserved_tokens as f64;
                 self.add(tpm_key(&s.key), Rate::per_minute(l), tokens, plan.now_ms);
             }
-            *self.in_flight.entry(s.key.clone()).or_default() += 1;
+            if lease.slot {
+                *self.in_flight.entry(s.key.clone()).or_default() += 1;
+            }
             for period in [&lease.day, &lease.month] {
                 let sp = self.spend_mut(&s.key, period);
                 sp.reserved = sp.reserved.saturating_add(lease.reserved_nanos);
@@ -239,7 +241,9 @@ impl Store for MemoryStore {
                     plan.now_ms,
                 );
             }
-            if let Some(n) = st.in_flight.get_mut(&s.key) {
+            if plan.slot
+                && let Some(n) = st.in_flight.get_mut(&s.key)
+            {
                 *n = n.saturating_sub(1);
             }
             for period in [&plan.reserved_day, &plan.reserved_month] {

@@ -34,7 +34,8 @@ pub struct ScopePlan {
 /// Everything one Admit reserves, all or nothing: 1 request and
 /// `lease.reserved_tokens` in every scope's buckets, `lease.reserved_nanos`
 /// against every scope's budgets (day and month), and one concurrency slot
-/// per scope, recorded as `lease`.
+/// per scope, recorded as `lease`. A lease without `slot` (a RESERVE lease)
+/// takes no slot; its plan carries no RPM or concurrency limit to check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmitPlan {
     pub lease: LeaseRecord,
@@ -93,6 +94,8 @@ pub struct SettlePlan {
     pub charge_nanos: Nanos,
     pub charge_day: String,
     pub charge_month: String,
+    /// The lease holds a concurrency slot to free (see `LeaseRecord::slot`).
+    pub slot: bool,
 }
 
 /// What a scope has in flight and has spent in the current periods.

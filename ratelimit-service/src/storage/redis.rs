@@ -79,6 +79,7 @@ struct AdmitWire<'a> {
     cost: u64,
     day: &'a str,
     month: &'a str,
+    slot: bool,
     scopes: Vec<ScopeWire<'a>>,
 }
 
@@ -129,6 +130,7 @@ struct SettleWire<'a> {
     charge: u64,
     charge_day: &'a str,
     charge_month: &'a str,
+    slot: bool,
 }
 
 #[derive(Serialize)]
@@ -184,6 +186,7 @@ impl Store for RedisStore {
             cost: lease.reserved_nanos,
             day: &lease.day,
             month: &lease.month,
+            slot: lease.slot,
             scopes: plan
                 .scopes
                 .iter()
@@ -248,6 +251,7 @@ impl Store for RedisStore {
             now: plan.now_ms,
             lease_id: &plan.lease_id,
             only_if_expired: plan.only_if_expired,
+            slot: plan.slot,
             scopes: plan
                 .scopes
                 .iter()

@@ -129,6 +129,7 @@ pub fn admit_req(tenant: &str, model: &str, prompt: u32, max_tokens: u32) -> Adm
         max_tokens,
         request_id: "req".into(),
         holder: "test".into(),
+        ..AdmitRequest::default()
     }
 }
 

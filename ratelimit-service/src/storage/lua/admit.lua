@@ -41,7 +41,7 @@ if first_kind == nil then
   for _, s in ipairs(P.scopes) do
     if s.rpm >= 0 then bucket_add(s.key .. ':rpm', s.rpm, MINUTE, 1) end
     if s.tpm >= 0 then bucket_add(s.key .. ':tpm', s.tpm, MINUTE, P.tokens) end
-    redis.call('INCR', prefix .. 'c:' .. s.key)
+    if P.slot then redis.call('INCR', prefix .. 'c:' .. s.key) end
     spend_add(s.key, P.day, 'resv', P.cost)
     spend_add(s.key, P.month, 'resv', P.cost)
   end

@@ -10,7 +10,7 @@ for _, s in ipairs(P.scopes) do
   if s.rpm >= 0 and s.rq ~= 0 then bucket_add(s.key .. ':rpm', s.rpm, MINUTE, s.rq) end
   if s.tpm >= 0 and s.tk ~= 0 then bucket_add(s.key .. ':tpm', s.tpm, MINUTE, s.tk) end
   local c = prefix .. 'c:' .. s.key
-  if (tonumber(redis.call('GET', c)) or 0) > 0 then redis.call('DECR', c) end
+  if P.slot and (tonumber(redis.call('GET', c)) or 0) > 0 then redis.call('DECR', c) end
   spend_add(s.key, P.reserved_day, 'resv', -P.reserved)
   spend_add(s.key, P.reserved_month, 'resv', -P.reserved)
   spend_add(s.key, P.charge_day, 'spent', P.charge)
