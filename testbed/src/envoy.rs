@@ -114,7 +114,9 @@ const LOCAL_REPLIES: &[(LocalReplyMatch, u32, &str, &str, &str)] = &[
         "Rate limit exceeded.",
     ),
     (
-        LocalReplyMatch::Flags(&["UH", "UF", "UO", "NC", "URX", "UC", "UR", "LR", "UPE", "OM", "NR"]),
+        LocalReplyMatch::Flags(&[
+            "UH", "UF", "UO", "NC", "URX", "UC", "UR", "LR", "UPE", "OM", "NR",
+        ]),
         503,
         "server_error",
         "upstream_unavailable",

@@ -500,6 +500,27 @@ fn filter_chain(
             reads_body_while_paused: false,
         });
     }
+    // Two-phase admission: the request count and concurrency slot on the
+    // headers, before llm-policy buffers the body; tokens after it.
+    let two_phase = config.filters.admission && config.filters.llm_policy;
+    let admission_config = |phase: &str| {
+        let mut admission = json!({ "registry": registry, "cluster": "ratelimit", "phase": phase });
+        if let (Some(base), Some(extra)) = (
+            admission.as_object_mut(),
+            config.admission_config.as_object(),
+        ) {
+            base.extend(extra.clone());
+        }
+        admission
+    };
+    if two_phase {
+        filters.push(WasmFilter {
+            name: "admission-open".into(),
+            wasm: paths.wasm("admission_filter")?,
+            config: admission_config("open"),
+            reads_body_while_paused: false,
+        });
+    }
     if config.filters.llm_policy {
         filters.push(WasmFilter {
             name: "llm-policy".into(),
@@ -509,17 +530,10 @@ fn filter_chain(
         });
     }
     if config.filters.admission {
-        let mut admission = json!({ "registry": registry, "cluster": "ratelimit" });
-        if let (Some(base), Some(extra)) = (
-            admission.as_object_mut(),
-            config.admission_config.as_object(),
-        ) {
-            base.extend(extra.clone());
-        }
         filters.push(WasmFilter {
             name: "admission".into(),
             wasm: paths.wasm("admission_filter")?,
-            config: admission,
+            config: admission_config(if two_phase { "reserve" } else { "full" }),
             reads_body_while_paused: false,
         });
     }

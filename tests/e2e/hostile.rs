@@ -797,3 +797,75 @@ fn a_pool_that_is_down_answers_in_openai_shape() {
     );
     r.assert_error(503, "upstream_unavailable");
 }
+
+#[test]
+fn a_tenant_over_its_limits_is_refused_before_its_body_is_read() {
+    let _serial = serial();
+    let tb = start_with(config(FAST));
+    let gw = tb.envoy.gateway;
+    // Headers announcing a large body, and not one byte of it.
+    let headers_only = |tenant: &str| {
+        let mut c = TcpStream::connect(gw).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n",
+                key(tenant)
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+        c
+    };
+    // The first request holds gate-t's only slot while its body is awaited.
+    let holder = headers_only("gate-t");
+    std::thread::sleep(Duration::from_millis(300));
+    // A second one is refused on its headers: the gateway never waits for,
+    // buffers or parses its body (finding 6).
+    let started = Instant::now();
+    let mut second = headers_only("gate-t");
+    let refused = read_reply(&mut second);
+    refused.assert_openai(429, Some("rate_limit_exceeded"), "over concurrency");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(refused.head.to_ascii_lowercase().contains("retry-after"));
+    // Another tenant is not affected.
+    let other = post(
+        &tb,
+        "/v1/chat/completions",
+        &[("authorization", &key("other-t"))],
+        &chat_body("hi", 2),
+    );
+    assert_eq!(other.status, 200, "{}", other.text);
+    // The slot comes back when the held request goes away; RPM 3 then ends
+    // the tenant's minute, again on the headers (3 counted: held, 2 below).
+    drop(holder);
+    let served = eventually(Duration::from_secs(5), || {
+        post(
+            &tb,
+            "/v1/chat/completions",
+            &[("authorization", &key("gate-t"))],
+            &chat_body("hi", 2),
+        )
+        .status
+            == 200
+    });
+    assert!(served, "the slot was never freed");
+    let _ = post(
+        &tb,
+        "/v1/chat/completions",
+        &[("authorization", &key("gate-t"))],
+        &chat_body("hi", 2),
+    );
+    let mut over_rpm = headers_only("gate-t");
+    let refused = read_reply(&mut over_rpm);
+    refused.assert_openai(429, Some("rate_limit_exceeded"), "over RPM");
+    assert!(
+        refused
+            .head
+            .to_ascii_lowercase()
+            .contains("x-ratelimit-remaining-requests: 0"),
+        "{}",
+        refused.head
+    );
+}

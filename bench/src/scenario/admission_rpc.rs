@@ -441,6 +441,7 @@ impl Side {
 async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u64) -> Sample {
     let admit = client
         .admit(AdmitRequest {
+            phase: 0,
             tenant: TENANT.into(),
             tier: "bench".into(),
             model: MODEL.into(),

@@ -32,7 +32,26 @@ pub struct AdmissionConfig {
     /// Name of this Envoy in leases, for the service's logs.
     #[serde(default = "default_holder")]
     pub holder: String,
+    /// Which part of admission this filter instance does.
+    #[serde(default)]
+    pub phase: FilterPhase,
 }
+
+/// Two-phase admission runs this module twice: `open` before llm-policy (on
+/// the headers: the request count and concurrency slot, so a tenant over
+/// either is refused before its body is buffered) and `reserve` after it
+/// (tokens, budgets, the pool queue). `full` does everything after the body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterPhase {
+    #[default]
+    Full,
+    Open,
+    Reserve,
+}
+
+/// Admit timeout of the OPEN phase: it never queues.
+const OPEN_ADMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn default_cluster() -> String {
     "ratelimit".to_owned()
@@ -72,6 +91,7 @@ pub struct CompiledConfig {
     pub report_timeout: Duration,
     pub report_flush: Duration,
     pub holder: String,
+    pub phase: FilterPhase,
     fail_modes: HashMap<String, FailMode>,
     admit_timeouts: HashMap<String, Duration>,
     default_admit_timeout: Duration,
@@ -122,6 +142,7 @@ impl CompiledConfig {
             report_timeout: Duration::from_millis(config.report_timeout_ms),
             report_flush: Duration::from_millis(config.report_flush_ms),
             holder: config.holder,
+            phase: config.phase,
             fail_modes,
             admit_timeouts,
             default_admit_timeout: Duration::from_millis(30_000) + slack,
@@ -136,8 +157,12 @@ impl CompiledConfig {
             .unwrap_or(FailMode::Closed)
     }
 
-    /// Admit may wait in the pool's queue: its timeout covers that wait.
+    /// Admit may wait in the pool's queue: its timeout covers that wait
+    /// (an OPEN never queues).
     pub fn admit_timeout(&self, pool: &str) -> Duration {
+        if self.phase == FilterPhase::Open {
+            return OPEN_ADMIT_TIMEOUT;
+        }
         self.admit_timeouts
             .get(pool)
             .copied()

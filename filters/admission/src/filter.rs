@@ -25,8 +25,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::{
-    Admission, CompiledConfig, ReportBuffer, RequestFacts, UsageTracker, admit_request,
-    rate_limit_headers, unavailable,
+    Admission, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
+    admit_request, is_inference, open_request, rate_limit_headers, unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -362,6 +362,8 @@ impl AdmissionFilter {
         let usage = self.usage.as_mut().and_then(UsageTracker::finish);
         let now = host::now_or_epoch();
         let outcome = match (outcome, self.upstream) {
+            // An OPEN lease only frees its slot; the RESERVE lease is billed.
+            _ if shared.config.phase == FilterPhase::Open => Outcome::Released,
             (Outcome::Completed, UpstreamStatus::Failed) => Outcome::UpstreamError,
             // Refused by the pool, whether or not the client stayed.
             (_, UpstreamStatus::Refused) => Outcome::UpstreamRejected,
@@ -409,7 +411,20 @@ impl HttpContext for AdmissionFilter {
         };
         let facts = Self::facts();
         self.tier = facts.tier.clone().unwrap_or_default();
-        let Some(request) = admit_request(&facts, &shared.config.holder) else {
+        let request = match shared.config.phase {
+            // On the headers, before llm-policy buffers the body: only
+            // inference requests are counted, as the later phase would.
+            FilterPhase::Open => {
+                let method = header_text(REQUEST, ":method").unwrap_or_default();
+                let path = header_text(REQUEST, ":path").unwrap_or_default();
+                if !is_inference(&method, &path) {
+                    return Action::Continue;
+                }
+                open_request(&facts, &shared.config.holder)
+            }
+            phase => admit_request(&facts, &shared.config.holder, phase),
+        };
+        let Some(request) = request else {
             return Action::Continue;
         };
         let timeout: Duration = shared.config.admit_timeout(&request.pool);
@@ -432,15 +447,25 @@ impl HttpContext for AdmissionFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let open = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.config.phase == FilterPhase::Open);
         if let Some(info) = &self.rate_limit {
-            for (name, value) in rate_limit_headers(info) {
+            // Each phase reports what it counted: OPEN the requests (its
+            // token view reserved nothing), RESERVE the tokens.
+            let mine = |name: &str| !open || name.ends_with("-requests");
+            for (name, value) in rate_limit_headers(info)
+                .into_iter()
+                .filter(|(n, _)| mine(n))
+            {
                 if let Err(e) = host::set_header(RESPONSE, name.as_bytes(), Some(value.as_bytes()))
                 {
                     log::warn!("admission: {e}");
                 }
             }
         }
-        if self.lease.is_some() {
+        if self.lease.is_some() && !open {
             let status = header_text(RESPONSE, ":status").unwrap_or_default();
             self.upstream = if status.starts_with('5') {
                 UpstreamStatus::Failed

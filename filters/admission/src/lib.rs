@@ -26,9 +26,9 @@ mod usage;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
-pub use config::{AdmissionConfig, CompiledConfig, ConfigError};
+pub use config::{AdmissionConfig, CompiledConfig, ConfigError, FilterPhase};
 pub use outcome::{Admission, unavailable};
 pub use rate_headers::{format_reset, rate_limit_headers};
 pub use report_buffer::{MAX_REPORTS_PER_CALL, ReportBuffer};
-pub use request::{RequestFacts, admit_request};
+pub use request::{RequestFacts, admit_request, is_inference, open_request};
 pub use usage::{Usage, UsageTracker};

@@ -1,7 +1,9 @@
 //! What the admission request is built from: the headers `tenant-auth` and
 //! `llm-policy` set (clients cannot forge them: tenant-auth strips them).
 
-use admission_proto::v1::AdmitRequest;
+use admission_proto::v1::{AdmitRequest, Phase};
+
+use crate::config::FilterPhase;
 
 /// Request facts read from gateway headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,10 +17,46 @@ pub struct RequestFacts {
     pub request_id: Option<String>,
 }
 
+/// Paths of the endpoints that run inference (what llm-policy polices).
+const INFERENCE_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+];
+
+/// Whether a request will be inference, judged on its method and path as the
+/// OPEN phase must, before llm-policy has read the body.
+pub fn is_inference(method: &str, path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    method == "POST" && INFERENCE_PATHS.contains(&path)
+}
+
+/// The OPEN Admit on the headers: the request and its concurrency slot,
+/// before the body is read. `None` without a tenant (tenant-auth refused).
+pub fn open_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> {
+    Some(AdmitRequest {
+        tenant: facts.tenant.clone()?,
+        tier: facts.tier.clone().unwrap_or_default(),
+        request_id: facts.request_id.clone().unwrap_or_default(),
+        holder: holder.to_owned(),
+        phase: Phase::Open as i32,
+        ..AdmitRequest::default()
+    })
+}
+
 /// The Admit call for a request, or `None` when it is not an inference
 /// request (no model named by llm-policy) and needs no admission.
-pub fn admit_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> {
+pub fn admit_request(
+    facts: &RequestFacts,
+    holder: &str,
+    phase: FilterPhase,
+) -> Option<AdmitRequest> {
     let model = facts.model.clone()?;
+    let phase = match phase {
+        FilterPhase::Reserve => Phase::Reserve,
+        FilterPhase::Full | FilterPhase::Open => Phase::Full,
+    };
     let number = |v: &Option<String>| {
         v.as_deref()
             .and_then(|s| s.parse::<u32>().ok())
@@ -33,6 +71,7 @@ pub fn admit_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest>
         max_tokens: number(&facts.max_tokens),
         request_id: facts.request_id.clone().unwrap_or_default(),
         holder: holder.to_owned(),
+        phase: phase as i32,
     })
 }
 
@@ -54,7 +93,7 @@ mod tests {
 
     #[test]
     fn builds_admit_request() {
-        let r = admit_request(&facts(), "envoy-1").unwrap();
+        let r = admit_request(&facts(), "envoy-1", FilterPhase::Full).unwrap();
         assert_eq!((r.tenant.as_str(), r.pool.as_str()), ("acme", "latency"));
         assert_eq!((r.estimated_prompt_tokens, r.max_tokens), (120, 64));
         assert_eq!(r.holder, "envoy-1");
@@ -68,7 +107,8 @@ mod tests {
                     model: None,
                     ..facts()
                 },
-                "e"
+                "e",
+                FilterPhase::Full,
             )
             .is_none()
         );
@@ -78,7 +118,8 @@ mod tests {
                     tenant: None,
                     ..facts()
                 },
-                "e"
+                "e",
+                FilterPhase::Full,
             )
             .is_none()
         );
@@ -92,8 +133,45 @@ mod tests {
                 ..facts()
             },
             "e",
+            FilterPhase::Full,
         )
         .unwrap();
         assert_eq!(r.estimated_prompt_tokens, 0);
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn inference_is_known_from_method_and_path() {
+        assert!(is_inference("POST", "/v1/chat/completions"));
+        assert!(is_inference("POST", "/v1/responses?x=1"));
+        assert!(!is_inference("GET", "/v1/chat/completions"));
+        assert!(!is_inference("GET", "/v1/models"));
+        assert!(!is_inference("POST", "/v1/chat/completions/extra"));
+    }
+
+    #[test]
+    fn open_and_reserve_requests() {
+        let facts = RequestFacts {
+            tenant: Some("acme".into()),
+            tier: Some("gold".into()),
+            request_id: Some("r1".into()),
+            ..RequestFacts::default()
+        };
+        let open = open_request(&facts, "h").unwrap();
+        assert_eq!(open.phase, Phase::Open as i32);
+        assert_eq!((open.estimated_prompt_tokens, open.max_tokens), (0, 0));
+        assert!(open_request(&RequestFacts::default(), "h").is_none());
+        let facts = RequestFacts {
+            model: Some("m".into()),
+            max_tokens: Some("9".into()),
+            ..facts
+        };
+        let reserve = admit_request(&facts, "h", FilterPhase::Reserve).unwrap();
+        assert_eq!(reserve.phase, Phase::Reserve as i32);
+        assert_eq!(reserve.max_tokens, 9);
     }
 }

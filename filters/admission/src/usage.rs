@@ -186,7 +186,9 @@ impl Scanner {
 
     /// Index of the current depth in the per-depth arrays, if followed.
     fn slot(&self) -> Option<usize> {
-        usize::try_from(self.depth).ok().filter(|&d| (1..=2).contains(&d))
+        usize::try_from(self.depth)
+            .ok()
+            .filter(|&d| (1..=2).contains(&d))
     }
 
     fn in_object(&self) -> bool {
@@ -367,9 +369,8 @@ mod tests {
         );
         assert_eq!(json(&body), expected());
         // A string holding a fake usage object, after the real one.
-        let body = format!(
-            r#"{{{USAGE},"choices":[{{"text":"\"usage\":{{\"prompt_tokens\":0}}"}}]}}"#
-        );
+        let body =
+            format!(r#"{{{USAGE},"choices":[{{"text":"\"usage\":{{\"prompt_tokens\":0}}"}}]}}"#);
         assert_eq!(json(&body), expected());
         // And a key that only starts like usage.
         assert_eq!(json(r#"{"usages":{"prompt_tokens":1}}"#), None);
@@ -462,7 +463,8 @@ mod tests {
 
     #[test]
     fn cached_never_exceeds_prompt() {
-        let u = json(r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":50}}}"#);
+        let u =
+            json(r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":50}}}"#);
         assert_eq!(u.map(|u| u.cached_tokens), Some(5));
     }
 

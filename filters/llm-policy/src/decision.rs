@@ -7,11 +7,11 @@ use serde_json::Value;
 use tenant_registry::Tenant;
 
 use crate::body::{self, ParsedRequest, Piece, Segment};
-use crate::fields::{self, Allowances};
 use crate::cache_key;
 use crate::config::Policy;
 use crate::endpoint::{self, Endpoint, Route};
 use crate::error::PolicyError;
+use crate::fields::{self, Allowances};
 use crate::limits::{self, Caps};
 use crate::models_list;
 use crate::rewrite::{self, Edit};

@@ -123,7 +123,10 @@ fn streaming_forces_usage_and_sequences_multiply_the_reservation() {
     assert!(d.stream);
     assert_eq!(d.reserved_output_tokens, 30);
     assert_eq!(new_body(&d)["stream_options"]["include_usage"], true);
-    assert_eq!(new_body(&d)["stream_options"]["continuous_usage_stats"], true);
+    assert_eq!(
+        new_body(&d)["stream_options"]["continuous_usage_stats"],
+        true
+    );
     assert_eq!(d.upstream_headers()[5].1, "true");
     // The client said no: the forced usage chunk is removed on the way back.
     assert!(d.strip_usage_chunk);
@@ -138,8 +141,15 @@ fn a_client_that_asked_for_usage_keeps_its_chunk() {
     );
     let d = decide_chat("acme", &body).unwrap();
     assert!(!d.strip_usage_chunk);
-    assert_eq!(new_body(&d)["stream_options"]["continuous_usage_stats"], true);
-    let quiet = decide_chat("acme", &chat_body("chat-small", "hi", json!({"stream": false}))).unwrap();
+    assert_eq!(
+        new_body(&d)["stream_options"]["continuous_usage_stats"],
+        true
+    );
+    let quiet = decide_chat(
+        "acme",
+        &chat_body("chat-small", "hi", json!({"stream": false})),
+    )
+    .unwrap();
     assert!(!quiet.strip_usage_chunk);
 }
 

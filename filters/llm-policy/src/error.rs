@@ -77,7 +77,9 @@ pub enum PolicyError {
     UnknownParameter { param: String },
     #[error("'{param}' may not be set by clients: {reason}")]
     ForbiddenParameter { param: String, reason: &'static str },
-    #[error("'{param}' names host {host:?}, which the pool may not fetch from; send the media inline as a data: URL")]
+    #[error(
+        "'{param}' names host {host:?}, which the pool may not fetch from; send the media inline as a data: URL"
+    )]
     MediaUrlNotAllowed { param: String, host: String },
     #[error("'{param}' has {count} inputs; the most one request may carry is {limit}")]
     TooManyInputs {
@@ -169,12 +171,18 @@ impl IntoGatewayError for PolicyError {
             Self::ForbiddenParameter { param, .. } => {
                 (400, InvalidRequestError, "forbidden_parameter", Some(param))
             }
-            Self::MediaUrlNotAllowed { param, .. } => {
-                (400, InvalidRequestError, "media_url_not_allowed", Some(param))
-            }
-            Self::TooManyInputs { param, .. } => {
-                (400, InvalidRequestError, "invalid_value", Some(param.into()))
-            }
+            Self::MediaUrlNotAllowed { param, .. } => (
+                400,
+                InvalidRequestError,
+                "media_url_not_allowed",
+                Some(param),
+            ),
+            Self::TooManyInputs { param, .. } => (
+                400,
+                InvalidRequestError,
+                "invalid_value",
+                Some(param.into()),
+            ),
             Self::WorkerBufferFull => (503, ServerError, "server_busy", None),
             Self::TenantBufferFull => (
                 429,

@@ -186,7 +186,10 @@ const REFUSED: &[(&str, &str)] = &[
         "logits_processors",
         "custom logits processors run code on the pool",
     ),
-    ("vllm_xargs", "extra engine arguments are set by the operator"),
+    (
+        "vllm_xargs",
+        "extra engine arguments are set by the operator",
+    ),
 ];
 
 /// The rule for `key` on `endpoint`; `None` when no table names it.
@@ -327,7 +330,10 @@ fn host_of(url: &str) -> Option<&str> {
     // user:pass@host:port -> host
     let host_port = authority.rsplit('@').next()?;
     let host = if host_port.starts_with('[') {
-        host_port.split(']').next().map(|h| h.trim_start_matches('['))?
+        host_port
+            .split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))?
     } else {
         host_port.split(':').next()?
     };

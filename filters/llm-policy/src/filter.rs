@@ -22,9 +22,9 @@ use filter_common::{IntoGatewayError, non_utf8_header};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
+use crate::buffer_budget::BufferBudget;
 use crate::endpoint::{Endpoint, Route};
 use crate::routing::WORKLOAD_HEADER;
-use crate::buffer_budget::BufferBudget;
 use crate::usage_chunk::UsageChunkFilter;
 use crate::{Policy, PolicyError, admit, check_body_size, decide_body, local_reply};
 
@@ -357,8 +357,8 @@ impl HttpContext for PolicyFilter {
                 .flatten()
                 .unwrap_or_default()
         };
-        let streaming = header(":status") == b"200"
-            && header("content-type").starts_with(b"text/event-stream");
+        let streaming =
+            header(":status") == b"200" && header("content-type").starts_with(b"text/event-stream");
         if !streaming {
             self.usage_chunk = None;
         }

@@ -1,9 +1,18 @@
 //! The estimate in `tokens` against tiktoken's cl100k on realistic English.
+//!
+//! The estimate is a bound (see `tests/token_bound.rs` for adversarial text
+//! and o200k), so it is biased high: on ordinary text every sample over 200
+//! tokens, the aggregate and one long document must stay within 0.9x-1.5x of
+//! the real count (1.15x in aggregate, 0.97x-1.27x per sample in practice).
 
 use std::path::Path;
 
 use llm_policy::tokens;
 use tiktoken_rs::CoreBPE;
+
+/// Estimate / real allowed per sample over 200 tokens, in aggregate and on
+/// the long document.
+const RATIO: std::ops::RangeInclusive<f64> = 0.9..=1.5;
 
 fn corpus() -> Vec<(String, String)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -72,7 +81,7 @@ fn estimate_tracks_cl100k() {
         );
         exact_sum += exact;
         est_sum += u64::from(est);
-        if exact > 200 && err.abs() > 0.15 {
+        if exact > 200 && !RATIO.contains(&(1.0 + err)) {
             failures.push(format!("{name}: {:+.1}%", err * 100.0));
         }
     }
@@ -81,10 +90,14 @@ fn estimate_tracks_cl100k() {
         "aggregate exact {exact_sum} estimate {est_sum} error {:+.1}%",
         agg * 100.0
     );
-    assert!(agg.abs() <= 0.15, "aggregate error {:+.1}%", agg * 100.0);
+    assert!(
+        RATIO.contains(&(1.0 + agg)),
+        "aggregate error {:+.1}%",
+        agg * 100.0
+    );
     assert!(
         failures.is_empty(),
-        "samples off by more than 15%: {failures:?}"
+        "samples outside 0.9x-1.5x: {failures:?}"
     );
 }
 
@@ -107,5 +120,5 @@ fn long_document() {
         err * 100.0
     );
     assert!(exact > 4000);
-    assert!(err.abs() <= 0.15, "{:+.1}%", err * 100.0);
+    assert!(RATIO.contains(&(1.0 + err)), "{:+.1}%", err * 100.0);
 }

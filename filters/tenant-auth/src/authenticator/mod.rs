@@ -74,11 +74,12 @@ impl Authenticator {
         peer_uri_san: Option<&str>,
         now: i64,
     ) -> Result<Identity, AuthError> {
-        let presented =
-            credentials::presented(authorization, x_api_key, peer_uri_san).map_err(|p| match p {
+        let presented = credentials::presented(authorization, x_api_key, peer_uri_san).map_err(
+            |p| match p {
                 CredentialProblem::Missing => AuthError::MissingCredentials,
                 CredentialProblem::MalformedAuthorization => AuthError::MalformedAuthorization,
-            })?;
+            },
+        )?;
         let mut identity: Option<Identity> = None;
         for credential in presented.explicit {
             let next = self.verify(credential, now)?;

@@ -319,10 +319,18 @@ fn credentials_that_agree_pass() {
             t,
         )
         .unwrap();
-    assert_eq!((id.tenant_id.as_str(), id.method), ("acme", AuthMethod::ApiKey));
+    assert_eq!(
+        (id.tenant_id.as_str(), id.method),
+        ("acme", AuthMethod::ApiKey)
+    );
     // An unregistered peer does not veto a valid key.
     let id = a
-        .authenticate(Some("Bearer sk-other"), None, Some("spiffe://elsewhere/x"), t)
+        .authenticate(
+            Some("Bearer sk-other"),
+            None,
+            Some("spiffe://elsewhere/x"),
+            t,
+        )
         .unwrap();
     assert_eq!(id.tenant_id, "other");
 }
