@@ -253,14 +253,17 @@ def check_generated() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "envoy"
         run_python(render, "--registry", str(ENVOY / "registry.example.toml"), "--cache-secret-placeholder", "--out", str(out))
-        same_dir_files(out, ENVOY / "ecds", ["tenant-auth.json", "llm-policy.json", "admission.json"], "envoy/ecds/*.json",
+        same_dir_files(out, ENVOY / "ecds", ["tenant-auth.json", "admission-open.json", "llm-policy.json", "admission.json"],
+                       "envoy/ecds/*.json",
                        "envoy/render-ecds.py --registry envoy/registry.example.toml --cache-secret-placeholder --out envoy/ecds")
         base = DEPLOY / "k8s/base/config"
         out = Path(tmp) / "k8s"
-        run_python(render, "--registry", str(base / "registry.toml"), "--only", "tenant-auth", "--only", "admission", "--out", str(out))
-        same_dir_files(out, base / "ecds", ["tenant-auth.json", "admission.json"], "deploy/k8s/base/config/ecds/*.json",
+        run_python(render, "--registry", str(base / "registry.toml"), "--only", "tenant-auth", "--only", "admission-open",
+                   "--only", "admission", "--out", str(out))
+        same_dir_files(out, base / "ecds", ["tenant-auth.json", "admission-open.json", "admission.json"],
+                       "deploy/k8s/base/config/ecds/*.json",
                        "envoy/render-ecds.py --registry deploy/k8s/base/config/registry.toml "
-                       "--only tenant-auth --only admission --out deploy/k8s/base/config/ecds")
+                       "--only tenant-auth --only admission-open --only admission --out deploy/k8s/base/config/ecds")
         istio = DEPLOY / "k8s/overlays/istio"
         out = Path(tmp) / "istio"
         out.mkdir()
@@ -346,7 +349,8 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
         configuration["value"] = json.dumps(inner)
         filters.append({"name": "llm-policy", "typed_config": {"@type": typed["type_url"], **wasm}})
         # The WasmPlugins: Istio passes pluginConfig to the filter as JSON text.
-        modules = {"tenant-auth": "tenant_auth.wasm", "admission": "admission_filter.wasm"}
+        modules = {"tenant-auth": "tenant_auth.wasm", "admission-open": "admission_filter.wasm",
+                   "admission": "admission_filter.wasm"}
         for plugin in yaml.safe_load_all((istio / "wasmplugins.yaml").read_text()):
             name = plugin["spec"]["pluginName"]
             filter = {"name": name, "typed_config": {
@@ -360,8 +364,13 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
                                       "value": json.dumps(plugin["spec"]["pluginConfig"])},
                 },
             }}
-            # Chain order: tenant-auth, llm-policy, admission.
-            filters.insert(0, filter) if name == "tenant-auth" else filters.append(filter)
+            # Chain order: tenant-auth, admission-open, llm-policy, admission.
+            if name == "tenant-auth":
+                filters.insert(0, filter)
+            elif name == "admission-open":
+                filters.insert(1, filter)
+            else:
+                filters.append(filter)
     else:
         print(f"SKIP: {module} not built: the filters' Istio configs are not validated")
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,8 +35,13 @@ EXTENSION_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 STRING_TYPE = "type.googleapis.com/google.protobuf.StringValue"
 
 # Filter name (also the ECDS resource name, root id and VM id) -> wasm file.
+# In chain order. admission runs twice (two-phase admission): "admission-open"
+# before llm-policy takes the request count and concurrency slot on the
+# headers, so a tenant over either is refused before its body is buffered;
+# "admission" after it reserves tokens and waits in the pool's fair queue.
 FILTERS = {
     "tenant-auth": "tenant_auth.wasm",
+    "admission-open": "admission_filter.wasm",
     "llm-policy": "llm_policy.wasm",
     "admission": "admission_filter.wasm",
 }
@@ -106,7 +111,8 @@ def filter_configs(registry: dict, cache_secret: str, cluster: str) -> dict[str,
     return {
         "tenant-auth": {"registry": registry},
         "llm-policy": {"registry": registry, "cache_secret": cache_secret},
-        "admission": {"registry": registry, "cluster": cluster},
+        "admission-open": {"registry": registry, "cluster": cluster, "phase": "open"},
+        "admission": {"registry": registry, "cluster": cluster, "phase": "reserve"},
     }
 
 

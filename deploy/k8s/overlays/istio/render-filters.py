@@ -49,12 +49,19 @@ WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 # chain is tenant-auth -> llm-policy -> admission, as in envoy/gateway.yaml.
 WASM_PLUGINS = {
     "tenant-auth": ("AUTHN", 100),
+    # Two-phase admission's first half, on the headers: after tenant-auth,
+    # before llm-policy (AUTHZ plugins precede EnvoyFilter filters of class AUTHZ).
+    "admission-open": ("AUTHZ", 100),
     "admission": ("STATS", 100),
 }
+
+# The module each plugin runs (admission-open is admission with phase "open").
+MODULES = {"admission-open": "admission"}
 
 COMMENTS = {
     "tenant-auth": "Who is calling: API key / JWT / mTLS SPIFFE -> x-tenant-id, x-tenant-tier.",
     "llm-policy": "What is asked: model allowlist, context caps, cache_salt, x-prefix-key, x-llm-pool.",
+    "admission-open": "Admission on the headers: request count and concurrency slot before the body is read.",
     "admission": "Admission through ratelimit-service (cluster `ratelimit`, added by envoyfilter-ratelimit.yaml).",
 }
 
@@ -92,7 +99,7 @@ spec:
     name: {GATEWAY}
   # An OCI image holding the module (deploy/docker/Dockerfile.wasm-plugin).
   # Pin it by digest in production: add `sha256: <digest of the module>`.
-  url: {OCI.format(name=name)}
+  url: {OCI.format(name=MODULES.get(name, name))}
   imagePullPolicy: IfNotPresent
   type: HTTP
   pluginName: {name}
@@ -177,7 +184,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", required=True, type=Path)
     parser.add_argument("--out-dir", type=Path, help="write the committed files here (default: stdout, needs --only)")
-    parser.add_argument("--only", choices=["tenant-auth", "llm-policy", "admission"], action="append")
+    parser.add_argument("--only", choices=["tenant-auth", "admission-open", "llm-policy", "admission"], action="append")
     parser.add_argument("--cache-secret-file", help="llm-policy's cache secret (default: the placeholder)")
     parser.add_argument("--ratelimit-cluster", default="ratelimit")
     args = parser.parse_args(argv)
@@ -197,7 +204,7 @@ def main(argv: list[str]) -> int:
     docs = {name: wasm_plugin(name, configs[name]) for name in WASM_PLUGINS}
     docs["llm-policy"] = llm_policy_filter(configs["llm-policy"])
     if args.out_dir is None:
-        order = [n for n in ("tenant-auth", "llm-policy", "admission") if n in args.only]
+        order = [n for n in ("tenant-auth", "admission-open", "llm-policy", "admission") if n in args.only]
         sys.stdout.write("---\n".join(docs[n] for n in order))
         return 0
     plugins = args.out_dir / "wasmplugins.yaml"
