@@ -162,6 +162,9 @@ fn envoy_stat(tb: &Testbed, needle: &str) -> u64 {
     testbed::envoy::counter(tb.envoy.admin, needle)
 }
 
+/// A hostile header case: what, the header lines, the expected status and code.
+type HeaderCase<'a> = (&'a str, Vec<&'a [u8]>, u16, Option<&'a str>);
+
 #[test]
 fn a_storm_of_hostile_requests_leaves_every_worker_serving() {
     let _serial = serial();
@@ -172,7 +175,7 @@ fn a_storm_of_hostile_requests_leaves_every_worker_serving() {
 
     // Non-UTF-8 bytes in every header position. Headers the gateway reads
     // are refused; the rest are the upstream's business and pass.
-    let header_cases: Vec<(&str, Vec<&[u8]>, u16, Option<&str>)> = vec![
+    let header_cases: Vec<HeaderCase> = vec![
         ("note", vec![&auth, b"x-note: caf\xe9"], 200, None),
         (
             "api key",
@@ -557,8 +560,7 @@ fn every_endpoint_and_ending_is_billed_what_the_pool_reported() {
         let last = sse(&r.text)
             .into_iter()
             .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
-            .filter(|v| v["usage"].is_object())
-            .last()
+            .rfind(|v| v["usage"].is_object())
             .unwrap_or_else(|| panic!("no running usage in {}", r.text));
         add(seen(&last["usage"]));
     }
