@@ -12,12 +12,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gateway_e2e::{
-    FilterSet, Reply, Tokens, chat, client, eventually, metric, post, ratelimit_metrics,
-    settled_usage, spend_nanos, start_with, u, usage,
+    FilterSet, Reply, Tokens, chat, client, eventually, full_chain, metric, post,
+    ratelimit_metrics, settled_usage, spend_nanos, start_with, u, usage, with_digests,
 };
 use serde_json::{Value, json};
-use tenant_registry::api_key_digest_hex;
-use testbed::{PoolSpec, Testbed, TestbedConfig};
+use testbed::{Testbed, TestbedConfig};
 
 const MODEL: &str = "llama-3.1-8b-instruct";
 const PREMIUM: &str = "premium-70b";
@@ -34,32 +33,12 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// The admission registry with every `{{digest:KEY}}` filled in.
 fn registry() -> String {
-    let template = include_str!("fixtures/admission-registry.toml");
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{digest:") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").expect("closed placeholder") + start;
-        out.push_str(&api_key_digest_hex(&rest[start + 9..end]));
-        rest = &rest[end + 2..];
-    }
-    out.push_str(rest);
-    out
+    with_digests(include_str!("fixtures/admission-registry.toml"))
 }
 
 /// Full chain, one replica per pool, each started with `mock_args`.
 fn config(mock_args: &[&str]) -> TestbedConfig {
-    let mut config = TestbedConfig::new(registry());
-    config.filters = FilterSet::ALL;
-    config.ratelimit = true;
-    config.pools = ["latency", "throughput"]
-        .into_iter()
-        .map(|name| PoolSpec {
-            mock_args: mock_args.iter().map(|a| a.to_string()).collect(),
-            ..PoolSpec::new(name, 1)
-        })
-        .collect();
-    config
+    full_chain(registry(), mock_args)
 }
 
 /// No model time to speak of: limits, not the mock, decide.

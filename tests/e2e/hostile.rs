@@ -12,11 +12,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gateway_e2e::{
-    FilterSet, Reply, client, eventually, metric, post, ratelimit_metrics, settled_usage,
+    Reply, client, eventually, full_chain, metric, post, ratelimit_metrics, settled_usage,
     spend_nanos, start_with, u, with_digests,
 };
 use serde_json::{Value, json};
-use testbed::{PoolSpec, Testbed, TestbedConfig};
+use testbed::{Testbed, TestbedConfig};
 
 const MODEL: &str = "llama-3.1-8b-instruct";
 const EMBED: &str = "bge-m3";
@@ -34,18 +34,10 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn config(mock_args: &[&str]) -> TestbedConfig {
-    let mut config =
-        TestbedConfig::new(with_digests(include_str!("fixtures/hostile-registry.toml")));
-    config.filters = FilterSet::ALL;
-    config.ratelimit = true;
-    config.pools = ["latency", "throughput"]
-        .into_iter()
-        .map(|name| PoolSpec {
-            mock_args: mock_args.iter().map(|a| a.to_string()).collect(),
-            ..PoolSpec::new(name, 1)
-        })
-        .collect();
-    config
+    full_chain(
+        with_digests(include_str!("fixtures/hostile-registry.toml")),
+        mock_args,
+    )
 }
 
 const FAST: &[&str] = &[
@@ -59,6 +51,16 @@ const FAST: &[&str] = &[
 
 fn key(tenant: &str) -> String {
     format!("Bearer sk-{tenant}")
+}
+
+/// A small chat request of `tenant`.
+fn ask(tb: &Testbed, tenant: &str) -> Reply {
+    post(
+        tb,
+        "/v1/chat/completions",
+        &[("authorization", &key(tenant))],
+        &chat_body("hi", 2),
+    )
 }
 
 fn chat_body(content: &str, max_tokens: u32) -> Value {
@@ -762,25 +764,11 @@ fn slow_and_piled_up_bodies_are_bounded() {
         .expect("send");
     let refused = read_reply(&mut third);
     refused.assert_openai(429, Some("too_many_pending_bodies"), "third body");
-    let other = post(
-        &tb,
-        "/v1/chat/completions",
-        &[("authorization", &key("other-t"))],
-        &chat_body("hi", 2),
-    );
+    let other = ask(&tb, "other-t");
     assert_eq!(other.status, 200, "{}", other.text);
     drop(held);
     // Once they are gone the tenant's budget is free again.
-    let served = eventually(Duration::from_secs(5), || {
-        post(
-            &tb,
-            "/v1/chat/completions",
-            &[("authorization", &key("slow-t"))],
-            &chat_body("hi", 2),
-        )
-        .status
-            == 200
-    });
+    let served = eventually(Duration::from_secs(5), || ask(&tb, "slow-t").status == 200);
     assert!(served);
 }
 
@@ -791,12 +779,7 @@ fn a_pool_that_is_down_answers_in_openai_shape() {
     for replica in &mut tb.replicas {
         replica.process.kill_hard();
     }
-    let r: Reply = post(
-        &tb,
-        "/v1/chat/completions",
-        &[("authorization", &key("acct-t"))],
-        &chat_body("hi", 2),
-    );
+    let r: Reply = ask(&tb, "acct-t");
     r.assert_error(503, "upstream_unavailable");
 }
 
@@ -832,33 +815,14 @@ fn a_tenant_over_its_limits_is_refused_before_its_body_is_read() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(refused.head.to_ascii_lowercase().contains("retry-after"));
     // Another tenant is not affected.
-    let other = post(
-        &tb,
-        "/v1/chat/completions",
-        &[("authorization", &key("other-t"))],
-        &chat_body("hi", 2),
-    );
+    let other = ask(&tb, "other-t");
     assert_eq!(other.status, 200, "{}", other.text);
     // The slot comes back when the held request goes away; RPM 3 then ends
     // the tenant's minute, again on the headers (3 counted: held, 2 below).
     drop(holder);
-    let served = eventually(Duration::from_secs(5), || {
-        post(
-            &tb,
-            "/v1/chat/completions",
-            &[("authorization", &key("gate-t"))],
-            &chat_body("hi", 2),
-        )
-        .status
-            == 200
-    });
+    let served = eventually(Duration::from_secs(5), || ask(&tb, "gate-t").status == 200);
     assert!(served, "the slot was never freed");
-    let _ = post(
-        &tb,
-        "/v1/chat/completions",
-        &[("authorization", &key("gate-t"))],
-        &chat_body("hi", 2),
-    );
+    let _ = ask(&tb, "gate-t");
     let mut over_rpm = headers_only("gate-t");
     let refused = read_reply(&mut over_rpm);
     refused.assert_openai(429, Some("rate_limit_exceeded"), "over RPM");

@@ -67,6 +67,22 @@ pub fn start(registry: String, filters: FilterSet) -> Testbed {
     start_with(config)
 }
 
+/// The full chain with ratelimit-service, one replica per pool, each mock
+/// started with `mock_args`.
+pub fn full_chain(registry: String, mock_args: &[&str]) -> TestbedConfig {
+    let mut config = TestbedConfig::new(registry);
+    config.filters = FilterSet::ALL;
+    config.ratelimit = true;
+    config.pools = ["latency", "throughput"]
+        .into_iter()
+        .map(|name| testbed::PoolSpec {
+            mock_args: mock_args.iter().map(|a| a.to_string()).collect(),
+            ..testbed::PoolSpec::new(name, 1)
+        })
+        .collect();
+    config
+}
+
 pub fn start_with(config: TestbedConfig) -> Testbed {
     Testbed::start(config).unwrap_or_else(|e| panic!("testbed did not start: {e}"))
 }
