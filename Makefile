@@ -66,7 +66,8 @@ run: build
 
 ## Test ----------------------------------------------------------------------
 
-test: test-native test-wasm test-alerts
+# fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
+test: test-native test-wasm test-alerts fuzz-smoke
 
 test-native: build
 	$(CARGO) test --workspace --no-fail-fast
@@ -101,3 +102,54 @@ fmt:
 bench: setup wasm
 	$(CARGO) build --release --workspace --bins
 	TESTBED_PROFILE=release ./target/release/gateway-bench $(BENCH_ARGS)
+
+## Fuzz ----------------------------------------------------------------------
+
+# Coverage-guided fuzzing (cargo fuzz, libFuzzer) of what the filters parse
+# from clients and pools: fuzz/fuzz_targets/*.rs, seeds in fuzz/corpus/<t>/.
+# fuzz/ is its own workspace (not a root member); builds go to fuzz/target.
+# New inputs libFuzzer finds go to fuzz/target/corpus/<t>/ (the committed
+# seed dirs are read, never written); crashing inputs to fuzz/artifacts/<t>/.
+#
+# cargo fuzz passes nightly-only flags to rustc (-Zsanitizer=address and the
+# -Cpasses=sancov-module coverage instrumentation), and rust-toolchain.toml
+# pins stable: RUSTC_BOOTSTRAP=1 lets stable rustc accept them. It is set for
+# the fuzz builds only (their own target dir), never for the project's builds.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= header_pairs credentials body_policy usage_json usage_sse usage_chunk
+# ASan builds and runs on stable here; set FUZZ_SANITIZER=none if it ever does not.
+FUZZ_SANITIZER ?= address
+# -a: debug assertions and overflow checks on, so an arithmetic overflow is a
+# crash here (it would wrap silently in the release-built filters).
+FUZZ_BUILD_FLAGS ?= -a -s $(FUZZ_SANITIZER)
+FUZZ_ARGS ?= -rss_limit_mb=2048
+CARGO_FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+
+.PHONY: fuzz fuzz-smoke fuzz-tools
+
+fuzz-tools:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+# Every target for FUZZ_SECONDS each, one after the other; fails (non-zero)
+# naming the targets that crashed, after running all of them.
+fuzz: fuzz-tools
+	$(CARGO_FUZZ) build $(FUZZ_BUILD_FLAGS)
+	@failed=; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/corpus/$$t; \
+	  log=fuzz/target/fuzz-$$t.log; \
+	  echo "== fuzz $$t: $(FUZZ_SECONDS)s (log: $$log)"; \
+	  if $(CARGO_FUZZ) run $(FUZZ_BUILD_FLAGS) $$t fuzz/target/corpus/$$t fuzz/corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS) >$$log 2>&1; then \
+	    grep -E '^#[0-9]+.*DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $$log; \
+	  else \
+	    tail -n 60 $$log; failed="$$failed $$t"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "fuzz: crash in:$$failed (inputs in fuzz/artifacts/<target>/; replay: RUSTC_BOOTSTRAP=1 cargo fuzz run $(FUZZ_BUILD_FLAGS) <target> <input>)"; \
+	  exit 1; \
+	fi
+
+# The same, 10 s a target: for CI.
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10

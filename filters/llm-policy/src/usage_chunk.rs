@@ -24,6 +24,9 @@ const EVENT_END: &[u8] = b"\n\n";
 #[derive(Debug, Default)]
 pub struct UsageChunkFilter {
     pending: Vec<u8>,
+    /// Bytes of `pending` already searched for an event end: a long event
+    /// arriving in small chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 #[derive(Deserialize)]
@@ -38,28 +41,33 @@ impl UsageChunkFilter {
         self.pending.extend_from_slice(chunk);
         let mut out = Vec::with_capacity(self.pending.len());
         let mut start = 0;
+        // An event end may straddle the previous chunk's last byte.
+        let mut from = self.scanned.saturating_sub(EVENT_END.len() - 1);
         while let Some(len) = self
             .pending
-            .get(start..)
+            .get(from..)
             .and_then(|rest| find(rest, EVENT_END))
         {
-            let end = start + len + EVENT_END.len();
+            let end = from + len + EVENT_END.len();
             if let Some(event) = self.pending.get(start..end)
                 && !is_usage_chunk(event)
             {
                 out.extend_from_slice(event);
             }
             start = end;
+            from = end;
         }
         self.pending.drain(..start.min(self.pending.len()));
         if self.pending.len() > EVENT_CAP {
             out.append(&mut self.pending);
         }
+        self.scanned = self.pending.len();
         out
     }
 
     /// What is left when the stream ends (an event without its blank line).
     pub fn finish(&mut self) -> Vec<u8> {
+        self.scanned = 0;
         let rest = std::mem::take(&mut self.pending);
         if is_usage_chunk(&rest) {
             Vec::new()
@@ -132,6 +140,21 @@ mod tests {
         }
         out.extend(f.finish());
         assert_eq!(out, big.as_bytes());
+    }
+
+    #[test]
+    fn a_stream_fed_a_byte_at_a_time_is_filtered_the_same() {
+        let stream = format!("{CONTENT}{USAGE}{CONTENT}{DONE}");
+        let mut f = UsageChunkFilter::default();
+        let mut out = Vec::new();
+        for b in stream.as_bytes() {
+            out.extend(f.feed(std::slice::from_ref(b)));
+        }
+        out.extend(f.finish());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{CONTENT}{CONTENT}{DONE}")
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub enum Settlement {
 }
 
 /// What a settled lease charged, for the ledger and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Charge {
     pub nanos: Nanos,
     pub prompt_tokens: u64,
@@ -226,26 +226,13 @@ pub fn plan_settlement(
                 cached_tokens: 0,
             },
         ),
-        Settlement::Release => (
-            0.0,
-            -reserved_tokens,
-            Charge {
-                nanos: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cached_tokens: 0,
-            },
-        ),
+        // The request stays counted; nothing is charged.
+        Settlement::Release => (0.0, -reserved_tokens, Charge::default()),
         Settlement::Refund => (
             // A RESERVE lease never counted its request: nothing to give back.
             if lease.slot { -1.0 } else { 0.0 },
             -reserved_tokens,
-            Charge {
-                nanos: 0,
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                cached_tokens: 0,
-            },
+            Charge::default(),
         ),
     };
     let scopes = lease
