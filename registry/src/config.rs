@@ -52,6 +52,10 @@ pub struct GatewaySettings {
     pub media_url_hosts: Vec<String>,
     /// Most inputs one embeddings request may carry (OpenAI's cap: 2048).
     pub max_embedding_inputs: u32,
+    /// Body members llm-policy's field policy does not know that this
+    /// deployment passes on (a newer vLLM's); their text is charged as
+    /// prompt tokens. Refused and gateway-owned members stay refused.
+    pub extra_fields: Vec<String>,
 }
 
 impl Default for GatewaySettings {
@@ -66,6 +70,7 @@ impl Default for GatewaySettings {
             max_buffered_bytes_per_tenant: 16 * 1024 * 1024,
             media_url_hosts: Vec::new(),
             max_embedding_inputs: 2048,
+            extra_fields: Vec::new(),
         }
     }
 }

@@ -173,6 +173,7 @@ pub fn decide_body(
     let tier = registry.tier_of(tenant);
     let allow = Allowances {
         chat_templates: tier.is_some_and(|t| t.allow_chat_templates),
+        extra_fields: &gateway.extra_fields,
     };
     let counted = fields::check(endpoint, &request.object, allow)?;
     fields::check_media_urls(&request.prompt, &gateway.media_url_hosts)?;

@@ -18,7 +18,10 @@
 //!
 //! A member no table names is refused as OpenAI does
 //! (`Unrecognized request argument`): a new vLLM field is reviewed before
-//! it reaches a pool, not after.
+//! it reaches a pool, not after. An operator passes one on by listing it in
+//! the registry's `gateway.extra_fields` (charged as prompt tokens, since
+//! the gateway cannot know what it costs); refused and gateway-owned
+//! members cannot be listed back in.
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -219,10 +222,13 @@ pub fn rule(endpoint: Endpoint, key: &str) -> Option<Rule> {
     None
 }
 
-/// What the tier allows beyond the defaults.
+/// What the registry allows beyond the defaults.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Allowances {
+pub struct Allowances<'r> {
+    /// The tier may send its own chat template.
     pub chat_templates: bool,
+    /// Members unknown to the tables that this deployment passes on.
+    pub extra_fields: &'r [String],
 }
 
 /// Checks every member of `object`; returns the raw text of the members
@@ -230,11 +236,12 @@ pub struct Allowances {
 pub fn check<'a>(
     endpoint: Endpoint,
     object: &RawObject<'a>,
-    allow: Allowances,
+    allow: Allowances<'_>,
 ) -> Result<Vec<&'a RawValue>, PolicyError> {
     let mut counted = Vec::new();
     for (key, raw) in object.members() {
         match rule(endpoint, key) {
+            None if allow.extra_fields.iter().any(|f| f == key) => counted.push(*raw),
             None => {
                 return Err(PolicyError::UnknownParameter { param: key.clone() });
             }
@@ -387,10 +394,28 @@ mod tests {
             &object(body),
             Allowances {
                 chat_templates: true,
+                ..Allowances::default()
             },
         )
         .unwrap();
         assert_eq!(counted.len(), 1);
+    }
+
+    #[test]
+    fn the_registry_can_pass_an_unknown_field_but_not_a_refused_one() {
+        let extra = vec!["new_vllm_knob".to_owned(), "kv_transfer_params".to_owned()];
+        let allow = Allowances {
+            extra_fields: &extra,
+            ..Allowances::default()
+        };
+        let body = r#"{"model":"m","messages":[],"new_vllm_knob":{"x":1}}"#;
+        let counted = check(Endpoint::ChatCompletions, &object(body), allow).unwrap();
+        assert_eq!(counted.len(), 1, "charged as prompt text");
+        let body = r#"{"model":"m","messages":[],"kv_transfer_params":{}}"#;
+        assert!(matches!(
+            check(Endpoint::ChatCompletions, &object(body), allow),
+            Err(PolicyError::ForbiddenParameter { .. })
+        ));
     }
 
     #[test]
