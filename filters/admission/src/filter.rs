@@ -5,9 +5,9 @@
 //! report is exactly what must outlive the stream. Reports are buffered and
 //! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
 //!
-//! Every host call but gRPC dispatch goes through `filter_common::host`
-//! (fallible, headers as bytes): nothing a client or the pool sends can
-//! reach an unwrap inside the VM.
+//! Every host call goes through `filter_common::host` (fallible, headers as
+//! bytes): nothing a client or the pool sends can reach an unwrap inside
+//! the VM.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -20,7 +20,6 @@ use filter_common::headers;
 use filter_common::host::{self, send_error};
 use hashbrown::HashSet;
 use prost::Message;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
@@ -98,16 +97,15 @@ impl Shared {
             log::warn!("admission: cannot switch to root context; {method} not sent");
             return None;
         }
-        let sent = hostcalls::dispatch_grpc_call(
+        let sent = host::dispatch_grpc_call(
             &self.config.cluster,
             SERVICE,
             method,
-            Vec::new(),
-            Some(message),
+            message,
             self.config.report_timeout,
         );
-        if let Err(status) = &sent {
-            log::warn!("admission: {method} not sent: {status:?}");
+        if let Err(e) = &sent {
+            log::warn!("admission: {method} not sent: {e}");
         }
         let _ = host::set_effective_context(current);
         sent.ok()
@@ -428,21 +426,18 @@ impl HttpContext for AdmissionFilter {
             return Action::Continue;
         };
         let timeout: Duration = shared.config.admit_timeout(&request.pool);
-        match self.dispatch_grpc_call(
+        match host::dispatch_grpc_call(
             &shared.config.cluster,
             SERVICE,
             "Admit",
-            Vec::new(),
-            Some(&request.encode_to_vec()),
+            &request.encode_to_vec(),
             timeout,
         ) {
             Ok(token) => {
                 self.admit_token = Some(token);
                 Action::Pause
             }
-            Err(status) => {
-                self.on_service_unavailable(&shared, &format!("Admit not sent: {status:?}"))
-            }
+            Err(e) => self.on_service_unavailable(&shared, &format!("Admit not sent: {e}")),
         }
     }
 
@@ -489,14 +484,14 @@ impl HttpContext for AdmissionFilter {
             if self.first_byte_at.is_none() {
                 self.first_byte_at = Some(host::now_or_epoch());
             }
-            match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
-                Ok(Some(chunk)) => {
-                    if let Some(tracker) = self.usage.as_mut() {
-                        tracker.feed(&chunk);
-                    }
+            // Only a phase that bills reads the body (OPEN has no tracker):
+            // the copy into the VM is per chunk of every response.
+            if let Some(tracker) = self.usage.as_mut() {
+                match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
+                    Ok(Some(chunk)) => tracker.feed(&chunk),
+                    Ok(None) => {}
+                    Err(e) => log::warn!("admission: {e}"),
                 }
-                Ok(None) => {}
-                Err(e) => log::warn!("admission: {e}"),
             }
         }
         if end_of_stream {

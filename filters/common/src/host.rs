@@ -10,10 +10,10 @@
 //! status is an error value, and headers are bytes; whether a non-UTF-8
 //! value is refused or ignored is the calling filter's rule ([`text`]).
 //!
-//! What still goes through the SDK: its dispatcher (context bookkeeping)
-//! and `dispatch_grpc_call`, which registers the call so that its answer is
-//! routed back; Envoy's `grpcCall` returns only the statuses that SDK
-//! function maps to errors (Ok, ParseFailure, InternalFailure).
+//! What still goes through the SDK: its dispatcher (context bookkeeping),
+//! and inside [`dispatch_grpc_call`] its call registration, so that the
+//! answer is routed back; Envoy's `grpcCall` returns only the statuses that
+//! SDK function maps to errors (Ok, ParseFailure, InternalFailure).
 #![allow(unsafe_code)] // The ABI is C: this module is the one place it is called.
 
 use std::ptr::{null, null_mut};
@@ -338,6 +338,33 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
             data,
             size,
         )
+    })
+}
+
+/// Dispatches a unary gRPC call on behalf of the active context, whose
+/// `on_grpc_call_response` gets the answer. This one goes through the SDK:
+/// it registers the call with the SDK's dispatcher, which routes the answer
+/// back (a call made past the dispatcher would be answered to nobody), and
+/// Envoy's `grpcCall` only returns the statuses that function maps to
+/// errors, so it cannot reach its panic.
+pub fn dispatch_grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout: Duration,
+) -> HostResult<u32> {
+    proxy_wasm::hostcalls::dispatch_grpc_call(
+        cluster,
+        service,
+        method,
+        Vec::new(),
+        Some(message),
+        timeout,
+    )
+    .map_err(|status| HostError {
+        call: "grpc_call",
+        status: status as u32,
     })
 }
 

@@ -350,6 +350,9 @@ impl HttpContext for PolicyFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if self.usage_chunk.is_none() {
+            return Action::Continue;
+        }
         // Only a successful event stream carries the forced usage chunk.
         let header = |name| {
             host::header(MapType::HttpResponseHeaders, name)
