@@ -91,3 +91,27 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .enumerate()
         .any(|(i, &b)| b == first && haystack[i..].starts_with(needle))
 }
+
+/// A repeated body (see [`Split`]) of 2 KiB and more passes the 4 KiB cap on
+/// a captured usage value (`USAGE_CAP` in filters/admission/src/usage.rs).
+pub const USAGE_REPEAT: usize = 2;
+
+/// The usage targets' property: `UsageTracker::new(sse)` fed the body in the
+/// pieces the fuzzer chose finds the same usage as fed it whole (and never
+/// panics doing so).
+pub fn usage_same_however_cut(sse: bool, data: &[u8]) {
+    use admission_filter::UsageTracker;
+    let split = Split::new(data, USAGE_REPEAT);
+    let mut whole = UsageTracker::new(sse);
+    whole.feed(&split.body);
+    let mut pieces = UsageTracker::new(sse);
+    for piece in split.pieces() {
+        pieces.feed(piece);
+    }
+    assert_eq!(
+        pieces.finish(),
+        whole.finish(),
+        "usage differs when the body is cut at {:?}",
+        split.cuts
+    );
+}
