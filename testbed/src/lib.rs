@@ -9,6 +9,7 @@ pub mod envoy;
 mod paths;
 pub mod process;
 pub mod tls;
+pub mod vllm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -92,13 +93,17 @@ impl FilterSet {
     };
 }
 
-/// A pool of mock vLLM replicas.
+/// A pool of vLLM replicas: mocks the testbed starts, and servers it does
+/// not own (real vLLM) that it only routes to and scrapes.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
     pub name: String,
+    /// Mock replicas to start.
     pub replicas: usize,
     /// Extra `mock-vllm` flags (timings, batch size).
     pub mock_args: Vec<String>,
+    /// Running servers to use as they are: never started or stopped here.
+    pub external: Vec<SocketAddr>,
 }
 
 impl PoolSpec {
@@ -107,6 +112,15 @@ impl PoolSpec {
             name: name.to_owned(),
             replicas,
             mock_args: Vec::new(),
+            external: Vec::new(),
+        }
+    }
+
+    /// A pool of servers that already run.
+    pub fn external(name: &str, replicas: Vec<SocketAddr>) -> Self {
+        Self {
+            external: replicas,
+            ..Self::new(name, 0)
         }
     }
 }
@@ -165,13 +179,14 @@ impl TestbedConfig {
     }
 }
 
-/// One mock vLLM replica.
+/// One replica of a pool.
 #[derive(Debug)]
 pub struct Replica {
     pub pool: String,
     pub name: String,
     pub addr: SocketAddr,
-    pub process: ManagedProcess,
+    /// The mock the testbed started; `None` for an external server.
+    pub process: Option<ManagedProcess>,
 }
 
 /// Everything the testbed started. Dropping it stops all of it.
@@ -281,11 +296,12 @@ impl Testbed {
     }
 
     /// Requests the mock replicas received (their `/debug/requests`), each
-    /// tagged with `"pool"`, oldest first per replica.
+    /// tagged with `"pool"`, oldest first per replica. External servers
+    /// keep no such log.
     pub fn upstream_requests(&self) -> Vec<Value> {
         let client = http_client();
         let mut all = Vec::new();
-        for r in &self.replicas {
+        for r in self.replicas.iter().filter(|r| r.process.is_some()) {
             let got: Value = client
                 .get(format!("http://{}/debug/requests", r.addr))
                 .send()
@@ -302,7 +318,7 @@ impl Testbed {
     /// Clears the mocks' request logs and prefix caches.
     pub fn reset_upstreams(&self) {
         let client = http_client();
-        for r in &self.replicas {
+        for r in self.replicas.iter().filter(|r| r.process.is_some()) {
             let _ = client.post(format!("http://{}/debug/reset", r.addr)).send();
         }
     }
@@ -424,7 +440,15 @@ fn start_pools(
                 pool: pool.name.clone(),
                 name,
                 addr: process.addr("http")?,
-                process,
+                process: Some(process),
+            });
+        }
+        for (i, addr) in pool.external.iter().enumerate() {
+            replicas.push(Replica {
+                pool: pool.name.clone(),
+                name: format!("{}-external-{i}", pool.name),
+                addr: *addr,
+                process: None,
             });
         }
     }

@@ -21,13 +21,38 @@ pub struct ManagedProcess {
     name: String,
     child: Child,
     log_path: PathBuf,
+    /// Signals go to the child's whole process group (it was started as the
+    /// leader of a new one): for servers that fork workers, such as vLLM's
+    /// engine core, which must not outlive the testbed.
+    group: bool,
     /// Addresses from the process's `LISTENING key=addr ...` line.
     pub addrs: HashMap<String, SocketAddr>,
 }
 
 impl ManagedProcess {
     /// Starts `command` with stdout and stderr in `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Result<Self, TestbedError> {
+    pub fn spawn(name: &str, command: Command, log_dir: &Path) -> Result<Self, TestbedError> {
+        Self::spawn_with(name, command, log_dir, false)
+    }
+
+    /// Like [`ManagedProcess::spawn`], in a new process group that is
+    /// signalled as a whole: stopping it stops the workers it forked too.
+    pub fn spawn_group(
+        name: &str,
+        mut command: Command,
+        log_dir: &Path,
+    ) -> Result<Self, TestbedError> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        Self::spawn_with(name, command, log_dir, true)
+    }
+
+    fn spawn_with(
+        name: &str,
+        mut command: Command,
+        log_dir: &Path,
+        group: bool,
+    ) -> Result<Self, TestbedError> {
         let log_path = log_dir.join(format!("{name}.log"));
         let log = File::create(&log_path).map_err(|e| TestbedError::io(&log_path, e))?;
         let err_log = log
@@ -42,6 +67,7 @@ impl ManagedProcess {
             name: name.to_owned(),
             child,
             log_path,
+            group,
             addrs: HashMap::new(),
         })
     }
@@ -87,6 +113,7 @@ impl ManagedProcess {
             name: name.to_owned(),
             child,
             log_path,
+            group: false,
             addrs: HashMap::new(),
         };
         let deadline = Instant::now() + timeout;
@@ -144,29 +171,36 @@ impl ManagedProcess {
     }
 
     pub fn signal(&self, signal: Signal) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        let pid = self.child.id() as i32;
+        // A negative pid addresses the process group the child leads.
+        let target = if self.group { -pid } else { pid };
+        let _ = kill(Pid::from_raw(target), signal);
     }
 
     /// SIGKILL and reap: simulates a crash.
     pub fn kill_hard(&mut self) {
+        if self.group {
+            self.signal(Signal::SIGKILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, a grace period, then SIGKILL.
     pub fn stop(&mut self) {
-        if !self.is_running() {
-            return;
-        }
-        self.signal(Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return;
+        if self.is_running() {
+            self.signal(Signal::SIGTERM);
+            // vLLM shuts its engine core down on SIGTERM, which takes a moment.
+            let grace = if self.group { 20 } else { 5 };
+            let deadline = Instant::now() + Duration::from_secs(grace);
+            while self.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill_hard();
+        if self.is_running() || self.group {
+            // For a group: whatever the leader left behind goes too.
+            self.kill_hard();
+        }
     }
 }
 

@@ -5,17 +5,48 @@
 //! set up to `<dir>/env` and waits for Ctrl-C, then stops everything.
 
 use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc;
 
 use rand::RngCore;
 use testbed::tls::TestCa;
-use testbed::{Testbed, TestbedConfig};
+use testbed::vllm::{VllmOptions, VllmServer};
+use testbed::{Paths, PoolSpec, Testbed, TestbedConfig};
+use tenant_registry::{ModelKind, Registry};
+
+/// The pools of the demo registry.
+const POOLS: [&str; 2] = ["latency", "throughput"];
 
 struct Args {
     registry: PathBuf,
     dir: PathBuf,
     port: u16,
+    /// Start one real vLLM (CPU) and use it as every pool's replica.
+    vllm_cpu: bool,
+    /// `POOL=HOST:PORT[,HOST:PORT]`: running servers to use as a pool's
+    /// replicas instead of mocks.
+    external: Vec<(String, Vec<SocketAddr>)>,
+}
+
+fn parse_external(value: &str) -> Result<(String, Vec<SocketAddr>), String> {
+    let (pool, list) = value
+        .split_once('=')
+        .ok_or(format!("--external {value}: expected POOL=HOST:PORT[,HOST:PORT]"))?;
+    let mut addrs = Vec::new();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let item = item.trim_start_matches("http://").trim_end_matches('/');
+        let resolved = item
+            .to_socket_addrs()
+            .map_err(|e| format!("--external {pool}: {item}: {e}"))?
+            .next()
+            .ok_or(format!("--external {pool}: {item} resolves to nothing"))?;
+        addrs.push(resolved);
+    }
+    if addrs.is_empty() {
+        return Err(format!("--external {pool}: no replica given"));
+    }
+    Ok((pool.to_owned(), addrs))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -23,6 +54,8 @@ fn parse_args() -> Result<Args, String> {
         registry: PathBuf::from("testbed/demo-registry.toml"),
         dir: PathBuf::from(".testbed"),
         port: 8080,
+        vllm_cpu: false,
+        external: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -31,8 +64,16 @@ fn parse_args() -> Result<Args, String> {
             "--registry" => args.registry = value()?.into(),
             "--dir" => args.dir = value()?.into(),
             "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--vllm-cpu" => args.vllm_cpu = true,
+            "--external" => args.external.push(parse_external(&value()?)?),
             "-h" | "--help" => {
-                println!("usage: testbed [--registry FILE] [--dir DIR] [--port PORT (0 = any)]");
+                println!(
+                    "usage: testbed [--registry FILE] [--dir DIR] [--port PORT (0 = any)]\n\
+                     \x20              [--vllm-cpu] [--external POOL=HOST:PORT[,HOST:PORT]]...\n\n\
+                     --vllm-cpu   one real vLLM on CPU (tools/vllm) serving the registry's chat\n\
+                     \x20            models under their names, as every pool's replica\n\
+                     --external   running vLLM servers as a pool's replicas instead of mocks"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -100,7 +141,23 @@ fn run() -> Result<(), String> {
     let acme_cert = ca
         .client("acme-client", "spiffe://testbed.local/ns/acme/sa/app")
         .map_err(|e| e.to_string())?;
+    let vllm = if args.vllm_cpu {
+        eprintln!("starting vLLM on CPU (first run installs it; see tools/vllm/README.md) ...");
+        Some(start_vllm(&registry, &dir)?)
+    } else {
+        None
+    };
     let mut config = TestbedConfig::new(registry);
+    if let Some(server) = &vllm {
+        config.pools = POOLS
+            .iter()
+            .map(|pool| PoolSpec::external(pool, vec![server.addr]))
+            .collect();
+    }
+    for (pool, addrs) in &args.external {
+        config.pools.retain(|p| &p.name != pool);
+        config.pools.push(PoolSpec::external(pool, addrs.clone()));
+    }
     config.run_dir = Some(dir.clone());
     config.gateway_port = args.port;
     config.admin_token = random_token("adm-");
@@ -184,8 +241,29 @@ Gateway: {gw}   Logs: {dir}/*.log   Ctrl-C stops everything.
     let _ = rx.recv();
     eprintln!("stopping ...");
     drop(testbed);
+    drop(vllm);
     let _ = std::fs::remove_file(&env_path);
     Ok(())
+}
+
+/// One vLLM serving every chat model of the registry under its name (the
+/// same tiny weights behind each: the gateway's behaviour, not the answers,
+/// is what the testbed shows).
+fn start_vllm(registry: &str, dir: &std::path::Path) -> Result<VllmServer, String> {
+    let parsed = Registry::from_toml(registry).map_err(|e| e.to_string())?;
+    let names: Vec<String> = parsed
+        .config()
+        .models
+        .iter()
+        .filter(|(_, m)| m.kind == ModelKind::Chat && m.base.is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    let options = VllmOptions {
+        served_model_names: names,
+        ..VllmOptions::default()
+    };
+    let paths = Paths::locate().map_err(|e| e.to_string())?;
+    VllmServer::start(&paths, "vllm-cpu", options, dir).map_err(|e| e.to_string())
 }
 
 fn main() {
