@@ -36,8 +36,23 @@ mod tests {
             "2",
             "--decode-base-us",
             "100",
+            "--max-model-len",
+            "4096",
+            "--default-max-tokens",
+            "256",
+            "--enable-request-id-headers",
+            "--enable-prompt-tokens-details",
+            "--no-enable-prompt-tokens-details",
         ])
         .expect("valid flags");
+        assert_eq!(cli.config.max_model_len, 4096);
+        assert_eq!(cli.config.default_max_tokens, Some(256));
+        assert!(cli.config.enable_request_id_headers);
+        // The later of the pair wins, as with vLLM's flags.
+        assert!(!cli.config.enable_prompt_tokens_details);
+        let on = Cli::try_parse_from(["mock-vllm", "--enable-prompt-tokens-details"])
+            .expect("switch");
+        assert!(on.config.enable_prompt_tokens_details);
         assert_eq!(cli.listen.port(), 9000);
         assert_eq!(cli.config.models, ["a", "b"]);
         assert_eq!(cli.config.embedding_models, ["e"]);

@@ -13,7 +13,12 @@
 //! | `prefill_us_per_token` | 50      | ~20k prompt tokens/s, H100 prefill of an 8B model              |
 //! | `decode_base_us`       | 8000    | one decode step (weights read once per step, ~8 ms)            |
 //! | `decode_us_per_seq`    | 300     | added per running sequence (attention over its KV)             |
-//! | `default_max_tokens`   | 64      | output length when a request names none                        |
+//!
+//! A request without `max_tokens` gets what vLLM gives it: the rest of the context
+//! (`max_model_len` − prompt) for chat and the Responses API, 16 for completions. The mock
+//! never samples an end-of-sequence token, so such a chat really decodes that many tokens, one
+//! decode step each (tens of thousands of steps at the default `max_model_len`): tests that
+//! omit `max_tokens` should start the replica with a small `--max-model-len`.
 //!
 //! With the full batch of 8 a decode step takes 8 ms + 8 × 0.3 ms = 10.4 ms, i.e. ~96 tokens/s
 //! per sequence, in the range of a real H100 serving an 8B model at that batch size.
@@ -30,7 +35,8 @@ pub const DEFAULT_NUM_GPU_BLOCKS: usize = 4096;
 pub const DEFAULT_PREFILL_US_PER_TOKEN: u64 = 50;
 pub const DEFAULT_DECODE_BASE_US: u64 = 8000;
 pub const DEFAULT_DECODE_US_PER_SEQ: u64 = 300;
-pub const DEFAULT_MAX_TOKENS: u32 = 64;
+/// The vLLM release whose HTTP behaviour the mock reproduces (`GET /version`).
+pub const VLLM_VERSION: &str = "0.32.0";
 
 /// Everything that shapes one replica's behaviour. Flags on the command line, fields in code.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
@@ -53,7 +59,9 @@ pub struct MockConfig {
     #[arg(long, default_value_t = DEFAULT_MAX_NUM_SEQS)]
     pub max_num_seqs: usize,
 
-    /// Largest prompt + completion length in tokens.
+    /// Largest prompt + completion length in tokens (vLLM's `--max-model-len`): longer
+    /// prompts are refused, larger `max_tokens` clamped to what is left of it, and
+    /// `/v1/models` reports it for every served name.
     #[arg(long, default_value_t = DEFAULT_MAX_MODEL_LEN)]
     pub max_model_len: usize,
 
@@ -77,9 +85,29 @@ pub struct MockConfig {
     #[arg(long, default_value_t = DEFAULT_DECODE_US_PER_SEQ)]
     pub decode_us_per_seq: u64,
 
-    /// Completion length when the request gives no `max_tokens`.
-    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
-    pub default_max_tokens: u32,
+    /// The model's own default output length (`max_tokens` from its generation config), used
+    /// when a chat or Responses request names none; unset, such a request gets the rest of the
+    /// context, as with vLLM.
+    #[arg(long, value_name = "TOKENS")]
+    pub default_max_tokens: Option<u32>,
+
+    /// Report cached prompt tokens in `usage.prompt_tokens_details` (vLLM's
+    /// `--enable-prompt-tokens-details`; off by default, as in vLLM, where
+    /// every prompt token then looks uncached). The testbed turns it on,
+    /// as the deploy manifests do.
+    #[arg(long, overrides_with = "no_enable_prompt_tokens_details")]
+    pub enable_prompt_tokens_details: bool,
+
+    /// Undoes `--enable-prompt-tokens-details` given earlier (vLLM's
+    /// `--no-enable-prompt-tokens-details`).
+    #[arg(long, overrides_with = "enable_prompt_tokens_details")]
+    #[serde(skip)]
+    pub no_enable_prompt_tokens_details: bool,
+
+    /// Echo `X-Request-Id` (or a fresh one) on every response (vLLM's
+    /// `--enable-request-id-headers`, off by default).
+    #[arg(long)]
+    pub enable_request_id_headers: bool,
 }
 
 impl Default for MockConfig {
@@ -95,7 +123,10 @@ impl Default for MockConfig {
             prefill_us_per_token: DEFAULT_PREFILL_US_PER_TOKEN,
             decode_base_us: DEFAULT_DECODE_BASE_US,
             decode_us_per_seq: DEFAULT_DECODE_US_PER_SEQ,
-            default_max_tokens: DEFAULT_MAX_TOKENS,
+            default_max_tokens: None,
+            enable_prompt_tokens_details: false,
+            no_enable_prompt_tokens_details: false,
+            enable_request_id_headers: false,
         }
     }
 }
@@ -129,7 +160,10 @@ impl MockConfig {
             ("max_model_len", self.max_model_len),
             ("block_size", self.block_size),
             ("num_gpu_blocks", self.num_gpu_blocks),
-            ("default_max_tokens", self.default_max_tokens as usize),
+            (
+                "default_max_tokens",
+                self.default_max_tokens.map_or(1, |n| n as usize),
+            ),
         ];
         match positive.into_iter().find(|(_, value)| *value == 0) {
             Some((field, _)) => Err(ConfigError::Zero { field }),

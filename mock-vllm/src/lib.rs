@@ -8,9 +8,11 @@
 //! - [`prefix_cache`] and [`kv_cache`]: an automatic prefix cache keyed like vLLM's, with the
 //!   request's `cache_salt` in the first block so different salts never share a block;
 //! - [`tokenizer`]: a real BPE (cl100k_base), so usage numbers are realistic;
-//! - [`metrics`]: vLLM's Prometheus metric names and labels;
+//! - [`metrics`]: vLLM's Prometheus metric names and labels, in prometheus_client's text format;
 //! - [`api`]: chat, completions and the Responses API (all with SSE streaming), embeddings,
-//!   models, health, plus `/debug/*` routes for tests (see [`request_log`]).
+//!   models, health, version, plus `/debug/*` routes for tests (see [`request_log`]). Requests
+//!   are validated, refused and answered as vLLM 0.32 does: the same checks in the same order,
+//!   the same error bodies, ids, defaults (`max_tokens`) and context-length rules.
 //!
 //! Start one in-process with [`start`]; the `mock-vllm` binary is a thin CLI over it.
 

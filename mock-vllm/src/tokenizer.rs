@@ -55,6 +55,19 @@ impl PromptTokenizer {
         self.encode(&render_chat(messages))
     }
 
+    /// The longest token, in characters of the byte-level vocabulary (one per byte), which is
+    /// how vLLM bounds a prompt's text before tokenizing it (`max_chars_per_token`).
+    pub fn max_chars_per_token(&self) -> usize {
+        static LONGEST: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *LONGEST.get_or_init(|| {
+            (0..VOCAB_SIZE as TokenId)
+                .filter_map(|token| self.bpe.decode_bytes(&[token]).ok())
+                .map(|bytes| bytes.len())
+                .max()
+                .unwrap_or(1)
+        })
+    }
+
     /// Text of one token, as vLLM's `decoded_token`. A token holding part of a multi-byte
     /// character decodes to replacement characters; an id outside the vocabulary gives `None`.
     pub fn decode_token(&self, token: TokenId) -> Option<String> {

@@ -58,7 +58,8 @@ async fn response_object_has_vllms_shape_and_chats_cost() {
     )
     .await;
     let id = body["id"].as_str().expect("id");
-    assert!(id.starts_with("resp_") && id.len() == 37, "{id}");
+    // vLLM: `resp_` and its 16-hex-digit random_uuid().
+    assert!(id.starts_with("resp_") && id.len() == 21, "{id}");
     assert!(body["created_at"].as_u64().expect("created_at") > 1_600_000_000);
     let output = body["output"].as_array().expect("output");
     assert_eq!(output.len(), 1);
@@ -84,10 +85,12 @@ async fn response_object_has_vllms_shape_and_chats_cost() {
                 "role": "assistant",
                 "status": "completed",
                 "type": "message",
+                "phase": null,
             }],
             "parallel_tool_calls": true,
             "temperature": 1.0,
-            "tool_choice": "auto",
+            // vLLM reports `none` for a request without tools.
+            "tool_choice": "none",
             "tools": [],
             "top_p": 1.0,
             "background": false,
@@ -103,7 +106,10 @@ async fn response_object_has_vllms_shape_and_chats_cost() {
             "truncation": "disabled",
             "usage": {
                 "input_tokens": prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0, "input_tokens_per_turn": [],
+                // The full 16-token blocks of the prompt were written to the cache.
+                "input_tokens_details": {"cached_tokens": 0,
+                                         "cache_write_tokens": prompt_tokens / 16 * 16,
+                                         "input_tokens_per_turn": [],
                                          "cached_tokens_per_turn": []},
                 "output_tokens": 5,
                 "output_tokens_details": {"reasoning_tokens": 0, "tool_output_tokens": 0,
@@ -112,6 +118,10 @@ async fn response_object_has_vllms_shape_and_chats_cost() {
                 "total_tokens": prompt_tokens + 5,
             },
             "user": null,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+            "kv_transfer_params": null,
+            "ec_transfer_params": null,
             "input_messages": null,
             "output_messages": null,
         })
@@ -223,7 +233,10 @@ async fn stream_sends_vllms_events_in_order_and_usage_at_the_end() {
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let events = read_named_sse(response, usize::MAX).await;
 
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
@@ -258,7 +271,7 @@ async fn stream_sends_vllms_events_in_order_and_usage_at_the_end() {
     assert_eq!(
         *added,
         json!({"item": {"id": item_id, "content": [], "role": "assistant",
-                        "status": "in_progress", "type": "message"},
+                        "status": "in_progress", "type": "message", "phase": null},
                "output_index": 0, "sequence_number": 2, "type": "response.output_item.added"})
     );
     assert_eq!(
@@ -298,7 +311,9 @@ async fn stream_sends_vllms_events_in_order_and_usage_at_the_end() {
     assert_eq!(
         completed["usage"],
         json!({"input_tokens": prompt_tokens,
-               "input_tokens_details": {"cached_tokens": 0, "input_tokens_per_turn": [],
+               "input_tokens_details": {"cached_tokens": 0,
+                                        "cache_write_tokens": prompt_tokens / 16 * 16,
+                                        "input_tokens_per_turn": [],
                                         "cached_tokens_per_turn": []},
                "output_tokens": 6,
                "output_tokens_details": {"reasoning_tokens": 0, "tool_output_tokens": 0,

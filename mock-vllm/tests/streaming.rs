@@ -23,7 +23,12 @@ async fn chat_stream_has_role_tokens_usage_and_done_over_time() {
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // Starlette adds the charset to text media types.
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    assert!(response.headers().get("cache-control").is_none());
     assert_eq!(response.headers()["x-mock-replica"], "mock-0");
     let events = read_sse(response, usize::MAX).await;
 
@@ -31,14 +36,29 @@ async fn chat_stream_has_role_tokens_usage_and_done_over_time() {
     assert_eq!(events.len(), 13, "{events:#?}");
     let role = events[0].json();
     assert_eq!(role["object"], "chat.completion.chunk");
-    assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+    // The fields vLLM sets on its first chunk, and only those.
+    assert_eq!(
+        role["choices"],
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null,
+                "finish_reason": null}])
+    );
+    assert!(role["prompt_token_ids"].is_null() && role.get("prompt_token_ids").is_some());
+    assert!(role.get("prompt_text").is_some());
     let content: Vec<Value> = events[1..11].iter().map(SseEvent::json).collect();
     let id = &role["id"];
     for (i, chunk) in content.iter().enumerate() {
         assert_eq!(&chunk["id"], id, "one id per stream");
-        let expected = if i == 9 { json!("length") } else { Value::Null };
-        assert_eq!(chunk["choices"][0]["finish_reason"], expected);
-        assert!(chunk["choices"][0]["delta"]["content"].is_string());
+        let choice = chunk["choices"][0].as_object().expect("choice");
+        assert!(choice["delta"]["content"].is_string());
+        assert!(choice["token_ids"].is_null() && choice.contains_key("token_ids"));
+        if i == 9 {
+            assert_eq!(choice["finish_reason"], "length");
+            assert!(choice.contains_key("stop_reason") && choice["stop_reason"].is_null());
+        } else {
+            assert!(choice["finish_reason"].is_null());
+            assert!(!choice.contains_key("stop_reason"), "{chunk}");
+        }
+        assert!(chunk.get("prompt_token_ids").is_none());
     }
     let usage = events[11].json();
     assert_eq!(usage["choices"], json!([]));
@@ -73,10 +93,39 @@ async fn completion_stream_without_usage_ends_with_done() {
     let events = read_sse(response, usize::MAX).await;
     assert_eq!(events.len(), 4, "{events:#?}");
     let chunks: Vec<Value> = events[..3].iter().map(SseEvent::json).collect();
-    for chunk in &chunks {
+    for (chunk, event) in chunks.iter().zip(&events) {
         assert_eq!(chunk["object"], "text_completion");
         assert!(chunk.get("usage").is_none());
+        // vLLM sets every field of a completion stream choice, in this order.
+        let keys = [
+            "\"index\"",
+            "\"text\"",
+            "\"logprobs\":null",
+            "\"finish_reason\"",
+            "\"stop_reason\":null",
+            "\"prompt_token_ids\":null",
+            "\"token_ids\":null",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                event
+                    .data
+                    .find(k)
+                    .unwrap_or_else(|| panic!("{k} in {}", event.data))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{}", event.data);
     }
+    // The last chunk carries the fingerprint when no usage chunk follows.
+    assert!(chunks[1].get("system_fingerprint").is_none());
+    let fingerprint = chunks[2]["system_fingerprint"]
+        .as_str()
+        .expect("fingerprint");
+    assert!(
+        fingerprint.starts_with("vllm-0.32.0-") && fingerprint.len() == 20,
+        "{fingerprint}"
+    );
     let text: String = chunks
         .iter()
         .map(|c| c["choices"][0]["text"].as_str().expect("text"))
@@ -161,7 +210,7 @@ async fn continuous_usage_rides_every_chat_chunk() {
         assert_eq!(
             chunk["usage"],
             json!({"prompt_tokens": prompt, "total_tokens": prompt + completion,
-                   "completion_tokens": completion}),
+                   "completion_tokens": completion, "completion_tokens_details": null}),
             "chunk {i}: {chunk}"
         );
     }
@@ -170,18 +219,19 @@ async fn continuous_usage_rides_every_chat_chunk() {
     assert_eq!(chunks[6]["choices"], json!([]));
     assert_eq!(
         chunks[6]["usage"],
+        // The final chunk drops the null details; the prompt's full blocks were written.
         json!({"prompt_tokens": prompt, "total_tokens": prompt + 5, "completion_tokens": 5,
-               "prompt_tokens_details": {"cached_tokens": 0}})
+               "prompt_tokens_details": {"cached_tokens": 0,
+                                         "created_cache_tokens": prompt / 16 * 16}})
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn continuous_usage_on_completion_chunks_and_include_usage_defaults_on() {
-    // vLLM's `include_usage` defaults to true once `stream_options` is given.
+async fn continuous_usage_on_completion_chunks() {
     let events = stream_of(
         "/v1/completions",
         json!({"model": MODEL, "prompt": "hello world", "max_tokens": 3, "stream": true,
-               "stream_options": {"continuous_usage_stats": true}}),
+               "stream_options": {"include_usage": true, "continuous_usage_stats": true}}),
     )
     .await;
     assert_eq!(events.len(), 5, "{events:#?}");
@@ -195,17 +245,41 @@ async fn continuous_usage_on_completion_chunks_and_include_usage_defaults_on() {
         .collect();
     assert_eq!(completions, [1, 2, 3]);
     for event in &events[..3] {
+        // Completions' running usage is the three counts alone.
         let usage = &event.json()["usage"];
-        assert_eq!(usage["prompt_tokens"], 2);
         assert_eq!(
-            usage["total_tokens"].as_u64(),
-            Some(2 + usage["completion_tokens"].as_u64().expect("completion"))
+            usage,
+            &json!({"prompt_tokens": 2,
+                    "total_tokens": 2 + usage["completion_tokens"].as_u64().expect("n"),
+                    "completion_tokens": usage["completion_tokens"]})
         );
     }
     let last = events[3].json();
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["completion_tokens"], 3);
     assert_eq!(events[4].data, "[DONE]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_usage_defaults_off() {
+    // vLLM 0.32's StreamOptions default `include_usage` to false, and continuous usage needs
+    // it: naming only `continuous_usage_stats` reports no usage at all.
+    for options in [
+        json!({"continuous_usage_stats": true}),
+        json!({"include_usage": null, "continuous_usage_stats": true}),
+    ] {
+        let events = stream_of(
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "hello world", "max_tokens": 3, "stream": true,
+                   "stream_options": options}),
+        )
+        .await;
+        assert_eq!(events.len(), 4, "{events:#?}");
+        for event in &events[..3] {
+            assert!(event.json().get("usage").is_none(), "{}", event.data);
+        }
+        assert_eq!(events[3].data, "[DONE]");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,11 @@ pub async fn capture(State(state): State<AppState>, request: Request, next: Next
     }
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return ApiError::UnreadableBody.into_response();
+        return ApiError::Http {
+            status: StatusCode::BAD_REQUEST,
+            detail: "There was an error parsing the body".into(),
+        }
+        .into_response();
     };
     let mut headers = BTreeMap::<String, String>::new();
     for (name, value) in &parts.headers {

@@ -1,13 +1,13 @@
 //! `POST /v1/embeddings`: deterministic vectors, no batching model (pooling is one cheap pass).
 
-use super::protocol::{
-    Embedding, EmbeddingList, EmbeddingRequest, PromptItem, ResponseHeader, Usage,
-};
-use super::{ApiError, AppState, InvalidRequest, ModelKind, unix_seconds};
+use super::generate::{Prompt, check_engine_input, tokenize_checked};
+use super::protocol::{Embedding, EmbeddingList, PromptItem, ResponseHeader, Usage};
+use super::{ApiError, AppState, ModelKind, body, requests, unix_seconds};
 use crate::metrics::FinishReason;
 use crate::tokenizer::TokenId;
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -15,30 +15,32 @@ use sha2::{Digest, Sha256};
 /// Length of every returned vector.
 pub const EMBEDDING_DIMENSIONS: usize = 16;
 
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: EmbeddingRequest = serde_json::from_slice(&body)?;
-    state.require_model(&request.model, ModelKind::Embed)?;
-    let inputs: Vec<Vec<TokenId>> = request
-        .input
-        .into_items()
-        .into_iter()
-        .map(|item| match item {
-            PromptItem::Text(text) => state.tokenizer.encode(&text),
-            PromptItem::Tokens(tokens) => tokens,
-        })
-        .collect();
-    if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
-        return Err(InvalidRequest::EmptyInput.into());
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // A generation server has no pooling routes: vLLM 404s the path itself.
+    if state.config.embedding_models.is_empty() {
+        return Err(ApiError::RouteNotFound);
     }
-    if let Some(longest) = inputs.iter().map(Vec::len).max()
-        && longest > state.config.max_model_len
-    {
-        return Err(ApiError::ContextLengthExceeded {
-            max_model_len: state.config.max_model_len,
-            requested: longest,
-            prompt_tokens: longest,
-            max_tokens: 0,
-        });
+    let request = requests::embedding(&body::read_json(&headers, &body)?)?;
+    let id = format!(
+        "embd-{}",
+        state.base_request_id(&headers, request.request_id.as_deref())
+    );
+    let model = state.resolve_model(request.model.as_deref(), ModelKind::Embed)?;
+    // Pooling tokenizes with no output budget, so a prompt may fill the whole context.
+    let mut inputs: Vec<Vec<TokenId>> = Vec::new();
+    for item in request.input.into_items() {
+        let prompt = match item {
+            PromptItem::Text(text) => Prompt::Text(text),
+            PromptItem::Tokens(tokens) => Prompt::Tokens(tokens),
+        };
+        inputs.push(tokenize_checked(&state, prompt, 0, "max_tokens")?);
+    }
+    for input in &inputs {
+        check_engine_input(input)?;
     }
     let prompt_tokens: usize = inputs.iter().map(Vec::len).sum();
     state.engine.update_stats(|stats| {
@@ -46,10 +48,10 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
         stats.record_finished(FinishReason::Stop);
     });
     let header = ResponseHeader {
-        id: state.next_id("embd-"),
+        id,
         object: "list",
         created: unix_seconds(),
-        model: request.model,
+        model,
     };
     let data = inputs
         .iter()
@@ -63,7 +65,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok(Json(EmbeddingList {
         header: &header,
         data,
-        usage: Usage::new(prompt_tokens, 0, 0),
+        usage: Usage::whole(prompt_tokens, 0, None),
     })
     .into_response())
 }

@@ -1,74 +1,11 @@
-//! Request and response bodies of the OpenAI-compatible API, shaped like vLLM's.
-//! Unknown request fields are ignored, as vLLM does (with a warning).
+//! Response bodies of the OpenAI-compatible API, shaped like vLLM 0.32's pydantic models: serde
+//! writes fields in declaration order, which is vLLM's, and the non-streaming bodies carry every
+//! field (unset ones as `null`), as `model_dump()` does. Streaming chunks carry only the fields
+//! vLLM sets (`model_dump_json(exclude_unset=True)`). Requests are read in [`super::requests`].
 
 use super::prompt_logprobs::PromptLogprobs;
-use crate::tokenizer::{ChatMessage, TokenId};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Deserialize)]
-pub struct ChatCompletionRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<u32>,
-    /// The newer name OpenAI gives `max_tokens` for chat; wins when both are set.
-    pub max_completion_tokens: Option<u32>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    /// Signed: vLLM accepts -1 (the whole vocabulary) and refuses other negatives itself.
-    pub prompt_logprobs: Option<i64>,
-    pub cache_salt: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
-    pub model: String,
-    pub prompt: PromptInput,
-    pub max_tokens: Option<u32>,
-    pub stream: Option<bool>,
-    pub stream_options: Option<StreamOptions>,
-    pub prompt_logprobs: Option<i64>,
-    pub cache_salt: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EmbeddingRequest {
-    pub model: String,
-    pub input: PromptInput,
-}
-
-/// The outer `Option` says whether the field was sent at all, the inner one whether it was
-/// `null`: vLLM's defaults apply to absent fields only.
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamOptions {
-    /// vLLM's pydantic default is `true`: naming any stream option turns the usage chunk on;
-    /// an explicit `null` turns it off.
-    #[serde(default, deserialize_with = "present")]
-    pub include_usage: Option<Option<bool>>,
-    /// Usage on every chunk, with the running completion count.
-    #[serde(default, deserialize_with = "present")]
-    pub continuous_usage_stats: Option<Option<bool>>,
-    /// Keys the mock has no use for; vLLM keeps them too (`extra="allow"`).
-    #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Marks a field as sent, even as `null`.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-impl StreamOptions {
-    /// vLLM's validator tests the options' truthiness, and an empty object is falsy.
-    pub fn is_empty(&self) -> bool {
-        self.include_usage.is_none()
-            && self.continuous_usage_stats.is_none()
-            && self.other.is_empty()
-    }
-}
+use crate::tokenizer::TokenId;
+use serde::Serialize;
 
 /// How a stream reports usage, resolved like vLLM's `should_include_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,24 +18,8 @@ pub enum StreamUsage {
     Continuous,
 }
 
-impl StreamUsage {
-    pub fn of(options: Option<&StreamOptions>) -> Self {
-        let Some(options) = options else {
-            return Self::Off;
-        };
-        let include = options.include_usage.unwrap_or(Some(true)).unwrap_or(false);
-        let continuous = options.continuous_usage_stats.flatten().unwrap_or(false);
-        match (include, continuous) {
-            (false, _) => Self::Off,
-            (true, false) => Self::Final,
-            (true, true) => Self::Continuous,
-        }
-    }
-}
-
 /// Text or token ids, alone or batched: the forms `prompt` and `input` accept.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum PromptInput {
     Text(String),
     Texts(Vec<String>),
@@ -124,37 +45,97 @@ impl PromptInput {
     }
 }
 
-/// vLLM's `UsageInfo`, fields in its order.
+/// vLLM's `UsageInfo`, fields in its order. `prompt_tokens_details` and
+/// `completion_tokens_details` are `null` in a whole body when unset; in chunks they appear only
+/// when vLLM sets them.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,
     pub completion_tokens: usize,
-    /// Absent from the running usage of `continuous_usage_stats` chunks, as in vLLM.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(skip_serializing_if = "Details::is_unset")]
+    pub prompt_tokens_details: Details<PromptTokensDetails>,
+    #[serde(skip_serializing_if = "Details::is_unset")]
+    pub completion_tokens_details: Details<()>,
 }
 
+/// A usage detail: left out (unset), `null`, or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Details<T> {
+    Unset,
+    Null,
+    Set(T),
+}
+
+impl<T> Details<T> {
+    pub fn is_unset(&self) -> bool {
+        matches!(self, Self::Unset)
+    }
+}
+
+impl<T: Serialize> Serialize for Details<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Set(value) => value.serialize(serializer),
+            Self::Unset | Self::Null => serializer.serialize_none(),
+        }
+    }
+}
+
+/// vLLM's `PromptTokenUsageInfo` (sent with `--enable-prompt-tokens-details`). Whole bodies
+/// carry every field; the final usage chunk of a stream drops the `null` ones. Completions
+/// never fill in `created_cache_tokens`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct PromptTokensDetails {
     pub cached_tokens: usize,
+    #[serde(skip_serializing_if = "Details::is_unset")]
+    pub created_cache_tokens: Details<usize>,
+    #[serde(skip_serializing_if = "Details::is_unset")]
+    pub multimodal_tokens: Details<()>,
 }
 
 impl Usage {
-    pub fn new(prompt_tokens: usize, completion_tokens: usize, cached_tokens: usize) -> Self {
+    /// The usage of a whole body: both details present, `null` unless known.
+    pub fn whole(
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        details: Option<PromptTokensDetails>,
+    ) -> Self {
         Self {
-            prompt_tokens_details: Some(PromptTokensDetails { cached_tokens }),
-            ..Self::running(prompt_tokens, completion_tokens)
+            prompt_tokens_details: details.map_or(Details::Null, Details::Set),
+            completion_tokens_details: Details::Null,
+            ..Self::bare(prompt_tokens, completion_tokens)
         }
     }
 
-    /// The counts so far, carried by every chunk of a `continuous_usage_stats` stream.
-    pub fn running(prompt_tokens: usize, completion_tokens: usize) -> Self {
+    /// The final usage chunk of a stream (`exclude_none`): the prompt details when known.
+    pub fn final_chunk(
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        details: Option<PromptTokensDetails>,
+    ) -> Self {
+        Self {
+            prompt_tokens_details: details.map_or(Details::Unset, Details::Set),
+            ..Self::bare(prompt_tokens, completion_tokens)
+        }
+    }
+
+    /// The three counts alone: the running usage of a completion chunk.
+    pub fn bare(prompt_tokens: usize, completion_tokens: usize) -> Self {
         Self {
             prompt_tokens,
             total_tokens: prompt_tokens + completion_tokens,
             completion_tokens,
-            prompt_tokens_details: None,
+            prompt_tokens_details: Details::Unset,
+            completion_tokens_details: Details::Unset,
+        }
+    }
+
+    /// The running usage of a chat chunk, which also names `completion_tokens_details`.
+    pub fn running_chat(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        Self {
+            completion_tokens_details: Details::Null,
+            ..Self::bare(prompt_tokens, completion_tokens)
         }
     }
 }
@@ -168,19 +149,21 @@ pub struct ResponseHeader {
     pub model: String,
 }
 
-/// vLLM's `ChatCompletionResponse`: serde writes fields in declaration order, which is vLLM's
-/// (`usage` before `prompt_logprobs`). Unset optional fields are `null`, as vLLM sends them.
+/// vLLM's `ChatCompletionResponse` (`usage` before `prompt_logprobs`).
 #[derive(Debug, Serialize)]
 pub struct ChatCompletion<'a> {
     #[serde(flatten)]
     pub header: &'a ResponseHeader,
     pub choices: [ChatChoice; 1],
     pub service_tier: Option<()>,
-    pub system_fingerprint: Option<()>,
+    pub system_fingerprint: &'a str,
     pub usage: Usage,
     pub prompt_logprobs: Option<PromptLogprobs>,
     pub prompt_token_ids: Option<()>,
+    pub prompt_text: Option<()>,
     pub kv_transfer_params: Option<()>,
+    pub ec_transfer_params: Option<()>,
+    pub metrics: Option<()>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,12 +173,34 @@ pub struct ChatChoice {
     pub logprobs: Option<()>,
     pub finish_reason: &'static str,
     pub stop_reason: Option<()>,
+    pub token_ids: Option<()>,
+    pub routed_experts: Option<()>,
 }
 
+/// vLLM's `ChatMessage`; an empty `tool_calls` is left out.
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
     pub content: String,
+    pub refusal: Option<()>,
+    pub annotations: Option<()>,
+    pub audio: Option<()>,
+    pub function_call: Option<()>,
+    pub reasoning: Option<()>,
+}
+
+impl AssistantMessage {
+    pub fn new(content: String) -> Self {
+        Self {
+            role: "assistant",
+            content,
+            refusal: None,
+            annotations: None,
+            audio: None,
+            function_call: None,
+            reasoning: None,
+        }
+    }
 }
 
 /// vLLM's `CompletionResponse`; unlike chat, its `prompt_logprobs` live in the choice.
@@ -205,9 +210,11 @@ pub struct TextCompletion<'a> {
     pub header: &'a ResponseHeader,
     pub choices: [TextChoice<'a>; 1],
     pub service_tier: Option<()>,
-    pub system_fingerprint: Option<()>,
+    pub system_fingerprint: &'a str,
     pub usage: Usage,
     pub kv_transfer_params: Option<()>,
+    pub ec_transfer_params: Option<()>,
+    pub metrics: Option<()>,
 }
 
 /// vLLM's `CompletionResponseChoice` (the streaming chunk has a shorter one).
@@ -221,8 +228,10 @@ pub struct TextChoice<'a> {
     pub token_ids: Option<()>,
     pub prompt_logprobs: Option<PromptLogprobs>,
     pub prompt_token_ids: Option<()>,
+    pub routed_experts: Option<()>,
 }
 
+/// vLLM's `CompletionResponseStreamChoice`: every field is set, so every field is sent.
 #[derive(Debug, Serialize)]
 pub struct CompletionChoice<'a> {
     pub index: u32,
@@ -230,8 +239,12 @@ pub struct CompletionChoice<'a> {
     pub logprobs: Option<()>,
     pub finish_reason: Option<&'static str>,
     pub stop_reason: Option<()>,
+    pub prompt_token_ids: Option<()>,
+    pub token_ids: Option<()>,
 }
 
+/// vLLM's `ChatCompletionStreamResponse`. The first chunk (the role) also sets
+/// `prompt_token_ids` and `prompt_text`, so they go out as `null` there only.
 #[derive(Debug, Serialize)]
 pub struct ChatChunk<'a> {
     #[serde(flatten)]
@@ -239,14 +252,31 @@ pub struct ChatChunk<'a> {
     pub choices: Vec<ChatChunkChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// On the stream's last message only: the usage chunk, else the finishing chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<&'a str>,
+    #[serde(flatten)]
+    pub first: Option<FirstChunkFields>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct FirstChunkFields {
+    pub prompt_token_ids: Option<()>,
+    pub prompt_text: Option<()>,
+}
+
+/// vLLM's `ChatCompletionResponseStreamChoice` with the fields each chunk sets: the role chunk
+/// has no `token_ids`, only the last chunk has `stop_reason`.
 #[derive(Debug, Serialize)]
 pub struct ChatChunkChoice<'a> {
     pub index: u32,
     pub delta: Delta<'a>,
     pub logprobs: Option<()>,
     pub finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<Option<()>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Option<()>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -263,8 +293,11 @@ pub struct CompletionChunk<'a> {
     pub choices: Vec<CompletionChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<&'a str>,
 }
 
+/// vLLM's `EmbeddingResponse`.
 #[derive(Debug, Serialize)]
 pub struct EmbeddingList<'a> {
     #[serde(flatten)]
@@ -286,6 +319,7 @@ pub struct ModelList {
     pub data: Vec<ModelCard>,
 }
 
+/// vLLM's `ModelCard`: one per served name, all with the engine's `max_model_len`.
 #[derive(Debug, Serialize)]
 pub struct ModelCard {
     pub id: String,
@@ -295,4 +329,28 @@ pub struct ModelCard {
     pub root: String,
     pub parent: Option<()>,
     pub max_model_len: usize,
+    pub permission: [ModelPermission; 1],
+}
+
+/// vLLM's `ModelPermission`, with its defaults.
+#[derive(Debug, Serialize)]
+pub struct ModelPermission {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub allow_create_engine: bool,
+    pub allow_sampling: bool,
+    pub allow_logprobs: bool,
+    pub allow_search_indices: bool,
+    pub allow_view: bool,
+    pub allow_fine_tuning: bool,
+    pub organization: &'static str,
+    pub group: Option<()>,
+    pub is_blocking: bool,
+}
+
+/// `{"version": …}` of `GET /version`.
+#[derive(Debug, Serialize)]
+pub struct Version {
+    pub version: &'static str,
 }

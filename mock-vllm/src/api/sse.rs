@@ -5,9 +5,10 @@
 
 use super::generate::{Endpoint, Generation};
 use super::protocol::{
-    ChatChunk, ChatChunkChoice, CompletionChoice, CompletionChunk, Delta, ResponseHeader,
-    StreamUsage, Usage,
+    ChatChunk, ChatChunkChoice, CompletionChoice, CompletionChunk, Delta, FirstChunkFields,
+    ResponseHeader, StreamUsage, Usage,
 };
+use super::whole::FINISH_REASON;
 use crate::engine::SequenceEvent;
 use crate::filler;
 use axum::body::Body;
@@ -46,11 +47,11 @@ pub fn event_stream(frames: impl futures_util::Stream<Item = Bytes> + Send + 'st
     use futures_util::StreamExt;
     let mut response = Response::new(Body::from_stream(frames.map(Ok::<_, Infallible>)));
     let headers = response.headers_mut();
+    // Starlette adds the charset to every `text/*` media type; vLLM sets no other header.
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -115,16 +116,23 @@ impl StreamState {
     }
 
     /// Usage for a chunk sent after `completion_tokens` tokens: only with
-    /// `continuous_usage_stats`, and without the cache details, as vLLM does.
+    /// `continuous_usage_stats`, and without the cache details, as vLLM does (chat's also names
+    /// `completion_tokens_details`).
     fn running_usage(&self, completion_tokens: usize) -> Option<Usage> {
-        (self.usage == StreamUsage::Continuous)
-            .then(|| Usage::running(self.generation.prompt.len(), completion_tokens))
+        let prompt = self.generation.prompt.len();
+        (self.usage == StreamUsage::Continuous).then(|| match self.endpoint {
+            Endpoint::Chat => Usage::running_chat(prompt, completion_tokens),
+            Endpoint::Completion => Usage::bare(prompt, completion_tokens),
+        })
     }
 
     fn token_frame(&self, index: u32, last: bool) -> Bytes {
         let header = &self.header;
         let text = filler::token_text(index);
-        let finish_reason = last.then_some("length");
+        let finish_reason = last.then_some(FINISH_REASON);
+        // The fingerprint rides on the last message: this chunk, unless a usage chunk follows.
+        let system_fingerprint =
+            (last && self.usage == StreamUsage::Off).then_some(&*self.generation.fingerprint);
         let usage = self.running_usage(self.generated);
         let mut frame = String::new();
         match self.endpoint {
@@ -135,8 +143,23 @@ impl StreamState {
                         &mut frame,
                         &ChatChunk {
                             header,
-                            choices: vec![chat_choice(Some("assistant"), "", None)],
+                            choices: vec![ChatChunkChoice {
+                                index: 0,
+                                delta: Delta {
+                                    role: Some("assistant"),
+                                    content: "",
+                                },
+                                logprobs: None,
+                                finish_reason: None,
+                                stop_reason: None,
+                                token_ids: None,
+                            }],
                             usage: self.running_usage(0),
+                            system_fingerprint: None,
+                            first: Some(FirstChunkFields {
+                                prompt_token_ids: None,
+                                prompt_text: None,
+                            }),
                         },
                     );
                 }
@@ -144,8 +167,21 @@ impl StreamState {
                     &mut frame,
                     &ChatChunk {
                         header,
-                        choices: vec![chat_choice(None, text, finish_reason)],
+                        choices: vec![ChatChunkChoice {
+                            index: 0,
+                            delta: Delta {
+                                role: None,
+                                content: text,
+                            },
+                            logprobs: None,
+                            finish_reason,
+                            // Set (to null) on the last chunk only.
+                            stop_reason: last.then_some(None),
+                            token_ids: Some(None),
+                        }],
                         usage,
+                        system_fingerprint,
+                        first: None,
                     },
                 );
             }
@@ -159,8 +195,11 @@ impl StreamState {
                         logprobs: None,
                         finish_reason,
                         stop_reason: None,
+                        prompt_token_ids: None,
+                        token_ids: None,
                     }],
                     usage,
+                    system_fingerprint,
                 },
             ),
         }
@@ -169,11 +208,13 @@ impl StreamState {
 
     fn usage_frame(&self) -> Bytes {
         let header = &self.header;
-        let usage = Some(Usage::new(
+        let usage = Some(Usage::final_chunk(
             self.generation.prompt.len(),
             self.generated,
-            self.cached_tokens,
+            self.generation
+                .prompt_details(self.cached_tokens, self.endpoint, true),
         ));
+        let system_fingerprint = Some(&*self.generation.fingerprint);
         let mut frame = String::new();
         match self.endpoint {
             Endpoint::Chat => push_event(
@@ -182,6 +223,8 @@ impl StreamState {
                     header,
                     choices: Vec::new(),
                     usage,
+                    system_fingerprint,
+                    first: None,
                 },
             ),
             Endpoint::Completion => push_event(
@@ -190,23 +233,11 @@ impl StreamState {
                     header,
                     choices: Vec::new(),
                     usage,
+                    system_fingerprint,
                 },
             ),
         }
         Bytes::from(frame)
-    }
-}
-
-fn chat_choice<'a>(
-    role: Option<&'static str>,
-    content: &'a str,
-    finish_reason: Option<&'static str>,
-) -> ChatChunkChoice<'a> {
-    ChatChunkChoice {
-        index: 0,
-        delta: Delta { role, content },
-        logprobs: None,
-        finish_reason,
     }
 }
 

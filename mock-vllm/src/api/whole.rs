@@ -1,5 +1,9 @@
 //! The non-streaming answer of chat and text completions: one JSON body once the last token
 //! is out.
+//!
+//! The mock never samples an end-of-sequence token or a stop string: every generation runs to
+//! its output length, which vLLM reports as `finish_reason: "length"` with `stop_reason: null`
+//! (`stop` would need an EOS or a stop string, `abort` only reaches the metrics).
 
 use super::generate::{Endpoint, Generation, run_to_end};
 use super::protocol::{
@@ -11,6 +15,9 @@ use crate::tokenizer::PromptTokenizer;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 
+/// Why every mock generation ends: it reached its `max_tokens` (or the end of the context).
+pub const FINISH_REASON: &str = "length";
+
 pub async fn respond(
     mut generation: Generation,
     header: ResponseHeader,
@@ -18,11 +25,12 @@ pub async fn respond(
     tokenizer: &PromptTokenizer,
 ) -> Result<Response, ApiError> {
     let finished = run_to_end(&mut generation).await?;
-    let usage = Usage::new(
+    let usage = Usage::whole(
         generation.prompt.len(),
         finished.generated as usize,
-        finished.cached_tokens,
+        generation.prompt_details(finished.cached_tokens, endpoint, false),
     );
+    let fingerprint = &*generation.fingerprint;
     let text = filler::completion_text(finished.generated);
     let prompt_logprobs = generation
         .prompt_logprobs
@@ -33,20 +41,22 @@ pub async fn respond(
             header,
             choices: [ChatChoice {
                 index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: text,
-                },
+                message: AssistantMessage::new(text),
                 logprobs: None,
-                finish_reason: "length",
+                finish_reason: FINISH_REASON,
                 stop_reason: None,
+                token_ids: None,
+                routed_experts: None,
             }],
             service_tier: None,
-            system_fingerprint: None,
+            system_fingerprint: fingerprint,
             usage,
             prompt_logprobs,
             prompt_token_ids: None,
+            prompt_text: None,
             kv_transfer_params: None,
+            ec_transfer_params: None,
+            metrics: None,
         })
         .into_response(),
         Endpoint::Completion => Json(TextCompletion {
@@ -55,16 +65,19 @@ pub async fn respond(
                 index: 0,
                 text: &text,
                 logprobs: None,
-                finish_reason: "length",
+                finish_reason: FINISH_REASON,
                 stop_reason: None,
                 token_ids: None,
                 prompt_logprobs,
                 prompt_token_ids: None,
+                routed_experts: None,
             }],
             service_tier: None,
-            system_fingerprint: None,
+            system_fingerprint: fingerprint,
             usage,
             kv_transfer_params: None,
+            ec_transfer_params: None,
+            metrics: None,
         })
         .into_response(),
     };

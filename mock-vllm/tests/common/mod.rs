@@ -16,6 +16,8 @@ pub fn config(max_num_seqs: usize, step_ms: u64) -> MockConfig {
         decode_base_us: step_ms * 1000,
         decode_us_per_seq: 0,
         prefill_us_per_token: 0,
+        // As deployed (vLLM's default is off): usage carries cached tokens.
+        enable_prompt_tokens_details: true,
         ..MockConfig::default()
     }
 }

@@ -9,11 +9,14 @@ mod sse;
 use self::protocol::{
     IncompleteDetails, OutputMessage, OutputText, ResponseObject, ResponseUsage, ResponsesRequest,
 };
-use super::generate::{Finished, GenerationJob, run_to_end, submit};
-use super::{ApiError, AppState, ModelKind, unix_seconds};
+use super::error::{Issue, Loc};
+use super::generate::{Api, Finished, GenerationJob, Prompt, run_to_end, submit};
+use super::{ApiError, AppState, ModelKind, body, requests, unix_seconds};
 use crate::filler;
 use crate::request_log::RecordId;
+use crate::tokenizer::render_chat;
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
@@ -22,36 +25,67 @@ use serde_json::Value;
 pub async fn create(
     State(state): State<AppState>,
     record: Option<Extension<RecordId>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: ResponsesRequest = serde_json::from_slice(&body)?;
-    state.require_model(&request.model, ModelKind::Generate)?;
+    let checked = requests::responses(&body::read_json(&headers, &body)?)?;
+    let request: ResponsesRequest = serde_json::from_value(checked).map_err(|_| {
+        ApiError::RequestValidation(vec![Issue::field(
+            "model_attributes_type",
+            vec![Loc::Key("input".into())],
+            "Input should be a valid dictionary or object to extract fields from",
+            &Value::Null,
+        )])
+    })?;
+    let model = state.resolve_model(request.model.as_deref(), ModelKind::Generate)?;
     // vLLM runs with its response store off: nothing can run in the background, and no earlier
     // response can be found.
-    if request.background.unwrap_or(false) {
-        return Err(ApiError::BackgroundUnsupported);
+    if request.background.unwrap_or(false) && request.store.unwrap_or(true) {
+        return Err(ApiError::Typed {
+            message: "This vLLM engine does not support `store=True` and therefore does not \
+                      support the background mode. To enable these features, set the \
+                      environment variable `VLLM_ENABLE_RESPONSES_API_STORE=1` when launching \
+                      the vLLM server."
+                .into(),
+            kind: "invalid_request_error",
+            status: StatusCode::BAD_REQUEST,
+            param: Some("background"),
+        });
     }
     if let Some(id) = &request.previous_response_id {
-        return Err(ApiError::ResponseNotFound(id.clone()));
+        return Err(ApiError::Typed {
+            message: format!("Response with id '{id}' not found."),
+            kind: "invalid_request_error",
+            status: StatusCode::NOT_FOUND,
+            param: Some("response_id"),
+        });
     }
     let mut generation = submit(
         &state,
         record.map(|Extension(id)| id),
         GenerationJob {
-            prompt: state.tokenizer.encode_chat(&request.chat_messages()),
-            model: request.model.clone(),
+            api: Api::Responses,
+            prompt: Prompt::Text(render_chat(&request.chat_messages())),
+            model: model.clone(),
             cache_salt: request.cache_salt.clone(),
             max_tokens: request.max_output_tokens,
+            max_tokens_param: "max_output_tokens",
             prompt_logprobs: None,
+            temperature: request.temperature,
+            top_p: request.top_p,
         },
     )?;
     let meta = ResponseMeta {
-        id: state.next_id("resp_"),
-        message_id: state.next_id("msg_"),
+        id: request
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("resp_{}", state.random_id())),
+        message_id: format!("msg_{}", state.random_id()),
         created_at: unix_seconds(),
         max_output_tokens: generation.max_tokens,
         prompt_tokens: generation.prompt.len(),
-        request: Echo::from(request),
+        block_size: generation.block_size,
+        request: Echo::from(request, model),
     };
     if meta.request.stream {
         return Ok(sse::response(generation, meta));
@@ -78,19 +112,28 @@ struct Echo {
     reasoning: Option<Value>,
     truncation: String,
     user: Option<String>,
+    presence_penalty: f64,
+    frequency_penalty: f64,
 }
 
-impl From<ResponsesRequest> for Echo {
-    fn from(request: ResponsesRequest) -> Self {
+impl Echo {
+    fn from(request: ResponsesRequest, model: String) -> Self {
         Self {
-            model: request.model,
+            model,
             stream: request.stream.unwrap_or(false),
             instructions: request.instructions,
             metadata: request.metadata,
             // vLLM's sampling defaults when the model's generation config sets none.
             temperature: request.temperature.unwrap_or(1.0),
             top_p: request.top_p.unwrap_or(1.0),
-            tool_choice: request.tool_choice.unwrap_or_else(|| "auto".into()),
+            // Without tools vLLM reports `none`, whatever the default.
+            tool_choice: request.tool_choice.unwrap_or_else(|| {
+                if request.tools.as_ref().is_none_or(Vec::is_empty) {
+                    "none".into()
+                } else {
+                    "auto".into()
+                }
+            }),
             tools: request.tools.unwrap_or_default(),
             parallel_tool_calls: request.parallel_tool_calls.unwrap_or(true),
             service_tier: request.service_tier.unwrap_or_else(|| "auto".into()),
@@ -98,6 +141,8 @@ impl From<ResponsesRequest> for Echo {
             reasoning: request.reasoning,
             truncation: request.truncation.unwrap_or_else(|| "disabled".into()),
             user: request.user,
+            presence_penalty: request.presence_penalty.unwrap_or(0.0),
+            frequency_penalty: request.frequency_penalty.unwrap_or(0.0),
         }
     }
 }
@@ -111,6 +156,7 @@ struct ResponseMeta {
     created_at: u64,
     max_output_tokens: u32,
     prompt_tokens: usize,
+    block_size: usize,
     request: Echo,
 }
 
@@ -133,6 +179,8 @@ impl ResponseMeta {
                 self.prompt_tokens,
                 finished.generated as usize,
                 finished.cached_tokens,
+                (self.prompt_tokens / self.block_size * self.block_size)
+                    .saturating_sub(finished.cached_tokens),
             )),
         )
     }
@@ -148,6 +196,7 @@ impl ResponseMeta {
             role: "assistant",
             status,
             kind: "message",
+            phase: None,
         }
     }
 
@@ -186,6 +235,10 @@ impl ResponseMeta {
             truncation: &request.truncation,
             usage,
             user: request.user.as_deref(),
+            presence_penalty: request.presence_penalty,
+            frequency_penalty: request.frequency_penalty,
+            kv_transfer_params: None,
+            ec_transfer_params: None,
             input_messages: None,
             output_messages: None,
         }

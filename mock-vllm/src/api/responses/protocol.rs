@@ -9,14 +9,16 @@ use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
-    pub model: String,
+    pub model: Option<String>,
     pub input: ResponseInput,
     pub instructions: Option<String>,
-    pub max_output_tokens: Option<u32>,
+    pub max_output_tokens: Option<i64>,
     pub stream: Option<bool>,
     pub cache_salt: Option<String>,
     pub previous_response_id: Option<String>,
     pub background: Option<bool>,
+    pub store: Option<bool>,
+    pub request_id: Option<String>,
     // Echoed into the response object, like vLLM's `ResponsesResponse.from_request`.
     pub metadata: Option<Value>,
     pub temperature: Option<f64>,
@@ -29,6 +31,8 @@ pub struct ResponsesRequest {
     pub reasoning: Option<Value>,
     pub truncation: Option<String>,
     pub user: Option<String>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
 }
 
 /// `input`: a plain user message, or a list of items.
@@ -144,6 +148,10 @@ pub struct ResponseObject<'a> {
     pub truncation: &'a str,
     pub usage: Option<ResponseUsage>,
     pub user: Option<&'a str>,
+    pub presence_penalty: f64,
+    pub frequency_penalty: f64,
+    pub kv_transfer_params: Option<()>,
+    pub ec_transfer_params: Option<()>,
     pub input_messages: Option<()>,
     pub output_messages: Option<()>,
 }
@@ -162,6 +170,7 @@ pub struct OutputMessage<'a> {
     pub status: &'static str,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    pub phase: Option<()>,
 }
 
 /// OpenAI's `ResponseOutputText`. The mock annotates nothing and reports no logprobs: vLLM sends
@@ -200,6 +209,8 @@ pub struct ResponseUsage {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct InputTokensDetails {
     pub cached_tokens: usize,
+    /// Prompt tokens this request wrote to the prefix cache.
+    pub cache_write_tokens: usize,
     pub input_tokens_per_turn: Vec<usize>,
     pub cached_tokens_per_turn: Vec<usize>,
 }
@@ -213,11 +224,17 @@ pub struct OutputTokensDetails {
 }
 
 impl ResponseUsage {
-    pub fn new(input_tokens: usize, output_tokens: usize, cached_tokens: usize) -> Self {
+    pub fn new(
+        input_tokens: usize,
+        output_tokens: usize,
+        cached_tokens: usize,
+        cache_write_tokens: usize,
+    ) -> Self {
         Self {
             input_tokens,
             input_tokens_details: InputTokensDetails {
                 cached_tokens,
+                cache_write_tokens,
                 input_tokens_per_turn: Vec::new(),
                 cached_tokens_per_turn: Vec::new(),
             },
