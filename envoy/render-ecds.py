@@ -110,7 +110,9 @@ def filter_configs(registry: dict, cache_secret: str, cluster: str) -> dict[str,
     """The JSON each filter's on_configure receives (see testbed/src/lib.rs)."""
     return {
         "tenant-auth": {"registry": registry},
-        "llm-policy": {"registry": registry, "cache_secret": cache_secret},
+        # llm-policy asks ratelimit-service (the admission filter's cluster) for
+        # the pools' real max_model_len: it refuses what the pool would refuse.
+        "llm-policy": {"registry": registry, "cache_secret": cache_secret, "limits_cluster": cluster},
         "admission-open": {"registry": registry, "cluster": cluster, "phase": "open"},
         "admission": {"registry": registry, "cluster": cluster, "phase": "reserve"},
     }

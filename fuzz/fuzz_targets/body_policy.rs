@@ -13,8 +13,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use llm_policy::Policy;
 use llm_policy::endpoint::Endpoint;
+use llm_policy::{Policy, PoolLimits};
 
 const ENDPOINTS: [Endpoint; 4] = [
     Endpoint::ChatCompletions,
@@ -76,7 +76,14 @@ fuzz_target!(|data: &[u8]| {
         .registry
         .tenant(tenant_id)
         .expect("tenant is configured");
-    let Ok(decision) = llm_policy::decide_body(policy, tenant, endpoint, workload, body) else {
+    let Ok(decision) = llm_policy::decide_body(
+        policy,
+        &PoolLimits::default(),
+        tenant,
+        endpoint,
+        workload,
+        body,
+    ) else {
         return;
     };
     if let Some(rewritten) = &decision.body

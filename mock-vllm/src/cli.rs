@@ -50,8 +50,8 @@ mod tests {
         assert!(cli.config.enable_request_id_headers);
         // The later of the pair wins, as with vLLM's flags.
         assert!(!cli.config.enable_prompt_tokens_details);
-        let on = Cli::try_parse_from(["mock-vllm", "--enable-prompt-tokens-details"])
-            .expect("switch");
+        let on =
+            Cli::try_parse_from(["mock-vllm", "--enable-prompt-tokens-details"]).expect("switch");
         assert!(on.config.enable_prompt_tokens_details);
         assert_eq!(cli.listen.port(), 9000);
         assert_eq!(cli.config.models, ["a", "b"]);

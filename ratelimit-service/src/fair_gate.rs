@@ -21,8 +21,9 @@ use crate::fair_queue::{
     self, FairQueue, QueueConfig, QueueError, SchedulingPolicy, Ticket, jains_index,
 };
 use crate::gate::{GateError, PermitGuard, PoolGate, PoolPermit};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PoolLabel};
 use crate::pool_metrics::PoolScraper;
+use crate::pool_models::PoolModels;
 
 /// How long a tenant whose queue is full should wait before retrying.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -33,11 +34,6 @@ const TELEMETRY_PERIOD: Duration = Duration::from_secs(2);
 struct PoolTenantLabel {
     pool: String,
     tenant: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PoolLabel {
-    pool: String,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -100,9 +96,15 @@ pub struct FairGate {
 }
 
 impl FairGate {
-    /// Queues for every pool of `registry`, scrapers for pools with replicas,
-    /// and the telemetry task. Must run inside the tokio runtime.
-    pub fn new(registry: &Registry, policy: SchedulingPolicy, metrics: &mut Metrics) -> Arc<Self> {
+    /// Queues for every pool of `registry`, scrapers for pools with replicas
+    /// (their model cards go to `models`), and the telemetry task. Must run
+    /// inside the tokio runtime.
+    pub fn new(
+        registry: &Registry,
+        policy: SchedulingPolicy,
+        metrics: &mut Metrics,
+        models: &PoolModels,
+    ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -113,8 +115,13 @@ impl FairGate {
             .iter()
             .map(|(name, pool)| {
                 let queue = FairQueue::new(QueueConfig::for_pool(pool, policy.clone()));
-                let scraper =
-                    PoolScraper::spawn(name.clone(), pool.clone(), queue.clone(), client.clone());
+                let scraper = PoolScraper::spawn(
+                    name.clone(),
+                    pool.clone(),
+                    queue.clone(),
+                    models.clone(),
+                    client.clone(),
+                );
                 (
                     name.clone(),
                     PoolQueue {

@@ -8,6 +8,7 @@
 //! live in memory or, for several replicas, in Redis.
 
 pub mod admin;
+pub mod cached_tokens;
 pub mod clock;
 pub mod config;
 pub mod fair_gate;
@@ -20,6 +21,7 @@ pub mod limiter;
 pub mod limits;
 pub mod metrics;
 pub mod pool_metrics;
+pub mod pool_models;
 pub mod reload;
 pub mod rls;
 pub mod server;

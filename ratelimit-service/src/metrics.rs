@@ -49,6 +49,18 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolModelLabel {
+    pub pool: String,
+    /// The model as the pool's replicas name it.
+    pub model: String,
+}
+
 type HistogramFamily = Family<TenantLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -72,6 +84,10 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub ledger_errors: Counter,
     pub ledger_pending: Gauge,
+    /// Written by [`crate::pool_models::PoolModels`].
+    pub pool_max_model_len: Family<PoolModelLabel, Gauge>,
+    /// Written by [`crate::cached_tokens::CachedTokensWatch`].
+    pub pool_cached_tokens_reported: Family<PoolLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,6 +114,8 @@ impl Metrics {
             store_errors: Counter::default(),
             ledger_errors: Counter::default(),
             ledger_pending: Gauge::default(),
+            pool_max_model_len: Family::default(),
+            pool_cached_tokens_reported: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -158,6 +176,16 @@ impl Metrics {
             "ledger_pending",
             "Charges applied to the counters but not yet synced to the spend ledger",
             m.ledger_pending.clone(),
+        );
+        r.register(
+            "pool_max_model_len",
+            "Smallest max_model_len of the pool's replicas serving the model (their /v1/models)",
+            m.pool_max_model_len.clone(),
+        );
+        r.register(
+            "pool_cached_tokens_reported",
+            "1 when the pool's recent usage reports carry cached prompt tokens, 0 when they stopped (vLLM without --enable-prompt-tokens-details)",
+            m.pool_cached_tokens_reported.clone(),
         );
         Self { registry, ..m }
     }

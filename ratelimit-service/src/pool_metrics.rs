@@ -6,6 +6,10 @@
 //! busy (too many requests waiting, KV cache too full) or when it has not
 //! answered well for three intervals: a replica we cannot see is not one we
 //! send more work to.
+//!
+//! The same rounds read each replica's `/v1/models` (see [`crate::pool_models`]):
+//! at first contact, then every [`MODELS_REFRESH`]. A replica that stops
+//! answering keeps the models it last reported.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,6 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::fair_queue::FairQueue;
+use crate::pool_models::{MAX_MODELS_BODY, ModelLens, PoolModels, min_over_replicas, parse_models};
 
 /// Requests queued inside the replica's engine.
 pub const NUM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
@@ -28,6 +33,12 @@ pub const LEGACY_KV_CACHE_USAGE: &str = "vllm:gpu_cache_usage_perc";
 
 /// Metrics older than this many scrape intervals count as saturated.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
+
+/// How often a replica's `/v1/models` is read again once known: its
+/// `max_model_len` only changes when it restarts with other flags.
+pub const MODELS_REFRESH: Duration = Duration::from_secs(30);
+/// Next try for a replica whose `/metrics` answered but `/v1/models` did not.
+pub const MODELS_RETRY: Duration = Duration::from_secs(5);
 
 /// One sample line of the Prometheus text exposition format.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,6 +132,10 @@ pub enum ScrapeError {
     Status(u16),
     #[error("metric {0} is missing")]
     MissingMetric(&'static str),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("/v1/models did not answer a model list")]
+    NotAModelList,
 }
 
 /// Reads a replica's load out of its exposition. NaN samples are ignored.
@@ -165,6 +180,8 @@ pub struct ReplicaStatus {
     pub load: Option<ReplicaLoad>,
     pub last_good: Option<Instant>,
     pub health: ReplicaHealth,
+    /// What its `/v1/models` last said (model -> max_model_len).
+    pub models: Option<ModelLens>,
 }
 
 impl ReplicaStatus {
@@ -174,6 +191,7 @@ impl ReplicaStatus {
             load: None,
             last_good: None,
             health: ReplicaHealth::Stale,
+            models: None,
         }
     }
 }
@@ -230,11 +248,12 @@ pub fn pool_room(pool: &Pool, replicas: &[ReplicaStatus]) -> (u32, u32) {
     )
 }
 
-fn metrics_url(replica: &str) -> String {
+/// `path` (starting with `/`) on a replica named `host:port` or by URL.
+fn replica_url(replica: &str, path: &str) -> String {
     if replica.contains("://") {
-        format!("{}/metrics", replica.trim_end_matches('/'))
+        format!("{}{path}", replica.trim_end_matches('/'))
     } else {
-        format!("http://{replica}/metrics")
+        format!("http://{replica}{path}")
     }
 }
 
@@ -244,7 +263,7 @@ async fn scrape(
     timeout: Duration,
 ) -> Result<ReplicaLoad, ScrapeError> {
     let response = client
-        .get(metrics_url(replica))
+        .get(replica_url(replica, "/metrics"))
         .timeout(timeout)
         .send()
         .await?;
@@ -252,6 +271,37 @@ async fn scrape(
         return Err(ScrapeError::Status(response.status().as_u16()));
     }
     parse_replica_load(&response.text().await?)
+}
+
+/// A replica's model cards, reading at most [`MAX_MODELS_BODY`] bytes.
+async fn fetch_models(
+    client: &reqwest::Client,
+    replica: &str,
+    timeout: Duration,
+) -> Result<ModelLens, ScrapeError> {
+    let mut response = client
+        .get(replica_url(replica, "/v1/models"))
+        .timeout(timeout)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(ScrapeError::Status(response.status().as_u16()));
+    }
+    let too_large = ScrapeError::TooLarge(MAX_MODELS_BODY);
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_MODELS_BODY as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_MODELS_BODY {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_models(&body).ok_or(ScrapeError::NotAModelList)
 }
 
 /// Background task keeping one pool's queue capacity in line with its
@@ -264,11 +314,12 @@ pub struct PoolScraper {
 
 impl PoolScraper {
     /// Starts scraping; `None` for a pool without replicas, whose queue
-    /// keeps its configured capacity.
+    /// keeps its configured capacity. The replicas' models go to `models`.
     pub fn spawn(
         pool_name: String,
         pool: Pool,
         queue: FairQueue,
+        models: PoolModels,
         client: reqwest::Client,
     ) -> Option<Self> {
         if pool.replicas.is_empty() {
@@ -280,7 +331,14 @@ impl PoolScraper {
                 .map(|r| ReplicaStatus::unseen(r))
                 .collect(),
         ));
-        let task = tokio::spawn(run(pool_name, pool, queue, client, replicas.clone()));
+        let task = tokio::spawn(run(
+            pool_name,
+            pool,
+            queue,
+            models,
+            client,
+            replicas.clone(),
+        ));
         Some(Self { task, replicas })
     }
 
@@ -303,6 +361,7 @@ async fn run(
     pool_name: String,
     pool: Pool,
     queue: FairQueue,
+    models: PoolModels,
     client: reqwest::Client,
     shared: Arc<Mutex<Vec<ReplicaStatus>>>,
 ) {
@@ -314,23 +373,38 @@ async fn run(
         .iter()
         .map(|r| ReplicaStatus::unseen(r))
         .collect();
+    // When each replica's /v1/models is next read: at once at first.
+    let mut models_due = vec![Instant::now(); statuses.len()];
     loop {
         ticker.tick().await;
         // One round never outlasts the interval, so a hung replica cannot
-        // delay the verdict on the others.
+        // delay the verdict on the others: the model cards, when due, are
+        // read alongside the metrics, not after them.
+        let started = Instant::now();
         let mut round = JoinSet::new();
         for (index, replica) in pool.replicas.iter().enumerate() {
             let client = client.clone();
             let replica = replica.clone();
-            round.spawn(async move { (index, scrape(&client, &replica, interval).await) });
+            let read_models = models_due.get(index).is_some_and(|due| *due <= started);
+            round.spawn(async move {
+                let load = scrape(&client, &replica, interval);
+                if read_models {
+                    let (load, cards) =
+                        tokio::join!(load, fetch_models(&client, &replica, interval));
+                    (index, load, Some(cards))
+                } else {
+                    (index, load.await, None)
+                }
+            });
         }
         while let Some(joined) = round.join_next().await {
-            let Ok((index, result)) = joined else {
+            let Ok((index, result, cards)) = joined else {
                 continue;
             };
             let Some(status) = statuses.get_mut(index) else {
                 continue;
             };
+            let answered = result.is_ok();
             match result {
                 Ok(load) => {
                     status.load = Some(load);
@@ -340,6 +414,30 @@ async fn run(
                     tracing::debug!(pool = %pool_name, replica = %status.replica, %error, "scrape failed");
                 }
             }
+            let next = match cards {
+                None => None,
+                Some(Ok(lens)) => {
+                    status.models = Some(lens);
+                    Some(MODELS_REFRESH)
+                }
+                // A replica that is down is tried again with its metrics;
+                // one that answers those but not its cards, less often.
+                Some(Err(error)) => {
+                    tracing::debug!(pool = %pool_name, replica = %status.replica, %error, "/v1/models failed");
+                    Some(if answered {
+                        MODELS_RETRY
+                    } else {
+                        Duration::ZERO
+                    })
+                }
+            };
+            if let (Some(next), Some(due)) = (next, models_due.get_mut(index)) {
+                *due = started + next;
+            }
+        }
+        let lens = min_over_replicas(statuses.iter().map(|s| s.models.as_ref()));
+        if models.set(&pool_name, lens.clone()) {
+            tracing::info!(pool = %pool_name, ?lens, "pool max_model_len per model changed");
         }
         let now = Instant::now();
         for status in &mut statuses {
@@ -367,6 +465,8 @@ async fn run(
 mod tests {
     use super::*;
     use crate::fair_queue::{QueueConfig, SchedulingPolicy};
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -501,8 +601,15 @@ vllm:num_requests_waiting{engine="3" 7
         assert_eq!(replica_health(None, None, &pool, now), ReplicaHealth::Stale);
     }
 
+    type Body = Arc<Mutex<Option<String>>>;
+
     /// A fake replica: serves `body` as its metrics, or HTTP 500 when `None`.
-    async fn fake_replica(body: Arc<Mutex<Option<String>>>) -> (String, JoinHandle<()>) {
+    async fn fake_replica(body: Body) -> (String, JoinHandle<()>) {
+        fake_vllm(body, Body::default()).await
+    }
+
+    /// A fake replica with model cards too (`GET /v1/models`).
+    async fn fake_vllm(metrics: Body, models: Body) -> (String, JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
@@ -511,7 +618,7 @@ vllm:num_requests_waiting{engine="3" 7
                 let Ok((mut stream, _)) = listener.accept().await else {
                     return;
                 };
-                let body = body.lock().unwrap().clone();
+                let (metrics, models) = (metrics.clone(), models.clone());
                 connections.spawn(async move {
                     let mut request = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -521,6 +628,11 @@ vllm:num_requests_waiting{engine="3" 7
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
+                    let body = if request.starts_with(b"GET /v1/models ") {
+                        models.lock().unwrap().clone()
+                    } else {
+                        metrics.lock().unwrap().clone()
+                    };
                     let (status, text) = match body {
                         Some(text) => ("200 OK", text),
                         None => ("500 Internal Server Error", String::new()),
@@ -573,6 +685,7 @@ vllm:num_requests_waiting{engine="3" 7
             "latency".into(),
             pool,
             queue.clone(),
+            PoolModels::default(),
             reqwest::Client::new(),
         )
         .unwrap();
@@ -624,10 +737,101 @@ vllm:num_requests_waiting{engine="3" 7
             SchedulingPolicy::default(),
         ));
         assert!(
-            PoolScraper::spawn("p".into(), Pool::default(), queue, reqwest::Client::new())
-                .is_none()
+            PoolScraper::spawn(
+                "p".into(),
+                Pool::default(),
+                queue,
+                PoolModels::default(),
+                reqwest::Client::new()
+            )
+            .is_none()
         );
-        assert_eq!(metrics_url("10.0.0.1:8000"), "http://10.0.0.1:8000/metrics");
-        assert_eq!(metrics_url("https://r:1/"), "https://r:1/metrics");
+        assert_eq!(
+            replica_url("10.0.0.1:8000", "/metrics"),
+            "http://10.0.0.1:8000/metrics"
+        );
+        assert_eq!(
+            replica_url("https://r:1/", "/v1/models"),
+            "https://r:1/v1/models"
+        );
+    }
+
+    fn cards(len: u32) -> Option<String> {
+        Some(format!(
+            r#"{{"object":"list","data":[{{"id":"m","object":"model","owned_by":"vllm","root":"m","parent":null,"max_model_len":{len}}}]}}"#
+        ))
+    }
+
+    async fn wait_for_limits(models: &PoolModels, want: &[(&str, &str, u32)]) {
+        let want: Vec<(String, String, u32)> = want
+            .iter()
+            .map(|(p, m, l)| (p.to_string(), m.to_string(), *l))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while models.snapshot() != want {
+            assert!(
+                Instant::now() < deadline,
+                "limits stuck at {:?}",
+                models.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn scraper_learns_the_smallest_max_model_len_and_keeps_it() {
+        let a_models = Arc::new(Mutex::new(cards(4096)));
+        let b_models = Body::default();
+        let (a, a_server) =
+            fake_vllm(Arc::new(Mutex::new(metrics(0, 0.1))), a_models.clone()).await;
+        let (b, b_server) =
+            fake_vllm(Arc::new(Mutex::new(metrics(0, 0.1))), b_models.clone()).await;
+        let pool = Pool {
+            metrics_interval_ms: 50,
+            ..pool(vec![a, b])
+        };
+        let queue = FairQueue::new(QueueConfig::for_pool(&pool, SchedulingPolicy::default()));
+        let gauge = Family::<crate::metrics::PoolModelLabel, Gauge>::default();
+        let models = PoolModels::new(gauge.clone());
+        let scraper = PoolScraper::spawn(
+            "latency".into(),
+            pool,
+            queue,
+            models.clone(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        // b answers its metrics but not its cards: a's alone count.
+        wait_for_limits(&models, &[("latency", "m", 4096)]).await;
+        // b's cards appear (it is retried): the smaller one wins.
+        *b_models.lock().unwrap() = cards(2048);
+        tokio::time::timeout(
+            MODELS_RETRY * 2,
+            wait_for_limits(&models, &[("latency", "m", 2048)]),
+        )
+        .await
+        .expect("b's cards read on retry");
+        assert_eq!(
+            gauge
+                .get_or_create(&crate::metrics::PoolModelLabel {
+                    pool: "latency".into(),
+                    model: "m".into()
+                })
+                .get(),
+            2048
+        );
+        // b goes away altogether: its last known value stays.
+        b_server.abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            models.snapshot(),
+            vec![("latency".into(), "m".into(), 2048)]
+        );
+        assert_eq!(
+            scraper.replicas()[1].models,
+            Some(ModelLens::from([("m".into(), 2048)]))
+        );
+        drop(scraper);
+        a_server.abort();
     }
 }

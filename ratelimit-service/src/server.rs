@@ -21,6 +21,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::limiter::Limiter;
 use crate::limits::Throttles;
 use crate::metrics::Metrics;
+use crate::pool_models::PoolModels;
 use crate::reload::{ReloadError, Reloader, SharedRegistry};
 use crate::rls::RlsLimiter;
 use crate::rls::config::{RlsConfig, RlsConfigError};
@@ -55,19 +56,22 @@ pub enum StartError {
 }
 
 /// Builds the pool gate once the registry and metrics exist (the fair queue
-/// reads pool settings and registers its metrics).
-pub type GateFactory = Box<dyn FnOnce(&SharedRegistry, &mut Metrics) -> Arc<dyn PoolGate> + Send>;
+/// reads pool settings and registers its metrics; its replica scrapers fill
+/// the pools' model table).
+pub type GateFactory =
+    Box<dyn FnOnce(&SharedRegistry, &mut Metrics, &PoolModels) -> Arc<dyn PoolGate> + Send>;
 
 /// A gate factory for the per-pool fair queues ([`crate::fair_gate::FairGate`]).
 pub fn fair_gate(policy: crate::fair_queue::SchedulingPolicy) -> GateFactory {
-    Box::new(move |registry, metrics| {
-        crate::fair_gate::FairGate::new(&registry.current(), policy, metrics) as Arc<dyn PoolGate>
+    Box::new(move |registry, metrics, models| {
+        crate::fair_gate::FairGate::new(&registry.current(), policy, metrics, models)
+            as Arc<dyn PoolGate>
     })
 }
 
-/// A gate factory for [`UnlimitedGate`].
+/// A gate factory for [`UnlimitedGate`] (no scrapers: no pool limits).
 pub fn unlimited_gate() -> GateFactory {
-    Box::new(|_, _| Arc::new(UnlimitedGate))
+    Box::new(|_, _, _| Arc::new(UnlimitedGate))
 }
 
 /// A running service. Dropping it stops everything at once; [`Self::shutdown`]
@@ -88,7 +92,8 @@ impl Service {
         let registry = SharedRegistry::new(crate::reload::load(&cli.registry)?);
         let rls_config = cli.rls_config.as_deref().map(RlsConfig::load).transpose()?;
         let mut metrics = Metrics::new();
-        let gate = gate(&registry, &mut metrics);
+        let pool_models = PoolModels::new(metrics.pool_max_model_len.clone());
+        let gate = gate(&registry, &mut metrics, &pool_models);
         let metrics = Arc::new(metrics);
 
         let store: Arc<dyn Store> = match &cli.redis {
@@ -137,7 +142,10 @@ impl Service {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
             let router = tonic::transport::Server::builder()
-                .add_service(AdmissionServer::new(AdmissionService::new(limiter.clone())))
+                .add_service(AdmissionServer::new(AdmissionService::new(
+                    limiter.clone(),
+                    pool_models,
+                )))
                 .add_service(RateLimitServiceServer::new(RlsService::new(rls)));
             tokio::spawn(async move {
                 let signal = async move {

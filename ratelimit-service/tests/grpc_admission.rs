@@ -407,3 +407,43 @@ async fn open_then_reserve_counts_each_request_once() {
     let usage = h.service.limiter().usage().await.unwrap();
     assert_eq!(usage.iter().find(|u| u.tenant == "a").unwrap().requests, 1);
 }
+
+/// Reports say whether their usage carried cached tokens; a pool whose
+/// reports stop carrying them is flagged once it is clear (a run of them),
+/// and a pool's limits are listed once learned (none without scrapers).
+#[tokio::test]
+async fn cached_token_reports_are_judged_per_pool_and_pool_limits_answer() {
+    let h = start(&[], unlimited()).await;
+    let mut c = h.client().await;
+    let watch = h.service.limiter().cached_tokens();
+    let report = |lease: String, carried: Option<bool>| CompleteRequest {
+        lease_id: lease,
+        outcome: Outcome::Completed as i32,
+        usage_known: true,
+        prompt_tokens: 5,
+        completion_tokens: 2,
+        cached_tokens_reported: carried,
+        ..CompleteRequest::default()
+    };
+    // A filter that does not say, then one that says they were carried.
+    let r = admit(&mut c, "a", "m", 5, 2).await;
+    c.complete(report(r.lease_id, None)).await.unwrap();
+    assert_eq!(watch.verdict("p"), None);
+    let r = admit(&mut c, "a", "m", 5, 2).await;
+    c.complete(report(r.lease_id, Some(true))).await.unwrap();
+    assert_eq!(
+        watch.verdict("p"),
+        Some(ratelimit_service::cached_tokens::Verdict::Reported)
+    );
+    let metrics = h.service.limiter().metrics().encode();
+    assert!(
+        metrics.contains("ratelimit_pool_cached_tokens_reported{pool=\"p\"} 1"),
+        "{metrics}"
+    );
+    let limits = c
+        .pool_limits(admission_proto::v1::PoolLimitsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(limits.limits.is_empty(), "{limits:?}");
+}

@@ -430,8 +430,11 @@ fn start_pools(
         for i in 0..pool.replicas {
             let name = format!("{}-{i}", pool.name);
             let mut command = Command::new(paths.binary("mock-vllm")?);
+            // As the deploy manifests start vLLM: usage reports cached
+            // tokens. A pool's `--no-enable-prompt-tokens-details` undoes it.
             command
                 .args(["--listen", "127.0.0.1:0", "--replica-name", &name])
+                .arg("--enable-prompt-tokens-details")
                 .args(&model_args)
                 .args(&pool.mock_args);
             let process =
@@ -549,7 +552,12 @@ fn filter_chain(
         filters.push(WasmFilter {
             name: "llm-policy".into(),
             wasm: paths.wasm("llm_policy")?,
-            config: json!({ "registry": registry, "cache_secret": config.cache_secret }),
+            // With ratelimit-service: the pools' real max_model_len from it.
+            config: if config.ratelimit {
+                json!({ "registry": registry, "cache_secret": config.cache_secret, "limits_cluster": "ratelimit" })
+            } else {
+                json!({ "registry": registry, "cache_secret": config.cache_secret })
+            },
             reads_body_while_paused: true,
         });
     }

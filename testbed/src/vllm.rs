@@ -114,20 +114,23 @@ fn install(tools: &Path) -> Result<PathBuf, TestbedError> {
 }
 
 /// The generated model, under `target/`, keyed by the generator and its
-/// corpus so a change to either makes a new one.
+/// tokenizer corpus (`corpus/`) so a change to either makes a new one.
 fn tiny_model(paths: &Paths, tools: &Path, venv: &Path) -> Result<PathBuf, TestbedError> {
     let mut hasher = Sha256::new();
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(tools)
-        .map_err(|e| TestbedError::io(tools, e))?
+    let corpus = tools.join("corpus");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .map_err(|e| TestbedError::io(&corpus, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n == "make_tiny_model.py" || n.starts_with("corpus") || n.ends_with(".jinja")
-            })
-        })
         .collect();
     inputs.sort();
+    inputs.insert(0, tools.join("make_tiny_model.py"));
     for input in &inputs {
+        hasher.update(
+            input
+                .file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
         hasher.update(std::fs::read(input).map_err(|e| TestbedError::io(input, e))?);
     }
     let digest = hex::encode(hasher.finalize());

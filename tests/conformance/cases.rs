@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use gateway_e2e::{Reply, client, eventually, metric, ratelimit_metrics, spend_nanos, usage, u};
+use gateway_e2e::{Reply, client, eventually, metric, ratelimit_metrics, spend_nanos, u, usage};
 use serde_json::{Value, json};
 
 use crate::upstream::{Gateway, MAX_MODEL_LEN, MODEL, POOLS};
@@ -15,19 +15,51 @@ use crate::upstream::{Gateway, MAX_MODEL_LEN, MODEL, POOLS};
 pub type Case = fn(Arc<Gateway>);
 
 pub const ALL: &[(&str, Case)] = &[
-    ("models_list_reports_the_pool_window", models_list_reports_the_pool_window),
+    (
+        "models_list_reports_the_pool_window",
+        models_list_reports_the_pool_window,
+    ),
     ("pool_metrics_are_scraped", pool_metrics_are_scraped),
     ("chat_json", chat_json),
     ("chat_stream_framing", chat_stream_framing),
     ("chat_stream_usage_is_billed", chat_stream_usage_is_billed),
     ("completions_json_and_stream", completions_json_and_stream),
     ("responses_json_and_stream", responses_json_and_stream),
-    ("cached_tokens_are_reported_and_priced", cached_tokens_are_reported_and_priced),
+    (
+        "cached_tokens_are_reported_and_priced",
+        cached_tokens_are_reported_and_priced,
+    ),
     ("cache_salt_isolates_tenants", cache_salt_isolates_tenants),
     ("client_hang_up_is_settled", client_hang_up_is_settled),
-    ("max_tokens_over_the_pool_window_is_refused_unbilled", max_tokens_over_the_pool_window_is_refused_unbilled),
-    ("prompt_plus_max_tokens_over_the_window_is_clamped", prompt_plus_max_tokens_over_the_window_is_clamped),
-    ("upstream_errors_reach_the_client_in_openai_shape", upstream_errors_reach_the_client_in_openai_shape),
+    (
+        "max_tokens_over_the_pool_window_is_refused_unbilled",
+        max_tokens_over_the_pool_window_is_refused_unbilled,
+    ),
+    (
+        "prompt_plus_max_tokens_over_the_window_is_clamped",
+        prompt_plus_max_tokens_over_the_window_is_clamped,
+    ),
+    (
+        "upstream_errors_reach_the_client_in_openai_shape",
+        upstream_errors_reach_the_client_in_openai_shape,
+    ),
+    // Straight to the upstream, around the gateway: where the mock must
+    // answer as vLLM does for the gateway's own tests to mean anything.
+    (
+        "upstream_version_and_fastapi_errors",
+        upstream_version_and_fastapi_errors,
+    ),
+    ("upstream_error_body_shape", upstream_error_body_shape),
+    ("upstream_cache_salt_rules", upstream_cache_salt_rules),
+    (
+        "upstream_ids_follow_x_request_id",
+        upstream_ids_follow_x_request_id,
+    ),
+    (
+        "upstream_default_max_tokens_is_the_rest_of_the_window",
+        upstream_default_max_tokens_is_the_rest_of_the_window,
+    ),
+    ("upstream_metrics_exposition", upstream_metrics_exposition),
 ];
 
 const KEY_A: &str = "sk-conformance-a";
@@ -47,9 +79,9 @@ const NANOS_OUT: i64 = 600;
 fn fresh_prompt(words: usize) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     const VOCAB: [&str; 24] = [
-        "the", "gateway", "routes", "each", "request", "to", "a", "pool", "of", "replicas",
-        "and", "bills", "tokens", "that", "tenants", "spend", "while", "queues", "stay", "fair",
-        "under", "load", "from", "many",
+        "the", "gateway", "routes", "each", "request", "to", "a", "pool", "of", "replicas", "and",
+        "bills", "tokens", "that", "tenants", "spend", "while", "queues", "stay", "fair", "under",
+        "load", "from", "many",
     ];
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut text = format!("Note {} of run {}:", n, std::process::id());
@@ -169,11 +201,10 @@ fn billed_exactly(gw: &Gateway, path: &str, body: &Value) -> Reply {
     let before = settled_spend(gw, TENANT_A);
     let reply = post(gw, KEY_A, path, body);
     assert_eq!(reply.status, 200, "{}", reply.text);
+    // Both naming schemes sit under `usage` (Responses: in the final event).
     let usage = if reply.body.is_null() {
         let events = sse_events(&reply.text, path != "/v1/responses");
         last_usage(&events).unwrap_or_else(|| panic!("no usage in {}", reply.text))
-    } else if path == "/v1/responses" {
-        reply.body["usage"].clone()
     } else {
         reply.body["usage"].clone()
     };
@@ -244,8 +275,10 @@ fn pool_metrics_are_scraped(gw: Arc<Gateway>) {
             ("vllm:num_requests_running", "gauge"),
             ("vllm:num_requests_waiting", "gauge"),
             ("vllm:kv_cache_usage_perc", "gauge"),
-            ("vllm:prompt_tokens", "counter"),
-            ("vllm:generation_tokens", "counter"),
+            // prometheus_client names counters with `_total` in `# TYPE`.
+            ("vllm:prompt_tokens_total", "counter"),
+            ("vllm:generation_tokens_total", "counter"),
+            ("vllm:request_success_total", "counter"),
             ("vllm:time_to_first_token_seconds", "histogram"),
         ] {
             let type_line = format!("# TYPE {family} {kind}");
@@ -270,11 +303,17 @@ fn pool_metrics_are_scraped(gw: Arc<Gateway>) {
 }
 
 fn chat_json(gw: Arc<Gateway>) {
-    let reply = billed_exactly(&gw, "/v1/chat/completions", &chat_body(&fresh_prompt(20), 8));
+    let reply = billed_exactly(
+        &gw,
+        "/v1/chat/completions",
+        &chat_body(&fresh_prompt(20), 8),
+    );
     let body = &reply.body;
     assert_eq!(body["object"], "chat.completion", "{body}");
     assert!(
-        body["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")),
+        body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-")),
         "{body}"
     );
     assert_eq!(body["model"], MODEL);
@@ -315,7 +354,10 @@ fn chat_stream_framing(gw: Arc<Gateway>) {
         .collect::<Vec<_>>();
     assert_eq!(finish.len(), 1, "one finish_reason: {finish:?}");
     assert!(matches!(finish[0], "stop" | "length"));
-    assert!(settled_spend(&gw, TENANT_A) > before, "the stream was billed");
+    assert!(
+        settled_spend(&gw, TENANT_A) > before,
+        "the stream was billed"
+    );
 }
 
 fn chat_stream_usage_is_billed(gw: Arc<Gateway>) {
@@ -333,7 +375,8 @@ fn chat_stream_usage_is_billed(gw: Arc<Gateway>) {
 }
 
 fn completions_json_and_stream(gw: Arc<Gateway>) {
-    let body = json!({ "model": MODEL, "prompt": fresh_prompt(20), "max_tokens": 8, "temperature": 0 });
+    let body =
+        json!({ "model": MODEL, "prompt": fresh_prompt(20), "max_tokens": 8, "temperature": 0 });
     let reply = billed_exactly(&gw, "/v1/completions", &body);
     assert_eq!(reply.body["object"], "text_completion", "{}", reply.text);
     assert!(
@@ -362,7 +405,10 @@ fn responses_json_and_stream(gw: Arc<Gateway>) {
     let reply = billed_exactly(&gw, "/v1/responses", &body);
     let r = &reply.body;
     assert_eq!(r["object"], "response", "{r}");
-    assert!(r["id"].as_str().is_some_and(|id| id.starts_with("resp_")), "{r}");
+    assert!(
+        r["id"].as_str().is_some_and(|id| id.starts_with("resp_")),
+        "{r}"
+    );
     assert!(
         matches!(r["status"].as_str(), Some("completed" | "incomplete")),
         "{r}"
@@ -503,4 +549,186 @@ fn upstream_errors_reach_the_client_in_openai_shape(gw: Arc<Gateway>) {
         "the upstream's message: {}",
         reply.text
     );
+}
+
+// ---------------------------------------------------------------------------
+// Straight to the upstream
+
+fn replica(gw: &Gateway) -> String {
+    gw.replica_urls().into_iter().next().expect("a replica")
+}
+
+fn upstream_post(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
+    let mut req = client().post(format!("{}{path}", replica(gw))).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Reply::from(req.send().expect("request to the upstream"))
+}
+
+fn upstream_version_and_fastapi_errors(gw: Arc<Gateway>) {
+    let url = replica(&gw);
+    let get = |path: &str| Reply::from(client().get(format!("{url}{path}")).send().expect("GET"));
+    let version = get("/version");
+    assert_eq!(version.status, 200);
+    assert_eq!(version.body, json!({ "version": "0.32.0" }));
+    let health = get("/health");
+    assert_eq!((health.status, health.text.as_str()), (200, ""));
+    // FastAPI's shape, not OpenAI's, for paths and methods it does not route.
+    let missing = get("/v1/nope");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body, json!({ "detail": "Not Found" }));
+    let wrong = upstream_post(&gw, "/v1/models", &[], &json!({}));
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.body, json!({ "detail": "Method Not Allowed" }));
+    assert_eq!(wrong.header("allow"), Some("GET"));
+}
+
+fn upstream_error_body_shape(gw: Arc<Gateway>) {
+    let r = upstream_post(
+        &gw,
+        "/v1/chat/completions",
+        &[],
+        &chat_body("hello", MAX_MODEL_LEN * 2),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body,
+        json!({ "error": {
+            "message": format!(
+                "max_tokens={} cannot be greater than max_model_len={MAX_MODEL_LEN}. \
+                 Please request fewer output tokens. (parameter=max_tokens, value={})",
+                MAX_MODEL_LEN * 2,
+                MAX_MODEL_LEN * 2
+            ),
+            "type": "BadRequestError",
+            "param": "max_tokens",
+            "code": 400,
+        }})
+    );
+    let mut body = chat_body("hello", 4);
+    body["stream_options"] = json!({ "include_usage": true });
+    let r = upstream_post(&gw, "/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["error"]["type"], "BadRequestError");
+    assert_eq!(r.body["error"]["param"], "stream_options");
+    let r = upstream_post(&gw, "/v1/chat/completions", &[], &json!({ "model": MODEL }));
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        r.body["error"]["type"], "Bad Request",
+        "pydantic's: {}",
+        r.text
+    );
+    assert_eq!(r.body["error"]["param"], "body.messages");
+    let mut body = chat_body("hello", 4);
+    body["model"] = json!("no-such-model");
+    let r = upstream_post(&gw, "/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.body["error"]["type"], "NotFoundError");
+    assert_eq!(r.body["error"]["code"], 404);
+}
+
+fn upstream_cache_salt_rules(gw: Arc<Gateway>) {
+    let ask = |salt: Value| {
+        let mut body = chat_body("hello", 1);
+        body["cache_salt"] = salt;
+        upstream_post(&gw, "/v1/chat/completions", &[], &body)
+    };
+    for bad in [
+        json!(""),
+        json!(123),
+        json!("a/b"),
+        json!("a@b"),
+        json!("x".repeat(129)),
+    ] {
+        let r = ask(bad.clone());
+        assert_eq!(r.status, 400, "cache_salt {bad}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], "cache_salt", "{}", r.text);
+        assert_eq!(r.body["error"]["type"], "BadRequestError");
+    }
+    for good in [json!("x".repeat(128)), json!("tenant-42"), Value::Null] {
+        let r = ask(good.clone());
+        assert_eq!(r.status, 200, "cache_salt {good}: {}", r.text);
+    }
+}
+
+fn upstream_ids_follow_x_request_id(gw: Arc<Gateway>) {
+    let r = upstream_post(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-request-id", "conformance-42")],
+        &chat_body("hello", 2),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["id"], "chatcmpl-conformance-42");
+    // Not echoed unless the server runs with --enable-request-id-headers.
+    assert_eq!(r.header("x-request-id"), None);
+    let r = upstream_post(
+        &gw,
+        "/v1/completions",
+        &[("x-request-id", "conformance-43")],
+        &json!({ "model": MODEL, "prompt": "hello", "max_tokens": 2 }),
+    );
+    assert_eq!(r.body["id"], "cmpl-conformance-43", "{}", r.text);
+}
+
+/// No `max_tokens`: chat generates to the end of the window (the gateway
+/// therefore always writes one), completions 16.
+fn upstream_default_max_tokens_is_the_rest_of_the_window(gw: Arc<Gateway>) {
+    let mut body = chat_body(&fresh_prompt(10), 0);
+    body.as_object_mut().map(|o| o.remove("max_tokens"));
+    body["ignore_eos"] = json!(true);
+    let r = upstream_post(&gw, "/v1/chat/completions", &[], &body);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["usage"]["total_tokens"].as_u64(),
+        Some(u64::from(MAX_MODEL_LEN)),
+        "{}",
+        r.body["usage"]
+    );
+    assert_eq!(r.body["choices"][0]["finish_reason"], "length");
+    let r = upstream_post(
+        &gw,
+        "/v1/completions",
+        &[],
+        &json!({ "model": MODEL, "prompt": fresh_prompt(10), "ignore_eos": true }),
+    );
+    assert_eq!(r.body["usage"]["completion_tokens"], 16, "{}", r.text);
+}
+
+fn upstream_metrics_exposition(gw: Arc<Gateway>) {
+    let resp = client()
+        .get(format!("{}/metrics", replica(&gw)))
+        .send()
+        .expect("/metrics");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "text/plain; version=1.0.0; charset=utf-8");
+    let text = resp.text().expect("exposition");
+    assert!(
+        text.lines()
+            .any(|l| l == "# TYPE vllm:num_requests_waiting_by_reason gauge"),
+        "waiting by reason"
+    );
+    for reason in ["capacity", "deferred"] {
+        let label = format!("reason=\"{reason}\"");
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("vllm:num_requests_waiting_by_reason{") && l.contains(&label)
+            ),
+            "{label}"
+        );
+    }
+    for reason in ["stop", "length", "abort"] {
+        let label = format!("finished_reason=\"{reason}\"");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("vllm:request_success_total{") && l.contains(&label)),
+            "request_success_total {label}"
+        );
+    }
 }

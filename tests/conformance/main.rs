@@ -30,11 +30,14 @@ fn main() {
     for upstream in Upstream::ALL {
         for &(name, case) in cases::ALL {
             let suite = suite.clone();
-            trials.push(Trial::test(format!("{}::{name}", upstream.name()), move || {
-                let gateway = suite.gateway(upstream)?;
-                case(gateway);
-                Ok(())
-            }));
+            trials.push(Trial::test(
+                format!("{}::{name}", upstream.name()),
+                move || {
+                    let gateway = suite.gateway(upstream)?;
+                    case(gateway);
+                    Ok(())
+                },
+            ));
         }
     }
     let conclusion = libtest_mimic::run(&args, trials);

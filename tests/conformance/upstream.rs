@@ -96,10 +96,7 @@ impl Gateway {
 
     /// Base URLs of the replicas behind the gateway.
     pub fn replica_urls(&self) -> Vec<String> {
-        let mut urls: Vec<String> = POOLS
-            .iter()
-            .flat_map(|p| self.tb.replica_urls(p))
-            .collect();
+        let mut urls: Vec<String> = POOLS.iter().flat_map(|p| self.tb.replica_urls(p)).collect();
         urls.dedup();
         urls
     }

@@ -8,3 +8,4 @@ mod auth;
 mod fairness;
 mod hostile;
 mod policy;
+mod pool_limits;

@@ -470,6 +470,7 @@ async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u6
             cached_tokens: 0,
             latency_ms: 1,
             ttft_ms: 1,
+            cached_tokens_reported: Some(true),
         })
         .await;
     match complete {

@@ -378,6 +378,7 @@ impl AdmissionFilter {
             ttft_ms: self
                 .first_byte_at
                 .map_or(0, |t| millis_between(self.admitted_at, t)),
+            cached_tokens_reported: usage.map(|u| u.cached_reported),
         };
         shared.report(self.id, report);
     }

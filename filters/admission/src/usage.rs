@@ -24,6 +24,11 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub cached_tokens: u32,
+    /// The usage carried a cached-token count (`prompt_tokens_details` or
+    /// `input_tokens_details` with `cached_tokens`). vLLM sends one only
+    /// with `--enable-prompt-tokens-details`; ratelimit-service warns about
+    /// pools whose reports never do (their cached tokens are billed in full).
+    pub cached_reported: bool,
 }
 
 /// vLLM's usage object in both of its shapes: chat / completions /
@@ -48,14 +53,12 @@ struct RawDetails {
 
 impl From<RawUsage> for Usage {
     fn from(raw: RawUsage) -> Self {
+        let cached = raw.prompt_tokens_details.and_then(|d| d.cached_tokens);
         Usage {
             prompt_tokens: raw.prompt_tokens,
             completion_tokens: raw.completion_tokens,
-            cached_tokens: raw
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0)
-                .min(raw.prompt_tokens),
+            cached_tokens: cached.unwrap_or(0).min(raw.prompt_tokens),
+            cached_reported: cached.is_some(),
         }
     }
 }
@@ -327,6 +330,7 @@ mod tests {
             prompt_tokens: 42,
             completion_tokens: 7,
             cached_tokens: 32,
+            cached_reported: true,
         })
     }
 
@@ -435,7 +439,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 42,
                 completion_tokens: 5,
-                cached_tokens: 0
+                cached_tokens: 0,
+                cached_reported: false,
             })
         );
     }
@@ -459,6 +464,42 @@ mod tests {
             "x".repeat(USAGE_CAP)
         );
         assert_eq!(json(&padded), None);
+    }
+
+    #[test]
+    fn whether_cached_tokens_were_reported() {
+        let reported = |body: &str| json(body).map(|u| (u.cached_tokens, u.cached_reported));
+        // vLLM without --enable-prompt-tokens-details: no details at all.
+        assert_eq!(
+            reported(r#"{"usage":{"prompt_tokens":5,"completion_tokens":1}}"#),
+            Some((0, false))
+        );
+        assert_eq!(
+            reported(r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":null}}"#),
+            Some((0, false))
+        );
+        assert_eq!(
+            reported(r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{}}}"#),
+            Some((0, false))
+        );
+        // A zero is a count too.
+        assert_eq!(
+            reported(
+                r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":0}}}"#
+            ),
+            Some((0, true))
+        );
+        // The Responses API's name for it.
+        assert_eq!(
+            reported(r#"{"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":4}}}"#),
+            Some((4, true))
+        );
+        // A stream: the running usage has no details, the final one has.
+        let mut t = UsageTracker::new(true);
+        t.feed(b"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n");
+        assert_eq!(t.finish().map(|u| u.cached_reported), Some(false));
+        t.feed(b"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n");
+        assert_eq!(t.finish().map(|u| u.cached_reported), Some(true));
     }
 
     #[test]

@@ -7,12 +7,16 @@
 //!   "registry": { "gateway": { ... }, "tiers": { ... }, "models": { ... },
 //!                 "pools": { ... }, "tenants": [ ... ] },
 //!   "cache_secret": "<64 hex characters, or a string of 32+ bytes>",
-//!   "prefix_key_blocks": 4
+//!   "prefix_key_blocks": 4,
+//!   "limits_cluster": "ratelimit"
 //! }
 //! ```
 //!
 //! `registry` is `tenant_registry::RegistryConfig` as JSON (the TOML file
 //! operators edit, converted); every tenant must be able to reach a pool.
+//! `limits_cluster` (optional) is the Envoy cluster of ratelimit-service,
+//! asked every 2 s for the pools' real `max_model_len` ([`crate::pool_limits`]);
+//! without it the registry's caps alone apply.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +43,10 @@ pub struct FilterConfig {
     /// Blocks of the prefix chain the affinity key covers (1 to 64).
     #[serde(default = "default_prefix_key_blocks")]
     pub prefix_key_blocks: u32,
+    /// Envoy cluster (gRPC) of ratelimit-service to learn the pools' limits
+    /// from; none: the registry's caps only.
+    #[serde(default)]
+    pub limits_cluster: Option<String>,
 }
 
 fn default_prefix_key_blocks() -> u32 {
@@ -81,6 +89,8 @@ pub struct Policy {
     pub prefix_key_blocks: usize,
     /// Bytes of prompt per prefix-chain block.
     pub block_bytes: usize,
+    /// Where the pools' limits are asked for.
+    pub limits_cluster: Option<String>,
 }
 
 impl Policy {
@@ -95,6 +105,12 @@ impl Policy {
         let secret = decode_secret(&config.cache_secret)?;
         if !(1..=64).contains(&config.prefix_key_blocks) {
             return Err(invalid("prefix_key_blocks", "must be between 1 and 64"));
+        }
+        if config.limits_cluster.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "limits_cluster",
+                "must name the ratelimit-service cluster (or be left out)",
+            ));
         }
         let registry = Registry::new(config.registry)?;
         for (i, tenant) in registry.tenants().iter().enumerate() {
@@ -124,6 +140,7 @@ impl Policy {
             tenant_keys,
             prefix_key_blocks: usize::try_from(config.prefix_key_blocks).unwrap_or(1),
             block_bytes: block_tokens.saturating_mul(BLOCK_CHARS_PER_TOKEN),
+            limits_cluster: config.limits_cluster,
         })
     }
 
@@ -176,6 +193,12 @@ mod tests {
         assert_eq!(p.block_bytes, 16 * 4);
         assert!(p.tenant_keys("acme").unwrap().salt.is_some());
         assert!(p.tenant_keys("shared").unwrap().salt.is_none());
+        assert_eq!(p.limits_cluster, None);
+        let with = config_json().replacen('{', r#"{"limits_cluster":"ratelimit","#, 1);
+        assert_eq!(
+            load(&with).unwrap().limits_cluster.as_deref(),
+            Some("ratelimit")
+        );
     }
 
     #[test]
@@ -196,6 +219,7 @@ mod tests {
                 .contains("registry.tenants[1].tier")
         );
         assert!(err(&base.replace("\"registry\":{", "\"registry\":{\"typo\":1,")).contains("typo"));
+        assert!(err(&base.replacen('{', r#"{"limits_cluster":"","#, 1)).contains("limits_cluster"));
         let no_pool = base.replace(
             r#""chat-small"],"pools":["throughput"]"#,
             r#""chat-small"],"pools":[]"#,

@@ -14,9 +14,11 @@ use crate::error::PolicyError;
 use crate::fields::{self, Allowances};
 use crate::limits::{self, Caps};
 use crate::models_list;
+use crate::pool_limits::PoolLimits;
 use crate::rewrite::{self, Edit};
 use crate::routing::{self, Workload, WorkloadSignals};
 use crate::tokens;
+use crate::usage_chunk::ForcedUsage;
 
 /// Everything the policy reads from one request.
 #[derive(Debug, Clone, Copy)]
@@ -49,9 +51,9 @@ pub struct Decision {
     /// prompt + max reservation is an upper bound for the whole request.
     pub reserved_output_tokens: u32,
     pub stream: bool,
-    /// The gateway forced the final usage chunk on a stream whose client did
-    /// not ask for it: it must be removed from the response.
-    pub strip_usage_chunk: bool,
+    /// Usage reports the gateway forced on a stream whose client did not
+    /// ask for them: they must be removed from the response.
+    pub forced_usage: ForcedUsage,
     /// The rewritten body, `None` when the original bytes go through.
     pub body: Option<Vec<u8>>,
 }
@@ -114,12 +116,22 @@ pub fn admit<'p>(
 /// The JSON reply for routes the gateway answers itself (`/v1/models`).
 pub fn local_reply(
     policy: &Policy,
+    pool_limits: &PoolLimits,
     admitted: &Admitted<'_>,
 ) -> Option<Result<Vec<u8>, PolicyError>> {
     let registry = &policy.registry;
     match &admitted.route {
-        Route::ListModels => Some(Ok(models_list::list(registry, admitted.tenant))),
-        Route::RetrieveModel(id) => Some(models_list::retrieve(registry, admitted.tenant, id)),
+        Route::ListModels => Some(Ok(models_list::list(
+            registry,
+            pool_limits,
+            admitted.tenant,
+        ))),
+        Route::RetrieveModel(id) => Some(models_list::retrieve(
+            registry,
+            pool_limits,
+            admitted.tenant,
+            id,
+        )),
         Route::Inference(_) => None,
     }
 }
@@ -134,7 +146,11 @@ pub fn check_body_size(policy: &Policy, size: u64) -> Result<(), PolicyError> {
 }
 
 /// The whole policy for one request.
-pub fn decide(policy: &Policy, request: &Request<'_>) -> Result<Decision, PolicyError> {
+pub fn decide(
+    policy: &Policy,
+    pool_limits: &PoolLimits,
+    request: &Request<'_>,
+) -> Result<Decision, PolicyError> {
     let admitted = admit(
         policy,
         request.tenant_id,
@@ -145,6 +161,7 @@ pub fn decide(policy: &Policy, request: &Request<'_>) -> Result<Decision, Policy
     match admitted.route {
         Route::Inference(endpoint) => decide_body(
             policy,
+            pool_limits,
             admitted.tenant,
             endpoint,
             request.workload_header,
@@ -158,8 +175,10 @@ pub fn decide(policy: &Policy, request: &Request<'_>) -> Result<Decision, Policy
 }
 
 /// The policy for an admitted inference request, once its body is complete.
+/// `pool_limits` are the pools' real limits as last learned (empty: unknown).
 pub fn decide_body(
     policy: &Policy,
+    pool_limits: &PoolLimits,
     tenant: &Tenant,
     endpoint: Endpoint,
     workload_header: Option<&str>,
@@ -196,12 +215,7 @@ pub fn decide_body(
             limit: gateway.max_embedding_inputs,
         });
     }
-    let caps = Caps {
-        tier: registry.tier_of(tenant),
-        model,
-        default_max_tokens: gateway.default_max_tokens,
-    };
-    let budget = limits::output_budget(endpoint, request.max_tokens, &estimate, &caps)?;
+    // The pool first: its real max_model_len is part of the window.
     let workload = routing::workload(&WorkloadSignals {
         endpoint,
         longest_prompt: estimate.longest,
@@ -210,6 +224,13 @@ pub fn decide_body(
         header: workload_header,
     });
     let pool = routing::choose_pool(registry, tenant, workload)?;
+    let caps = Caps {
+        tier: registry.tier_of(tenant),
+        model,
+        default_max_tokens: gateway.default_max_tokens,
+        pool_max_model_len: pool_limits.max_model_len(registry, &pool, &request.model),
+    };
+    let budget = limits::output_budget(endpoint, request.max_tokens, &estimate, &caps)?;
     let keys = policy
         .tenant_keys(&tenant.id)
         .ok_or_else(|| PolicyError::UnknownTenant(tenant.id.clone()))?;
@@ -221,7 +242,7 @@ pub fn decide_body(
         policy.block_bytes,
         policy.prefix_key_blocks,
     );
-    let (edits, strip_usage_chunk) = edits(
+    let (edits, forced_usage) = edits(
         &request,
         keys.salt.as_deref(),
         budget.inject.then_some(budget.max_tokens),
@@ -241,7 +262,7 @@ pub fn decide_body(
         max_tokens: budget.max_tokens,
         reserved_output_tokens,
         stream: request.stream,
-        strip_usage_chunk,
+        forced_usage,
     })
 }
 
@@ -253,7 +274,7 @@ fn edits(
     salt: Option<&str>,
     inject_max: Option<u32>,
     priority: Option<i32>,
-) -> Result<(Vec<Edit>, bool), PolicyError> {
+) -> Result<(Vec<Edit>, ForcedUsage), PolicyError> {
     let mut edits = vec![
         match salt {
             Some(salt) => Edit::Set {
@@ -285,13 +306,16 @@ fn edits(
         request.endpoint,
         Endpoint::ChatCompletions | Endpoint::Completions
     );
-    let mut strip_usage_chunk = false;
+    let mut forced_usage = ForcedUsage::default();
     if request.stream && takes_stream_options {
         let reporting = rewrite::force_usage_reporting(&request.object)?;
         edits.extend(reporting.edit);
-        strip_usage_chunk = !reporting.client_asked;
+        forced_usage = ForcedUsage {
+            final_chunk: !reporting.client_asked,
+            running: !reporting.client_asked_running,
+        };
     }
-    Ok((edits, strip_usage_chunk))
+    Ok((edits, forced_usage))
 }
 
 #[cfg(test)]

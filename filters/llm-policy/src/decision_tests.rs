@@ -2,7 +2,7 @@ use filter_common::IntoGatewayError;
 use serde_json::json;
 
 use super::*;
-use crate::test_support::{SECRET, policy};
+use crate::test_support::{SECRET, limits, policy};
 
 const CHAT: &str = "/v1/chat/completions";
 const SYSTEM: &str = "You are the support assistant of Northwind Broadband. Be brief.";
@@ -30,7 +30,11 @@ fn chat_body(model: &str, user: &str, extra: serde_json::Value) -> Vec<u8> {
 }
 
 fn decide_chat(tenant: &str, body: &[u8]) -> Result<Decision, PolicyError> {
-    decide(&policy(), &request(tenant, CHAT, body))
+    decide(
+        &policy(),
+        &PoolLimits::default(),
+        &request(tenant, CHAT, body),
+    )
 }
 
 fn status_code(r: Result<Decision, PolicyError>) -> (u32, &'static str) {
@@ -128,8 +132,8 @@ fn streaming_forces_usage_and_sequences_multiply_the_reservation() {
         true
     );
     assert_eq!(d.upstream_headers()[5].1, "true");
-    // The client said no: the forced usage chunk is removed on the way back.
-    assert!(d.strip_usage_chunk);
+    // The client said no: the forced usage is removed on the way back.
+    assert!(d.forced_usage.final_chunk && d.forced_usage.running);
 }
 
 #[test]
@@ -140,7 +144,8 @@ fn a_client_that_asked_for_usage_keeps_its_chunk() {
         json!({"stream": true, "stream_options": {"include_usage": true}}),
     );
     let d = decide_chat("acme", &body).unwrap();
-    assert!(!d.strip_usage_chunk);
+    // Its final chunk stays; the running usage it did not ask for goes.
+    assert!(!d.forced_usage.final_chunk && d.forced_usage.running);
     assert_eq!(
         new_body(&d)["stream_options"]["continuous_usage_stats"],
         true
@@ -150,7 +155,7 @@ fn a_client_that_asked_for_usage_keeps_its_chunk() {
         &chat_body("chat-small", "hi", json!({"stream": false})),
     )
     .unwrap();
-    assert!(!quiet.strip_usage_chunk);
+    assert!(!quiet.forced_usage.any());
 }
 
 #[test]
@@ -196,9 +201,17 @@ fn routing_by_workload() {
     let body = chat_body("chat-small", "hi", json!({}));
     let mut r = request("acme", CHAT, &body);
     r.workload_header = Some("batch");
-    assert_eq!(decide(&p, &r).unwrap().pool, "throughput");
+    assert_eq!(
+        decide(&p, &PoolLimits::default(), &r).unwrap().pool,
+        "throughput"
+    );
     let e = json!({"model": "embed", "input": ["a", "b"]}).to_string();
-    let d = decide(&p, &request("acme", "/v1/embeddings", e.as_bytes())).unwrap();
+    let d = decide(
+        &p,
+        &PoolLimits::default(),
+        &request("acme", "/v1/embeddings", e.as_bytes()),
+    )
+    .unwrap();
     assert_eq!(
         (d.pool.as_str(), d.max_tokens, d.reserved_output_tokens),
         ("throughput", 0, 0)
@@ -206,7 +219,10 @@ fn routing_by_workload() {
     // Excluded from latency by its own pool list, whatever it asks for.
     let mut r = request("beta", CHAT, &body);
     r.workload_header = Some("interactive");
-    assert_eq!(decide(&p, &r).unwrap().pool, "throughput");
+    assert_eq!(
+        decide(&p, &PoolLimits::default(), &r).unwrap().pool,
+        "throughput"
+    );
 }
 
 #[test]
@@ -215,6 +231,7 @@ fn completions_batch_reserves_per_prompt() {
         .to_string();
     let d = decide(
         &policy(),
+        &PoolLimits::default(),
         &request("acme", "/v1/completions", body.as_bytes()),
     )
     .unwrap();
@@ -244,7 +261,10 @@ fn refusals() {
     let ok = chat_body("chat-small", "hi", json!({}));
     let mut r = request("acme", CHAT, &ok);
     r.tenant_id = None;
-    assert_eq!(status_code(decide(&p, &r)), (401, "missing_tenant"));
+    assert_eq!(
+        status_code(decide(&p, &PoolLimits::default(), &r)),
+        (401, "missing_tenant")
+    );
     assert_eq!(
         status_code(decide_chat("nobody", &ok)),
         (401, "invalid_tenant")
@@ -254,7 +274,11 @@ fn refusals() {
         (403, "tenant_disabled")
     );
     assert_eq!(
-        status_code(decide(&p, &request("acme", "/v1/fine_tuning/jobs", &ok))),
+        status_code(decide(
+            &p,
+            &PoolLimits::default(),
+            &request("acme", "/v1/fine_tuning/jobs", &ok)
+        )),
         (404, "unknown_url")
     );
     let big = chat_body("chat-small", &"x".repeat(17000), json!({}));
@@ -297,14 +321,17 @@ fn refusals() {
 fn models_are_answered_locally() {
     let p = policy();
     let a = admit(&p, Some("hobby"), Some("free"), "GET", "/v1/models").unwrap();
-    let body = local_reply(&p, &a).unwrap().unwrap();
+    let body = local_reply(&p, &PoolLimits::default(), &a)
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     let a = admit(&p, Some("acme"), None, "POST", CHAT).unwrap();
-    assert!(local_reply(&p, &a).is_none());
+    assert!(local_reply(&p, &PoolLimits::default(), &a).is_none());
     assert_eq!(
         status_code(decide(
             &p,
+            &PoolLimits::default(),
             &Request {
                 method: "GET",
                 ..request("acme", "/v1/models", b"")
@@ -325,4 +352,55 @@ fn size_check_for_announced_length() {
             limit: 16384
         })
     );
+}
+
+#[test]
+fn the_routed_pools_window_is_enforced() {
+    let p = policy();
+    // chat-small claims 4096 in the registry; latency really serves 1500,
+    // throughput (where hobby and beta go) 1024.
+    let known = limits(&[
+        ("latency", "chat-small", 1500),
+        ("throughput", "chat-small", 1024),
+    ]);
+    let ask = |tenant: &str, extra: serde_json::Value| {
+        let body = chat_body("chat-small", "hi", extra);
+        decide(&p, &known, &request(tenant, CHAT, &body))
+    };
+    let g = ask("acme", json!({"max_tokens": 2000}))
+        .unwrap_err()
+        .into_gateway_error();
+    assert_eq!((g.status, g.code), (400, "context_length_exceeded"));
+    assert!(g.message.contains("1500"), "{}", g.message);
+    // Under the registry's window: unknown limits change nothing.
+    assert!(
+        decide(
+            &p,
+            &PoolLimits::default(),
+            &request(
+                "acme",
+                CHAT,
+                &chat_body("chat-small", "hi", json!({"max_tokens": 2000}))
+            )
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        ask("acme", json!({"max_tokens": 1400})).unwrap().max_tokens,
+        1400
+    );
+    // The pool is the one routed to: beta goes to throughput (1024).
+    assert_eq!(
+        status_code(ask("beta", json!({"max_tokens": 1400}))),
+        (400, "context_length_exceeded")
+    );
+    // The injected default (256) fits; it is clamped when the window is small.
+    let d = ask("beta", json!({})).unwrap();
+    assert_eq!((d.max_tokens, d.pool.as_str()), (256, "throughput"));
+    let tight = limits(&[("throughput", "chat-small", 120)]);
+    let body = chat_body("chat-small", "hi", json!({}));
+    let d = decide(&p, &tight, &request("beta", CHAT, &body)).unwrap();
+    assert!(d.max_tokens < 120 && d.max_tokens > 0, "{}", d.max_tokens);
+    let injected: serde_json::Value = serde_json::from_slice(d.body.as_deref().unwrap()).unwrap();
+    assert_eq!(injected["max_tokens"], d.max_tokens);
 }

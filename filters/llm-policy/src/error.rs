@@ -66,6 +66,17 @@ pub enum PolicyError {
         prompt: u32,
         completion: u32,
     },
+    /// `max_tokens` alone above the pool's `max_model_len`: vLLM refuses it
+    /// whatever the prompt.
+    #[error(
+        "'{param}' is {requested}; this model's maximum context length is {limit} tokens, \
+         prompt and completion together"
+    )]
+    OutputAboveModelLength {
+        param: &'static str,
+        requested: u32,
+        limit: u32,
+    },
     #[error("'{param}' is {requested}; the most your tier allows is {limit}")]
     OutputTokensAboveTier {
         param: &'static str,
@@ -153,7 +164,8 @@ impl IntoGatewayError for PolicyError {
                 "model_not_supported",
                 Some("model".into()),
             ),
-            Self::ContextLengthExceeded { param, .. } => (
+            Self::ContextLengthExceeded { param, .. }
+            | Self::OutputAboveModelLength { param, .. } => (
                 400,
                 InvalidRequestError,
                 "context_length_exceeded",

@@ -11,6 +11,8 @@
 //! - [`routing`]: the pool, from workload class and allowed pools;
 //! - [`rewrite`]: the new body, only when something changed;
 //! - [`models_list`]: `GET /v1/models` for the tenant;
+//! - [`pool_limits`]: the pools' real `max_model_len`, from ratelimit-service;
+//! - [`upstream_error`]: the pool's error replies in OpenAI's shape;
 //! - [`usage_chunk`]: drops the forced usage chunk from a client's stream;
 //! - [`decision`]: all of the above as one function;
 //! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config.
@@ -35,9 +37,11 @@ pub mod fields;
 pub mod json;
 pub mod limits;
 pub mod models_list;
+pub mod pool_limits;
 pub mod rewrite;
 pub mod routing;
 pub mod tokens;
+pub mod upstream_error;
 pub mod usage_chunk;
 
 #[cfg(target_arch = "wasm32")]
@@ -50,3 +54,4 @@ pub use decision::{
     Admitted, Decision, Request, admit, check_body_size, decide, decide_body, local_reply,
 };
 pub use error::PolicyError;
+pub use pool_limits::PoolLimits;

@@ -1,6 +1,6 @@
 //! Model access and size limits: the allowlist, the model's endpoint, the
-//! context window (tier cap and model cap, the smaller wins) and the tier's
-//! output cap.
+//! context window (tier cap, model cap and the routed pool's real
+//! `max_model_len`, the smallest wins) and the tier's output cap.
 
 use tenant_registry::{ModelKind, Registry, Tenant, Tier};
 
@@ -74,16 +74,34 @@ pub struct Caps<'a> {
     pub model: ResolvedModel,
     /// `gateway.default_max_tokens`.
     pub default_max_tokens: u32,
+    /// The routed pool's `max_model_len` for the model, when known
+    /// ([`crate::pool_limits`]).
+    pub pool_max_model_len: Option<u32>,
+}
+
+/// The smaller of two optional caps (an absent one does not apply).
+fn smaller(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl Caps<'_> {
-    /// The context window: the smaller of the tier's and the model's.
+    /// The registry's context window: the smaller of the tier's and the
+    /// model's. It bounds prompt and completion together.
     pub fn context(&self) -> Option<u32> {
-        let tier = self.tier.and_then(|t| t.max_context_tokens);
-        match (tier, self.model.max_context_tokens) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        smaller(
+            self.tier.and_then(|t| t.max_context_tokens),
+            self.model.max_context_tokens,
+        )
+    }
+
+    /// The effective window: the registry's and the pool's. The pool's part
+    /// bounds the prompt and the completion each on its own (see
+    /// [`output_budget`]).
+    pub fn window(&self) -> Option<u32> {
+        smaller(self.context(), self.pool_max_model_len)
     }
 
     fn output(&self) -> Option<u32> {
@@ -94,9 +112,15 @@ impl Caps<'_> {
 /// Checks the output and context caps and settles `max_tokens`.
 ///
 /// The context check uses the longest sequence (each prompt of a batch runs
-/// in its own window). Without a client `max_tokens`, the default is clamped
-/// to the tier's output cap and to what the window leaves, rather than
-/// refusing a request the client never asked to be large.
+/// in its own window). The registry's window bounds prompt + `max_tokens`.
+/// The pool's `max_model_len` bounds each alone, as vLLM does: it refuses a
+/// `max_tokens` above it whatever the prompt, and a prompt that does not fit,
+/// but when only the sum is too long it clamps the completion to the rest of
+/// the window and answers 200 with `finish_reason: "length"` (vLLM >= 0.32),
+/// so that request passes. Without a client `max_tokens`, the default is
+/// clamped to the tier's output cap and to what the window (the pool's
+/// included) leaves, rather than refusing a request the client never asked
+/// to be large.
 pub fn output_budget(
     endpoint: Endpoint,
     requested: Option<RequestedMax>,
@@ -104,6 +128,7 @@ pub fn output_budget(
     caps: &Caps<'_>,
 ) -> Result<OutputBudget, PolicyError> {
     let context = caps.context();
+    let window = caps.window();
     let exceeded = |limit: u32, completion: u32| PolicyError::ContextLengthExceeded {
         param: endpoint.prompt_param(),
         limit,
@@ -112,7 +137,7 @@ pub fn output_budget(
         completion,
     };
     if !endpoint.generates() {
-        return match context {
+        return match window {
             Some(limit) if prompt.longest > limit => Err(exceeded(limit, 0)),
             _ => Ok(OutputBudget {
                 max_tokens: 0,
@@ -130,8 +155,22 @@ pub fn output_budget(
                 limit,
             });
         }
+        if let Some(limit) = caps.pool_max_model_len
+            && req.value > limit
+        {
+            return Err(PolicyError::OutputAboveModelLength {
+                param: req.param,
+                requested: req.value,
+                limit,
+            });
+        }
         if let Some(limit) = context
             && u64::from(prompt.longest) + u64::from(req.value) > u64::from(limit)
+        {
+            return Err(exceeded(limit, req.value));
+        }
+        if let Some(limit) = window
+            && prompt.longest > limit
         {
             return Err(exceeded(limit, req.value));
         }
@@ -144,7 +183,7 @@ pub fn output_budget(
     if let Some(limit) = caps.output() {
         max_tokens = max_tokens.min(limit);
     }
-    if let Some(limit) = context {
+    if let Some(limit) = window {
         if prompt.longest >= limit {
             return Err(exceeded(limit, 1));
         }
@@ -241,6 +280,7 @@ mod tests {
             tier: Some(&tier.0),
             model: tier.1,
             default_max_tokens: 256,
+            pool_max_model_len: None,
         };
         let requested = requested.map(|value| RequestedMax {
             value,
@@ -334,6 +374,8 @@ mod tests {
             tier: Some(&tier),
             model,
             default_max_tokens: 256,
+            // Under the model's 512: the pool's window applies to inputs too.
+            pool_max_model_len: Some(510),
         };
         let many_small = PromptEstimate {
             total: 5000,
@@ -357,9 +399,110 @@ mod tests {
             e,
             PolicyError::ContextLengthExceeded {
                 param: "input",
-                limit: 512,
+                limit: 510,
                 ..
             }
         ));
+    }
+
+    /// A registry claiming 131072, a pool started with --max-model-len 2048.
+    fn pool_caps(tier: &Tier, pool: Option<u32>) -> Caps<'_> {
+        Caps {
+            tier: Some(tier),
+            model: ResolvedModel {
+                kind: ModelKind::Chat,
+                max_context_tokens: Some(131_072),
+            },
+            default_max_tokens: 4096,
+            pool_max_model_len: pool,
+        }
+    }
+
+    fn chat_budget(
+        caps: &Caps<'_>,
+        requested: Option<u32>,
+        prompt: u32,
+    ) -> Result<OutputBudget, PolicyError> {
+        let requested = requested.map(|value| RequestedMax {
+            value,
+            param: "max_tokens",
+        });
+        let prompt = PromptEstimate {
+            total: prompt,
+            longest: prompt,
+            sequences: 1,
+        };
+        output_budget(Endpoint::ChatCompletions, requested, &prompt, caps)
+    }
+
+    #[test]
+    fn the_pools_max_model_len_bounds_prompt_and_output_each() {
+        let tier = Tier::default();
+        let caps = pool_caps(&tier, Some(2048));
+        assert_eq!(caps.window(), Some(2048));
+        // max_tokens alone above the pool's length: vLLM would refuse it.
+        let e = chat_budget(&caps, Some(4096), 10).unwrap_err();
+        assert_eq!(
+            e,
+            PolicyError::OutputAboveModelLength {
+                param: "max_tokens",
+                requested: 4096,
+                limit: 2048
+            }
+        );
+        let g = e.into_gateway_error();
+        assert_eq!(
+            (g.status, g.code, g.param.as_deref()),
+            (400, "context_length_exceeded", Some("max_tokens"))
+        );
+        assert!(g.message.contains("2048"), "{}", g.message);
+        // Each fits, the sum does not: vLLM clamps the output, so it passes.
+        assert_eq!(
+            chat_budget(&caps, Some(2000), 1000),
+            Ok(OutputBudget {
+                max_tokens: 2000,
+                inject: false
+            })
+        );
+        assert!(chat_budget(&caps, Some(2048), 2048).is_ok());
+        // A prompt that does not fit.
+        assert!(matches!(
+            chat_budget(&caps, Some(10), 2049),
+            Err(PolicyError::ContextLengthExceeded { limit: 2048, .. })
+        ));
+        // Unknown pool limit: the registry alone, as before.
+        assert!(chat_budget(&pool_caps(&tier, None), Some(4096), 10).is_ok());
+    }
+
+    #[test]
+    fn the_injected_default_fits_the_pool() {
+        let tier = Tier::default();
+        let caps = pool_caps(&tier, Some(2048));
+        // The default (4096 here) is clamped to what the pool's window
+        // leaves, so a request without max_tokens is never refused for it.
+        assert_eq!(
+            chat_budget(&caps, None, 48),
+            Ok(OutputBudget {
+                max_tokens: 2000,
+                inject: true
+            })
+        );
+        assert!(matches!(
+            chat_budget(&caps, None, 2048),
+            Err(PolicyError::ContextLengthExceeded { limit: 2048, .. })
+        ));
+        // The registry's own window still applies with the pool's larger.
+        let small = Tier {
+            max_context_tokens: Some(1024),
+            ..Tier::default()
+        };
+        assert_eq!(
+            chat_budget(&pool_caps(&small, Some(2048)), None, 24),
+            Ok(OutputBudget {
+                max_tokens: 1000,
+                inject: true
+            })
+        );
+        assert!(chat_budget(&pool_caps(&small, Some(2048)), Some(1001), 24).is_err());
     }
 }

@@ -81,6 +81,9 @@ pub struct UsageReporting {
     /// `stream_options.include_usage` was already `true`: the final usage
     /// chunk is the client's and stays in its stream.
     pub client_asked: bool,
+    /// `continuous_usage_stats` was already `true` too: so is the running
+    /// usage on every chunk.
+    pub client_asked_running: bool,
 }
 
 /// The edit that forces `stream_options.include_usage` and vLLM's
@@ -97,17 +100,19 @@ pub fn force_usage_reporting(object: &RawObject<'_>) -> Result<UsageReporting, P
             value: "true".into(),
         },
     ];
-    let (value, client_asked) = match object.get("stream_options") {
+    let (value, client_asked, client_asked_running) = match object.get("stream_options") {
         None => (
             Some(r#"{"include_usage":true,"continuous_usage_stats":true}"#.to_owned()),
+            false,
             false,
         ),
         Some(raw) => {
             let options = RawObject::parse_member(raw, "stream_options")?;
-            let asked = options
-                .get("include_usage")
-                .is_some_and(|v| v.get().trim() == "true");
-            (apply(&options, &forced), asked)
+            let is_true = |key| options.get(key).is_some_and(|v| v.get().trim() == "true");
+            let asked = is_true("include_usage");
+            // vLLM sends running usage only with include_usage.
+            let running = asked && is_true("continuous_usage_stats");
+            (apply(&options, &forced), asked, running)
         }
     };
     Ok(UsageReporting {
@@ -116,6 +121,7 @@ pub fn force_usage_reporting(object: &RawObject<'_>) -> Result<UsageReporting, P
             value,
         }),
         client_asked,
+        client_asked_running,
     })
 }
 
@@ -204,9 +210,11 @@ mod tests {
         let r = run(r#"{"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!(r.edit, Some(set("stream_options", both)));
         assert!(r.client_asked);
+        assert!(!r.client_asked_running);
         let r = run(r#"{"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#)
             .unwrap();
         assert_eq!(r.edit, None);
+        assert!(r.client_asked_running);
         assert!(matches!(
             run(r#"{"stream_options":3}"#),
             Err(PolicyError::InvalidType { .. })

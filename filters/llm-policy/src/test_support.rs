@@ -1,6 +1,9 @@
 //! The registry every unit test runs against.
 
+use admission_proto::v1::{PoolLimitsResponse, PoolModelLimit};
+
 use crate::config::Policy;
+use crate::pool_limits::PoolLimits;
 
 pub const SECRET: &str = "test-cache-secret-that-is-long-enough-32b";
 
@@ -38,4 +41,18 @@ pub fn config_json() -> String {
 
 pub fn policy() -> Policy {
     Policy::from_json(config_json().as_bytes()).expect("test config loads")
+}
+
+/// Pool limits as the service would answer them: (pool, model, max_model_len).
+pub fn limits(entries: &[(&str, &str, u32)]) -> PoolLimits {
+    PoolLimits::from_response(PoolLimitsResponse {
+        limits: entries
+            .iter()
+            .map(|(pool, model, len)| PoolModelLimit {
+                pool: (*pool).into(),
+                model: (*model).into(),
+                max_model_len: *len,
+            })
+            .collect(),
+    })
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use admission_proto::v1::{
     self as pb, AdmitRequest, AdmitResponse, CompleteBatchRequest, CompleteRequest,
-    CompleteResponse, RenewRequest, RenewResponse, admission_server::Admission,
+    CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit, RenewRequest,
+    RenewResponse, admission_server::Admission,
 };
 use tonic::{Request, Response, Status};
 
@@ -12,14 +13,19 @@ use super::{caller_deadline, unavailable};
 use crate::limiter::{AdmitDecision, CompleteOutcome, Completion, Limiter, RejectReason, Usage};
 use crate::limits::ScopeViews;
 use crate::limits::plan::{AdmitInput, AdmitPhase};
+use crate::pool_models::PoolModels;
 
 pub struct AdmissionService {
     limiter: Limiter,
+    pool_models: PoolModels,
 }
 
 impl AdmissionService {
-    pub fn new(limiter: Limiter) -> Self {
-        Self { limiter }
+    pub fn new(limiter: Limiter, pool_models: PoolModels) -> Self {
+        Self {
+            limiter,
+            pool_models,
+        }
     }
 }
 
@@ -65,6 +71,7 @@ fn completion(r: CompleteRequest) -> Completion {
             cached_tokens: u64::from(r.cached_tokens),
         }),
         ttft: (r.ttft_ms > 0).then(|| Duration::from_millis(r.ttft_ms)),
+        cached_tokens_reported: r.cached_tokens_reported,
     }
 }
 
@@ -187,5 +194,22 @@ impl Admission for AdmissionService {
         let ids = request.into_inner().lease_ids;
         let unknown_lease_ids = self.limiter.renew(&ids).await.map_err(unavailable)?;
         Ok(Response::new(RenewResponse { unknown_lease_ids }))
+    }
+
+    async fn pool_limits(
+        &self,
+        _request: Request<PoolLimitsRequest>,
+    ) -> Result<Response<PoolLimitsResponse>, Status> {
+        let limits = self
+            .pool_models
+            .snapshot()
+            .into_iter()
+            .map(|(pool, model, max_model_len)| PoolModelLimit {
+                pool,
+                model,
+                max_model_len,
+            })
+            .collect();
+        Ok(Response::new(PoolLimitsResponse { limits }))
     }
 }

@@ -10,6 +10,7 @@ mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cached_tokens::{CachedTokensWatch, JUDGE_AFTER};
 use crate::gate::PoolGate;
 use crate::lease::HeldPermits;
 use crate::ledger::Ledger;
@@ -29,6 +30,7 @@ struct Inner {
     permits: HeldPermits,
     metrics: Arc<Metrics>,
     lease_ttl: Duration,
+    cached_tokens: CachedTokensWatch,
 }
 
 /// Cheap to clone; one per service.
@@ -55,6 +57,10 @@ impl Limiter {
                 ledger,
                 gate,
                 permits: HeldPermits::default(),
+                cached_tokens: CachedTokensWatch::new(
+                    metrics.pool_cached_tokens_reported.clone(),
+                    JUDGE_AFTER,
+                ),
                 metrics,
                 lease_ttl,
             }),
@@ -79,6 +85,11 @@ impl Limiter {
 
     pub fn lease_ttl(&self) -> Duration {
         self.inner.lease_ttl
+    }
+
+    /// Whether each pool's usage reports carry cached prompt tokens.
+    pub fn cached_tokens(&self) -> &CachedTokensWatch {
+        &self.inner.cached_tokens
     }
 
     /// Leases whose pool permit this replica holds.

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CompleteOutcome, Completion, Limiter, LimiterError, millis};
+use crate::cached_tokens;
 use crate::clock::now_ms;
 use crate::lease::LeaseRecord;
 use crate::ledger::LedgerRecord;
@@ -23,6 +24,14 @@ impl Limiter {
         let Some(lease) = inner.store.lease(&completion.lease_id).await? else {
             return Ok(());
         };
+        if let Some(carried) = cached_tokens::evidence(
+            completion.outcome,
+            completion.usage.as_ref(),
+            completion.cached_tokens_reported,
+        ) && !lease.pool.is_empty()
+        {
+            inner.cached_tokens.record(&lease.pool, carried);
+        }
         let (settlement, outcome) = match (completion.usage, completion.outcome) {
             // The slot of an OPEN lease: freed, nothing charged.
             (_, CompleteOutcome::Released) => (Settlement::Release, "released"),

@@ -92,6 +92,9 @@ pub struct Completion {
     /// `None` when the pool's usage is unknown: the reservation is charged.
     pub usage: Option<Usage>,
     pub ttft: Option<Duration>,
+    /// Whether the usage carried a cached-token count; `None` from filters
+    /// that do not say.
+    pub cached_tokens_reported: Option<bool>,
 }
 
 #[derive(Debug, Error)]

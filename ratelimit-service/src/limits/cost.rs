@@ -9,9 +9,6 @@ use tenant_registry::Price;
 /// 1e-9 USD.
 pub type Nanos = u64;
 
-/// USD per million tokens is 1,000 nano-dollars per token.
-const NANOS_PER_TOKEN_PER_MTOK_PRICE: f64 = 1_000.0;
-
 pub fn usd_to_nanos(usd: f64) -> Nanos {
     if usd.is_finite() && usd > 0.0 {
         (usd * 1e9).round() as Nanos
@@ -24,11 +21,26 @@ pub fn nanos_to_usd(nanos: Nanos) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// Pico-dollars per token of a price in USD per million tokens. Prices are
+/// quoted with a few decimals, so this integer is exact; summing integers
+/// keeps a cost exact where summing `tokens × price` in f64 did not
+/// (34 × 0.2 + 8 × 0.6 came to 11.600000000000001 and was rounded up to
+/// 11,601 nano-dollars for an 11,600 charge).
+fn picos_per_token(usd_per_mtok: f64) -> u128 {
+    let picos = (usd_per_mtok * 1e6).round();
+    if picos.is_finite() && picos > 0.0 {
+        picos as u128
+    } else {
+        0
+    }
+}
+
 /// The most a request can cost: the prompt estimate at the input price and
 /// every reserved output token at the output price. Rounded up.
 pub fn upper_bound(price: &Price, est_prompt_tokens: u64, max_tokens: u64) -> Nanos {
     to_nanos(
-        est_prompt_tokens as f64 * price.input_per_mtok + max_tokens as f64 * price.output_per_mtok,
+        u128::from(est_prompt_tokens) * picos_per_token(price.input_per_mtok)
+            + u128::from(max_tokens) * picos_per_token(price.output_per_mtok),
     )
 }
 
@@ -38,19 +50,16 @@ pub fn actual(price: &Price, prompt: u64, completion: u64, cached: u64) -> Nanos
     let cached = cached.min(prompt);
     let cached_price = price.cached_input_per_mtok.unwrap_or(price.input_per_mtok);
     to_nanos(
-        (prompt - cached) as f64 * price.input_per_mtok
-            + cached as f64 * cached_price
-            + completion as f64 * price.output_per_mtok,
+        u128::from(prompt - cached) * picos_per_token(price.input_per_mtok)
+            + u128::from(cached) * picos_per_token(cached_price)
+            + u128::from(completion) * picos_per_token(price.output_per_mtok),
     )
 }
 
-fn to_nanos(tokens_times_mtok_price: f64) -> Nanos {
-    let n = (tokens_times_mtok_price * NANOS_PER_TOKEN_PER_MTOK_PRICE).ceil();
-    if n.is_finite() && n > 0.0 {
-        n as Nanos
-    } else {
-        0
-    }
+/// Pico-dollars to nano-dollars, rounded up (a fraction of a nano-dollar
+/// is charged, never given away).
+fn to_nanos(picos: u128) -> Nanos {
+    Nanos::try_from(picos.div_ceil(1_000)).unwrap_or(Nanos::MAX)
 }
 
 #[cfg(test)]
@@ -81,6 +90,23 @@ mod tests {
         assert_eq!(actual(&p, 1_000, 0, 400), 200_000);
         // More cached than prompt tokens is clamped.
         assert_eq!(actual(&price(), 10, 0, 99), 500);
+    }
+
+    #[test]
+    fn costs_are_exact_where_floats_are_not() {
+        // Seen against real vLLM: f64 made this 11,601.
+        assert_eq!(actual(&price(), 34, 8, 0), 34 * 200 + 8 * 600);
+        assert_eq!(actual(&price(), 704, 4, 0), 704 * 200 + 4 * 600);
+        assert_eq!(upper_bound(&price(), 34, 8), 11_600);
+        // 0.1 nano-dollar per token: a fraction of a nano-dollar rounds up.
+        let tiny = Price {
+            input_per_mtok: 0.0001,
+            output_per_mtok: 0.0,
+            cached_input_per_mtok: None,
+        };
+        assert_eq!(actual(&tiny, 1, 0, 0), 1);
+        assert_eq!(actual(&tiny, 10, 0, 0), 1);
+        assert_eq!(actual(&tiny, 11, 0, 0), 2);
     }
 
     #[test]

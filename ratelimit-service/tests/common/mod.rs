@@ -110,7 +110,7 @@ pub async fn start_in(dir: &Path, extra: &[&str], gate: GateFactory) -> Service 
 }
 
 pub fn unlimited() -> GateFactory {
-    Box::new(|_, _| Arc::new(UnlimitedGate))
+    Box::new(|_, _, _| Arc::new(UnlimitedGate))
 }
 
 pub async fn client(addr: SocketAddr) -> AdmissionClient<Channel> {
@@ -166,6 +166,7 @@ pub async fn complete(
         cached_tokens: cached,
         latency_ms: 10,
         ttft_ms: 5,
+        cached_tokens_reported: Some(true),
     })
     .await
     .unwrap();
@@ -369,7 +370,7 @@ impl TestGate {
 
     pub fn factory(&self) -> GateFactory {
         let gate = self.clone();
-        Box::new(move |_, _| Arc::new(gate))
+        Box::new(move |_, _, _| Arc::new(gate))
     }
 }
 

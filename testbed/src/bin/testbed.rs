@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use rand::RngCore;
+use tenant_registry::{ModelKind, Registry};
 use testbed::tls::TestCa;
 use testbed::vllm::{VllmOptions, VllmServer};
 use testbed::{Paths, PoolSpec, Testbed, TestbedConfig};
-use tenant_registry::{ModelKind, Registry};
 
 /// The pools of the demo registry.
 const POOLS: [&str; 2] = ["latency", "throughput"];
@@ -30,9 +30,9 @@ struct Args {
 }
 
 fn parse_external(value: &str) -> Result<(String, Vec<SocketAddr>), String> {
-    let (pool, list) = value
-        .split_once('=')
-        .ok_or(format!("--external {value}: expected POOL=HOST:PORT[,HOST:PORT]"))?;
+    let (pool, list) = value.split_once('=').ok_or(format!(
+        "--external {value}: expected POOL=HOST:PORT[,HOST:PORT]"
+    ))?;
     let mut addrs = Vec::new();
     for item in list.split(',').filter(|s| !s.is_empty()) {
         let item = item.trim_start_matches("http://").trim_end_matches('/');

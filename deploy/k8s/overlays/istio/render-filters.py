@@ -3,7 +3,8 @@
 
 Istio hands each filter the same JSON configuration the ECDS files carry
 (envoy/render-ecds.py, whose loading code this reuses): the whole registry,
-plus the cache secret for llm-policy and the ratelimit cluster for admission.
+plus the cache secret for llm-policy and the ratelimit cluster for admission
+(and for llm-policy's `limits_cluster`, the pools' real max_model_len).
 
   tenant-auth, admission -> WasmPlugin (phases AUTHN and STATS), written to
                             wasmplugins.yaml, part of the overlay.
