@@ -282,16 +282,7 @@ mod tests {
             default_max_tokens: 256,
             pool_max_model_len: None,
         };
-        let requested = requested.map(|value| RequestedMax {
-            value,
-            param: "max_tokens",
-        });
-        let prompt = PromptEstimate {
-            total: prompt,
-            longest: prompt,
-            sequences: 1,
-        };
-        output_budget(Endpoint::ChatCompletions, requested, &prompt, &caps)
+        chat_budget(&caps, requested, prompt)
     }
 
     #[test]
