@@ -583,3 +583,56 @@ async fn metrics_are_prometheus_clients_exposition() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_come_as_floats_or_base64_and_refuse_dimensions() {
+    let server = start(mock_vllm::MockConfig {
+        embedding_models: vec!["bge".into()],
+        ..config(4, 1)
+    })
+    .await;
+    let base = server.base_url();
+    let ask = |format: Value| {
+        let base = base.clone();
+        async move {
+            let body = json!({"model": "bge", "input": "hello", "encoding_format": format});
+            post(&base, "/v1/embeddings", body).await
+        }
+    };
+    let (status, _, floats) = ask(json!("float")).await;
+    assert_eq!(status, 200, "{floats}");
+    let floats: Vec<f32> = floats["data"][0]["embedding"]
+        .as_array()
+        .expect("floats")
+        .iter()
+        .map(|v| v.as_f64().expect("float") as f32)
+        .collect();
+    // Found by the conformance suite: base64 was answered as floats.
+    let (status, _, encoded) = ask(json!("base64")).await;
+    assert_eq!(status, 200, "{encoded}");
+    let text = encoded["data"][0]["embedding"]
+        .as_str()
+        .expect("base64 text");
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    let bytes = BASE64_STANDARD.decode(text).expect("valid base64");
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(decoded, floats, "little-endian f32s");
+    let (status, _, refused) = post(
+        &base,
+        "/v1/embeddings",
+        json!({"model": "bge", "input": "hello", "dimensions": 8}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(refused["error"]["type"], "BadRequestError");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Matryoshka")),
+        "{refused}"
+    );
+    server.shutdown().await;
+}

@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 use crate::{ManagedProcess, Paths, TestbedError};
 
 /// How long a cold start may take (a first start compiles nothing, but
-/// imports torch and profiles the model on 2 cores).
-const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// imports torch and profiles the model on 2 cores: 50-120 s seen, more
+/// when two servers and a build share the cores).
+const START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the server serves.
 #[derive(Debug, Clone)]
@@ -53,6 +54,19 @@ impl VllmServer {
         options: VllmOptions,
         log_dir: &Path,
     ) -> Result<Self, TestbedError> {
+        let mut server = Self::spawn(paths, name, options, log_dir)?;
+        server.wait_healthy()?;
+        Ok(server)
+    }
+
+    /// [`VllmServer::start`] without the wait: several servers can then
+    /// start side by side (most of a start is Python imports).
+    pub fn spawn(
+        paths: &Paths,
+        name: &str,
+        options: VllmOptions,
+        log_dir: &Path,
+    ) -> Result<Self, TestbedError> {
         let tools = paths.root.join("tools/vllm");
         let venv = install(&tools)?;
         let model = tiny_model(paths, &tools, &venv)?;
@@ -68,13 +82,17 @@ impl VllmServer {
             .arg("--served-model-name")
             .args(&options.served_model_names)
             .args(&options.extra_args);
-        let mut process = ManagedProcess::spawn_group(name, command, log_dir)?;
-        wait_healthy(&mut process, addr)?;
+        let process = ManagedProcess::spawn_group(name, command, log_dir)?;
         Ok(Self {
             addr,
             options,
             process,
         })
+    }
+
+    /// Waits until the server answers `/health`.
+    pub fn wait_healthy(&mut self) -> Result<(), TestbedError> {
+        wait_healthy(&mut self.process, self.addr)
     }
 
     pub fn url(&self) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use gateway_e2e::{Reply, client, eventually, metric, ratelimit_metrics, spend_nanos, u, usage};
 use serde_json::{Value, json};
 
-use crate::upstream::{Gateway, MAX_MODEL_LEN, MODEL, POOLS};
+use crate::upstream::{EMBED_MODEL, Gateway, MAX_MODEL_LEN, MODEL, POOLS};
 
 pub type Case = fn(Arc<Gateway>);
 
@@ -25,6 +25,7 @@ pub const ALL: &[(&str, Case)] = &[
     ("chat_stream_usage_is_billed", chat_stream_usage_is_billed),
     ("completions_json_and_stream", completions_json_and_stream),
     ("responses_json_and_stream", responses_json_and_stream),
+    ("embeddings_float_and_base64", embeddings_float_and_base64),
     (
         "cached_tokens_are_reported_and_priced",
         cached_tokens_are_reported_and_priced,
@@ -232,21 +233,25 @@ fn last_usage(events: &[Value]) -> Option<Value> {
 /// The gateway advertises the window the pool really has, not the
 /// registry's 131,072, once it has read the pool's `/v1/models`.
 fn models_list_reports_the_pool_window(gw: Arc<Gateway>) {
-    // What the upstream itself says, in vLLM's model card.
-    for url in gw.replica_urls() {
-        let cards: Value = client()
-            .get(format!("{url}/v1/models"))
-            .send()
-            .and_then(|r| r.json())
-            .expect("upstream /v1/models");
-        let card = cards["data"]
-            .as_array()
-            .and_then(|d| d.iter().find(|m| m["id"] == MODEL))
-            .unwrap_or_else(|| panic!("{MODEL} in {cards}"));
-        assert_eq!(card["max_model_len"], MAX_MODEL_LEN, "{card}");
-        assert_eq!(card["object"], "model");
+    // What the upstreams themselves say, in vLLM's model cards: the chat
+    // model in the latency pool, the embedding model in the throughput pool.
+    for (pool, model) in [("latency", MODEL), ("throughput", EMBED_MODEL)] {
+        for url in gw.tb.replica_urls(pool) {
+            let cards: Value = client()
+                .get(format!("{url}/v1/models"))
+                .send()
+                .and_then(|r| r.json())
+                .expect("upstream /v1/models");
+            let card = cards["data"]
+                .as_array()
+                .and_then(|d| d.iter().find(|m| m["id"] == model))
+                .unwrap_or_else(|| panic!("{model} in {cards}"));
+            assert_eq!(card["max_model_len"], MAX_MODEL_LEN, "{card}");
+            assert_eq!(card["object"], "model");
+            assert_eq!(card["owned_by"], "vllm");
+        }
     }
-    let window = || {
+    let windows = || {
         let r = Reply::from(
             client()
                 .get(format!("{}/v1/models", gw.tb.gateway_url()))
@@ -254,18 +259,22 @@ fn models_list_reports_the_pool_window(gw: Arc<Gateway>) {
                 .send()
                 .expect("gateway /v1/models"),
         );
-        r.body["data"][0]["max_model_len"].as_u64()
+        [MODEL, EMBED_MODEL].map(|model| {
+            r.body["data"]
+                .as_array()
+                .and_then(|d| d.iter().find(|m| m["id"] == model))
+                .and_then(|m| m["max_model_len"].as_u64())
+        })
     };
-    let learned = eventually(Duration::from_secs(20), || {
-        window() == Some(u64::from(MAX_MODEL_LEN))
-    });
-    assert!(learned, "gateway advertises {:?}", window());
+    let want = Some(u64::from(MAX_MODEL_LEN));
+    let learned = eventually(Duration::from_secs(20), || windows() == [want, want]);
+    assert!(learned, "gateway advertises {:?}", windows());
 }
 
 /// ratelimit-service reads the gauges it needs from the upstream's
 /// exposition: the pools get capacity only from a good scrape.
 fn pool_metrics_are_scraped(gw: Arc<Gateway>) {
-    for url in gw.replica_urls() {
+    for url in gw.tb.replica_urls("latency") {
         let resp = client()
             .get(format!("{url}/metrics"))
             .send()
@@ -429,6 +438,45 @@ fn responses_json_and_stream(gw: Arc<Gateway>) {
     );
 }
 
+/// `/v1/embeddings` through the gateway to the throughput pool: vLLM's
+/// shape, as floats and as base64, billed its prompt tokens at the model's
+/// price (0.02 $/M = 20 nano-dollars a token).
+fn embeddings_float_and_base64(gw: Arc<Gateway>) {
+    for format in ["float", "base64"] {
+        let before = settled_spend(&gw, TENANT_A);
+        let body =
+            json!({ "model": EMBED_MODEL, "input": fresh_prompt(12), "encoding_format": format });
+        let reply = post(&gw, KEY_A, "/v1/embeddings", &body);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let r = &reply.body;
+        assert_eq!(r["object"], "list", "{r}");
+        assert!(
+            r["id"].as_str().is_some_and(|id| id.starts_with("embd-")),
+            "{r}"
+        );
+        assert_eq!(r["model"], EMBED_MODEL);
+        let item = &r["data"][0];
+        assert_eq!(item["object"], "embedding");
+        assert_eq!(item["index"], 0);
+        match format {
+            "float" => assert!(
+                item["embedding"]
+                    .as_array()
+                    .is_some_and(|v| !v.is_empty() && v.iter().all(Value::is_f64)),
+                "{item}"
+            ),
+            _ => assert!(item["embedding"].is_string(), "{item}"),
+        }
+        let usage = &r["usage"];
+        let prompt = usage["prompt_tokens"].as_i64().expect("prompt_tokens");
+        assert!(prompt > 0);
+        assert_eq!(usage["total_tokens"].as_i64(), Some(prompt), "{usage}");
+        assert_eq!(usage["completion_tokens"].as_i64(), Some(0), "{usage}");
+        let after = settled_spend(&gw, TENANT_A);
+        assert_eq!(after - before, prompt * 20, "billed for {usage}");
+    }
+}
+
 /// The same long prompt twice from one tenant: the second is served from
 /// the prefix cache, says so in `cached_tokens`, and is billed at the
 /// cached price.
@@ -515,7 +563,9 @@ fn max_tokens_over_the_pool_window_is_refused_unbilled(gw: Arc<Gateway>) {
 /// A prompt and `max_tokens` that each fit but not together: vLLM clamps the
 /// output to the rest of the window and stops with `length`.
 fn prompt_plus_max_tokens_over_the_window_is_clamped(gw: Arc<Gateway>) {
-    let mut body = chat_body(&fresh_prompt(100), MAX_MODEL_LEN - 8);
+    // A long prompt (about 1,100 tokens for the mock's tokenizer, 1,750 for
+    // the tiny model's) keeps the clamped output short on a CPU.
+    let mut body = chat_body(&fresh_prompt(1000), 1500);
     body["ignore_eos"] = json!(true);
     let reply = billed_exactly(&gw, "/v1/chat/completions", &body);
     let usage = &reply.body["usage"];
@@ -675,7 +725,8 @@ fn upstream_ids_follow_x_request_id(gw: Arc<Gateway>) {
 /// No `max_tokens`: chat generates to the end of the window (the gateway
 /// therefore always writes one), completions 16.
 fn upstream_default_max_tokens_is_the_rest_of_the_window(gw: Arc<Gateway>) {
-    let mut body = chat_body(&fresh_prompt(10), 0);
+    // A long prompt leaves a short rest of the window to generate.
+    let mut body = chat_body(&fresh_prompt(1000), 0);
     body.as_object_mut().map(|o| o.remove("max_tokens"));
     body["ignore_eos"] = json!(true);
     let r = upstream_post(&gw, "/v1/chat/completions", &[], &body);

@@ -10,6 +10,10 @@ use testbed::{FilterSet, Paths, PoolSpec, Testbed, TestbedConfig};
 
 /// The model both upstreams serve under this name.
 pub const MODEL: &str = "tiny-llama";
+/// The embedding model: mock-vllm serves it beside `MODEL`; for real vLLM it
+/// is the same weights under the pooling runner, the throughput pool's
+/// replica (where the gateway sends embeddings).
+pub const EMBED_MODEL: &str = "tiny-embed";
 /// The pools' real window; the registry claims 131,072.
 pub const MAX_MODEL_LEN: u32 = 2048;
 pub const POOLS: [&str; 2] = ["latency", "throughput"];
@@ -35,8 +39,8 @@ impl Upstream {
 pub struct Gateway {
     // Field order is drop order: the gateway goes before its upstream.
     pub tb: Testbed,
-    /// The real server; `None` for the mocks, which the testbed owns.
-    _vllm: Option<VllmServer>,
+    /// The real servers; none for the mocks, which the testbed owns.
+    _vllm: Vec<VllmServer>,
 }
 
 impl Gateway {
@@ -62,32 +66,46 @@ impl Gateway {
                         ..PoolSpec::new(pool, 1)
                     })
                     .collect();
-                None
+                Vec::new()
             }
             Upstream::Vllm => {
                 let paths = Paths::locate().map_err(|e| e.to_string())?;
                 // Beside the build, where CI keeps it for a failed run.
                 let log_dir = paths.target.join("conformance");
                 std::fs::create_dir_all(&log_dir).map_err(|e| e.to_string())?;
-                let options = VllmOptions {
-                    served_model_names: vec![MODEL.to_owned()],
-                    max_model_len: MAX_MODEL_LEN,
-                    extra_args: Vec::new(),
-                };
                 let started = std::time::Instant::now();
-                let server = VllmServer::start(&paths, "conformance-vllm", options, &log_dir)
-                    .map_err(|e| format!("vLLM did not start: {e}"))?;
+                let spawn = |name: &str, model: &str, extra: &[&str]| {
+                    let options = VllmOptions {
+                        served_model_names: vec![model.to_owned()],
+                        max_model_len: MAX_MODEL_LEN,
+                        extra_args: extra.iter().map(|a| a.to_string()).collect(),
+                    };
+                    VllmServer::spawn(&paths, name, options, &log_dir)
+                        .map_err(|e| format!("vLLM {name} did not start: {e}"))
+                };
+                // Side by side: a start is mostly imports on two cores.
+                let mut chat = spawn("conformance-vllm", MODEL, &[])?;
+                let mut embed = spawn(
+                    "conformance-vllm-embed",
+                    EMBED_MODEL,
+                    &["--runner", "pooling", "--convert", "embed"],
+                )?;
+                for server in [&mut chat, &mut embed] {
+                    server
+                        .wait_healthy()
+                        .map_err(|e| format!("vLLM did not start: {e}"))?;
+                }
                 eprintln!(
-                    "conformance: vLLM healthy at {} after {:.1} s",
-                    server.url(),
+                    "conformance: vLLM chat at {} and embeddings at {} healthy after {:.1} s",
+                    chat.url(),
+                    embed.url(),
                     started.elapsed().as_secs_f64()
                 );
-                // One server is every pool's replica: two would not fit 2 cores.
-                config.pools = POOLS
-                    .iter()
-                    .map(|pool| PoolSpec::external(pool, vec![server.addr]))
-                    .collect();
-                Some(server)
+                config.pools = vec![
+                    PoolSpec::external("latency", vec![chat.addr]),
+                    PoolSpec::external("throughput", vec![embed.addr]),
+                ];
+                vec![chat, embed]
             }
         };
         let tb = Testbed::start(config).map_err(|e| format!("testbed did not start: {e}"))?;
@@ -96,9 +114,7 @@ impl Gateway {
 
     /// Base URLs of the replicas behind the gateway.
     pub fn replica_urls(&self) -> Vec<String> {
-        let mut urls: Vec<String> = POOLS.iter().flat_map(|p| self.tb.replica_urls(p)).collect();
-        urls.dedup();
-        urls
+        POOLS.iter().flat_map(|p| self.tb.replica_urls(p)).collect()
     }
 }
 

@@ -1,7 +1,9 @@
 //! `POST /v1/embeddings`: deterministic vectors, no batching model (pooling is one cheap pass).
 
 use super::generate::{Prompt, check_engine_input, tokenize_checked};
-use super::protocol::{Embedding, EmbeddingList, PromptItem, ResponseHeader, Usage};
+use super::protocol::{
+    Embedding, EmbeddingList, EmbeddingVector, PromptItem, ResponseHeader, Usage,
+};
 use super::{ApiError, AppState, ModelKind, body, requests, unix_seconds};
 use crate::metrics::FinishReason;
 use crate::tokenizer::TokenId;
@@ -9,6 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -30,6 +33,16 @@ pub async fn create(
         state.base_request_id(&headers, request.request_id.as_deref())
     );
     let model = state.resolve_model(request.model.as_deref(), ModelKind::Embed)?;
+    if let Some(dimensions) = &request.dimensions {
+        return Err(ApiError::BadRequest {
+            message: format!(
+                "Model '{model}' does not support Matryoshka embeddings; dimensions must be \
+                 unset (received dimensions={dimensions})."
+            ),
+            param: None,
+        });
+    }
+    let base64 = request.encoding_format.as_deref() == Some("base64");
     // Pooling tokenizes with no output budget, so a prompt may fill the whole context.
     let mut inputs: Vec<Vec<TokenId>> = Vec::new();
     for item in request.input.into_items() {
@@ -59,7 +72,15 @@ pub async fn create(
         .map(|(index, tokens)| Embedding {
             index,
             object: "embedding",
-            embedding: embed(&header.model, tokens),
+            embedding: {
+                let vector = embed(&header.model, tokens);
+                if base64 {
+                    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    EmbeddingVector::Base64(BASE64_STANDARD.encode(bytes))
+                } else {
+                    EmbeddingVector::Float(vector)
+                }
+            },
         })
         .collect();
     Ok(Json(EmbeddingList {

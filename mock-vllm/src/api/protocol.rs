@@ -310,7 +310,16 @@ pub struct EmbeddingList<'a> {
 pub struct Embedding {
     pub index: usize,
     pub object: &'static str,
-    pub embedding: Vec<f32>,
+    pub embedding: EmbeddingVector,
+}
+
+/// An embedding as `encoding_format` asked: floats, or the base64 of their
+/// little-endian f32 bytes.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
 }
 
 #[derive(Debug, Serialize)]

@@ -59,6 +59,11 @@ pub struct EmbeddingRequest {
     pub model: Option<String>,
     pub input: PromptInput,
     pub request_id: Option<String>,
+    /// `float` (default) or `base64`: little-endian f32s, base64-encoded.
+    pub encoding_format: Option<String>,
+    /// Matryoshka truncation, which the mock's models (like the tiny
+    /// model vLLM serves in the conformance suite) do not support.
+    pub dimensions: Option<Value>,
 }
 
 /// `validate_cache_salt`: a non-empty string of at most 128 characters without `@`, `/`, `\`
@@ -463,6 +468,7 @@ pub fn embedding(body: &Value) -> Result<EmbeddingRequest, ApiError> {
     let model = fields.string("model");
     let request_id = fields.string("request_id");
     fields.string("cache_salt");
+    let encoding_format = fields.string("encoding_format");
     let input = fields
         .required("input")
         .and_then(|value| prompt_union(&mut fields, "input", value, false));
@@ -471,6 +477,8 @@ pub fn embedding(body: &Value) -> Result<EmbeddingRequest, ApiError> {
         model,
         input: input.unwrap_or(PromptInput::Texts(Vec::new())),
         request_id,
+        encoding_format,
+        dimensions: map.get("dimensions").filter(|v| !v.is_null()).cloned(),
     })
 }
 
