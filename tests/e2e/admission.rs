@@ -42,14 +42,7 @@ fn config(mock_args: &[&str]) -> TestbedConfig {
 }
 
 /// No model time to speak of: limits, not the mock, decide.
-const FAST: &[&str] = &[
-    "--prefill-us-per-token",
-    "0",
-    "--decode-base-us",
-    "1000",
-    "--decode-us-per-seq",
-    "0",
-];
+const FAST: &[&str] = gateway_e2e::FAST_MOCK;
 /// 100 ms per output token: a request holds its slot for `max_tokens` tenths of a second.
 const SLOW: &[&str] = &[
     "--decode-base-us",

@@ -40,14 +40,8 @@ fn config(mock_args: &[&str]) -> TestbedConfig {
     )
 }
 
-const FAST: &[&str] = &[
-    "--prefill-us-per-token",
-    "0",
-    "--decode-base-us",
-    "1000",
-    "--decode-us-per-seq",
-    "0",
-];
+/// No model time to speak of: limits, not the mock, decide.
+const FAST: &[&str] = gateway_e2e::FAST_MOCK;
 
 fn key(tenant: &str) -> String {
     format!("Bearer sk-{tenant}")

@@ -67,6 +67,16 @@ pub fn start(registry: String, filters: FilterSet) -> Testbed {
     start_with(config)
 }
 
+/// Mock flags for no model time to speak of: limits, not the mock, decide.
+pub const FAST_MOCK: &[&str] = &[
+    "--prefill-us-per-token",
+    "0",
+    "--decode-base-us",
+    "1000",
+    "--decode-us-per-seq",
+    "0",
+];
+
 /// The full chain with ratelimit-service, one replica per pool, each mock
 /// started with `mock_args`.
 pub fn full_chain(registry: String, mock_args: &[&str]) -> TestbedConfig {

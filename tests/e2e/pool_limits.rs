@@ -74,16 +74,8 @@ fn start() -> Testbed {
 /// and `extra`.
 fn start_mocks(extra: &[&str]) -> Testbed {
     let window = POOL_WINDOW.to_string();
-    let mut args = vec![
-        "--max-model-len",
-        &window,
-        "--prefill-us-per-token",
-        "0",
-        "--decode-base-us",
-        "1000",
-        "--decode-us-per-seq",
-        "0",
-    ];
+    let mut args = vec!["--max-model-len", window.as_str()];
+    args.extend_from_slice(gateway_e2e::FAST_MOCK);
     args.extend_from_slice(extra);
     start_with(full_chain(with_digests(REGISTRY), &args))
 }

@@ -143,10 +143,15 @@ fn prompt_logprobs_rules(body: &Map<String, Value>) -> Result<(), ApiError> {
             None,
         ));
     }
+    positive_or_minus_one("prompt_logprobs", raw, n)
+}
+
+/// vLLM's rule for the logprob counts: a positive value, or -1 for all.
+fn positive_or_minus_one(name: &str, raw: &Value, n: f64) -> Result<(), ApiError> {
     if n < 0.0 && n != -1.0 {
         return Err(ApiError::validation(
-            "`prompt_logprobs` must be a positive value or -1.",
-            Some("prompt_logprobs"),
+            format!("`{name}` must be a positive value or -1."),
+            Some(name),
             Some(raw),
         ));
     }
@@ -159,13 +164,7 @@ fn chat_logprobs(body: &Map<String, Value>) -> Result<(), ApiError> {
     prompt_logprobs_rules(body)?;
     if let Some(raw) = body.get("top_logprobs").filter(|v| !v.is_null()) {
         let n = number(raw).unwrap_or(0.0);
-        if n < 0.0 && n != -1.0 {
-            return Err(ApiError::validation(
-                "`top_logprobs` must be a positive value or -1.",
-                Some("top_logprobs"),
-                Some(raw),
-            ));
-        }
+        positive_or_minus_one("top_logprobs", raw, n)?;
         if (n == -1.0 || n > 0.0) && !truthy(body.get("logprobs")) {
             return Err(ApiError::validation(
                 "when using `top_logprobs`, `logprobs` must be set to true.",
@@ -182,14 +181,7 @@ fn completion_logprobs(body: &Map<String, Value>) -> Result<(), ApiError> {
     numeric_fields(body, &["prompt_logprobs", "logprobs"])?;
     prompt_logprobs_rules(body)?;
     if let Some(raw) = body.get("logprobs").filter(|v| !v.is_null()) {
-        let n = number(raw).unwrap_or(0.0);
-        if n < 0.0 && n != -1.0 {
-            return Err(ApiError::validation(
-                "`logprobs` must be a positive value or -1.",
-                Some("logprobs"),
-                Some(raw),
-            ));
-        }
+        positive_or_minus_one("logprobs", raw, number(raw).unwrap_or(0.0))?;
     }
     Ok(())
 }
