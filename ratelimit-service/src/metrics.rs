@@ -16,6 +16,14 @@ pub struct TenantLabel {
     pub tenant: String,
 }
 
+/// Latency by tier as well as by tenant: a dashboard compares tiers' TTFT
+/// without knowing which tenant is in which tier.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantTierLabel {
+    pub tenant: String,
+    pub tier: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabel {
     pub tenant: String,
@@ -78,7 +86,7 @@ pub struct Metrics {
     pub leases_active: Family<TenantLabel, Gauge>,
     pub leases_expired: Family<TenantLabel, Counter>,
     pub queue_wait_seconds: HistogramFamily,
-    pub ttft_seconds: HistogramFamily,
+    pub ttft_seconds: Family<TenantTierLabel, Histogram, fn() -> Histogram>,
     pub rls_hits: Family<RlsLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub store_errors: Counter,

@@ -70,10 +70,18 @@ impl Limiter {
             .ttft
             .filter(|_| settlement != Settlement::Release)
         {
+            let registry = inner.registry.current();
+            // A tenant removed since it was admitted has no tier any more.
+            let tier = registry
+                .tenant(&lease.tenant)
+                .map_or("", |t| t.tier.as_str());
             inner
                 .metrics
                 .ttft_seconds
-                .get_or_create(&Metrics::tenant(&lease.tenant))
+                .get_or_create(&crate::metrics::TenantTierLabel {
+                    tenant: lease.tenant.clone(),
+                    tier: tier.to_owned(),
+                })
                 .observe(ttft.as_secs_f64());
         }
         self.settle(&lease, settlement, false, outcome).await?;

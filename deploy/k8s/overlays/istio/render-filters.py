@@ -98,7 +98,7 @@ spec:
   - group: gateway.networking.k8s.io
     kind: Gateway
     name: {GATEWAY}
-  # An OCI image holding the module (deploy/docker/Dockerfile.wasm-plugin).
+  # An OCI image holding the module (deploy/docker/Dockerfile, target wasm-plugin).
   # Pin it by digest in production: add `sha256: <digest of the module>`.
   url: {OCI.format(name=MODULES.get(name, name))}
   imagePullPolicy: IfNotPresent
