@@ -55,40 +55,36 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// One `[[tenants]]` entry with one API key; `extra` is more TOML lines.
+fn tenant(id: &str, tier: &str, model: &str, key: &str, extra: &str) -> String {
+    format!(
+        "\n[[tenants]]\nid = \"{id}\"\ntier = \"{tier}\"\nmodels = [\"{model}\"]\n{extra}\
+         api_keys = [{{ id = \"k1\", sha256 = \"{}\" }}]\n",
+        api_key_digest_hex(key)
+    )
+}
+
 /// The deployment's registry plus the test's tenants, whose keys it knows.
 fn registry(with_late_tenant: bool) -> String {
     let mut toml = std::fs::read_to_string(repo().join("deploy/config/registry.toml"))
         .expect("deploy/config/registry.toml");
-    toml.push_str(&format!(
-        r#"
-[[tenants]]
-id = "compose-chat"
-tier = "standard"
-models = ["group:chat"]
-api_keys = [{{ id = "k1", sha256 = "{}" }}]
-
-# Two requests a minute: the third is refused.
-[[tenants]]
-id = "compose-burst"
-tier = "standard"
-models = ["group:chat"]
-limits = {{ rpm = 2 }}
-api_keys = [{{ id = "k1", sha256 = "{}" }}]
-"#,
-        api_key_digest_hex(CHAT_KEY),
-        api_key_digest_hex(BURST_KEY),
+    toml.push_str(&tenant(
+        "compose-chat",
+        "standard",
+        "group:chat",
+        CHAT_KEY,
+        "",
+    ));
+    // Two requests a minute: the third is refused.
+    toml.push_str(&tenant(
+        "compose-burst",
+        "standard",
+        "group:chat",
+        BURST_KEY,
+        "limits = { rpm = 2 }\n",
     ));
     if with_late_tenant {
-        toml.push_str(&format!(
-            r#"
-[[tenants]]
-id = "compose-late"
-tier = "batch"
-models = ["{MODEL}"]
-api_keys = [{{ id = "k1", sha256 = "{}" }}]
-"#,
-            api_key_digest_hex(LATE_KEY)
-        ));
+        toml.push_str(&tenant("compose-late", "batch", MODEL, LATE_KEY, ""));
     }
     toml
 }
