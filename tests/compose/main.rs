@@ -100,6 +100,9 @@ fn write_registry(dir: &Path, toml: &str) {
 /// One compose project; `down -v` on drop.
 struct Stack {
     project: String,
+    /// Compose v2 as a docker plugin, else v1's `docker-compose`: asked
+    /// once, not on every command the polls run.
+    compose_v2: bool,
     env: Vec<(String, String)>,
     work: PathBuf,
     http_port: u16,
@@ -110,12 +113,7 @@ struct Stack {
 
 impl Stack {
     fn compose(&self) -> Command {
-        // Compose v2 as a docker plugin where there is one, else v1.
-        let v2 = Command::new("docker")
-            .args(["compose", "version"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        let mut command = if v2 {
+        let mut command = if self.compose_v2 {
             let mut c = Command::new("docker");
             c.arg("compose");
             c
@@ -251,6 +249,10 @@ fn start() -> Stack {
     ]);
     let stack = Stack {
         project: format!("llmgwtest{}", std::process::id()),
+        compose_v2: Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
         env,
         work,
         http_port,
