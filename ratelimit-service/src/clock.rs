@@ -31,21 +31,31 @@ pub struct Periods {
     pub month_ends_in_ms: u64,
 }
 
+/// The UTC date of an instant.
+pub fn utc_date(ms: i64) -> Date {
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .date()
+}
+
+/// The first day of the month after `date`'s (`None` past year 9999).
+pub fn next_month_start(date: Date) -> Option<Date> {
+    if date.month() == Month::December {
+        Date::from_calendar_date(date.year() + 1, Month::January, 1).ok()
+    } else {
+        Date::from_calendar_date(date.year(), date.month().next(), 1).ok()
+    }
+}
+
 impl Periods {
     pub fn at(now_ms: i64) -> Self {
-        let t = OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let date = t.date();
+        let date = utc_date(now_ms);
         let (y, m, d) = (date.year(), u8::from(date.month()), date.day());
         let day_start_ms = midnight_ms(date);
         let next_day_ms = day_start_ms + 86_400_000;
-        let next_month = if date.month() == Month::December {
-            Date::from_calendar_date(y + 1, Month::January, 1)
-        } else {
-            Date::from_calendar_date(y, date.month().next(), 1)
-        }
-        .map(midnight_ms)
-        .unwrap_or(next_day_ms);
+        let next_month = next_month_start(date)
+            .map(midnight_ms)
+            .unwrap_or(next_day_ms);
         Self {
             day: format!("d{y:04}-{m:02}-{d:02}"),
             month: format!("m{y:04}-{m:02}"),
@@ -55,7 +65,8 @@ impl Periods {
     }
 }
 
-fn midnight_ms(date: Date) -> i64 {
+/// Unix milliseconds of `date`'s start (UTC).
+pub fn midnight_ms(date: Date) -> i64 {
     date.midnight().assume_utc().unix_timestamp() * 1000
 }
 

@@ -45,6 +45,12 @@ pub struct Cli {
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// CloudEvents `source` of usage exports; default
+    /// `//ratelimit-service/<$HOSTNAME>` (the pod name on Kubernetes), so
+    /// each replica's ledger is its own event source.
+    #[arg(long, env = "LEDGER_EVENT_SOURCE")]
+    pub event_source: Option<String>,
+
     /// How long a lease lives without Renew or Complete.
     #[arg(long, default_value_t = 10_000)]
     pub lease_ttl_ms: u64,
@@ -86,6 +92,13 @@ pub enum QueueModeArg {
 }
 
 impl Cli {
+    pub fn event_source(&self) -> String {
+        self.event_source.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+            format!("//ratelimit-service/{host}")
+        })
+    }
+
     /// The scheduling policy of every pool queue.
     pub fn scheduling_policy(&self) -> crate::fair_queue::SchedulingPolicy {
         crate::fair_queue::SchedulingPolicy {

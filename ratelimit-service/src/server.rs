@@ -107,11 +107,12 @@ impl Service {
         tracing::info!(
             records = replay.records,
             truncated_bytes = replay.truncated_bytes,
-            path = %ledger.path().display(),
+            dir = %ledger.dir().display(),
             store = store.name(),
             "spend ledger replayed"
         );
 
+        let ledger_reader = ledger.reader();
         let throttles = Arc::new(Throttles::default());
         let limiter = Limiter::new(
             registry.clone(),
@@ -161,6 +162,8 @@ impl Service {
             let app = admin::router(AdminState {
                 limiter: limiter.clone(),
                 reloader: reloader.clone(),
+                ledger: ledger_reader,
+                source: Arc::from(cli.event_source()),
                 token: token.map(Arc::from),
             });
             tokio::spawn(async move {

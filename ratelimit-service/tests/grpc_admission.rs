@@ -321,7 +321,7 @@ async fn a_batch_of_reports_settles_each_like_complete() {
     assert_eq!(in_flight(&h, "a").await, 1);
     assert_eq!(gate.settled.load(std::sync::atomic::Ordering::SeqCst), 1);
     // In the ledger before the call returned.
-    let ledger = || std::fs::read_to_string(h.data_dir().join("spend-ledger.jsonl")).unwrap();
+    let ledger = || ledger_text(&h.data_dir());
     assert!(ledger().contains(leases[0].as_str()), "{}", ledger());
     assert!(!ledger().contains(leases[1].as_str()));
     // The settled lease again changes nothing; the held one settles.

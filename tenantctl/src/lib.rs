@@ -1,7 +1,10 @@
-//! Registry edits behind `tenantctl`: minting and revoking API keys.
+//! Registry edits behind `tenantctl`: minting and revoking API keys; and
+//! ([`usage`]) billing exports from ratelimit-service's admin API.
 //!
 //! Edits go through `toml_edit`, so an operator's comments and layout
 //! survive, and the result is validated before it is written back.
+
+pub mod usage;
 
 use rand::RngCore;
 use tenant_registry::{Registry, api_key_digest_hex};

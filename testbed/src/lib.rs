@@ -282,6 +282,16 @@ impl Testbed {
         format!("http://{}", self.envoy.admin)
     }
 
+    /// ratelimit-service's `--data-dir` (the spend ledger's files).
+    pub fn ratelimit_data_dir(&self) -> PathBuf {
+        self.dir.join("ratelimit-data")
+    }
+
+    /// A native binary of the workspace, as the testbed found its own.
+    pub fn binary(&self, name: &str) -> Result<PathBuf, TestbedError> {
+        self.paths.binary(name)
+    }
+
     pub fn ratelimit_admin_url(&self) -> Option<String> {
         let p = self.ratelimit.as_ref()?;
         p.addr("admin").ok().map(|a| format!("http://{a}"))

@@ -658,6 +658,178 @@ fn a_client_that_hangs_up_mid_stream_frees_its_slot() {
     }
 }
 
+/// `tenantctl usage` against the testbed's ratelimit-service.
+fn tenantctl_usage(tb: &Testbed, args: &[&str]) -> String {
+    let out = std::process::Command::new(tb.binary("tenantctl").expect("tenantctl built"))
+        .arg("usage")
+        .args(["--admin-url", &tb.ratelimit_admin_url().expect("ratelimit-service")])
+        .args(["--token-env", "BILLING_TEST_ADMIN_TOKEN"])
+        .args(args)
+        .env("BILLING_TEST_ADMIN_TOKEN", &tb.config.admin_token)
+        .output()
+        .expect("run tenantctl");
+    assert!(
+        out.status.success(),
+        "tenantctl usage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 export")
+}
+
+/// Every record in the spend ledger's day files, oldest file first.
+fn ledger_records(tb: &Testbed) -> Vec<Value> {
+    let dir = tb.ratelimit_data_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("ledger dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spend-ledger-") && n.ends_with(".jsonl"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| {
+            std::fs::read_to_string(dir.join(n))
+                .expect("ledger file")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("ledger line"))
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+/// A billing job's view of a mixed run: answers, streams, a client that
+/// hangs up mid-stream and a 429. The export (resumed with its cursor file)
+/// holds every charge once, and the invoice is the ledger to the cent.
+#[test]
+fn a_billing_job_exports_and_invoices_a_mixed_run_exactly() {
+    let _serial = serial();
+    // 20 ms a token: a 100-token stream lasts long enough to hang up on.
+    let tb = start_with(config(&[
+        "--decode-base-us",
+        "20000",
+        "--decode-us-per-seq",
+        "0",
+        "--max-num-seqs",
+        "64",
+    ]));
+    let mut reported = Tokens::default();
+    for max_tokens in [3, 7, 1] {
+        let reply = ask_model(&tb, "bill-t", MODEL, "what is on my bill", max_tokens);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reported.add(Tokens::of(&reply.body["usage"]));
+    }
+    for max_tokens in [5, 2] {
+        let (reply, events) = stream(&tb, "bill-t", "stream the bill", max_tokens);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reported.add(Tokens::of(&events[events.len() - 2]["usage"]));
+    }
+    let conn = open_stream(&tb, "bill-t", 100);
+    conn.shutdown(std::net::Shutdown::Both).expect("hang up");
+    drop(conn);
+    let settled = |tb: &Testbed| {
+        settled_usage(tb, "bill-t");
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                metric(&ratelimit_metrics(tb), "ratelimit_ledger_pending", &[]) == Some(0.0)
+            }),
+            "spend ledger never caught up"
+        );
+    };
+    settled(&tb);
+
+    // In the testbed's own directory, removed with it.
+    let cursor_file = tb.ratelimit_data_dir().with_file_name("bill-t.cursor");
+    let cursor_arg = cursor_file.to_str().expect("utf-8 path");
+    let export = |tb: &Testbed| -> Vec<Value> {
+        tenantctl_usage(
+            tb,
+            &["export", "--tenant", "bill-t", "--cursor-file", cursor_arg, "--page-size", "2"],
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("export line"))
+        .collect()
+    };
+    let first = export(&tb);
+    assert_eq!(first.len(), 6, "{first:?}");
+    let cancelled: Vec<&Value> = first
+        .iter()
+        .filter(|r| r["outcome"] == "client_cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 1, "the hang-up is billed: {first:?}");
+    // Whatever the client saw of its usage, the ledger has exactly that.
+    let answered: u64 = first
+        .iter()
+        .filter(|r| r["outcome"] == "completed")
+        .map(|r| u(r, "usd_nanos"))
+        .sum();
+    assert_eq!(answered, reported.nanos());
+
+    // Nothing new: the resumed export is empty; then three more charges and a 429.
+    assert!(export(&tb).is_empty());
+    // The bucket refills as the test runs: count what was admitted.
+    let mut extra = 0;
+    let refused = loop {
+        let reply = ask(&tb, "bill-t", 2);
+        if reply.status != 200 {
+            break reply;
+        }
+        extra += 1;
+        assert!(extra <= 9, "rpm = 9 never refused");
+    };
+    refused.assert_error(429, "rate_limit_exceeded");
+    assert!(extra >= 3, "6 of 9 used, yet only {extra} more admitted");
+    settled(&tb);
+    let second = export(&tb);
+    assert_eq!(second.len(), extra, "{second:?}");
+
+    // Both runs together are the ledger: every record once.
+    let ledger = ledger_records(&tb);
+    let mut exported: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .map(|r| r["lease"].as_str().expect("lease"))
+        .collect();
+    let mut in_ledger: Vec<&str> = ledger
+        .iter()
+        .filter(|r| r["tenant"] == "bill-t")
+        .map(|r| r["lease"].as_str().expect("lease"))
+        .collect();
+    exported.sort_unstable();
+    in_ledger.sort_unstable();
+    assert_eq!(exported, in_ledger);
+
+    // The invoice, as CSV: the TOTAL row is the ledger's sum, to the cent.
+    let month = &first[0]["time"].as_str().expect("time")[..7];
+    let csv = tenantctl_usage(
+        &tb,
+        &["invoice", "--tenant", "bill-t", "--month", month, "--format", "csv"],
+    );
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let col = |name: &str| {
+        rows[0]
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("{name} in {csv}"))
+    };
+    let total = rows.last().expect("rows");
+    assert_eq!(total[col("model")], "TOTAL", "{csv}");
+    let ledger_nanos: u64 = ledger
+        .iter()
+        .filter(|r| r["tenant"] == "bill-t")
+        .map(|r| u(r, "usd_nanos"))
+        .sum();
+    let invoiced: u64 = total[col("usd_nanos")].parse().expect("usd_nanos");
+    assert_eq!(invoiced, ledger_nanos, "{csv}");
+    let cents: u64 = total[col("usd_cents")].parse().expect("usd_cents");
+    assert_eq!(cents, (ledger_nanos + 5_000_000) / 10_000_000);
+    assert_eq!(total[col("requests")], (6 + extra).to_string());
+    // And the service's own month counter agrees.
+    assert_eq!(
+        spend_nanos(&usage(&tb, "bill-t"), "spend_month_usd"),
+        ledger_nanos as i64
+    );
+}
+
 #[test]
 fn unreachable_service_follows_each_tiers_fail_mode() {
     let _serial = serial();

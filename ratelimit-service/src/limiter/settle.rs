@@ -146,6 +146,10 @@ impl Limiter {
             cached_tokens: charge.cached_tokens,
             lease: lease.id.clone(),
             outcome: outcome.to_owned(),
+            request_id: lease.request_id.clone(),
+            pool: lease.pool.clone(),
+            reserved_usd_nanos: lease.reserved_nanos,
+            reserved_tokens: lease.reserved_tokens,
         };
         self.inner.ledger.append(&record).await.inspect_err(|e| {
             m.ledger_errors.inc();

@@ -436,3 +436,19 @@ impl PoolGate for TestGate {
         }
     }
 }
+
+/// Every spend-ledger day file in `dir`, oldest first, concatenated.
+pub fn ledger_text(dir: &Path) -> String {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            (name.starts_with("spend-ledger-") && name.ends_with(".jsonl")).then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
+        .collect()
+}

@@ -1,6 +1,8 @@
 //! Admin HTTP, on its own listener apart from the data path. Every route but
 //! `/healthz` needs `Authorization: Bearer <--admin-token>`.
 
+pub mod usage;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::ledger::LedgerReader;
 use crate::limiter::Limiter;
 use crate::reload::Reloader;
 
@@ -19,6 +22,9 @@ use crate::reload::Reloader;
 pub struct AdminState {
     pub limiter: Limiter,
     pub reloader: Arc<Reloader>,
+    pub ledger: LedgerReader,
+    /// CloudEvents `source` of this replica's usage exports.
+    pub source: Arc<str>,
     /// `None` only with `--admin-insecure`.
     pub token: Option<Arc<str>>,
 }
@@ -28,6 +34,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/usage", get(usage))
+        .route("/admin/usage/export", get(usage::export))
+        .route("/admin/usage/invoice", get(usage::invoice))
         .route("/admin/reload", post(reload))
         .route("/admin/tenants/{id}/throttle", post(throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
