@@ -99,7 +99,13 @@ spec:
     kind: Gateway
     name: {GATEWAY}
   # An OCI image holding the module (deploy/docker/Dockerfile, target wasm-plugin).
-  # Pin it by digest in production: add `sha256: <digest of the module>`.
+  # Pin it in production by the image's MANIFEST digest (what `crane digest` or
+  # `docker buildx imagetools inspect` prints), not the .wasm file's hash: Istio
+  # compares `sha256` with the OCI manifest digest. Either
+  # `url: oci://registry.example.com/...@sha256:<manifest digest>`, or keep the
+  # tag and add `sha256: <manifest digest>`. Build the image for one platform
+  # without attestations (`docker buildx build --platform linux/amd64
+  # --provenance=false`), or its digest is an index's.
   url: {OCI.format(name=MODULES.get(name, name))}
   imagePullPolicy: IfNotPresent
   type: HTTP
