@@ -103,7 +103,9 @@ test-alerts: .make/debian
 	cd deploy/prometheus && promtool test rules alerts.test.yaml
 
 # deploy/docker-compose.yml for real: images built on local Debian bases
-# (deploy/docker/local-bases.sh; no registry here), up, driven, down.
+# (deploy/docker/local-bases.sh; no registry here) from the binaries `build`
+# made, up, driven, down. COMPOSE_TEST_BUILD=source compiles in the image,
+# as users build them (ten minutes more).
 test-compose: build .make/debian
 	$(CARGO) test --workspace --test compose
 

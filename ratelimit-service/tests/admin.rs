@@ -276,7 +276,10 @@ async fn usage_export_resumes_exactly_while_charges_land() {
         }
         assert!(lines <= 7);
         if next.is_some() {
-            assert!(lines < 7 || cursor == next, "a full page ends at its last record");
+            assert!(
+                lines < 7 || cursor == next,
+                "a full page ends at its last record"
+            );
             cursor = next;
         }
         if done && lines == 0 {
@@ -293,7 +296,12 @@ async fn usage_export_resumes_exactly_while_charges_land() {
     let ledger = ledger_text(&h.data_dir());
     let mut in_ledger: Vec<String> = ledger
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["lease"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lease"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(in_ledger.len(), 45);
     let mut exported = seen.clone();
@@ -317,13 +325,20 @@ async fn usage_export_resumes_exactly_while_charges_land() {
         assert_eq!(e["type"], "io.llm-gateway.usage.v1");
         assert_eq!(e["subject"], "b");
         assert_eq!(e["id"], e["data"]["cursor"]);
-        assert!(e["source"].as_str().unwrap().starts_with("//ratelimit-service/"));
+        assert!(
+            e["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("//ratelimit-service/")
+        );
     }
 
     // The invoice is the ledger summed, to the nano-dollar.
     let month = &events[0]["time"].as_str().unwrap()[..7];
     let invoice: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{addr}/admin/usage/invoice?tenant=b&month={month}"))
+        .get(format!(
+            "http://{addr}/admin/usage/invoice?tenant=b&month={month}"
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -333,9 +348,16 @@ async fn usage_export_resumes_exactly_while_charges_land() {
         .unwrap();
     let ledger_nanos: u64 = ledger
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["usd_nanos"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["usd_nanos"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
-    assert_eq!(invoice["total"]["usd_nanos"].as_u64().unwrap(), ledger_nanos);
+    assert_eq!(
+        invoice["total"]["usd_nanos"].as_u64().unwrap(),
+        ledger_nanos
+    );
     assert_eq!(invoice["total"]["requests"], 45);
     assert_eq!(invoice["models"].as_array().unwrap().len(), 2);
     // 3 on m: (100+101+102) prompt at $1000/M and 150 output at $2000/M, with

@@ -51,7 +51,11 @@ enum Command {
     /// replica keeps its own ledger: export from every one).
     Usage {
         /// Admin API base URL.
-        #[arg(long, env = "RATELIMIT_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+        #[arg(
+            long,
+            env = "RATELIMIT_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
         admin_url: String,
         /// Environment variable that holds the admin token (never a flag:
         /// flags show in `ps`).
@@ -120,7 +124,11 @@ fn usage(admin_url: &str, token_env: &str, what: UsageCommand) -> Result<(), Str
                 page_size: page_size as usize,
             };
             let n = api
-                .export(&query, cursor_file.as_deref(), &mut std::io::stdout().lock())
+                .export(
+                    &query,
+                    cursor_file.as_deref(),
+                    &mut std::io::stdout().lock(),
+                )
                 .map_err(|e| e.to_string())?;
             eprintln!("exported {n} records");
         }

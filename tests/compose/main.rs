@@ -1,6 +1,7 @@
 //! `deploy/docker-compose.yml`, for real: the images are built from the
 //! repository's Dockerfile (on local base images, see
-//! `deploy/docker/local-bases.sh`: this machine has no registry), the stack
+//! `deploy/docker/local-bases.sh`: this machine has no registry; with the
+//! binaries `make build` made unless `COMPOSE_TEST_BUILD=source`), the stack
 //! comes up in the order its health checks give, and a client drives it the
 //! way a user trying the project would: authentication, chat, streaming, a
 //! 429, a registry change applied without a restart, and the mTLS listener.
@@ -202,6 +203,42 @@ fn models(stack: &Stack, key: Option<&str>) -> Reply {
     Reply::from(request.send().expect("request to the gateway"))
 }
 
+/// Where the test stages the host's binaries in the build context.
+const PREBUILT: &str = "target/docker-prebuilt";
+
+/// Unless `COMPOSE_TEST_BUILD=source`: copies the binaries and filter
+/// modules `make build` just made (same toolchain, same Debian as the local
+/// base images) to [`PREBUILT`], debug info stripped, and returns the
+/// `PREBUILT_DIR` build argument. Compiling them again in the image would
+/// add about ten minutes to CI; the Dockerfile's compile step still runs in
+/// `COMPOSE_TEST_BUILD=source` mode and for every user.
+fn stage_prebuilt(root: &Path) -> Option<String> {
+    if std::env::var("COMPOSE_TEST_BUILD").as_deref() == Ok("source") {
+        return None;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let stage = root.join(PREBUILT);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("bin")).expect("stage dir");
+    std::fs::create_dir_all(stage.join("wasm")).expect("stage dir");
+    for bin in ["ratelimit-service", "mock-vllm", "gateway-probe"] {
+        let from = target.join("debug").join(bin);
+        assert!(from.exists(), "{} missing: run make build", from.display());
+        run(Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&from)
+            .arg(stage.join("bin").join(bin)));
+    }
+    for module in ["tenant_auth", "llm_policy", "admission_filter"] {
+        let from = target.join(format!("wasm32-wasip1/wasm/{module}.wasm"));
+        std::fs::copy(&from, stage.join(format!("wasm/{module}.wasm")))
+            .unwrap_or_else(|e| panic!("{}: {e} (run make build)", from.display()));
+    }
+    Some(PREBUILT.to_owned())
+}
+
 fn start() -> Stack {
     let root = repo();
     let work = std::env::temp_dir().join(format!("llm-gateway-compose-{}", std::process::id()));
@@ -223,6 +260,7 @@ fn start() -> Stack {
         .expect("ADMIN_TOKEN=...")
         .to_string();
     write_registry(&config, &registry(false));
+    let prebuilt = stage_prebuilt(&root);
 
     let (http_port, mtls_port, envoy_admin, admin_port) =
         (free_port(), free_port(), free_port(), free_port());
@@ -239,13 +277,15 @@ fn start() -> Stack {
         ("RATELIMIT_ADMIN_PORT".into(), admin_port.to_string()),
         ("GATEWAY_CONFIG_DIR".into(), config.display().to_string()),
         ("GATEWAY_SECRETS_DIR".into(), secrets.display().to_string()),
-        // What users get. `dev` was slower here (916 s cold, release about
-        // 13 min): its debug info is many more bytes through the engine's
-        // fuse-overlayfs. COMPOSE_TEST_CARGO_PROFILE overrides.
+        // With COMPOSE_TEST_BUILD=source: what users get, a release compile
+        // in the image (`dev` was slower here: 916 s cold, release about
+        // 13 min, its debug info being many more bytes through the engine's
+        // fuse-overlayfs; COMPOSE_TEST_CARGO_PROFILE overrides).
         (
             "CARGO_PROFILE".into(),
             std::env::var("COMPOSE_TEST_CARGO_PROFILE").unwrap_or_else(|_| "release".into()),
         ),
+        ("PREBUILT_DIR".into(), prebuilt.clone().unwrap_or_default()),
     ]);
     let stack = Stack {
         project: format!("llmgwtest{}", std::process::id()),
@@ -262,7 +302,19 @@ fn start() -> Stack {
     };
     let started = Instant::now();
     run(stack.compose().args(["build"]));
-    eprintln!("compose build: {:?}", started.elapsed());
+    eprintln!(
+        "compose build ({}): {:?}",
+        if prebuilt.is_some() {
+            "binaries from the host"
+        } else {
+            "compiled in the image"
+        },
+        started.elapsed()
+    );
+    if prebuilt.is_some() {
+        // Out of later build contexts (a user's `compose build` included).
+        let _ = std::fs::remove_dir_all(root.join(PREBUILT));
+    }
     let started = Instant::now();
     // `up -d` starts the services in dependency order, Envoy only after
     // ratelimit-service and the replicas report healthy; it does not wait

@@ -662,7 +662,10 @@ fn a_client_that_hangs_up_mid_stream_frees_its_slot() {
 fn tenantctl_usage(tb: &Testbed, args: &[&str]) -> String {
     let out = std::process::Command::new(tb.binary("tenantctl").expect("tenantctl built"))
         .arg("usage")
-        .args(["--admin-url", &tb.ratelimit_admin_url().expect("ratelimit-service")])
+        .args([
+            "--admin-url",
+            &tb.ratelimit_admin_url().expect("ratelimit-service"),
+        ])
         .args(["--token-env", "BILLING_TEST_ADMIN_TOKEN"])
         .args(args)
         .env("BILLING_TEST_ADMIN_TOKEN", &tb.config.admin_token)
@@ -743,7 +746,15 @@ fn a_billing_job_exports_and_invoices_a_mixed_run_exactly() {
     let export = |tb: &Testbed| -> Vec<Value> {
         tenantctl_usage(
             tb,
-            &["export", "--tenant", "bill-t", "--cursor-file", cursor_arg, "--page-size", "2"],
+            &[
+                "export",
+                "--tenant",
+                "bill-t",
+                "--cursor-file",
+                cursor_arg,
+                "--page-size",
+                "2",
+            ],
         )
         .lines()
         .map(|l| serde_json::from_str(l).expect("export line"))
@@ -802,7 +813,9 @@ fn a_billing_job_exports_and_invoices_a_mixed_run_exactly() {
     let month = &first[0]["time"].as_str().expect("time")[..7];
     let csv = tenantctl_usage(
         &tb,
-        &["invoice", "--tenant", "bill-t", "--month", month, "--format", "csv"],
+        &[
+            "invoice", "--tenant", "bill-t", "--month", month, "--format", "csv",
+        ],
     );
     let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
     let col = |name: &str| {

@@ -98,7 +98,11 @@ pub async fn export(
         Ok(Filter {
             tenant: p.tenant.clone(),
             model: p.model.clone(),
-            from_ms: p.from.as_deref().map(|v| instant_ms("from", v)).transpose()?,
+            from_ms: p
+                .from
+                .as_deref()
+                .map(|v| instant_ms("from", v))
+                .transpose()?,
             to_ms: p.to.as_deref().map(|v| instant_ms("to", v)).transpose()?,
         })
     })() {
@@ -124,8 +128,7 @@ pub async fn export(
         );
     }
     let reader = state.ledger.clone();
-    let page = match tokio::task::spawn_blocking(move || reader.page(after, &filter, limit)).await
-    {
+    let page = match tokio::task::spawn_blocking(move || reader.page(after, &filter, limit)).await {
         Ok(Ok(page)) => page,
         Ok(Err(e)) => return export_error(e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -162,8 +165,7 @@ pub async fn invoice(
     };
     let reader = state.ledger.clone();
     let tenant = p.tenant.clone();
-    let invoice = match tokio::task::spawn_blocking(move || reader.invoice(&tenant, month)).await
-    {
+    let invoice = match tokio::task::spawn_blocking(move || reader.invoice(&tenant, month)).await {
         Ok(Ok(inv)) => inv,
         Ok(Err(e)) => return export_error(e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -239,7 +241,8 @@ fn rfc3339(ts_ms: i64) -> String {
 fn jsonl(page: &Page) -> Body {
     let mut out = Vec::new();
     for (cursor, r) in &page.records {
-        serde_json::to_writer(&mut out, &ExportRecord::new(*cursor, r)).map_err(|e| e.to_string())?;
+        serde_json::to_writer(&mut out, &ExportRecord::new(*cursor, r))
+            .map_err(|e| e.to_string())?;
         out.push(b'\n');
     }
     Ok(("application/x-ndjson", out))
@@ -367,7 +370,10 @@ mod tests {
         );
         let e = instant_ms("to", "yesterday").unwrap_err();
         assert!(e.starts_with("to:"), "{e}");
-        assert_eq!(month_start("2026-03").unwrap(), files::parse_day("2026-03-01").unwrap());
+        assert_eq!(
+            month_start("2026-03").unwrap(),
+            files::parse_day("2026-03-01").unwrap()
+        );
         for bad in ["2026-3", "2026-03-01", "2026-13", "march"] {
             assert!(month_start(bad).is_err(), "{bad}");
         }

@@ -197,7 +197,10 @@ impl LedgerReader {
             (None, d) => d,
         };
         let mut reached = None;
-        for day in days.into_iter().filter(|d| start_day.is_none_or(|s| *d >= s)) {
+        for day in days
+            .into_iter()
+            .filter(|d| start_day.is_none_or(|s| *d >= s))
+        {
             let path = files::path(&self.dir, day);
             let mut file = File::open(&path).map_err(io(path.clone()))?;
             let len = file.metadata().map_err(io(path.clone()))?.len();
@@ -380,13 +383,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, _) = Ledger::open(dir.path(), FsyncMode::Batch, EVENING).unwrap();
         let reader = ledger.reader();
-        assert!(reader.page(None, &Filter::default(), 10).unwrap().next.is_none());
-        for (i, ts) in [EVENING, EVENING, MORNING, MORNING, MORNING].iter().enumerate() {
+        assert!(
+            reader
+                .page(None, &Filter::default(), 10)
+                .unwrap()
+                .next
+                .is_none()
+        );
+        for (i, ts) in [EVENING, EVENING, MORNING, MORNING, MORNING]
+            .iter()
+            .enumerate()
+        {
             let tenant = if i % 2 == 0 { "acme" } else { "globex" };
-            ledger.append(&record(tenant, "m", 1 + i as u64, *ts)).await.unwrap();
+            ledger
+                .append(&record(tenant, "m", 1 + i as u64, *ts))
+                .await
+                .unwrap();
         }
         // A late record of yesterday joins today's file: never back.
-        ledger.append(&record("acme", "m", 6, EVENING)).await.unwrap();
+        ledger
+            .append(&record("acme", "m", 6, EVENING))
+            .await
+            .unwrap();
         assert_eq!(
             files::list(dir.path()).unwrap().len(),
             2,
@@ -411,8 +429,17 @@ mod tests {
         assert_eq!(parsed, cursor);
         assert_eq!(all(&reader, Some(cursor), &everything), [4, 5, 6]);
         let end = reader.page(Some(cursor), &everything, 100).unwrap().next;
-        assert!(reader.page(end, &everything, 100).unwrap().records.is_empty());
-        ledger.append(&record("acme", "m", 7, MORNING)).await.unwrap();
+        assert!(
+            reader
+                .page(end, &everything, 100)
+                .unwrap()
+                .records
+                .is_empty()
+        );
+        ledger
+            .append(&record("acme", "m", 7, MORNING))
+            .await
+            .unwrap();
         assert_eq!(all(&reader, end, &everything), [7]);
 
         // The period filter: the morning's records (the late one is dated
@@ -428,18 +455,33 @@ mod tests {
     async fn cursors_it_never_gave_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (ledger, _) = Ledger::open(dir.path(), FsyncMode::Always, EVENING).unwrap();
-        ledger.append(&record("acme", "m", 1, EVENING)).await.unwrap();
+        ledger
+            .append(&record("acme", "m", 1, EVENING))
+            .await
+            .unwrap();
         let reader = ledger.reader();
         let day = files::day_of(EVENING);
-        for bad in ["", "2026-03-31", "2026-03-31:x", "31-03-2026:0", "2026-03-31:-1"] {
-            assert!(matches!(bad.parse::<Cursor>(), Err(ExportError::BadCursor(_))), "{bad}");
+        for bad in [
+            "",
+            "2026-03-31",
+            "2026-03-31:x",
+            "31-03-2026:0",
+            "2026-03-31:-1",
+        ] {
+            assert!(
+                matches!(bad.parse::<Cursor>(), Err(ExportError::BadCursor(_))),
+                "{bad}"
+            );
         }
         let mid = Cursor { day, offset: 3 };
         assert!(matches!(
             reader.page(Some(mid), &Filter::default(), 10),
             Err(ExportError::CursorOffRecord(_))
         ));
-        let beyond = Cursor { day, offset: 1 << 40 };
+        let beyond = Cursor {
+            day,
+            offset: 1 << 40,
+        };
         assert!(matches!(
             reader.page(Some(beyond), &Filter::default(), 10),
             Err(ExportError::CursorOffRecord(_))
@@ -473,9 +515,15 @@ mod tests {
             ("m1", 1, EVENING),
             ("m1", 999, MORNING),
         ] {
-            ledger.append(&record("acme", model, nanos, ts)).await.unwrap();
+            ledger
+                .append(&record("acme", model, nanos, ts))
+                .await
+                .unwrap();
         }
-        ledger.append(&record("globex", "m1", 77, EVENING)).await.unwrap();
+        ledger
+            .append(&record("globex", "m1", 77, EVENING))
+            .await
+            .unwrap();
         let march = files::parse_day("2026-03-10").unwrap();
         let inv = ledger.reader().invoice("acme", march).unwrap();
         assert_eq!(inv.month, "2026-03");

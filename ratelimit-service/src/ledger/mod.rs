@@ -527,7 +527,10 @@ mod tests {
         // Last month's file is unreadable: replay must not need it.
         let old = files::path(dir.path(), files::day_of(last_month));
         let (ledger, replay) = Ledger::open(dir.path(), FsyncMode::Batch, NOW).unwrap();
-        assert_eq!(replay.records, 1, "the newest file is read for its torn tail");
+        assert_eq!(
+            replay.records, 1,
+            "the newest file is read for its torn tail"
+        );
         ledger.append(&record("acme", 3, NOW)).await.unwrap();
         drop(ledger);
         std::fs::write(&old, "not json\n").unwrap();
@@ -559,8 +562,11 @@ mod tests {
         assert_eq!(page.records.len(), 3);
 
         // Both forms present (a downgrade and upgrade): refuse to guess.
-        std::fs::write(&legacy, serde_json::to_string(&record("acme", 4, NOW)).unwrap() + "\n")
-            .unwrap();
+        std::fs::write(
+            &legacy,
+            serde_json::to_string(&record("acme", 4, NOW)).unwrap() + "\n",
+        )
+        .unwrap();
         assert!(matches!(
             Ledger::open(dir.path(), FsyncMode::Batch, NOW),
             Err(LedgerError::LegacyClash { .. })
