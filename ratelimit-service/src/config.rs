@@ -51,6 +51,25 @@ pub struct Cli {
     #[arg(long, env = "LEDGER_EVENT_SOURCE")]
     pub event_source: Option<String>,
 
+    /// Per-tenant circuit breaker (see src/breaker.rs): open a tenant's
+    /// breaker when this many of its requests fail within the window (0:
+    /// off). Failures: refusals by its own limits, hang-ups, pool 4xx.
+    #[arg(long, env = "BREAKER_MIN_FAILURES", default_value_t = 0)]
+    pub breaker_min_failures: u32,
+
+    /// ... and failures are at least this share of its outcomes (0, 1].
+    #[arg(long, default_value_t = 0.9)]
+    pub breaker_failure_ratio: f64,
+
+    /// The breaker's sliding window, in seconds (1 to 300).
+    #[arg(long, default_value_t = 10)]
+    pub breaker_window_s: u64,
+
+    /// How long an open breaker refuses the tenant (429 circuit_open with
+    /// retry-after), in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub breaker_cooldown_s: u64,
+
     /// How long a lease lives without Renew or Complete.
     #[arg(long, default_value_t = 10_000)]
     pub lease_ttl_ms: u64,
@@ -116,6 +135,33 @@ impl Cli {
         Duration::from_millis(self.lease_ttl_ms.max(100))
     }
 
+    pub fn breaker(&self) -> Result<crate::breaker::BreakerConfig, ConfigError> {
+        let ratio = self.breaker_failure_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(ConfigError::Breaker(format!(
+                "--breaker-failure-ratio must be in (0, 1], got {ratio}"
+            )));
+        }
+        if !(1..=crate::breaker::MAX_WINDOW_S).contains(&self.breaker_window_s) {
+            return Err(ConfigError::Breaker(format!(
+                "--breaker-window-s must be in 1..={}, got {}",
+                crate::breaker::MAX_WINDOW_S,
+                self.breaker_window_s
+            )));
+        }
+        if self.breaker_min_failures > 0 && self.breaker_cooldown_s == 0 {
+            return Err(ConfigError::Breaker(
+                "--breaker-cooldown-s must be at least 1 when the breaker is on".into(),
+            ));
+        }
+        Ok(crate::breaker::BreakerConfig {
+            window: Duration::from_secs(self.breaker_window_s),
+            min_failures: self.breaker_min_failures,
+            failure_ratio: ratio,
+            cooldown: Duration::from_secs(self.breaker_cooldown_s),
+        })
+    }
+
     /// The admin token in force, `None` only with `--admin-insecure`.
     pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
         match (&self.admin_token, self.admin_insecure) {
@@ -130,6 +176,8 @@ impl Cli {
 pub enum ConfigError {
     #[error("--admin-token (or ADMIN_TOKEN) must be set and non-empty, or pass --admin-insecure")]
     NoAdminToken,
+    #[error("{0}")]
+    Breaker(String),
 }
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub budget_used_ratio: Family<PeriodLabel, Gauge<f64, AtomicU64>>,
     pub leases_active: Family<TenantLabel, Gauge>,
     pub leases_expired: Family<TenantLabel, Counter>,
+    pub circuit_trips: Family<TenantLabel, Counter>,
+    pub circuit_open: Family<TenantLabel, Gauge>,
     pub queue_wait_seconds: HistogramFamily,
     pub ttft_seconds: Family<TenantTierLabel, Histogram, fn() -> Histogram>,
     pub rls_hits: Family<RlsLabel, Counter>,
@@ -115,6 +117,8 @@ impl Metrics {
             budget_used_ratio: Family::default(),
             leases_active: Family::default(),
             leases_expired: Family::default(),
+            circuit_trips: Family::default(),
+            circuit_open: Family::default(),
             queue_wait_seconds: Family::new_with_constructor(latency_histogram),
             ttft_seconds: Family::new_with_constructor(latency_histogram),
             rls_hits: Family::default(),
@@ -153,6 +157,16 @@ impl Metrics {
             "leases_expired",
             "Leases freed by the sweeper (holder vanished)",
             m.leases_expired.clone(),
+        );
+        r.register(
+            "circuit_trips",
+            "Times a tenant's circuit breaker opened (its requests kept failing)",
+            m.circuit_trips.clone(),
+        );
+        r.register(
+            "circuit_open",
+            "1 while a tenant's circuit breaker is open (Admit refuses it at once)",
+            m.circuit_open.clone(),
         );
         r.register(
             "queue_wait_seconds",

@@ -18,7 +18,7 @@ use crate::gate::{PoolGate, UnlimitedGate};
 use crate::grpc::admission::AdmissionService;
 use crate::grpc::rls::RlsService;
 use crate::ledger::{Ledger, LedgerError};
-use crate::limiter::Limiter;
+use crate::limiter::{Limiter, LimiterSettings};
 use crate::limits::Throttles;
 use crate::metrics::Metrics;
 use crate::pool_models::PoolModels;
@@ -121,7 +121,10 @@ impl Service {
             ledger,
             gate,
             metrics.clone(),
-            cli.lease_ttl(),
+            LimiterSettings {
+                lease_ttl: cli.lease_ttl(),
+                breaker: cli.breaker()?,
+            },
         );
         let rls = Arc::new(RlsLimiter::new(
             rls_config,

@@ -843,6 +843,90 @@ fn a_billing_job_exports_and_invoices_a_mixed_run_exactly() {
     );
 }
 
+/// A client that retries its 429s at once trips its tenant's circuit
+/// breaker: refused at the door for the cool-down (429 circuit_open with
+/// retry-after), counted and exported, while another tenant is served; after
+/// the cool-down the tenant gets its ordinary answers again.
+#[test]
+fn a_tenant_in_a_retry_loop_trips_its_breaker_and_no_one_else_notices() {
+    let _serial = serial();
+    let mut cfg = config(FAST);
+    cfg.ratelimit_args.extend(
+        [
+            "--breaker-min-failures",
+            "5",
+            "--breaker-failure-ratio",
+            "0.8",
+            "--breaker-window-s",
+            "10",
+            "--breaker-cooldown-s",
+            "3",
+        ]
+        .map(String::from),
+    );
+    let tb = start_with(cfg);
+    for _ in 0..2 {
+        let reply = ask(&tb, "loop-t", 1);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    // rpm = 2 is spent: the retry loop starts.
+    let codes: Vec<String> = (0..8)
+        .map(|_| {
+            let r = ask(&tb, "loop-t", 1);
+            assert_eq!(r.status, 429, "{}", r.text);
+            r.error_code().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(&codes[..5], ["rate_limit_exceeded"; 5], "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "circuit_open"), "{codes:?}");
+    let open = ask(&tb, "loop-t", 1);
+    open.assert_error(429, "circuit_open");
+    let wait = retry_after(&open);
+    assert!(wait <= 3, "retry-after {wait} beyond the 3 s cool-down");
+
+    // Nobody else notices.
+    let other = ask(&tb, "open-t", 1);
+    assert_eq!(other.status, 200, "{}", other.text);
+    let text = ratelimit_metrics(&tb);
+    assert_eq!(
+        metric(&text, "ratelimit_circuit_open", &[("tenant", "loop-t")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "ratelimit_circuit_open", &[("tenant", "open-t")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "ratelimit_circuit_trips_total",
+            &[("tenant", "loop-t")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &text,
+            "ratelimit_rejected_total",
+            &[("tenant", "loop-t"), ("reason", "circuit_open")]
+        )
+        .is_some_and(|n| n >= 4.0),
+        "{text}"
+    );
+
+    // After the cool-down: closed, and the ordinary limit answers again.
+    thread::sleep(Duration::from_millis(wait * 1000 + 300));
+    ask(&tb, "loop-t", 1).assert_error(429, "rate_limit_exceeded");
+    assert_eq!(
+        metric(
+            &ratelimit_metrics(&tb),
+            "ratelimit_circuit_open",
+            &[("tenant", "loop-t")]
+        ),
+        Some(0.0)
+    );
+}
+
 #[test]
 fn unreachable_service_follows_each_tiers_fail_mode() {
     let _serial = serial();

@@ -50,6 +50,7 @@ impl Admission {
             RejectReason::UnknownTenant => (403, ErrorKind::PermissionError, "unknown_tenant"),
             RejectReason::RequestTooLarge => (429, ErrorKind::RateLimitError, "request_too_large"),
             RejectReason::QueueFull => (429, ErrorKind::RateLimitError, "queue_full"),
+            RejectReason::CircuitOpen => (429, ErrorKind::RateLimitError, "circuit_open"),
             RejectReason::RequestsPerMinute
             | RejectReason::TokensPerMinute
             | RejectReason::Concurrency
@@ -127,6 +128,7 @@ mod tests {
             (RejectReason::QueueTimeout, 503, "queue_timeout"),
             (RejectReason::UnknownTenant, 403, "unknown_tenant"),
             (RejectReason::RequestTooLarge, 429, "request_too_large"),
+            (RejectReason::CircuitOpen, 429, "circuit_open"),
         ];
         for (reason, status, code) in cases {
             let e = rejected(reason, 1500);

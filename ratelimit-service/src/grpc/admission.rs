@@ -39,6 +39,7 @@ fn reason(r: RejectReason) -> pb::RejectReason {
         RejectReason::QueueTimeout => pb::RejectReason::QueueTimeout,
         RejectReason::UnknownTenant => pb::RejectReason::UnknownTenant,
         RejectReason::RequestTooLarge => pb::RejectReason::RequestTooLarge,
+        RejectReason::CircuitOpen => pb::RejectReason::CircuitOpen,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
+use crate::breaker::Signal;
 use crate::clock::{Periods, now_ms};
 use crate::gate::GateError;
 use crate::lease::{LeaseRecord, new_lease_id};
@@ -80,6 +81,20 @@ impl Limiter {
             .map_or(DEFAULT_QUEUE_WAIT, |p| {
                 Duration::from_millis(p.max_queue_wait_ms)
             });
+        // An open breaker refuses before anything is reserved or queued; a
+        // RESERVE rides on an OPEN lease admitted before it opened.
+        if input.phase != AdmitPhase::Reserve
+            && let Some(open) = inner.breakers.check(&input.tenant, clock_ms(now))
+        {
+            return Ok(self.rejected(
+                &input.tenant,
+                RejectReason::CircuitOpen,
+                "circuit breaker open: this tenant's requests kept failing; retry after the cool-down"
+                    .into(),
+                open.retry_after_ms,
+                ScopeViews::default(),
+            ));
+        }
         let deadline = deadline.map_or(started + pool_wait, |d| d.min(started + pool_wait));
         // While queued the lease must outlive the wait: Admit itself is the
         // heartbeat until it answers.
@@ -237,6 +252,9 @@ impl Limiter {
         views: ScopeViews,
     ) -> AdmitDecision {
         self.inner.metrics.reject(tenant, reason.label());
+        if reason.is_tenants_doing() {
+            self.breaker_signal(tenant, Signal::Failure);
+        }
         AdmitDecision::Rejected {
             reason,
             message,
@@ -244,6 +262,30 @@ impl Limiter {
             views,
         }
     }
+}
+
+impl Limiter {
+    /// Counts an outcome for `tenant`'s breaker; logs and counts a trip.
+    pub(super) fn breaker_signal(&self, tenant: &str, signal: Signal) {
+        let inner = &*self.inner;
+        if let Some(open) = inner.breakers.record(tenant, signal, clock_ms(now_ms())) {
+            inner
+                .metrics
+                .circuit_trips
+                .get_or_create(&Metrics::tenant(tenant))
+                .inc();
+            tracing::warn!(
+                tenant,
+                cooldown_ms = open.retry_after_ms,
+                "circuit breaker opened: the tenant's requests kept failing"
+            );
+        }
+    }
+}
+
+/// The breaker's clock: Unix ms, never negative.
+fn clock_ms(now: i64) -> u64 {
+    u64::try_from(now).unwrap_or(0)
 }
 
 /// A reservation not yet handed to a holder: refunded if dropped, which is

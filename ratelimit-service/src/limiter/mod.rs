@@ -10,6 +10,7 @@ mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::breaker::{BreakerConfig, Breakers};
 use crate::cached_tokens::{CachedTokensWatch, JUDGE_AFTER};
 use crate::gate::PoolGate;
 use crate::lease::HeldPermits;
@@ -31,6 +32,15 @@ struct Inner {
     metrics: Arc<Metrics>,
     lease_ttl: Duration,
     cached_tokens: CachedTokensWatch,
+    breakers: Breakers,
+}
+
+/// The limiter's own settings (the rest it is handed is shared state).
+#[derive(Debug, Clone, Copy)]
+pub struct LimiterSettings {
+    /// How long a lease lives without Renew or Complete.
+    pub lease_ttl: Duration,
+    pub breaker: BreakerConfig,
 }
 
 /// Cheap to clone; one per service.
@@ -47,7 +57,7 @@ impl Limiter {
         ledger: Ledger,
         gate: Arc<dyn PoolGate>,
         metrics: Arc<Metrics>,
-        lease_ttl: Duration,
+        settings: LimiterSettings,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -62,7 +72,8 @@ impl Limiter {
                     JUDGE_AFTER,
                 ),
                 metrics,
-                lease_ttl,
+                lease_ttl: settings.lease_ttl,
+                breakers: Breakers::new(settings.breaker),
             }),
         }
     }
@@ -90,6 +101,11 @@ impl Limiter {
     /// Whether each pool's usage reports carry cached prompt tokens.
     pub fn cached_tokens(&self) -> &CachedTokensWatch {
         &self.inner.cached_tokens
+    }
+
+    /// The per-tenant circuit breakers of this replica.
+    pub fn breakers(&self) -> &Breakers {
+        &self.inner.breakers
     }
 
     /// Leases whose pool permit this replica holds.

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CompleteOutcome, Completion, Limiter, LimiterError, millis};
+use crate::breaker::Signal;
 use crate::cached_tokens;
 use crate::clock::now_ms;
 use crate::lease::LeaseRecord;
@@ -56,6 +57,15 @@ impl Limiter {
             ),
             (None, _) => (Settlement::ReservationAsCharge, "unknown"),
         };
+        // The pool's 5xx is not the tenant's doing; a hang-up or a request
+        // the pool refused is (retry loops produce both).
+        match completion.outcome {
+            CompleteOutcome::Completed => self.breaker_signal(&lease.tenant, Signal::Success),
+            CompleteOutcome::ClientCancelled | CompleteOutcome::UpstreamRejected => {
+                self.breaker_signal(&lease.tenant, Signal::Failure)
+            }
+            _ => {}
+        }
         // The fair queue is charged what the ledgers are: real usage when
         // known, else the reservation it was charged at admission (a tenant
         // that hangs up before its usage arrives must not look light).

@@ -19,6 +19,8 @@ pub enum RejectReason {
     QueueTimeout,
     UnknownTenant,
     RequestTooLarge,
+    /// The tenant's circuit breaker is open (crate::breaker).
+    CircuitOpen,
 }
 
 impl RejectReason {
@@ -32,6 +34,22 @@ impl RejectReason {
             Self::QueueTimeout => "queue_timeout",
             Self::UnknownTenant => "unknown_tenant",
             Self::RequestTooLarge => "request_too_large",
+            Self::CircuitOpen => "circuit_open",
+        }
+    }
+
+    /// Whether the tenant caused this refusal (its own limits and queue),
+    /// which its circuit breaker counts; the pool's trouble and refusals
+    /// that say nothing of the tenant's behaviour do not count.
+    pub fn is_tenants_doing(self) -> bool {
+        match self {
+            Self::RequestsPerMinute
+            | Self::TokensPerMinute
+            | Self::Concurrency
+            | Self::BudgetExhausted
+            | Self::QueueFull
+            | Self::RequestTooLarge => true,
+            Self::QueueTimeout | Self::UnknownTenant | Self::CircuitOpen => false,
         }
     }
 }
@@ -123,7 +141,7 @@ pub struct TenantUsage {
 }
 
 /// Every reason, for per-reason totals.
-pub const ALL_REASONS: [RejectReason; 8] = [
+pub const ALL_REASONS: [RejectReason; 9] = [
     RejectReason::RequestsPerMinute,
     RejectReason::TokensPerMinute,
     RejectReason::Concurrency,
@@ -132,4 +150,5 @@ pub const ALL_REASONS: [RejectReason; 8] = [
     RejectReason::QueueTimeout,
     RejectReason::UnknownTenant,
     RejectReason::RequestTooLarge,
+    RejectReason::CircuitOpen,
 ];

@@ -60,7 +60,17 @@ impl Limiter {
     /// active) just before a scrape.
     pub async fn refresh_gauges(&self) -> Result<(), LimiterError> {
         let m = &self.inner.metrics;
+        let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
+        self.inner.breakers.prune(now);
+        let open = self.inner.breakers.open_tenants(now);
         for u in self.usage().await? {
+            // Every tenant's breaker series exists (trips at 0, open 0/1),
+            // so alerts and dashboards see it before the first trip.
+            let label = Metrics::tenant(&u.tenant);
+            let _created = m.circuit_trips.get_or_create(&label);
+            m.circuit_open
+                .get_or_create(&label)
+                .set(i64::from(open.contains(&u.tenant)));
             m.leases_active
                 .get_or_create(&Metrics::tenant(&u.tenant))
                 .set(i64::try_from(u.in_flight).unwrap_or(i64::MAX));
