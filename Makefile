@@ -21,7 +21,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
 
-.PHONY: all setup build wasm run vllm-cpu test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
+.PHONY: all setup build build-tests wasm run vllm-cpu test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
 
 all: build
 
@@ -64,6 +64,14 @@ wasm: .make/wasm-target
 build: setup wasm
 	$(CARGO) build --workspace --bins
 
+# What the tests run: the binaries built in one invocation with every test
+# target. Tests' dev-dependencies turn on features of shared dependencies
+# (tokio test-util, libc std, regex unicode, syn full, ...), so binaries built
+# apart from the tests resolve other features and the whole dependency tree
+# compiles twice (about 10 minutes of CI on 2 cores).
+build-tests: setup wasm
+	$(CARGO) build --workspace --bins --tests
+
 ## Run -----------------------------------------------------------------------
 
 # VLLM=cpu: one real vLLM on CPU (tools/vllm, installed on first use) as the
@@ -86,7 +94,7 @@ vllm-cpu:
 # fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
 test: test-native test-wasm test-alerts test-compose fuzz-smoke
 
-test-native: build vllm-cpu
+test-native: build-tests vllm-cpu
 	$(CARGO) test --workspace --no-fail-fast
 
 # The filters' logic tests again, compiled to wasm32-wasip1 and run under
@@ -106,10 +114,10 @@ test-alerts: .make/debian
 # (deploy/docker/local-bases.sh; no registry here) from the binaries `build`
 # made, up, driven, down. COMPOSE_TEST_BUILD=source compiles in the image,
 # as users build them (ten minutes more).
-test-compose: build .make/debian
+test-compose: build-tests .make/debian
 	$(CARGO) test --workspace --test compose
 
-test-e2e: build
+test-e2e: build-tests
 	$(CARGO) test -p gateway-e2e
 
 lint: .make/wasm-target
