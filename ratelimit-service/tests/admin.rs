@@ -20,6 +20,8 @@ async fn everything_but_healthz_needs_the_token() {
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/admin/usage"),
+        ("GET", "/admin/usage/export"),
+        ("GET", "/admin/usage/invoice?tenant=a&month=2026-01"),
         ("POST", "/admin/reload"),
         ("POST", "/admin/tenants/a/throttle"),
     ] {

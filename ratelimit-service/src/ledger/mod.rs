@@ -365,10 +365,16 @@ impl DayFiles {
             let mut len = file.metadata()?.len();
             // After a failed write, bytes past the last sync belong to
             // records that were refused (their Completes got the error):
-            // cut them, or a partial line would swallow the next record.
-            if let Some(mark) = self.durable.get().filter(|m| m.day == day && m.len < len) {
-                file.set_len(mark.len)?;
-                len = mark.len;
+            // cut them, or a partial line would swallow the next record. A
+            // file newer than the mark was created by this writer and never
+            // synced, so none of it was acknowledged.
+            let synced = match self.durable.get() {
+                Some(mark) if mark.day == day => mark.len,
+                _ => 0,
+            };
+            if len > synced {
+                file.set_len(synced)?;
+                len = synced;
             }
             self.current = Some((day, file, len));
         }
