@@ -367,6 +367,31 @@ async fn usage_export_resumes_exactly_while_charges_land() {
     let m = &invoice["models"][0];
     assert_eq!(m["model"], "m");
     assert_eq!(m["cached_tokens"], 3);
+    let by_day: u64 = invoice["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["usd_nanos"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_day, ledger_nanos, "the days sum to the month");
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "http://{addr}/admin/usage/invoice?tenant=b&month={month}&format=csv&by=day"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    let (total, days) = rows.split_last().unwrap();
+    assert_eq!(&total[3], "TOTAL");
+    assert!(days.iter().all(|r| r[2].len() == 10), "{csv}");
+    let sum: u64 = days.iter().map(|r| r[8].parse::<u64>().unwrap()).sum();
+    assert_eq!(sum.to_string(), total[8].to_string(), "{csv}");
 
     let day = events[0]["id"].as_str().unwrap().split(':').next().unwrap();
     let mid_record = format!("cursor={day}:3");

@@ -19,7 +19,7 @@ use super::{AdminState, error};
 use crate::clock;
 use crate::ledger::LedgerRecord;
 use crate::ledger::export::{
-    Cursor, DEFAULT_PAGE, ExportError, Filter, Invoice, MAX_PAGE, Page, usd_decimal,
+    Cursor, DEFAULT_PAGE, ExportError, Filter, Invoice, InvoiceLine, MAX_PAGE, Page, usd_decimal,
 };
 use crate::ledger::files;
 
@@ -56,6 +56,16 @@ pub struct InvoiceParams {
     /// `YYYY-MM`.
     month: String,
     format: Option<Format>,
+    /// CSV rows per `month` (default: one per model) or per `day` and model.
+    by: Option<Period>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    #[default]
+    Month,
+    Day,
 }
 
 /// `YYYY-MM-DD` (UTC midnight) or an RFC 3339 instant, as Unix ms.
@@ -172,7 +182,7 @@ pub async fn invoice(
     };
     match p.format.unwrap_or(Format::Json) {
         Format::Json => axum::Json(invoice).into_response(),
-        Format::Csv => match invoice_csv(&invoice) {
+        Format::Csv => match invoice_csv(&invoice, p.by.unwrap_or_default()) {
             Ok(body) => ([(header::CONTENT_TYPE, CSV)], body).into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
@@ -319,6 +329,8 @@ fn cloudevents(page: &Page, source: &str) -> Body {
 struct InvoiceRow<'a> {
     tenant: &'a str,
     month: &'a str,
+    /// Empty on month rows and on the total.
+    day: &'a str,
     model: &'a str,
     requests: u64,
     prompt_tokens: u64,
@@ -330,18 +342,27 @@ struct InvoiceRow<'a> {
     reserved_usd_nanos: u64,
 }
 
-/// One row per model, then a `TOTAL` row.
-fn invoice_csv(inv: &Invoice) -> Result<Vec<u8>, String> {
+/// One row per model (or per day and model), then a `TOTAL` row: the
+/// rows above the total always sum to it.
+fn invoice_csv(inv: &Invoice, by: Period) -> Result<Vec<u8>, String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let rows = inv
-        .models
-        .iter()
-        .map(|m| (m.model.as_str(), &m.line))
-        .chain(std::iter::once(("TOTAL", &inv.total)));
-    for (model, l) in rows {
+    let rows: Vec<(&str, &str, &InvoiceLine)> = match by {
+        Period::Month => inv
+            .models
+            .iter()
+            .map(|m| ("", m.model.as_str(), &m.line))
+            .collect(),
+        Period::Day => inv
+            .days
+            .iter()
+            .map(|d| (d.day.as_str(), d.model.as_str(), &d.line))
+            .collect(),
+    };
+    for (day, model, l) in rows.into_iter().chain([("", "TOTAL", &inv.total)]) {
         w.serialize(InvoiceRow {
             tenant: &inv.tenant,
             month: &inv.month,
+            day,
             model,
             requests: l.requests,
             prompt_tokens: l.prompt_tokens,

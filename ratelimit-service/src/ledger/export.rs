@@ -156,9 +156,13 @@ impl LedgerReader {
             to_ms: next.map(clock::midnight_ms),
         };
         let mut lines: BTreeMap<String, InvoiceLine> = BTreeMap::new();
+        let mut days: BTreeMap<(Date, String), InvoiceLine> = BTreeMap::new();
         let as_of = self.scan(None, filter.first_day(), |_, r| {
             if filter.matches(&r) {
                 lines.entry(r.model.clone()).or_default().add(&r);
+                days.entry((clock::utc_date(r.ts_ms), r.model.clone()))
+                    .or_default()
+                    .add(&r);
             }
             ControlFlow::Continue(())
         })?;
@@ -175,6 +179,14 @@ impl LedgerReader {
             models: lines
                 .into_iter()
                 .map(|(model, line)| ModelLine { model, line })
+                .collect(),
+            days: days
+                .into_iter()
+                .map(|((day, model), line)| DayLine {
+                    day: files::format_day(day),
+                    model,
+                    line,
+                })
                 .collect(),
             total,
         })
@@ -309,6 +321,16 @@ pub struct ModelLine {
     pub line: InvoiceLine,
 }
 
+/// One model's charges on one UTC day of the month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayLine {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub line: InvoiceLine,
+}
+
 /// One tenant's month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Invoice {
@@ -320,6 +342,8 @@ pub struct Invoice {
     /// The ledger position the invoice was computed up to.
     pub as_of: Option<String>,
     pub models: Vec<ModelLine>,
+    /// The same charges per day and model (they sum to `models`).
+    pub days: Vec<DayLine>,
     pub total: InvoiceLine,
 }
 
@@ -538,6 +562,16 @@ mod tests {
         assert_eq!(inv.models[1].line.usd_nanos, 10);
         assert_eq!(inv.total.requests, 3);
         assert_eq!(inv.total.usd_nanos, 1_005_010);
+        // Per day: m2 on the 30th, m1 on the 31st; they sum to the month.
+        let days: Vec<(&str, &str, u64)> = inv
+            .days
+            .iter()
+            .map(|d| (d.day.as_str(), d.model.as_str(), d.line.usd_nanos))
+            .collect();
+        assert_eq!(
+            days,
+            [("2026-03-30", "m2", 10), ("2026-03-31", "m1", 1_005_000)]
+        );
         // $0.00100501 is a tenth of a cent: rounds to 0 cents.
         assert_eq!(inv.total.usd_cents, 0);
     }
