@@ -99,6 +99,9 @@ enum UsageCommand {
         month: String,
         #[arg(long, value_parser = ["json", "csv"], default_value = "json")]
         format: String,
+        /// CSV rows per month and model, or per day and model.
+        #[arg(long, value_parser = ["month", "day"], default_value = "month")]
+        by: String,
     },
 }
 
@@ -136,9 +139,10 @@ fn usage(admin_url: &str, token_env: &str, what: UsageCommand) -> Result<(), Str
             tenant,
             month,
             format,
+            by,
         } => {
             let body = api
-                .invoice(&tenant, &month, &format)
+                .invoice(&tenant, &month, &format, &by)
                 .map_err(|e| e.to_string())?;
             print!("{body}");
         }

@@ -197,11 +197,23 @@ impl AdminApi {
         }
     }
 
-    /// One tenant's invoice for `month` (`YYYY-MM`), as json or csv.
-    pub fn invoice(&self, tenant: &str, month: &str, format: &str) -> Result<String, UsageError> {
+    /// One tenant's invoice for `month` (`YYYY-MM`), as json or csv, its
+    /// CSV rows `by` month (one per model) or day (per day and model).
+    pub fn invoice(
+        &self,
+        tenant: &str,
+        month: &str,
+        format: &str,
+        by: &str,
+    ) -> Result<String, UsageError> {
         let (body, _) = self.get(
             "/admin/usage/invoice",
-            &[("tenant", tenant), ("month", month), ("format", format)],
+            &[
+                ("tenant", tenant),
+                ("month", month),
+                ("format", format),
+                ("by", by),
+            ],
         )?;
         Ok(body)
     }
