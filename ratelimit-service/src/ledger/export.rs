@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,8 +21,8 @@ use serde::Serialize;
 use thiserror::Error;
 use time::Date;
 
-use super::LedgerRecord;
 use super::files::{self, DurableMark};
+use super::{LedgerRecord, read_lines};
 use crate::clock;
 use crate::limits::Nanos;
 
@@ -159,16 +159,17 @@ impl LedgerReader {
         let mut days: BTreeMap<(Date, String), InvoiceLine> = BTreeMap::new();
         let as_of = self.scan(None, filter.first_day(), |_, r| {
             if filter.matches(&r) {
-                lines.entry(r.model.clone()).or_default().add(&r);
+                let one = InvoiceLine::of(&r);
+                lines.entry(r.model.clone()).or_default().add(&one);
                 days.entry((clock::utc_date(r.ts_ms), r.model.clone()))
                     .or_default()
-                    .add(&r);
+                    .add(&one);
             }
             ControlFlow::Continue(())
         })?;
         let mut total = InvoiceLine::default();
         for line in lines.values() {
-            total.merge(line);
+            total.add(line);
         }
         let month_ended = next.is_some_and(|n| clock::utc_date(clock::now_ms()) >= n);
         Ok(Invoice {
@@ -178,17 +179,20 @@ impl LedgerReader {
             as_of: as_of.map(|c| c.to_string()),
             models: lines
                 .into_iter()
-                .map(|(model, line)| ModelLine { model, line })
+                .map(|(model, line)| ModelLine {
+                    model,
+                    line: line.priced(),
+                })
                 .collect(),
             days: days
                 .into_iter()
                 .map(|((day, model), line)| DayLine {
                     day: files::format_day(day),
                     model,
-                    line,
+                    line: line.priced(),
                 })
                 .collect(),
-            total,
+            total: total.priced(),
         })
     }
 
@@ -239,27 +243,17 @@ impl LedgerReader {
                     return Err(ExportError::CursorOffRecord(Cursor { day, offset: start }));
                 }
             }
-            let mut reader = BufReader::new(file).take(readable - start);
-            let mut offset = start;
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(io(path.clone()))?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
+            let reader = BufReader::new(file).take(readable - start);
+            match read_lines(reader, start, |offset, record| {
+                visit(Cursor { day, offset }, record)
+            })
+            .map_err(io(path.clone()))?
+            {
+                ControlFlow::Break(offset) => return Ok(Some(Cursor { day, offset })),
+                ControlFlow::Continue(end) if end > start => {
+                    reached = Some(Cursor { day, offset: end });
                 }
-                offset += n as u64;
-                let cursor = Cursor { day, offset };
-                reached = Some(cursor);
-                let Ok(record) = serde_json::from_slice::<LedgerRecord>(&line) else {
-                    tracing::warn!(%cursor, "export: skipping unreadable ledger line");
-                    continue;
-                };
-                if visit(cursor, record).is_break() {
-                    return Ok(reached);
-                }
+                ControlFlow::Continue(_) => {}
             }
             if readable < len {
                 // The rest of the newest file is not synced yet.
@@ -288,29 +282,34 @@ pub struct InvoiceLine {
 }
 
 impl InvoiceLine {
-    fn add(&mut self, r: &LedgerRecord) {
-        self.requests += 1;
-        self.prompt_tokens += r.prompt_tokens;
-        self.cached_tokens += r.cached_tokens;
-        self.completion_tokens += r.completion_tokens;
-        self.usd_nanos += r.usd_nanos;
-        self.reserved_usd_nanos += r.reserved_usd_nanos;
-        self.price();
+    /// One record's contribution (not priced: see [`Self::priced`]).
+    fn of(r: &LedgerRecord) -> Self {
+        Self {
+            requests: 1,
+            prompt_tokens: r.prompt_tokens,
+            cached_tokens: r.cached_tokens,
+            completion_tokens: r.completion_tokens,
+            usd_nanos: r.usd_nanos,
+            reserved_usd_nanos: r.reserved_usd_nanos,
+            ..Self::default()
+        }
     }
 
-    fn merge(&mut self, o: &InvoiceLine) {
+    /// Adds the counters of `o`; the decimal and cents are derived once, by
+    /// [`Self::priced`], not per record.
+    fn add(&mut self, o: &InvoiceLine) {
         self.requests += o.requests;
         self.prompt_tokens += o.prompt_tokens;
         self.cached_tokens += o.cached_tokens;
         self.completion_tokens += o.completion_tokens;
         self.usd_nanos += o.usd_nanos;
         self.reserved_usd_nanos += o.reserved_usd_nanos;
-        self.price();
     }
 
-    fn price(&mut self) {
+    fn priced(mut self) -> Self {
         self.usd = usd_decimal(self.usd_nanos);
         self.usd_cents = self.usd_nanos.saturating_add(5_000_000) / 10_000_000;
+        self
     }
 }
 
@@ -582,12 +581,12 @@ mod tests {
         assert_eq!(usd_decimal(1), "0.000000001");
         assert_eq!(usd_decimal(12_340_000_000), "12.34");
         let cents = |n: Nanos| {
-            let mut l = InvoiceLine {
+            InvoiceLine {
                 usd_nanos: n,
                 ..InvoiceLine::default()
-            };
-            l.price();
-            l.usd_cents
+            }
+            .priced()
+            .usd_cents
         };
         assert_eq!(cents(4_999_999), 0);
         assert_eq!(cents(5_000_000), 1);

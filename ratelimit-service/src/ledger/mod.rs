@@ -29,6 +29,7 @@ pub mod files;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -243,32 +244,13 @@ fn read_records(
     cut_torn_tail: bool,
     mut visit: impl FnMut(LedgerRecord),
 ) -> std::io::Result<(usize, u64)> {
-    let mut reader = BufReader::new(&mut *file);
-    let mut good_len = 0u64;
     let mut records = 0;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') {
-            // Torn tail: never synced, never acknowledged.
-            break;
-        }
-        good_len += n as u64;
-        let Ok(rec) = serde_json::from_slice::<LedgerRecord>(&line) else {
-            tracing::warn!(
-                offset = good_len - n as u64,
-                "skipping unreadable ledger line"
-            );
-            continue;
-        };
-        records += 1;
-        visit(rec);
-    }
-    drop(reader);
+    let (ControlFlow::Continue(good_len) | ControlFlow::Break(good_len)) =
+        read_lines(BufReader::new(&mut *file), 0, |_, rec| {
+            records += 1;
+            visit(rec);
+            ControlFlow::Continue(())
+        })?;
     let len = file.seek(SeekFrom::End(0))?;
     if cut_torn_tail && len > good_len {
         file.set_len(good_len)?;
@@ -276,6 +258,40 @@ fn read_records(
         return Ok((records, len - good_len));
     }
     Ok((records, 0))
+}
+
+/// The one reader of the ledger's line format, for replay and export alike:
+/// calls `visit` with each whole record of `reader` (positioned at byte
+/// `start` of its file) and the offset just past it. A final line without its
+/// newline (torn, or not synced yet) is not a record; an unreadable line is
+/// logged and skipped. Returns `Break(offset past the record visit broke on)`
+/// or `Continue(offset past the last whole line)`.
+pub(crate) fn read_lines(
+    mut reader: impl BufRead,
+    start: u64,
+    mut visit: impl FnMut(u64, LedgerRecord) -> ControlFlow<()>,
+) -> std::io::Result<ControlFlow<u64, u64>> {
+    let mut offset = start;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(ControlFlow::Continue(offset));
+        }
+        offset += n as u64;
+        match serde_json::from_slice::<LedgerRecord>(&line) {
+            Ok(record) => {
+                if visit(offset, record).is_break() {
+                    return Ok(ControlFlow::Break(offset));
+                }
+            }
+            Err(_) => tracing::warn!(
+                offset = offset - n as u64,
+                "skipping unreadable ledger line"
+            ),
+        }
+    }
 }
 
 /// Replays the files that can hold records of `now`'s month (file D holds
