@@ -31,6 +31,17 @@ pub struct Periods {
     pub month_ends_in_ms: u64,
 }
 
+/// An instant as RFC 3339, UTC (empty if out of range).
+pub fn rfc3339(ts_ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// The UTC date of an instant.
 pub fn utc_date(ms: i64) -> Date {
     OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))

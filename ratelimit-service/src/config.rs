@@ -45,6 +45,18 @@ pub struct Cli {
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Directory of the audit trail (one sub-directory per tenant); default
+    /// `<data-dir>/audit`.
+    #[arg(long, env = "AUDIT_DIR")]
+    pub audit_dir: Option<PathBuf>,
+
+    /// File holding the audit master key, 64 hex digits (`openssl rand -hex
+    /// 32`). Tenants whose `audit.encrypt` is on are sealed with AES-256-GCM
+    /// under a key derived from it; without it the service refuses to start
+    /// while such a tenant exists.
+    #[arg(long, env = "AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
+
     /// CloudEvents `source` of usage exports; default
     /// `//ratelimit-service/<$HOSTNAME>` (the pod name on Kubernetes), so
     /// each replica's ledger is its own event source.
@@ -111,6 +123,12 @@ pub enum QueueModeArg {
 }
 
 impl Cli {
+    pub fn audit_dir(&self) -> PathBuf {
+        self.audit_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit"))
+    }
+
     pub fn event_source(&self) -> String {
         self.event_source.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());

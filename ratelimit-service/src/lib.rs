@@ -8,6 +8,7 @@
 //! live in memory or, for several replicas, in Redis.
 
 pub mod admin;
+pub mod audit;
 pub mod breaker;
 pub mod cached_tokens;
 pub mod clock;

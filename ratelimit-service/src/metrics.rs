@@ -25,6 +25,11 @@ pub struct TenantTierLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabel {
     pub tenant: String,
     pub reason: String,
@@ -94,6 +99,9 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub ledger_errors: Counter,
     pub ledger_pending: Gauge,
+    pub audit_records: Family<TenantLabel, Counter>,
+    pub audit_errors: Counter,
+    pub audit_redactions: Family<KindLabel, Counter>,
     /// Written by [`crate::pool_models::PoolModels`].
     pub pool_max_model_len: Family<PoolModelLabel, Gauge>,
     /// Written by [`crate::cached_tokens::CachedTokensWatch`].
@@ -126,6 +134,9 @@ impl Metrics {
             store_errors: Counter::default(),
             ledger_errors: Counter::default(),
             ledger_pending: Gauge::default(),
+            audit_records: Family::default(),
+            audit_errors: Counter::default(),
+            audit_redactions: Family::default(),
             pool_max_model_len: Family::default(),
             pool_cached_tokens_reported: Family::default(),
             registry: Registry::default(),
@@ -198,6 +209,21 @@ impl Metrics {
             "ledger_pending",
             "Charges applied to the counters but not yet synced to the spend ledger",
             m.ledger_pending.clone(),
+        );
+        r.register(
+            "audit_records",
+            "Audit-trail records written, per tenant",
+            m.audit_records.clone(),
+        );
+        r.register(
+            "audit_errors",
+            "Audit-trail records not written or not synced",
+            m.audit_errors.clone(),
+        );
+        r.register(
+            "audit_redactions",
+            "Matches redacted from logged prompts, per kind",
+            m.audit_redactions.clone(),
         );
         r.register(
             "pool_max_model_len",

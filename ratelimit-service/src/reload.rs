@@ -49,15 +49,28 @@ pub enum ReloadError {
     },
 }
 
-pub fn load(path: &Path) -> Result<Registry, ReloadError> {
+/// Reads and validates the registry file. `audit_keyed`: whether an audit
+/// master key is configured (a tenant asking for encryption needs one).
+pub fn load(path: &Path, audit_keyed: bool) -> Result<Registry, ReloadError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Registry::from_toml(&text).map_err(|source| ReloadError::Invalid {
+    let invalid = |source| ReloadError::Invalid {
         path: path.to_owned(),
         source,
-    })
+    };
+    let registry = Registry::from_toml(&text).map_err(invalid)?;
+    // What only this service reads is checked here: the filters never see
+    // the audit trail's redaction patterns.
+    crate::audit::redact::check(&registry).map_err(invalid)?;
+    if !audit_keyed && let Some(t) = registry.tenants().iter().position(|t| t.audit.encrypt) {
+        return Err(invalid(RegistryError::Invalid {
+            field: format!("tenants[{t}].audit.encrypt"),
+            reason: "needs ratelimit-service --audit-key-file (AUDIT_KEY_FILE)".into(),
+        }));
+    }
+    Ok(registry)
 }
 
 /// Reloads the registry file into a [`SharedRegistry`].
@@ -65,18 +78,25 @@ pub struct Reloader {
     path: PathBuf,
     registry: SharedRegistry,
     metrics: Arc<Metrics>,
+    audit_keyed: bool,
     /// Modification time of the file last looked at (loaded or refused), so
     /// a refused file is not retried every second.
     seen: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, registry: SharedRegistry, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        registry: SharedRegistry,
+        metrics: Arc<Metrics>,
+        audit_keyed: bool,
+    ) -> Self {
         let seen = Mutex::new(mtime(&path));
         Self {
             path,
             registry,
             metrics,
+            audit_keyed,
             seen,
         }
     }
@@ -85,7 +105,7 @@ impl Reloader {
     /// number of tenants loaded.
     pub fn reload(&self) -> Result<usize, ReloadError> {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = mtime(&self.path);
-        let result = load(&self.path);
+        let result = load(&self.path, self.audit_keyed);
         let label = ResultLabel {
             result: if result.is_ok() { "ok" } else { "error" }.to_owned(),
         };

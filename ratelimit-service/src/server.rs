@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::audit::seal::MasterKey;
+use crate::audit::{AuditError, AuditTrail};
 use crate::clock::now_ms;
 use crate::config::{Cli, ConfigError};
 use crate::gate::{PoolGate, UnlimitedGate};
@@ -30,6 +32,8 @@ use crate::storage::{MemoryStore, RedisStore, Store, StoreError};
 /// How often expired leases are looked for: a lease is freed at most this
 /// long after its TTL.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// How often audit day files past their retention are looked for.
+pub const AUDIT_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the registry file's mtime is checked.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
 /// In-flight calls (Admits waiting in a queue) get this long at shutdown.
@@ -47,6 +51,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -89,7 +95,14 @@ pub struct Service {
 impl Service {
     pub async fn start(cli: &Cli, gate: GateFactory) -> Result<Self, StartError> {
         let token = cli.admin_token()?;
-        let registry = SharedRegistry::new(crate::reload::load(&cli.registry)?);
+        let audit_key = cli
+            .audit_key_file
+            .as_deref()
+            .map(MasterKey::load)
+            .transpose()
+            .map_err(AuditError::from)?;
+        let registry =
+            SharedRegistry::new(crate::reload::load(&cli.registry, audit_key.is_some())?);
         let rls_config = cli.rls_config.as_deref().map(RlsConfig::load).transpose()?;
         let mut metrics = Metrics::new();
         let pool_models = PoolModels::new(metrics.pool_max_model_len.clone());
@@ -113,6 +126,13 @@ impl Service {
         );
 
         let ledger_reader = ledger.reader();
+        let audit_dir = cli.audit_dir();
+        let (audit, _writer) = AuditTrail::start(
+            audit_dir.clone(),
+            audit_key.clone(),
+            registry.clone(),
+            metrics.clone(),
+        )?;
         let throttles = Arc::new(Throttles::default());
         let limiter = Limiter::new(
             registry.clone(),
@@ -121,6 +141,7 @@ impl Service {
             ledger,
             gate,
             metrics.clone(),
+            audit,
             LimiterSettings {
                 lease_ttl: cli.lease_ttl(),
                 breaker: cli.breaker()?,
@@ -133,7 +154,12 @@ impl Service {
             store,
             metrics.clone(),
         ));
-        let reloader = Arc::new(Reloader::new(cli.registry.clone(), registry, metrics));
+        let reloader = Arc::new(Reloader::new(
+            cli.registry.clone(),
+            registry.clone(),
+            metrics,
+            audit_key.is_some(),
+        ));
 
         let grpc = bind(cli.grpc_listen).await?;
         let admin = bind(cli.admin_listen).await?;
@@ -166,6 +192,10 @@ impl Service {
                 limiter: limiter.clone(),
                 reloader: reloader.clone(),
                 ledger: ledger_reader,
+                audit: crate::admin::AuditAccess {
+                    dir: audit_dir.clone(),
+                    key: audit_key,
+                },
                 source: Arc::from(cli.event_source()),
                 token: token.map(Arc::from),
             });
@@ -181,6 +211,11 @@ impl Service {
         let background = vec![
             tokio::spawn(limiter.clone().sweep_forever(SWEEP_INTERVAL)),
             tokio::spawn(reloader.clone().watch(RELOAD_POLL)),
+            tokio::spawn(crate::audit::files::sweep_forever(
+                audit_dir,
+                registry,
+                AUDIT_SWEEP_INTERVAL,
+            )),
         ];
         Ok(Self {
             grpc_addr,

@@ -376,6 +376,74 @@ pub struct Tenant {
     /// SPIFFE IDs of mTLS clients that act as this tenant.
     #[serde(default)]
     pub spiffe_ids: Vec<String>,
+    /// How this tenant's per-request audit trail is kept.
+    #[serde(default)]
+    pub audit: AuditPolicy,
+}
+
+/// A tenant's audit trail: one record per request, in its own partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditPolicy {
+    /// Days a record is kept; older day files are deleted. 0 keeps no trail
+    /// at all (nothing is written for the tenant).
+    pub retention_days: u32,
+    /// Seal every record with AES-256-GCM under a key derived for this
+    /// tenant (ratelimit-service needs `--audit-key-file`).
+    pub encrypt: bool,
+    /// Keep the request body as sent to the pool (redacted, capped at
+    /// `max_prompt_bytes`) in the record. Off: hashes only, never content.
+    pub log_prompts: bool,
+    /// Longest prompt kept, in bytes; the rest is cut off and marked.
+    pub max_prompt_bytes: u32,
+    /// Built-in redactions applied to a kept prompt before it is written.
+    pub redact: Vec<PiiKind>,
+    /// Extra redactions: regular expressions (Rust `regex` syntax) whose
+    /// matches are replaced by `[REDACTED:custom]`.
+    pub redact_patterns: Vec<String>,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self {
+            retention_days: 30,
+            encrypt: false,
+            log_prompts: false,
+            max_prompt_bytes: 16 * 1024,
+            redact: PiiKind::ALL.to_vec(),
+            redact_patterns: Vec::new(),
+        }
+    }
+}
+
+/// Kinds of personal data or secrets a kept prompt is scrubbed of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiKind {
+    Email,
+    Phone,
+    /// Payment card numbers (13 to 19 digits passing the Luhn check).
+    Card,
+    /// API keys, bearer tokens, private keys and the like.
+    Secret,
+}
+
+impl PiiKind {
+    pub const ALL: [PiiKind; 4] = [
+        PiiKind::Email,
+        PiiKind::Phone,
+        PiiKind::Card,
+        PiiKind::Secret,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiiKind::Email => "email",
+            PiiKind::Phone => "phone",
+            PiiKind::Card => "card",
+            PiiKind::Secret => "secret",
+        }
+    }
 }
 
 /// An API key, stored only as the SHA-256 digest of its plaintext.

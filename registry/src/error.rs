@@ -65,8 +65,12 @@ fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), RegistryError
 }
 
 fn valid_id(id: &str) -> bool {
+    // Tenant ids name directories (the audit trail's partitions): `.` and
+    // `..` would name the parent instead.
     !id.is_empty()
         && id.len() <= 64
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -288,6 +292,14 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
                 ));
             }
         }
+        if tenant.audit.log_prompts && tenant.audit.max_prompt_bytes == 0 {
+            return Err(invalid(
+                format!("{field}.audit.max_prompt_bytes"),
+                "must be > 0 when log_prompts is on",
+            ));
+        }
+        // Patterns are compiled (and refused) by ratelimit-service, which
+        // applies them; the filters never read them.
     }
     Ok(())
 }

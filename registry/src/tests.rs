@@ -142,6 +142,30 @@ fn errors_name_the_field() {
         load_err(&base.replace("id = \"hobby\"", "id = \"acme\"")).contains("duplicate tenant id")
     );
     assert!(load_err(&base.replace("spiffe://corp", "https://corp")).contains("spiffe_ids[0]"));
+    // Ids name audit partitions (directories): the parent must not be one.
+    for id in [".", ".."] {
+        let text = base.replace("id = \"hobby\"", &format!("id = \"{id}\""));
+        assert!(load_err(&text).contains("tenants[1].id"), "{id}");
+    }
+    let audit = "models = [\"llama-3.1-*\", \"qwen-*\"]\naudit = { log_prompts = true, max_prompt_bytes = 0 }";
+    assert!(
+        load_err(&base.replace("models = [\"llama-3.1-*\", \"qwen-*\"]", audit))
+            .contains("tenants[1].audit.max_prompt_bytes")
+    );
+    let unknown_kind = "models = [\"llama-3.1-*\", \"qwen-*\"]\naudit = { redact = [\"ssn\"] }";
+    assert!(
+        load_err(&base.replace("models = [\"llama-3.1-*\", \"qwen-*\"]", unknown_kind))
+            .contains("ssn")
+    );
+}
+
+#[test]
+fn audit_policy_defaults_to_hashes_only_with_every_redaction() {
+    let reg = sample();
+    let audit = &reg.tenant("hobby").unwrap().audit;
+    assert_eq!(audit.retention_days, 30);
+    assert!(!audit.log_prompts && !audit.encrypt);
+    assert_eq!(audit.redact, PiiKind::ALL.to_vec());
 }
 
 #[test]

@@ -471,6 +471,7 @@ async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u6
             latency_ms: 1,
             ttft_ms: 1,
             cached_tokens_reported: Some(true),
+            audit: None,
         })
         .await;
     match complete {

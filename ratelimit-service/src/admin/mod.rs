@@ -1,7 +1,10 @@
 //! Admin HTTP, on its own listener apart from the data path. Every route but
 //! `/healthz` needs `Authorization: Bearer <--admin-token>`.
 
+pub mod audit;
 pub mod usage;
+
+pub use audit::AuditAccess;
 
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ pub struct AdminState {
     pub limiter: Limiter,
     pub reloader: Arc<Reloader>,
     pub ledger: LedgerReader,
+    pub audit: AuditAccess,
     /// CloudEvents `source` of this replica's usage exports.
     pub source: Arc<str>,
     /// `None` only with `--admin-insecure`.
@@ -36,6 +40,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/usage", get(usage))
         .route("/admin/usage/export", get(usage::export))
         .route("/admin/usage/invoice", get(usage::invoice))
+        .route("/admin/audit", get(audit::read))
         .route("/admin/reload", post(reload))
         .route("/admin/tenants/{id}/throttle", post(throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

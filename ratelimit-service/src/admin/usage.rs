@@ -222,7 +222,7 @@ impl<'a> ExportRecord<'a> {
     fn new(cursor: Cursor, r: &'a LedgerRecord) -> Self {
         Self {
             cursor: cursor.to_string(),
-            time: rfc3339(r.ts_ms),
+            time: clock::rfc3339(r.ts_ms),
             ts_ms: r.ts_ms,
             tenant: &r.tenant,
             model: &r.model,
@@ -239,13 +239,6 @@ impl<'a> ExportRecord<'a> {
             reserved_usd_nanos: r.reserved_usd_nanos,
         }
     }
-}
-
-fn rfc3339(ts_ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 fn jsonl(page: &Page) -> Body {
@@ -316,7 +309,7 @@ fn cloudevents(page: &Page, source: &str) -> Body {
             source,
             kind: EVENT_TYPE,
             subject: &r.tenant,
-            time: rfc3339(r.ts_ms),
+            time: clock::rfc3339(r.ts_ms),
             datacontenttype: "application/json",
             data: ExportRecord::new(*cursor, r),
         })

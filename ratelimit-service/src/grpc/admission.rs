@@ -10,7 +10,11 @@ use admission_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{caller_deadline, unavailable};
-use crate::limiter::{AdmitDecision, CompleteOutcome, Completion, Limiter, RejectReason, Usage};
+use crate::audit::{AuditRecord, Entry};
+use crate::clock::now_ms;
+use crate::limiter::{
+    AdmitDecision, AuditFacts, CompleteOutcome, Completion, Limiter, RejectReason, Usage,
+};
 use crate::limits::ScopeViews;
 use crate::limits::plan::{AdmitInput, AdmitPhase};
 use crate::pool_models::PoolModels;
@@ -73,6 +77,85 @@ fn completion(r: CompleteRequest) -> Completion {
         }),
         ttft: (r.ttft_ms > 0).then(|| Duration::from_millis(r.ttft_ms)),
         cached_tokens_reported: r.cached_tokens_reported,
+        duration: Duration::from_millis(r.latency_ms),
+        audit: r.audit.map(audit_facts).unwrap_or_default(),
+    }
+}
+
+/// A digest as the filter sent it: 32 bytes, else none (a report cannot
+/// make the trail carry anything but a SHA-256).
+fn digest_hex(bytes: &[u8]) -> String {
+    if bytes.len() == 32 {
+        hex::encode(bytes)
+    } else {
+        String::new()
+    }
+}
+
+/// Text fields of a report are cut to this many bytes: the trail stores
+/// them as given.
+const MAX_FIELD: usize = 512;
+
+fn bounded(mut s: String) -> String {
+    if s.len() > MAX_FIELD {
+        let mut cut = MAX_FIELD;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn audit_facts(a: pb::AuditFacts) -> AuditFacts {
+    AuditFacts {
+        credential: bounded(a.credential),
+        request_sha256: digest_hex(&a.request_sha256),
+        response_sha256: digest_hex(&a.response_sha256),
+        http_status: a.http_status,
+        replica: bounded(a.upstream_host),
+        prompt: (!a.prompt.is_empty()).then_some(a.prompt),
+        prompt_truncated: a.prompt_truncated,
+    }
+}
+
+/// What is known of a refused request, for its audit record.
+struct RefusalFacts {
+    tenant: String,
+    model: String,
+    pool: String,
+    request_id: String,
+    credential: String,
+    request_sha256: String,
+}
+
+impl AdmissionService {
+    /// A refused request is a request too: the trail shows who was turned
+    /// away and why, with what the gateway knew of it.
+    async fn audit_refusal(&self, facts: RefusalFacts, why: RejectReason) {
+        let now = now_ms();
+        let record = AuditRecord {
+            ts: crate::clock::rfc3339(now),
+            ts_ms: now,
+            request_id: facts.request_id,
+            tenant: facts.tenant,
+            credential: facts.credential,
+            model: facts.model,
+            pool: facts.pool,
+            http_status: why.http_status(),
+            outcome: "rejected".into(),
+            reason: why.label().into(),
+            usd: "0".into(),
+            request_sha256: facts.request_sha256,
+            ..AuditRecord::default()
+        };
+        self.limiter
+            .audit()
+            .write(Entry {
+                record,
+                prompt: None,
+            })
+            .await;
     }
 }
 
@@ -96,6 +179,15 @@ impl Admission for AdmissionService {
             Ok(pb::Phase::Reserve) => AdmitPhase::Reserve,
             Ok(pb::Phase::Full) => AdmitPhase::Full,
             Err(_) => return Err(Status::invalid_argument("unknown admission phase")),
+        };
+        // Kept for the audit record of a refusal.
+        let refusal = RefusalFacts {
+            tenant: r.tenant.clone(),
+            model: r.model.clone(),
+            pool: r.pool.clone(),
+            request_id: r.request_id.clone(),
+            credential: bounded(r.credential),
+            request_sha256: digest_hex(&r.request_sha256),
         };
         let input = AdmitInput {
             phase,
@@ -124,6 +216,12 @@ impl Admission for AdmissionService {
                 lease_ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
                 rate_limit: Some(rate_limit_info(&views)),
                 queue_wait_ms: millis(queue_wait),
+                // Only the phase that sees the body (and bills) captures it.
+                audit_prompt_bytes: if phase == AdmitPhase::Open {
+                    0
+                } else {
+                    self.limiter.audit().prompt_bytes(&refusal.tenant)
+                },
                 ..AdmitResponse::default()
             },
             AdmitDecision::Rejected {
@@ -131,14 +229,17 @@ impl Admission for AdmissionService {
                 message,
                 retry_after_ms,
                 views,
-            } => AdmitResponse {
-                decision: pb::Decision::Rejected.into(),
-                reason: reason(why).into(),
-                message,
-                retry_after_ms,
-                rate_limit: Some(rate_limit_info(&views)),
-                ..AdmitResponse::default()
-            },
+            } => {
+                self.audit_refusal(refusal, why).await;
+                AdmitResponse {
+                    decision: pb::Decision::Rejected.into(),
+                    reason: reason(why).into(),
+                    message,
+                    retry_after_ms,
+                    rate_limit: Some(rate_limit_info(&views)),
+                    ..AdmitResponse::default()
+                }
+            }
         };
         Ok(Response::new(response))
     }

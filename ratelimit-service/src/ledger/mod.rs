@@ -266,10 +266,10 @@ fn read_records(
 /// newline (torn, or not synced yet) is not a record; an unreadable line is
 /// logged and skipped. Returns `Break(offset past the record visit broke on)`
 /// or `Continue(offset past the last whole line)`.
-pub(crate) fn read_lines(
+pub(crate) fn read_lines<T: serde::de::DeserializeOwned>(
     mut reader: impl BufRead,
     start: u64,
-    mut visit: impl FnMut(u64, LedgerRecord) -> ControlFlow<()>,
+    mut visit: impl FnMut(u64, T) -> ControlFlow<()>,
 ) -> std::io::Result<ControlFlow<u64, u64>> {
     let mut offset = start;
     let mut line = Vec::new();
@@ -280,7 +280,7 @@ pub(crate) fn read_lines(
             return Ok(ControlFlow::Continue(offset));
         }
         offset += n as u64;
-        match serde_json::from_slice::<LedgerRecord>(&line) {
+        match serde_json::from_slice::<T>(&line) {
             Ok(record) => {
                 if visit(offset, record).is_break() {
                     return Ok(ControlFlow::Break(offset));

@@ -308,7 +308,7 @@ impl Reservation {
         if let Some(lease) = self.lease.take()
             && let Err(e) = self
                 .limiter
-                .settle(&lease, Settlement::Refund, false, "refund")
+                .settle(&lease, Settlement::Refund, false, "refund", None)
                 .await
         {
             tracing::error!(error = %e, lease = %lease.id, "refund failed; the lease expires instead");

@@ -10,6 +10,7 @@ mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditTrail;
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cached_tokens::{CachedTokensWatch, JUDGE_AFTER};
 use crate::gate::PoolGate;
@@ -33,6 +34,7 @@ struct Inner {
     lease_ttl: Duration,
     cached_tokens: CachedTokensWatch,
     breakers: Breakers,
+    audit: AuditTrail,
 }
 
 /// The limiter's own settings (the rest it is handed is shared state).
@@ -57,6 +59,7 @@ impl Limiter {
         ledger: Ledger,
         gate: Arc<dyn PoolGate>,
         metrics: Arc<Metrics>,
+        audit: AuditTrail,
         settings: LimiterSettings,
     ) -> Self {
         Self {
@@ -74,8 +77,14 @@ impl Limiter {
                 metrics,
                 lease_ttl: settings.lease_ttl,
                 breakers: Breakers::new(settings.breaker),
+                audit,
             }),
         }
+    }
+
+    /// The audit trail this limiter writes to.
+    pub fn audit(&self) -> &AuditTrail {
+        &self.inner.audit
     }
 
     pub fn registry(&self) -> &SharedRegistry {

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use super::{CompleteOutcome, Completion, Limiter, LimiterError, millis};
+use crate::audit::{AuditRecord, Entry};
 use crate::breaker::Signal;
 use crate::cached_tokens;
 use crate::clock::now_ms;
 use crate::lease::LeaseRecord;
 use crate::ledger::LedgerRecord;
+use crate::ledger::export::usd_decimal;
 use crate::limits::plan::{Charge, Settlement};
 use crate::limits::{cost, plan_settlement};
 use crate::metrics::Metrics;
@@ -94,7 +96,9 @@ impl Limiter {
                 })
                 .observe(ttft.as_secs_f64());
         }
-        self.settle(&lease, settlement, false, outcome).await?;
+        let audit = (settlement != Settlement::Release).then_some(&completion);
+        self.settle(&lease, settlement, false, outcome, audit)
+            .await?;
         Ok(())
     }
 
@@ -104,6 +108,7 @@ impl Limiter {
         settlement: Settlement,
         only_if_expired: bool,
         outcome: &str,
+        audit: Option<&Completion>,
     ) -> Result<bool, LimiterError> {
         let inner = &*self.inner;
         // Counted from before the counters change until the ledger has the
@@ -125,6 +130,7 @@ impl Limiter {
         })?;
         if applied && !matches!(settlement, Settlement::Refund | Settlement::Release) {
             self.record(lease, charge, now, outcome).await?;
+            self.write_audit(lease, &charge, now, outcome, audit).await;
         }
         Ok(applied)
     }
@@ -168,6 +174,50 @@ impl Limiter {
         Ok(())
     }
 
+    /// The request's audit record (after its charge is in the ledger, so
+    /// the record carries what was billed). `completion` is `None` for a
+    /// lease that expired: its holder vanished, so only the lease is known.
+    async fn write_audit(
+        &self,
+        lease: &LeaseRecord,
+        charge: &Charge,
+        now: i64,
+        outcome: &str,
+        completion: Option<&Completion>,
+    ) {
+        let facts = completion.map(|c| c.audit.clone()).unwrap_or_default();
+        let record = AuditRecord {
+            ts: crate::clock::rfc3339(now),
+            ts_ms: now,
+            request_id: lease.request_id.clone(),
+            tenant: lease.tenant.clone(),
+            credential: facts.credential,
+            model: lease.model.clone(),
+            pool: lease.pool.clone(),
+            replica: facts.replica,
+            http_status: facts.http_status,
+            outcome: outcome.to_owned(),
+            reason: String::new(),
+            prompt_tokens: charge.prompt_tokens,
+            completion_tokens: charge.completion_tokens,
+            cached_tokens: charge.cached_tokens,
+            usd: usd_decimal(charge.nanos),
+            ttft_ms: completion.and_then(|c| c.ttft).map_or(0, millis),
+            duration_ms: completion.map_or(0, |c| millis(c.duration)),
+            request_sha256: facts.request_sha256,
+            response_sha256: facts.response_sha256,
+            prompt: None,
+            prompt_truncated: facts.prompt_truncated,
+        };
+        self.inner
+            .audit
+            .write(Entry {
+                record,
+                prompt: facts.prompt,
+            })
+            .await;
+    }
+
     /// Extends leases by the TTL; returns the ids the service no longer knows.
     pub async fn renew(&self, lease_ids: &[String]) -> Result<Vec<String>, LimiterError> {
         let inner = &*self.inner;
@@ -195,7 +245,13 @@ impl Limiter {
                 continue;
             };
             if self
-                .settle(&lease, Settlement::ReservationAsCharge, true, "expired")
+                .settle(
+                    &lease,
+                    Settlement::ReservationAsCharge,
+                    true,
+                    "expired",
+                    None,
+                )
                 .await?
             {
                 inner.permits.take(&id);

@@ -24,6 +24,16 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// The status the admission filter answers this refusal with
+    /// (filters/admission/src/outcome.rs), for the audit record.
+    pub fn http_status(self) -> u32 {
+        match self {
+            Self::QueueTimeout => 503,
+            Self::UnknownTenant => 403,
+            _ => 429,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::RequestsPerMinute => "requests_per_minute",
@@ -113,6 +123,24 @@ pub struct Completion {
     /// Whether the usage carried a cached-token count; `None` from filters
     /// that do not say.
     pub cached_tokens_reported: Option<bool>,
+    /// From admission to the response's end (or the hang-up).
+    pub duration: Duration,
+    /// What the audit record needs beyond the bill.
+    pub audit: AuditFacts,
+}
+
+/// One request as the filter saw it, for the tenant's audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFacts {
+    pub credential: String,
+    /// Lower-case hex, empty when unknown.
+    pub request_sha256: String,
+    pub response_sha256: String,
+    pub http_status: u32,
+    pub replica: String,
+    /// The start of the body as sent to the pool (tenants that log prompts).
+    pub prompt: Option<Vec<u8>>,
+    pub prompt_truncated: bool,
 }
 
 #[derive(Debug, Error)]

@@ -167,6 +167,7 @@ pub async fn complete(
         latency_ms: 10,
         ttft_ms: 5,
         cached_tokens_reported: Some(true),
+        audit: None,
     })
     .await
     .unwrap();
