@@ -24,8 +24,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::{
-    Admission, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
-    admit_request, is_inference, open_request, rate_limit_headers, unavailable,
+    Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts,
+    UsageTracker, admit_request, digest_bytes, is_inference, open_request, rate_limit_headers,
+    unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -220,6 +221,9 @@ impl RootContext for AdmissionRoot {
             admitted_at: None,
             first_byte_at: None,
             upstream: UpstreamStatus::Answered,
+            credential: String::new(),
+            request_sha256: None,
+            audit: None,
         }))
     }
 
@@ -240,6 +244,11 @@ struct AdmissionFilter {
     first_byte_at: Option<SystemTime>,
     /// What the pool's status said, for the report.
     upstream: UpstreamStatus,
+    /// Who authenticated and the request body's digest, for the audit trail.
+    credential: String,
+    request_sha256: Option<String>,
+    /// Gathered for the audit record from admission to the report.
+    audit: Option<AuditCapture>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,6 +297,8 @@ impl AdmissionFilter {
             prompt_tokens: header_text(REQUEST, headers::PROMPT_TOKENS),
             max_tokens: header_text(REQUEST, headers::MAX_TOKENS),
             request_id: header_text(REQUEST, headers::REQUEST_ID),
+            credential: header_text(REQUEST, headers::CREDENTIAL),
+            request_sha256: header_text(REQUEST, headers::REQUEST_SHA256),
         }
     }
 
@@ -328,6 +339,7 @@ impl AdmissionFilter {
                 lease_id,
                 rate_limit,
                 queue_wait_ms,
+                audit_prompt_bytes,
             } => {
                 if queue_wait_ms > 0 {
                     log::debug!("admission: queued {queue_wait_ms} ms");
@@ -339,6 +351,10 @@ impl AdmissionFilter {
                 self.lease = Some(lease_id);
                 self.rate_limit = rate_limit;
                 self.admitted_at = Some(host::now_or_epoch());
+                // Only the phase that bills reports what the audit needs.
+                if shared.config.phase != FilterPhase::Open {
+                    self.audit = Some(AuditCapture::new(audit_prompt_bytes));
+                }
                 Action::Continue
             }
             Admission::Rejected(error) => {
@@ -379,6 +395,12 @@ impl AdmissionFilter {
                 .first_byte_at
                 .map_or(0, |t| millis_between(self.admitted_at, t)),
             cached_tokens_reported: usage.map(|u| u.cached_reported),
+            audit: self.audit.take().map(|a| {
+                a.finish(
+                    std::mem::take(&mut self.credential),
+                    digest_bytes(self.request_sha256.as_deref()),
+                )
+            }),
         };
         shared.report(self.id, report);
     }
@@ -410,6 +432,8 @@ impl HttpContext for AdmissionFilter {
         };
         let facts = Self::facts();
         self.tier = facts.tier.clone().unwrap_or_default();
+        self.credential = facts.credential.clone().unwrap_or_default();
+        self.request_sha256 = facts.request_sha256.clone();
         let request = match shared.config.phase {
             // On the headers, before llm-policy buffers the body: only
             // inference requests are counted, as the later phase would.
@@ -440,6 +464,25 @@ impl HttpContext for AdmissionFilter {
             }
             Err(e) => self.on_service_unavailable(&shared, &format!("Admit not sent: {e}")),
         }
+    }
+
+    /// The body as it goes to the pool (llm-policy has rewritten it): the
+    /// start of it is kept for a tenant that logs prompts, copying out of
+    /// the host no more than the bound.
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        let Some(audit) = self.audit.as_mut() else {
+            return Action::Continue;
+        };
+        let room = audit.prompt_room();
+        if room == 0 || body_size == 0 {
+            audit.request_chunk(&[], body_size);
+            return Action::Continue;
+        }
+        match host::buffer(BufferType::HttpRequestBody, 0, body_size.min(room)) {
+            Ok(chunk) => audit.request_chunk(&chunk.unwrap_or_default(), body_size),
+            Err(e) => log::warn!("admission: {e}"),
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -473,6 +516,14 @@ impl HttpContext for AdmissionFilter {
             let sse = header_text(RESPONSE, "content-type")
                 .is_some_and(|c| c.starts_with("text/event-stream"));
             self.usage = Some(UsageTracker::new(sse));
+            if let Some(audit) = self.audit.as_mut() {
+                let replica = host::property(&["upstream", "address"])
+                    .ok()
+                    .flatten()
+                    .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+                    .unwrap_or_default();
+                audit.response_head(status.parse().unwrap_or(0), replica);
+            }
         }
         Action::Continue
     }
@@ -489,7 +540,12 @@ impl HttpContext for AdmissionFilter {
             // the copy into the VM is per chunk of every response.
             if let Some(tracker) = self.usage.as_mut() {
                 match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
-                    Ok(Some(chunk)) => tracker.feed(&chunk),
+                    Ok(Some(chunk)) => {
+                        tracker.feed(&chunk);
+                        if let Some(audit) = self.audit.as_mut() {
+                            audit.response_chunk(&chunk);
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => log::warn!("admission: {e}"),
                 }

@@ -16,6 +16,7 @@
         clippy::indexing_slicing
     )
 )]
+mod audit;
 mod config;
 mod outcome;
 mod rate_headers;
@@ -26,6 +27,7 @@ mod usage;
 #[cfg(target_arch = "wasm32")]
 mod filter;
 
+pub use audit::{AuditCapture, digest_bytes};
 pub use config::{AdmissionConfig, CompiledConfig, ConfigError, FilterPhase};
 pub use outcome::{Admission, unavailable};
 pub use rate_headers::{format_reset, rate_limit_headers};

@@ -14,6 +14,8 @@ pub enum Admission {
         lease_id: String,
         rate_limit: Option<RateLimitInfo>,
         queue_wait_ms: u64,
+        /// Request-body bytes to send back for the tenant's audit trail.
+        audit_prompt_bytes: u32,
     },
     Rejected(GatewayError),
 }
@@ -35,6 +37,7 @@ impl Admission {
                 lease_id: resp.lease_id,
                 rate_limit: resp.rate_limit,
                 queue_wait_ms: resp.queue_wait_ms,
+                audit_prompt_bytes: resp.audit_prompt_bytes,
             };
         }
         let message = if resp.message.is_empty() {

@@ -15,6 +15,10 @@ pub struct RequestFacts {
     pub prompt_tokens: Option<String>,
     pub max_tokens: Option<String>,
     pub request_id: Option<String>,
+    /// `x-tenant-credential`, for the audit trail.
+    pub credential: Option<String>,
+    /// `x-llm-request-sha256` (hex).
+    pub request_sha256: Option<String>,
 }
 
 /// Paths of the endpoints that run inference (what llm-policy polices).
@@ -41,6 +45,7 @@ pub fn open_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> 
         request_id: facts.request_id.clone().unwrap_or_default(),
         holder: holder.to_owned(),
         phase: Phase::Open as i32,
+        credential: facts.credential.clone().unwrap_or_default(),
         ..AdmitRequest::default()
     })
 }
@@ -72,6 +77,8 @@ pub fn admit_request(
         request_id: facts.request_id.clone().unwrap_or_default(),
         holder: holder.to_owned(),
         phase: phase as i32,
+        credential: facts.credential.clone().unwrap_or_default(),
+        request_sha256: crate::digest_bytes(facts.request_sha256.as_deref()),
     })
 }
 
@@ -88,6 +95,8 @@ mod tests {
             prompt_tokens: Some("120".into()),
             max_tokens: Some("64".into()),
             request_id: Some("r1".into()),
+            credential: Some("api_key:k1".into()),
+            request_sha256: Some("0f".repeat(32)),
         }
     }
 
@@ -97,6 +106,8 @@ mod tests {
         assert_eq!((r.tenant.as_str(), r.pool.as_str()), ("acme", "latency"));
         assert_eq!((r.estimated_prompt_tokens, r.max_tokens), (120, 64));
         assert_eq!(r.holder, "envoy-1");
+        assert_eq!(r.credential, "api_key:k1");
+        assert_eq!(r.request_sha256, vec![0x0f; 32]);
     }
 
     #[test]

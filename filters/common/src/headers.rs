@@ -13,6 +13,13 @@ pub const PROMPT_TOKENS: &str = "x-llm-prompt-tokens";
 pub const MAX_TOKENS: &str = "x-llm-max-tokens";
 /// Whether the request streams (`true`/`false`), read by admission.
 pub const STREAM: &str = "x-llm-stream";
+/// Who authenticated, `<method>:<id>` (`api_key:<key id>`, `jwt:<issuer>`,
+/// `mtls:<SPIFFE ID>`; never the secret), set by tenant-auth for the audit
+/// trail.
+pub const CREDENTIAL: &str = "x-tenant-credential";
+/// Lower-case hex SHA-256 of the request body as the client sent it, set by
+/// llm-policy for the audit trail.
+pub const REQUEST_SHA256: &str = "x-llm-request-sha256";
 
 /// Set upstream by admission when a request passed unmetered (fail open).
 pub const ADMISSION_BYPASSED: &str = "x-gateway-admission";

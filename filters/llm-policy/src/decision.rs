@@ -56,11 +56,14 @@ pub struct Decision {
     pub forced_usage: ForcedUsage,
     /// The rewritten body, `None` when the original bytes go through.
     pub body: Option<Vec<u8>>,
+    /// Hex SHA-256 of the body as the client sent it (before any rewrite),
+    /// for the tenant's audit trail.
+    pub request_sha256: String,
 }
 
 impl Decision {
     /// Headers set on the upstream request (gateway-owned names).
-    pub fn upstream_headers(&self) -> [(&'static str, String); 6] {
+    pub fn upstream_headers(&self) -> [(&'static str, String); 7] {
         [
             (headers::POOL, self.pool.clone()),
             (headers::PREFIX_KEY, self.prefix_key.clone()),
@@ -68,6 +71,7 @@ impl Decision {
             (headers::PROMPT_TOKENS, self.prompt_tokens.to_string()),
             (headers::MAX_TOKENS, self.reserved_output_tokens.to_string()),
             (headers::STREAM, self.stream.to_string()),
+            (headers::REQUEST_SHA256, self.request_sha256.clone()),
         ]
     }
 }
@@ -263,6 +267,7 @@ pub fn decide_body(
         reserved_output_tokens,
         stream: request.stream,
         forced_usage,
+        request_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)),
     })
 }
 

@@ -142,6 +142,7 @@ impl AuthFilter {
         set_header("x-api-key", None)?;
         set_header(headers::TENANT_ID, Some(&identity.tenant_id))?;
         set_header(headers::TENANT_TIER, Some(&identity.tier))?;
+        set_header(headers::CREDENTIAL, Some(&identity.credential()))?;
         // A client id that is not UTF-8 or not sane is replaced, not refused:
         // the id is for correlation, and a fresh one serves that.
         let request_id = host::header(REQUEST, headers::REQUEST_ID)?

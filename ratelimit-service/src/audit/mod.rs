@@ -60,7 +60,7 @@ pub struct AuditRecord {
     pub ts_ms: i64,
     pub request_id: String,
     pub tenant: String,
-    /// `api_key:<id>`, `jwt:<subject>` or `mtls:<SPIFFE ID>`.
+    /// `api_key:<key id>`, `jwt:<issuer>` or `mtls:<SPIFFE ID>`.
     pub credential: String,
     pub model: String,
     pub pool: String,

@@ -35,6 +35,19 @@ pub struct Identity {
     pub credential_id: String,
 }
 
+impl Identity {
+    /// `<method>:<id>` for the audit trail, as a header value: visible ASCII
+    /// only (anything else becomes `_`) and at most 256 bytes, whatever a
+    /// registry entry holds.
+    pub fn credential(&self) -> String {
+        format!("{}:{}", self.method.as_str(), self.credential_id)
+            .chars()
+            .take(256)
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect()
+    }
+}
+
 /// The compiled filter configuration.
 #[derive(Debug)]
 pub struct Authenticator {

@@ -75,6 +75,13 @@ fn api_key_in_either_header() {
         ("acme", "gold", AuthMethod::ApiKey)
     );
     assert_eq!(id.credential_id, "live");
+    assert_eq!(id.credential(), "api_key:live");
+    // A header value whatever a registry entry holds.
+    let odd = Identity {
+        credential_id: "k\r\nx-injected: 1 é".into(),
+        ..id.clone()
+    };
+    assert_eq!(odd.credential(), "api_key:k__x-injected:_1__");
     let id = a
         .authenticate(None, Some("sk-acme-live"), None, now())
         .unwrap();
