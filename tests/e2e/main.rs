@@ -4,6 +4,7 @@
 
 mod admission;
 mod alerts;
+mod audit;
 mod auth;
 mod fairness;
 mod hostile;

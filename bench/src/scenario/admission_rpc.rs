@@ -450,6 +450,7 @@ async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u6
             max_tokens: MAX_TOKENS,
             request_id: format!("bench-{n}"),
             holder: "gateway-bench".into(),
+            ..AdmitRequest::default()
         })
         .await;
     let admitted_at = Instant::now();

@@ -24,9 +24,8 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::{
-    Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts,
-    UsageTracker, admit_request, digest_bytes, is_inference, open_request, rate_limit_headers,
-    unavailable,
+    Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
+    admit_request, digest_bytes, is_inference, open_request, rate_limit_headers, unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -224,6 +223,7 @@ impl RootContext for AdmissionRoot {
             credential: String::new(),
             request_sha256: None,
             audit: None,
+            response_ended: false,
         }))
     }
 
@@ -249,6 +249,8 @@ struct AdmissionFilter {
     request_sha256: Option<String>,
     /// Gathered for the audit record from admission to the report.
     audit: Option<AuditCapture>,
+    /// The response's last chunk went through.
+    response_ended: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,10 +398,16 @@ impl AdmissionFilter {
                 .map_or(0, |t| millis_between(self.admitted_at, t)),
             cached_tokens_reported: usage.map(|u| u.cached_reported),
             audit: self.audit.take().map(|a| {
-                a.finish(
+                let mut facts = a.finish(
                     std::mem::take(&mut self.credential),
                     digest_bytes(self.request_sha256.as_deref()),
-                )
+                );
+                // llm-policy changed the body after this filter hashed it:
+                // its digest is of what the client got.
+                if let Ok(Some(sent)) = host::property(&[headers::RESPONSE_SHA256_STATE]) {
+                    facts.response_sha256 = digest_bytes(std::str::from_utf8(&sent).ok());
+                }
+                facts
             }),
         };
         shared.report(self.id, report);
@@ -552,7 +560,9 @@ impl HttpContext for AdmissionFilter {
             }
         }
         if end_of_stream {
-            self.complete(Outcome::Completed);
+            // Reported from on_log, once every filter has passed the last
+            // chunk on: llm-policy may still change it after this filter.
+            self.response_ended = true;
         }
         Action::Continue
     }
@@ -566,8 +576,13 @@ impl HttpContext for AdmissionFilter {
         {
             log::warn!("admission: {e}");
         }
-        // Still holding the lease here means the response never finished:
-        // the client went away or the stream was reset.
-        self.complete(Outcome::ClientCancelled);
+        // A response that never ended: the client went away or the stream
+        // was reset.
+        let outcome = if self.response_ended {
+            Outcome::Completed
+        } else {
+            Outcome::ClientCancelled
+        };
+        self.complete(outcome);
     }
 }

@@ -21,6 +21,13 @@ pub const CREDENTIAL: &str = "x-tenant-credential";
 /// llm-policy for the audit trail.
 pub const REQUEST_SHA256: &str = "x-llm-request-sha256";
 
+/// Filter state (not a header): hex SHA-256 of the response body as the
+/// client received it, set by llm-policy when it changed the body on the
+/// way (a stripped usage chunk, a rewritten error), empty when it lost
+/// sight of the body; admission reports it in place of its own digest of
+/// what the pool sent.
+pub const RESPONSE_SHA256_STATE: &str = "llm_gateway.response_sha256";
+
 /// Set upstream by admission when a request passed unmetered (fail open).
 pub const ADMISSION_BYPASSED: &str = "x-gateway-admission";
 

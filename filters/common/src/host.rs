@@ -84,6 +84,12 @@ mod abi {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_send_local_response(
             status_code: u32,
             status_code_details_data: *const u8,
@@ -219,6 +225,16 @@ pub fn property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     let path = encode_path(path);
     fetch_value("get_property", |data, size| unsafe {
         abi::proxy_get_property(path.as_ptr(), path.len(), data, size)
+    })
+}
+
+/// Sets a value in the stream's filter state under `name`, where the
+/// gateway's other filters read it back with `property(&[name])`. The name
+/// goes as is, not NUL-terminated like a read path: Envoy keys the state
+/// by the raw bytes, so a trailing NUL would make it unreadable.
+pub fn set_property(name: &str, value: &[u8]) -> HostResult<()> {
+    check("set_property", unsafe {
+        abi::proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len())
     })
 }
 

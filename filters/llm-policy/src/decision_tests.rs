@@ -79,7 +79,9 @@ fn strict_tenant_chat() {
     assert_eq!(headers[6], ("x-llm-request-sha256", sent));
     assert_ne!(
         d.request_sha256,
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d.body.as_deref().unwrap()))
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            d.body.as_deref().unwrap()
+        ))
     );
 }
 

@@ -36,6 +36,15 @@ use crate::pool_limits::{self, PoolLimits};
 use crate::routing::WORKLOAD_HEADER;
 use crate::upstream_error::{self, MAX_ERROR_BODY, ResponseHead, VIA_UPSTREAM};
 use crate::usage_chunk::UsageChunkFilter;
+use sha2::{Digest, Sha256};
+
+/// Tells admission the digest of the body the client received (empty:
+/// unknown), since this filter changed it after admission saw it.
+fn publish_sent_digest(hex_digest: &str) {
+    if let Err(e) = host::set_property(headers::RESPONSE_SHA256_STATE, hex_digest.as_bytes()) {
+        log::warn!("llm-policy: {e}");
+    }
+}
 use crate::{Policy, PolicyError, admit, check_body_size, decide_body, local_reply};
 
 const ADMISSION_SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -184,6 +193,7 @@ impl RootContext for PolicyRoot {
             pending: None,
             held: 0,
             usage_chunk: None,
+            sent_digest: None,
             forwarded: false,
             error_status: None,
         }))
@@ -210,6 +220,9 @@ struct PolicyFilter {
     held: u64,
     /// Set when the gateway forced a usage chunk the client did not ask for.
     usage_chunk: Option<UsageChunkFilter>,
+    /// Digest of the stream as this filter passed it on (while it edits it),
+    /// for the audit trail.
+    sent_digest: Option<Sha256>,
     /// The request went on towards a pool: its response may be the pool's.
     forwarded: bool,
     /// The status of an upstream error whose body is being held to rewrite.
@@ -352,7 +365,9 @@ impl PolicyFilter {
             {
                 log::error!("llm-policy: {e}");
             }
+            return Action::Continue;
         }
+        publish_sent_digest(&hex::encode(Sha256::digest(&rewritten)));
         Action::Continue
     }
 
@@ -567,7 +582,9 @@ impl HttpContext for PolicyFilter {
             // Only a successful event stream carries the forced usage chunk.
             let streaming = status == Some(200)
                 && response_header("content-type").starts_with(b"text/event-stream");
-            if !streaming {
+            if streaming {
+                self.sent_digest = Some(Sha256::new());
+            } else {
                 self.usage_chunk = None;
             }
         }
@@ -595,12 +612,21 @@ impl HttpContext for PolicyFilter {
                 // Cannot see the stream: let it pass untouched from here on.
                 log::warn!("llm-policy: {e}");
                 self.usage_chunk = None;
+                if self.sent_digest.take().is_some() {
+                    publish_sent_digest("");
+                }
                 return Action::Continue;
             }
         };
         let mut out = usage_chunk.feed(&chunk);
         if end_of_stream {
             out.extend(usage_chunk.finish());
+        }
+        if let Some(digest) = self.sent_digest.as_mut() {
+            digest.update(&out);
+        }
+        if end_of_stream && let Some(digest) = self.sent_digest.take() {
+            publish_sent_digest(&hex::encode(digest.finalize()));
         }
         if out != chunk
             && let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
