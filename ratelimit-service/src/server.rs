@@ -20,7 +20,7 @@ use crate::gate::{PoolGate, UnlimitedGate};
 use crate::grpc::admission::AdmissionService;
 use crate::grpc::rls::RlsService;
 use crate::ledger::{Ledger, LedgerError};
-use crate::limiter::{Limiter, LimiterSettings};
+use crate::limiter::{Limiter, LimiterSettings, Records};
 use crate::limits::Throttles;
 use crate::metrics::Metrics;
 use crate::pool_models::PoolModels;
@@ -138,10 +138,9 @@ impl Service {
             registry.clone(),
             throttles.clone(),
             store.clone(),
-            ledger,
+            Records { ledger, audit },
             gate,
             metrics.clone(),
-            audit,
             LimiterSettings {
                 lease_ttl: cli.lease_ttl(),
                 breaker: cli.breaker()?,

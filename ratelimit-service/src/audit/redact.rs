@@ -56,7 +56,7 @@ fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The built-in patterns. Secrets come first (a token can contain what

@@ -37,6 +37,12 @@ struct Inner {
     audit: AuditTrail,
 }
 
+/// Where every settled request is written down: the bill and the trail.
+pub struct Records {
+    pub ledger: Ledger,
+    pub audit: AuditTrail,
+}
+
 /// The limiter's own settings (the rest it is handed is shared state).
 #[derive(Debug, Clone, Copy)]
 pub struct LimiterSettings {
@@ -56,12 +62,12 @@ impl Limiter {
         registry: SharedRegistry,
         throttles: Arc<Throttles>,
         store: Arc<dyn Store>,
-        ledger: Ledger,
+        records: Records,
         gate: Arc<dyn PoolGate>,
         metrics: Arc<Metrics>,
-        audit: AuditTrail,
         settings: LimiterSettings,
     ) -> Self {
+        let Records { ledger, audit } = records;
         Self {
             inner: Arc::new(Inner {
                 registry,
