@@ -57,6 +57,11 @@ pub struct Cli {
     #[arg(long, env = "AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
 
+    /// OTLP/gRPC endpoint for traces (`http://collector:4317`); none: no
+    /// spans are recorded.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// CloudEvents `source` of usage exports; default
     /// `//ratelimit-service/<$HOSTNAME>` (the pod name on Kubernetes), so
     /// each replica's ledger is its own event source.

@@ -28,6 +28,7 @@ pub mod reload;
 pub mod rls;
 pub mod server;
 pub mod storage;
+pub mod telemetry;
 
 pub use config::Cli;
 pub use server::{GateFactory, Service, StartError, fair_gate, unlimited_gate};

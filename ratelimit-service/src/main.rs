@@ -2,6 +2,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ratelimit_service::telemetry::Telemetry;
 use ratelimit_service::{Cli, Service, fair_gate};
 
 #[tokio::main]
@@ -13,6 +14,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let telemetry = match Telemetry::init(cli.otlp_endpoint.as_deref(), "ratelimit-service") {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
     let service = match Service::start(&cli, fair_gate(cli.scheduling_policy())).await {
         Ok(s) => s,
         Err(e) => {
@@ -31,6 +39,8 @@ async fn main() -> ExitCode {
     shutdown_signal().await;
     tracing::info!("shutting down");
     service.shutdown().await;
+    // Flushing waits on the export task, which runs on this runtime.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     ExitCode::SUCCESS
 }
 

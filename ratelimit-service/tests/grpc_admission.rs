@@ -424,6 +424,7 @@ async fn cached_token_reports_are_judged_per_pool_and_pool_limits_answer() {
         completion_tokens: 2,
         cached_tokens_reported: carried,
         audit: None,
+        traceparent: String::new(),
         ..CompleteRequest::default()
     };
     // A filter that does not say, then one that says they were carried.

@@ -64,6 +64,47 @@ pub struct EnvoyLayout {
     /// Time to receive a whole request (headers, body, admission wait):
     /// a body trickled slower than this is refused with 408.
     pub request_timeout: Duration,
+    /// OTLP/gRPC collector: Envoy traces every request there (cluster
+    /// `otel-collector`) and hands its span to the filters.
+    pub otlp: Option<SocketAddr>,
+}
+
+/// Envoy's span for the request as a W3C traceparent, in a gateway-owned
+/// header (set after tenant-auth strips client copies; admission passes it
+/// to ratelimit-service).
+fn trace_context_filter() -> Value {
+    json!({
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": { "request_mutations": [{ "append": {
+                "header": { "key": "x-gateway-traceparent", "value": "00-%TRACE_ID%-%SPAN_ID%-01" },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+            }}]}
+        }
+    })
+}
+
+/// The connection manager's tracing: OpenTelemetry to the collector, every
+/// request sampled, the tenant's attributes on the span (read from the
+/// request headers the filters set, when the span ends).
+fn tracing_config() -> Value {
+    let tag = |tag: &str, header: &str| json!({ "tag": tag, "request_header": { "name": header, "default_value": "" } });
+    json!({
+        "random_sampling": { "value": 100 },
+        "provider": { "name": "envoy.tracers.opentelemetry", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+            "grpc_service": { "envoy_grpc": { "cluster_name": "otel-collector" }, "timeout": "1s" },
+            "service_name": "llm-gateway"
+        }},
+        "custom_tags": [
+            tag("tenant_id", "x-tenant-id"),
+            tag("tier", "x-tenant-tier"),
+            tag("pool", "x-llm-pool"),
+            tag("model", "x-llm-model"),
+            tag("request_id", "x-request-id")
+        ]
+    })
 }
 
 /// Envoy's own refusals as OpenAI errors: (response flags or a status, the
@@ -211,11 +252,13 @@ fn routes(layout: &EnvoyLayout) -> Value {
 }
 
 fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
-    let mut filters: Vec<Value> = layout
-        .filters
-        .iter()
-        .map(|f| {
-            json!({
+    let mut filters: Vec<Value> = Vec::new();
+    let has_auth = layout.filters.iter().any(|f| f.name == "tenant-auth");
+    if layout.otlp.is_some() && !has_auth {
+        filters.push(trace_context_filter());
+    }
+    for f in &layout.filters {
+        filters.push(json!({
                 "name": f.name,
                 "config_discovery": {
                     "config_source": { "path_config_source": {
@@ -224,9 +267,11 @@ fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
                     }},
                     "type_urls": [WASM_TYPE]
                 }
-            })
-        })
-        .collect();
+        }));
+        if f.name == "tenant-auth" && layout.otlp.is_some() {
+            filters.push(trace_context_filter());
+        }
+    }
     if let Some(domain) = &layout.native_ratelimit_domain {
         filters.push(json!({
             "name": "envoy.filters.http.ratelimit",
@@ -251,7 +296,7 @@ fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
 }
 
 fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) -> Value {
-    json!({
+    let mut manager = json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -260,6 +305,14 @@ fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) 
             // otherwise; the client gets it back to correlate.
             "preserve_external_request_id": true,
             "always_set_request_id_in_response": true,
+            // The id is the client's correlation key: Envoy must never
+            // rewrite it to carry a trace decision, and a traced request
+            // need not have a UUID for an id (sampling is random).
+            "request_id_extension": { "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                "pack_trace_reason": false,
+                "use_request_id_for_trace_sampling": false
+            }},
             "common_http_protocol_options": {
                 // "x_tenant_id" must not pass tenant-auth's stripping and be
                 // read as x-tenant-id by a lenient upstream.
@@ -279,7 +332,11 @@ fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) 
                     "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% tenant=%REQ(X-TENANT-ID)% pool=%REQ(X-LLM-POOL)% upstream=%UPSTREAM_HOST% %DURATION%ms rid=%REQ(X-REQUEST-ID)%\n" } }
             }}]
         }
-    })
+    });
+    if layout.otlp.is_some() {
+        manager["typed_config"]["tracing"] = tracing_config();
+    }
+    manager
 }
 
 /// The bootstrap for `layout`, with filter configs read from `ecds_dir`.
@@ -322,6 +379,18 @@ pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
                 "explicit_http_config": { "http2_protocol_options": {} }
             }},
             "load_assignment": { "cluster_name": "ratelimit", "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(addr) } }] }] }
+        }));
+    }
+    if let Some(addr) = layout.otlp {
+        clusters.push(json!({
+            "name": "otel-collector",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }},
+            "load_assignment": { "cluster_name": "otel-collector", "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(addr) } }] }] }
         }));
     }
     json!({

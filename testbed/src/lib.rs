@@ -155,6 +155,9 @@ pub struct TestbedConfig {
     /// Test-only filter modules (crate names built by `make wasm`, e.g.
     /// `crash_probe`) placed first in the chain, with an empty config.
     pub probe_filters: Vec<String>,
+    /// OTLP/gRPC collector for traces: Envoy's (and, with
+    /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
+    pub otlp: Option<std::net::SocketAddr>,
 }
 
 impl TestbedConfig {
@@ -175,6 +178,7 @@ impl TestbedConfig {
             native_ratelimit_domain: None,
             request_timeout: Duration::from_secs(120),
             probe_filters: Vec::new(),
+            otlp: None,
         }
     }
 }
@@ -253,6 +257,7 @@ impl Testbed {
             concurrency: config.envoy_concurrency,
             buffer_limit_bytes: registry.config().gateway.max_body_bytes + 64 * 1024,
             request_timeout: config.request_timeout,
+            otlp: config.otlp,
         };
         let envoy = envoy::start(&paths.envoy, &layout, &dir)?;
         Ok(Self {

@@ -10,6 +10,8 @@ use testbed::{Testbed, TestbedConfig};
 
 pub use testbed::FilterSet;
 
+pub mod otlp;
+
 /// The fixture registry with `{{digest:KEY}}` and `{{pem:ALG}}` filled in.
 pub fn registry(keys: &TestKeys) -> String {
     render(include_str!("fixtures/registry.toml"), keys)

@@ -10,3 +10,4 @@ mod fairness;
 mod hostile;
 mod policy;
 mod pool_limits;
+mod traces;

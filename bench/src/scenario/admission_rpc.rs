@@ -473,6 +473,7 @@ async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u6
             ttft_ms: 1,
             cached_tokens_reported: Some(true),
             audit: None,
+            traceparent: String::new(),
         })
         .await;
     match complete {

@@ -224,6 +224,7 @@ impl RootContext for AdmissionRoot {
             request_sha256: None,
             audit: None,
             response_ended: false,
+            traceparent: String::new(),
         }))
     }
 
@@ -251,6 +252,8 @@ struct AdmissionFilter {
     audit: Option<AuditCapture>,
     /// The response's last chunk went through.
     response_ended: bool,
+    /// The request's trace context, for the settle span.
+    traceparent: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +304,7 @@ impl AdmissionFilter {
             request_id: header_text(REQUEST, headers::REQUEST_ID),
             credential: header_text(REQUEST, headers::CREDENTIAL),
             request_sha256: header_text(REQUEST, headers::REQUEST_SHA256),
+            traceparent: header_text(REQUEST, headers::TRACEPARENT),
         }
     }
 
@@ -409,6 +413,7 @@ impl AdmissionFilter {
                 }
                 facts
             }),
+            traceparent: std::mem::take(&mut self.traceparent),
         };
         shared.report(self.id, report);
     }
@@ -442,6 +447,7 @@ impl HttpContext for AdmissionFilter {
         self.tier = facts.tier.clone().unwrap_or_default();
         self.credential = facts.credential.clone().unwrap_or_default();
         self.request_sha256 = facts.request_sha256.clone();
+        self.traceparent = facts.traceparent();
         let request = match shared.config.phase {
             // On the headers, before llm-policy buffers the body: only
             // inference requests are counted, as the later phase would.

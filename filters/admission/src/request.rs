@@ -19,6 +19,21 @@ pub struct RequestFacts {
     pub credential: Option<String>,
     /// `x-llm-request-sha256` (hex).
     pub request_sha256: Option<String>,
+    /// `x-gateway-traceparent`.
+    pub traceparent: Option<String>,
+}
+
+/// A W3C traceparent is 55 bytes; anything much longer is not one.
+const MAX_TRACEPARENT: usize = 64;
+
+impl RequestFacts {
+    /// The trace context to pass on, if it can be one.
+    pub fn traceparent(&self) -> String {
+        self.traceparent
+            .clone()
+            .filter(|t| t.len() <= MAX_TRACEPARENT)
+            .unwrap_or_default()
+    }
 }
 
 /// Paths of the endpoints that run inference (what llm-policy polices).
@@ -46,6 +61,7 @@ pub fn open_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> 
         holder: holder.to_owned(),
         phase: Phase::Open as i32,
         credential: facts.credential.clone().unwrap_or_default(),
+        traceparent: facts.traceparent(),
         ..AdmitRequest::default()
     })
 }
@@ -79,6 +95,7 @@ pub fn admit_request(
         phase: phase as i32,
         credential: facts.credential.clone().unwrap_or_default(),
         request_sha256: crate::digest_bytes(facts.request_sha256.as_deref()),
+        traceparent: facts.traceparent(),
     })
 }
 
@@ -97,6 +114,7 @@ mod tests {
             request_id: Some("r1".into()),
             credential: Some("api_key:k1".into()),
             request_sha256: Some("0f".repeat(32)),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         }
     }
 
@@ -108,6 +126,13 @@ mod tests {
         assert_eq!(r.holder, "envoy-1");
         assert_eq!(r.credential, "api_key:k1");
         assert_eq!(r.request_sha256, vec![0x0f; 32]);
+        assert_eq!(r.traceparent.len(), 55);
+        let long = RequestFacts {
+            traceparent: Some("0".repeat(500)),
+            ..facts()
+        };
+        let r = admit_request(&long, "envoy-1", FilterPhase::Full).unwrap();
+        assert!(r.traceparent.is_empty());
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub const CREDENTIAL: &str = "x-tenant-credential";
 /// llm-policy for the audit trail.
 pub const REQUEST_SHA256: &str = "x-llm-request-sha256";
 
+/// W3C trace context of Envoy's span for the request
+/// (`00-%TRACE_ID%-%SPAN_ID%-01`), set by Envoy's header_mutation filter
+/// right after tenant-auth when tracing is on; admission passes it to
+/// ratelimit-service so the service's spans join the request's trace.
+pub const TRACEPARENT: &str = "x-gateway-traceparent";
+
 /// Filter state (not a header): hex SHA-256 of the response body as the
 /// client received it, set by llm-policy when it changed the body on the
 /// way (a stripped usage chunk, a rewritten error), empty when it lost

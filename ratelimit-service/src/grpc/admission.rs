@@ -7,6 +7,8 @@ use admission_proto::v1::{
     CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit, RenewRequest,
     RenewResponse, admission_server::Admission,
 };
+use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use tonic::{Request, Response, Status};
 
 use super::{caller_deadline, unavailable};
@@ -18,6 +20,7 @@ use crate::limiter::{
 use crate::limits::ScopeViews;
 use crate::limits::plan::{AdmitInput, AdmitPhase};
 use crate::pool_models::PoolModels;
+use crate::telemetry;
 
 pub struct AdmissionService {
     limiter: Limiter,
@@ -159,6 +162,64 @@ impl AdmissionService {
     }
 }
 
+fn phase_label(phase: AdmitPhase) -> &'static str {
+    match phase {
+        AdmitPhase::Open => "open",
+        AdmitPhase::Reserve => "reserve",
+        AdmitPhase::Full => "full",
+    }
+}
+
+/// Ends the Admit span with its decision; a wait in the fair queue becomes
+/// its child span, ending now (the wait is the last thing Admit does).
+fn trace_decision(cx: &Context, decision: &AdmitDecision) {
+    let span = cx.span();
+    match decision {
+        AdmitDecision::Admitted { queue_wait, .. } => {
+            span.set_attribute(KeyValue::new("decision", "admitted"));
+            span.set_attribute(KeyValue::new(
+                "queue_wait_ms",
+                i64::try_from(millis(*queue_wait)).unwrap_or(i64::MAX),
+            ));
+            let now = std::time::SystemTime::now();
+            let tracer = telemetry::tracer();
+            let mut wait = tracer
+                .span_builder("ratelimit.queue_wait")
+                .with_start_time(now.checked_sub(*queue_wait).unwrap_or(now))
+                .start_with_context(&tracer, cx);
+            wait.end_with_timestamp(now);
+        }
+        AdmitDecision::Rejected { reason, .. } => {
+            span.set_attribute(KeyValue::new("decision", "rejected"));
+            span.set_attribute(KeyValue::new("reason", reason.label()));
+        }
+    }
+    span.end();
+}
+
+/// Settles one report inside its own span, a child of the request's.
+async fn settle_traced(
+    limiter: Limiter,
+    report: CompleteRequest,
+) -> Result<(), crate::limiter::LimiterError> {
+    let tracer = telemetry::tracer();
+    let mut span = tracer
+        .span_builder("ratelimit.settle")
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("outcome", report.outcome().as_str_name()),
+            KeyValue::new("prompt_tokens", i64::from(report.prompt_tokens)),
+            KeyValue::new("completion_tokens", i64::from(report.completion_tokens)),
+        ])
+        .start_with_context(&tracer, &telemetry::parent(&report.traceparent));
+    let result = limiter.complete(completion(report)).await;
+    if let Err(e) = &result {
+        span.set_status(opentelemetry::trace::Status::error(e.to_string()));
+    }
+    span.end();
+    result
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -180,6 +241,20 @@ impl Admission for AdmissionService {
             Ok(pb::Phase::Full) => AdmitPhase::Full,
             Err(_) => return Err(Status::invalid_argument("unknown admission phase")),
         };
+        let tracer = telemetry::tracer();
+        let span = tracer
+            .span_builder("ratelimit.admit")
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("tenant_id", r.tenant.clone()),
+                KeyValue::new("tier", r.tier.clone()),
+                KeyValue::new("pool", r.pool.clone()),
+                KeyValue::new("model", r.model.clone()),
+                KeyValue::new("request_id", r.request_id.clone()),
+                KeyValue::new("phase", phase_label(phase)),
+            ])
+            .start_with_context(&tracer, &telemetry::parent(&r.traceparent));
+        let cx = Context::new().with_span(span);
         // Kept for the audit record of a refusal.
         let refusal = RefusalFacts {
             tenant: r.tenant.clone(),
@@ -199,11 +274,16 @@ impl Admission for AdmissionService {
             est_prompt_tokens: u64::from(r.estimated_prompt_tokens),
             max_tokens: u64::from(r.max_tokens),
         };
-        let decision = self
-            .limiter
-            .admit(input, deadline)
-            .await
-            .map_err(unavailable)?;
+        let decision = match self.limiter.admit(input, deadline).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                cx.span()
+                    .set_status(opentelemetry::trace::Status::error(e.to_string()));
+                cx.span().end();
+                return Err(unavailable(e));
+            }
+        };
+        trace_decision(&cx, &decision);
         let response = match decision {
             AdmitDecision::Admitted {
                 lease_id,
@@ -248,8 +328,7 @@ impl Admission for AdmissionService {
         &self,
         request: Request<CompleteRequest>,
     ) -> Result<Response<CompleteResponse>, Status> {
-        self.limiter
-            .complete(completion(request.into_inner()))
+        settle_traced(self.limiter.clone(), request.into_inner())
             .await
             .map_err(unavailable)?;
         Ok(Response::new(CompleteResponse {}))
@@ -268,7 +347,7 @@ impl Admission for AdmissionService {
             .into_iter()
             .map(|report| {
                 let limiter = self.limiter.clone();
-                tokio::spawn(async move { limiter.complete(completion(report)).await })
+                tokio::spawn(settle_traced(limiter, report))
             })
             .collect();
         let total = settling.len();

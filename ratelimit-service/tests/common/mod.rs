@@ -168,6 +168,7 @@ pub async fn complete(
         ttft_ms: 5,
         cached_tokens_reported: Some(true),
         audit: None,
+        traceparent: String::new(),
     })
     .await
     .unwrap();
