@@ -499,7 +499,11 @@ impl HttpContext for AdmissionFilter {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // A response without a body ends with its headers.
+        if end_of_stream {
+            self.response_ended = true;
+        }
         let open = self
             .shared
             .as_ref()

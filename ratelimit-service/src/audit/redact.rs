@@ -306,6 +306,32 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        let r = Redactor::new(&AuditPolicy {
+            redact_patterns: vec![r"\d+".into()],
+            ..AuditPolicy::default()
+        });
+        // A fixed pseudo-random stream: repeatable, and wide enough to hit
+        // cut UTF-8, stray quotes and digit runs.
+        let alphabet = b"{}\"@.:0123456789 abcxyz-_\xc3\xa9\xff";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..400 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    alphabet[(state >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            for truncated in [false, true] {
+                let out = r.redact(&bytes, truncated);
+                assert!(out.counts.iter().all(|(_, n)| *n > 0));
+            }
+        }
+    }
+
+    #[test]
     fn a_pattern_that_does_not_compile_names_its_field() {
         let text = r#"
             [tiers.t]
