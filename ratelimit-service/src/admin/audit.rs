@@ -13,11 +13,10 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::usage::NEXT_CURSOR;
+use super::usage::{NEXT_CURSOR, page_bounds};
 use super::{AdminState, error};
 use crate::audit::seal::MasterKey;
 use crate::audit::{AuditError, AuditRecord, files};
-use crate::ledger::export::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::ledger::files as days;
 
 const UNREADABLE: HeaderName = HeaderName::from_static("x-audit-unreadable");
@@ -68,15 +67,8 @@ pub async fn read(
         (Ok(from), Ok(to)) => (from, to),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit: must be in 1..={MAX_PAGE}"),
-        );
-    }
-    let after = match p.cursor.as_deref().map(str::parse::<Cursor>).transpose() {
-        Ok(c) => c,
+    let (limit, after) = match page_bounds(p.limit, p.cursor.as_deref()) {
+        Ok(bounds) => bounds,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let known = state

@@ -84,6 +84,23 @@ fn month_start(value: &str) -> Result<Date, String> {
         .ok_or_else(|| format!("month: expected YYYY-MM, got {value:?}"))
 }
 
+/// The `limit` (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) and
+/// `cursor` of a paged read, or why they are refused (a 400).
+pub(super) fn page_bounds(
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<(usize, Option<Cursor>), String> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(format!("limit: must be in 1..={MAX_PAGE}"));
+    }
+    let after = cursor
+        .map(str::parse::<Cursor>)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok((limit, after))
+}
+
 fn export_error(e: ExportError) -> Response {
     match e {
         ExportError::BadCursor(_) | ExportError::CursorOffRecord(_) => {
@@ -119,16 +136,9 @@ pub async fn export(
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("limit: must be in 1..={MAX_PAGE}"),
-        );
-    }
-    let after = match p.cursor.as_deref().map(str::parse::<Cursor>).transpose() {
-        Ok(c) => c,
-        Err(e) => return export_error(e),
+    let (limit, after) = match page_bounds(p.limit, p.cursor.as_deref()) {
+        Ok(bounds) => bounds,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let format = p.format.unwrap_or_default();
     if format == Format::Json {
