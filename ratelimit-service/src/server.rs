@@ -171,10 +171,12 @@ impl Service {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
             let router = tonic::transport::Server::builder()
-                .add_service(AdmissionServer::new(AdmissionService::new(
-                    limiter.clone(),
-                    pool_models,
-                )))
+                .add_service(
+                    AdmissionServer::new(AdmissionService::new(limiter.clone(), pool_models))
+                        // Report batches are bounded at 1 MiB by the filter
+                        // (MAX_BYTES_PER_CALL); room to spare, never a lost batch.
+                        .max_decoding_message_size(16 * 1024 * 1024),
+                )
                 .add_service(RateLimitServiceServer::new(RlsService::new(rls)));
             tokio::spawn(async move {
                 let signal = async move {

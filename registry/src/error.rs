@@ -76,6 +76,9 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Largest prompt a tenant's audit trail may keep per request.
+pub const MAX_AUDIT_PROMPT_BYTES: u32 = 64 * 1024;
+
 pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
     let g = &config.gateway;
     if g.max_body_bytes == 0 {
@@ -292,10 +295,13 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
                 ));
             }
         }
-        if tenant.audit.log_prompts && tenant.audit.max_prompt_bytes == 0 {
+        // Held in the filter per request and carried in its report.
+        if tenant.audit.log_prompts
+            && !(1..=MAX_AUDIT_PROMPT_BYTES).contains(&tenant.audit.max_prompt_bytes)
+        {
             return Err(invalid(
                 format!("{field}.audit.max_prompt_bytes"),
-                "must be > 0 when log_prompts is on",
+                format!("must be in 1..={MAX_AUDIT_PROMPT_BYTES} when log_prompts is on"),
             ));
         }
         // Patterns are compiled (and refused) by ratelimit-service, which

@@ -152,6 +152,11 @@ fn errors_name_the_field() {
         load_err(&base.replace("models = [\"llama-3.1-*\", \"qwen-*\"]", audit))
             .contains("tenants[1].audit.max_prompt_bytes")
     );
+    let huge = "models = [\"llama-3.1-*\", \"qwen-*\"]\naudit = { log_prompts = true, max_prompt_bytes = 65537 }";
+    assert!(
+        load_err(&base.replace("models = [\"llama-3.1-*\", \"qwen-*\"]", huge))
+            .contains("tenants[1].audit.max_prompt_bytes")
+    );
     let unknown_kind = "models = [\"llama-3.1-*\", \"qwen-*\"]\naudit = { redact = [\"ssn\"] }";
     assert!(
         load_err(&base.replace("models = [\"llama-3.1-*\", \"qwen-*\"]", unknown_kind))

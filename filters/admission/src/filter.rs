@@ -77,7 +77,8 @@ struct Shared {
 impl Shared {
     /// Buffers a report; sends the buffer now if that filled it.
     fn report(&self, current: u32, report: CompleteRequest) {
-        let full = self.reports.borrow_mut().push(report);
+        let bytes = report.encoded_len();
+        let full = self.reports.borrow_mut().push(report, bytes);
         if let Some(reports) = full {
             self.send_reports(current, reports);
         }

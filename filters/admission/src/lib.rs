@@ -31,6 +31,6 @@ pub use audit::{AuditCapture, digest_bytes};
 pub use config::{AdmissionConfig, CompiledConfig, ConfigError, FilterPhase};
 pub use outcome::{Admission, unavailable};
 pub use rate_headers::{format_reset, rate_limit_headers};
-pub use report_buffer::{MAX_REPORTS_PER_CALL, ReportBuffer};
+pub use report_buffer::{MAX_BYTES_PER_CALL, MAX_REPORTS_PER_CALL, ReportBuffer};
 pub use request::{RequestFacts, admit_request, is_inference, open_request};
 pub use usage::{Usage, UsageTracker};
