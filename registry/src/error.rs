@@ -64,7 +64,9 @@ fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), RegistryError
     Ok(())
 }
 
-fn valid_id(id: &str) -> bool {
+/// Whether `id` is a valid tenant, tier or pool id: `[A-Za-z0-9._-]`, 1 to
+/// 64 characters, not `.` or `..`.
+pub fn valid_id(id: &str) -> bool {
     // Tenant ids name directories (the audit trail's partitions): `.` and
     // `..` would name the parent instead.
     !id.is_empty()

@@ -10,7 +10,7 @@ mod error;
 mod models;
 
 pub use config::*;
-pub use error::RegistryError;
+pub use error::{RegistryError, valid_id};
 pub use models::ModelPattern;
 
 use hashbrown::HashMap;

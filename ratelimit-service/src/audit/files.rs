@@ -20,13 +20,12 @@ use crate::ledger::export::Cursor;
 use crate::ledger::{files as days, read_lines};
 
 const PREFIX: &str = "audit-";
-const SUFFIX: &str = ".jsonl";
 /// Open files kept by the writer; past it all are closed (a deployment
 /// with more active tenants than this reopens some per batch).
 const MAX_OPEN: usize = 256;
 
 fn file_name(day: Date) -> String {
-    format!("{PREFIX}{}{SUFFIX}", days::format_day(day))
+    days::day_file_name(PREFIX, day)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -130,19 +129,12 @@ impl Partitions {
 
 /// The days that have a file in one tenant's partition, oldest first.
 fn list(dir: &Path) -> Result<Vec<Date>, AuditError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(dir)(e)),
-    };
-    let mut out: Vec<Date> = entries
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name();
-            days::parse_day(name.to_str()?.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?)
-        })
-        .collect();
-    out.sort_unstable();
-    Ok(out)
+    match days::list_days(dir, PREFIX) {
+        Ok(days) => Ok(days),
+        // A tenant with no record yet has no partition.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(dir)(e)),
+    }
 }
 
 fn newest(dir: &Path) -> Result<Option<Date>, AuditError> {

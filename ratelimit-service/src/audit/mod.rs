@@ -247,14 +247,7 @@ impl Writer {
 /// Where a tenant's partition lives; refuses names that are not tenant
 /// ids (a hostile `../ledger` must not read another directory).
 pub fn tenant_dir(root: &Path, tenant: &str) -> Result<PathBuf, AuditError> {
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant != "."
-        && tenant != ".."
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if valid {
+    if tenant_registry::valid_id(tenant) {
         Ok(root.join(tenant))
     } else {
         Err(AuditError::BadTenant(tenant.chars().take(80).collect()))

@@ -22,7 +22,12 @@ const PREFIX: &str = "spend-ledger-";
 const SUFFIX: &str = ".jsonl";
 
 pub fn file_name(day: Date) -> String {
-    format!("{PREFIX}{}{SUFFIX}", format_day(day))
+    day_file_name(PREFIX, day)
+}
+
+/// `<prefix>YYYY-MM-DD.jsonl`: a day file of the ledger or the audit trail.
+pub fn day_file_name(prefix: &str, day: Date) -> String {
+    format!("{prefix}{}{SUFFIX}", format_day(day))
 }
 
 pub fn path(dir: &Path, day: Date) -> PathBuf {
@@ -64,11 +69,17 @@ pub fn day_of(ts_ms: i64) -> Date {
 
 /// The days that have a ledger file in `dir`, oldest first.
 pub fn list(dir: &Path) -> io::Result<Vec<Date>> {
+    list_days(dir, PREFIX)
+}
+
+/// The days that have a `<prefix>YYYY-MM-DD.jsonl` file in `dir`, oldest
+/// first.
+pub fn list_days(dir: &Path, prefix: &str) -> io::Result<Vec<Date>> {
     let mut days: Vec<Date> = fs::read_dir(dir)?
         .filter_map(|entry| {
             let name = entry.ok()?.file_name();
             let name = name.to_str()?;
-            parse_day(name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?)
+            parse_day(name.strip_prefix(prefix)?.strip_suffix(SUFFIX)?)
         })
         .collect();
     days.sort_unstable();

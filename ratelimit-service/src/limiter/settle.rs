@@ -96,7 +96,9 @@ impl Limiter {
                 })
                 .observe(ttft.as_secs_f64());
         }
-        let audit = (settlement != Settlement::Release).then_some(&completion);
+        // Handed over whole: the audit facts may carry a prompt (up to
+        // 64 KiB) that need not be copied.
+        let audit = (settlement != Settlement::Release).then_some(completion);
         self.settle(&lease, settlement, false, outcome, audit)
             .await?;
         Ok(())
@@ -108,7 +110,7 @@ impl Limiter {
         settlement: Settlement,
         only_if_expired: bool,
         outcome: &str,
-        audit: Option<&Completion>,
+        audit: Option<Completion>,
     ) -> Result<bool, LimiterError> {
         let inner = &*self.inner;
         // Counted from before the counters change until the ledger has the
@@ -183,9 +185,11 @@ impl Limiter {
         charge: &Charge,
         now: i64,
         outcome: &str,
-        completion: Option<&Completion>,
+        completion: Option<Completion>,
     ) {
-        let facts = completion.map(|c| c.audit.clone()).unwrap_or_default();
+        let ttft_ms = completion.as_ref().and_then(|c| c.ttft).map_or(0, millis);
+        let duration_ms = completion.as_ref().map_or(0, |c| millis(c.duration));
+        let facts = completion.map(|c| c.audit).unwrap_or_default();
         let record = AuditRecord {
             ts: crate::clock::rfc3339(now),
             ts_ms: now,
@@ -202,8 +206,8 @@ impl Limiter {
             completion_tokens: charge.completion_tokens,
             cached_tokens: charge.cached_tokens,
             usd: usd_decimal(charge.nanos),
-            ttft_ms: completion.and_then(|c| c.ttft).map_or(0, millis),
-            duration_ms: completion.map_or(0, |c| millis(c.duration)),
+            ttft_ms,
+            duration_ms,
             request_sha256: facts.request_sha256,
             response_sha256: facts.response_sha256,
             prompt: None,
