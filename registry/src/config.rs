@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::Limits;
+
 /// Root of the registry file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,34 +138,6 @@ pub struct Tier {
 
 fn default_weight() -> f64 {
     1.0
-}
-
-/// Economic limits. Every field is optional: absent means unlimited, and a
-/// tenant's value overrides its tier's field by field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
-    pub max_concurrency: Option<u32>,
-    pub daily_budget_usd: Option<f64>,
-    pub monthly_budget_usd: Option<f64>,
-    /// Fraction of a budget at which an alert fires (metrics + log).
-    pub budget_alert_ratio: Option<f64>,
-}
-
-impl Limits {
-    /// `self` with every unset field taken from `base`.
-    pub fn over(&self, base: &Limits) -> Limits {
-        Limits {
-            rpm: self.rpm.or(base.rpm),
-            tpm: self.tpm.or(base.tpm),
-            max_concurrency: self.max_concurrency.or(base.max_concurrency),
-            daily_budget_usd: self.daily_budget_usd.or(base.daily_budget_usd),
-            monthly_budget_usd: self.monthly_budget_usd.or(base.monthly_budget_usd),
-            budget_alert_ratio: self.budget_alert_ratio.or(base.budget_alert_ratio),
-        }
-    }
 }
 
 /// What kind of endpoint a model serves.

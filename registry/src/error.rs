@@ -61,6 +61,57 @@ fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), RegistryError
             "must be in (0, 1]",
         ));
     }
+    // A window declared twice would leave which one counts to chance; the
+    // shorthands count as their windows.
+    let mut seen: HashSet<(crate::Unit, crate::Per)> = HashSet::new();
+    let shorthands = [
+        (limits.rpm.is_some(), crate::Unit::Requests, crate::Per::Minute),
+        (limits.tpm.is_some(), crate::Unit::Tokens, crate::Per::Minute),
+        (
+            limits.daily_budget_usd.is_some(),
+            crate::Unit::Usd,
+            crate::Per::CalendarDay,
+        ),
+        (
+            limits.monthly_budget_usd.is_some(),
+            crate::Unit::Usd,
+            crate::Per::CalendarMonth,
+        ),
+    ];
+    for (set, unit, per) in shorthands {
+        if set {
+            seen.insert((unit, per));
+        }
+    }
+    for (j, w) in limits.windows.iter().enumerate() {
+        let at = format!("{field}.windows[{j}]");
+        let Some((unit, amount)) = w.amount() else {
+            return Err(invalid(
+                at,
+                "set exactly one of `requests`, `tokens` or `usd`",
+            ));
+        };
+        let Some(per) = w.per else {
+            return Err(invalid(
+                format!("{at}.per"),
+                "required: second, minute, hour, day, calendar_day or calendar_month",
+            ));
+        };
+        if unit == crate::Unit::Usd {
+            check_positive(Some(amount), format!("{at}.usd"))?;
+        }
+        if !seen.insert((unit, per)) {
+            return Err(invalid(
+                at,
+                format!(
+                    "{} per {} is already limited in this table (`rpm`, `tpm`, \
+                     `daily_budget_usd` and `monthly_budget_usd` are windows too)",
+                    unit.name(),
+                    per.name()
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -7,10 +7,12 @@
 
 mod config;
 mod error;
+mod limits;
 mod models;
 
 pub use config::*;
 pub use error::{RegistryError, valid_id};
+pub use limits::{Limits, Per, Unit, WindowLimit};
 pub use models::ModelPattern;
 
 use hashbrown::HashMap;

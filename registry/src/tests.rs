@@ -198,3 +198,75 @@ fn demo_registry_loads() {
     let reg = Registry::from_toml(text).expect("demo registry is valid");
     assert_eq!(reg.tenants().len(), 3);
 }
+
+fn with_limits(tier: &str, tenant: &str) -> Result<Registry, RegistryError> {
+    Registry::from_toml(&format!(
+        "[tiers.t]\nlimits = {tier}\n[[tenants]]\nid = \"a\"\ntier = \"t\"\nlimits = {tenant}\n"
+    ))
+}
+
+#[test]
+fn windows_are_limits_declared_as_data() {
+    let reg = with_limits(
+        r#"{ rpm = 60, windows = [{ requests = 1000, per = "day" }, { tokens = 5000000, per = "calendar_month" }] }"#,
+        r#"{ windows = [{ requests = 50, per = "minute" }, { usd = 1.5, per = "hour" }] }"#,
+    )
+    .unwrap();
+    let l = reg.effective_limits(reg.tenant("a").unwrap());
+    let all = l.by_window();
+    // The tenant's minute window overrides the tier's `rpm` shorthand; the
+    // tier's other windows are inherited.
+    assert_eq!(all.get(&(Unit::Requests, Per::Minute)), Some(&50.0));
+    assert_eq!(all.get(&(Unit::Requests, Per::Day)), Some(&1000.0));
+    assert_eq!(
+        all.get(&(Unit::Tokens, Per::CalendarMonth)),
+        Some(&5_000_000.0)
+    );
+    assert_eq!(all.get(&(Unit::Usd, Per::Hour)), Some(&1.5));
+    assert_eq!(all.len(), 4);
+    // And the other way round: a tenant's shorthand beats a tier's window.
+    let reg = with_limits(
+        r#"{ windows = [{ requests = 1000, per = "minute" }] }"#,
+        "{ rpm = 7 }",
+    )
+    .unwrap();
+    let l = reg.effective_limits(reg.tenant("a").unwrap());
+    assert_eq!(l.limit(Unit::Requests, Per::Minute), Some(7.0));
+}
+
+#[test]
+fn a_bad_window_names_its_field() {
+    let field = |tenant: &str| match with_limits("{}", tenant) {
+        Err(RegistryError::Invalid { field, .. }) => field,
+        other => panic!("expected a field error, got {other:?}"),
+    };
+    assert_eq!(
+        field(r#"{ windows = [{ per = "day" }] }"#),
+        "tenants[0].limits.windows[0]"
+    );
+    assert_eq!(
+        field(r#"{ windows = [{ requests = 1, tokens = 2, per = "day" }] }"#),
+        "tenants[0].limits.windows[0]"
+    );
+    assert_eq!(
+        field(r#"{ windows = [{ requests = 1 }] }"#),
+        "tenants[0].limits.windows[0].per"
+    );
+    assert_eq!(
+        field(r#"{ windows = [{ usd = -1.0, per = "day" }] }"#),
+        "tenants[0].limits.windows[0].usd"
+    );
+    // `rpm` is the minute window: declaring it again is ambiguous.
+    assert_eq!(
+        field(r#"{ rpm = 5, windows = [{ requests = 9, per = "minute" }] }"#),
+        "tenants[0].limits.windows[0]"
+    );
+    assert_eq!(
+        field(r#"{ windows = [{ tokens = 9, per = "hour" }, { tokens = 8, per = "hour" }] }"#),
+        "tenants[0].limits.windows[1]"
+    );
+    assert!(matches!(
+        with_limits("{}", r#"{ windows = [{ tokens = 9, per = "fortnight" }] }"#),
+        Err(RegistryError::Parse(_))
+    ));
+}
