@@ -76,6 +76,24 @@ impl Periods {
     }
 }
 
+impl Periods {
+    /// The calendar period of `per` (the day for anything but a month).
+    pub fn of(&self, per: tenant_registry::Per) -> &str {
+        match per {
+            tenant_registry::Per::CalendarMonth => &self.month,
+            _ => &self.day,
+        }
+    }
+
+    /// Until the calendar period of `per` ends.
+    pub fn ends_in_ms(&self, per: tenant_registry::Per) -> u64 {
+        match per {
+            tenant_registry::Per::CalendarMonth => self.month_ends_in_ms,
+            _ => self.day_ends_in_ms,
+        }
+    }
+}
+
 /// Unix milliseconds of `date`'s start (UTC).
 pub fn midnight_ms(date: Date) -> i64 {
     date.midnight().assume_utc().unix_timestamp() * 1000

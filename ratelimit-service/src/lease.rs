@@ -37,6 +37,18 @@ pub struct LeaseRecord {
     /// (FULL and OPEN admissions; a RESERVE lease rides on its OPEN lease's).
     #[serde(default = "holds_slot")]
     pub slot: bool,
+    /// Calendar quotas of requests or tokens the lease reserved in
+    /// (budgets in USD are counted in every scope and not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<QuotaRef>,
+}
+
+/// A calendar quota a lease holds a reservation in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRef {
+    pub scope: String,
+    pub unit: tenant_registry::Unit,
+    pub per: tenant_registry::Per,
 }
 
 /// Leases written before two-phase admission all held their slot.

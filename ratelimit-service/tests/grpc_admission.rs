@@ -449,3 +449,43 @@ async fn cached_token_reports_are_judged_per_pool_and_pool_limits_answer() {
         .into_inner();
     assert!(limits.limits.is_empty(), "{limits:?}");
 }
+
+/// "Requests per day" and "tokens per hour" are registry entries, nothing
+/// more: the service enforces them, names them and reports their room.
+#[tokio::test]
+async fn windows_declared_in_the_registry_are_enforced_and_named() {
+    let registry = REGISTRY.replace(
+        "[[tenants]]\nid = \"a\"",
+        "[[tenants]]\nid = \"w\"\ntier = \"big\"\nmodels = [\"m\"]\nlimits = { windows = [\
+         { requests = 2, per = \"calendar_day\" }, { tokens = 500, per = \"hour\" }] }\n\n\
+         [[tenants]]\nid = \"a\"",
+    );
+    let h = start_with(&registry, &[], unlimited()).await;
+    let mut c = h.client().await;
+    let first = admit(&mut c, "w", "m", 100, 100).await;
+    assert!(admitted(&first), "{first:?}");
+    let info = first.rate_limit.unwrap();
+    // The tightest of each unit: 1 request left today, 300 tokens this hour.
+    assert_eq!(info.limit_requests, Some(2));
+    assert_eq!(info.remaining_requests, Some(1));
+    assert_eq!(info.limit_tokens, Some(500));
+    assert_eq!(info.remaining_tokens, Some(300));
+    complete(&mut c, &first.lease_id, 10, 10, 0).await;
+    assert!(admitted(&admit(&mut c, "w", "m", 10, 10).await));
+    let third = admit(&mut c, "w", "m", 10, 10).await;
+    assert_eq!(reason(&third), RejectReason::RequestsPerWindow);
+    assert_eq!(
+        third.message,
+        "requests per calendar day limit reached (tenant limit)"
+    );
+    // Back when the UTC day ends.
+    assert!(
+        third.retry_after_ms > 0 && third.retry_after_ms <= 86_400_000,
+        "{}",
+        third.retry_after_ms
+    );
+    // A request larger than the whole window can never pass: no retry.
+    let huge = admit(&mut c, "w", "m", 400, 200).await;
+    assert_eq!(reason(&huge), RejectReason::RequestTooLarge);
+    assert!(huge.message.contains("per hour"), "{}", huge.message);
+}

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use ratelimit_service::clock::Periods;
 use ratelimit_service::lease::LeaseRecord;
-use ratelimit_service::limits::{LimitKind, Rate, ScopeLimits};
+use ratelimit_service::limits::plan::{Deltas, Limited, holds, moves};
+use ratelimit_service::limits::{
+    BucketView, Limit, LimitKind, Per, Rate, ScopeKind, ScopeLimits, ScopePlan, Unit,
+};
 use ratelimit_service::storage::{
-    AdmitOutcome, AdmitPlan, BucketHit, MemoryStore, RedisStore, ScopePlan, ScopeSettle,
-    SettlePlan, SpendTotal, Store,
+    AdmitOutcome, AdmitPlan, BucketHit, MemoryStore, RedisStore, SettlePlan, SpendTotal, Store,
 };
 
 use common::RedisServer;
@@ -68,84 +70,185 @@ for_each_backend!(
     rls_hits_all_or_nothing,
     restored_spend_counts_against_budgets,
     a_lease_without_a_slot_rides_on_its_open_lease,
+    a_rolling_window_of_any_length_refills_at_its_rate,
+    calendar_quotas_count_reservations_settle_to_usage_and_reset,
+    concurrent_admits_never_pass_a_calendar_quota,
 );
 
 // 2025-03-15T12:00:00Z
 const NOW: i64 = 1_742_040_000_000;
 
 fn limits(rpm: Option<u64>, tpm: Option<u64>, conc: Option<u64>) -> ScopeLimits {
+    let mut windows = Vec::new();
+    let mut window = |unit, per, max: Option<u64>| {
+        if let Some(max) = max {
+            windows.push(Limit { unit, per, max });
+        }
+    };
+    window(Unit::Requests, Per::Minute, rpm);
+    window(Unit::Tokens, Per::Minute, tpm);
     ScopeLimits {
-        rpm,
-        tpm,
+        windows,
         concurrency: conc,
-        ..ScopeLimits::default()
     }
 }
 
-fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: i64) -> AdmitPlan {
-    let p = Periods::at(now);
-    AdmitPlan {
-        lease: LeaseRecord {
-            id: id.into(),
-            tenant: "t".into(),
-            model: "m".into(),
-            pool: "p".into(),
-            holder: "h".into(),
-            request_id: "r".into(),
-            scopes: scopes.iter().map(|(k, _)| k.to_string()).collect(),
-            est_prompt_tokens: tokens / 2,
-            max_tokens: tokens - tokens / 2,
-            reserved_tokens: tokens,
-            reserved_nanos: nanos,
-            day: p.day,
-            month: p.month,
-            admitted_ms: now,
-            expires_ms: now + 10_000,
-            slot: true,
-        },
-        scopes: scopes
+fn windows(windows: &[(Unit, Per, u64)]) -> ScopeLimits {
+    ScopeLimits {
+        windows: windows
             .iter()
-            .map(|(k, l)| ScopePlan {
-                key: k.to_string(),
-                limits: l.clone(),
-            })
+            .map(|&(unit, per, max)| Limit { unit, per, max })
             .collect(),
+        concurrency: None,
+    }
+}
+
+/// Scope keys name their kind the way limits/keys.rs makes them.
+fn scope_plans(scopes: &[(&str, ScopeLimits)]) -> Vec<ScopePlan> {
+    scopes
+        .iter()
+        .map(|(k, l)| ScopePlan {
+            key: k.to_string(),
+            kind: if k.starts_with("m/") {
+                ScopeKind::Model
+            } else {
+                ScopeKind::Tenant
+            },
+            limits: l.clone(),
+        })
+        .collect()
+}
+
+fn lease(
+    id: &str,
+    scopes: &[(&str, ScopeLimits)],
+    tokens: u64,
+    nanos: u64,
+    now: i64,
+) -> LeaseRecord {
+    let p = Periods::at(now);
+    LeaseRecord {
+        id: id.into(),
+        tenant: "t".into(),
+        model: "m".into(),
+        pool: "p".into(),
+        holder: "h".into(),
+        request_id: "r".into(),
+        scopes: scopes.iter().map(|(k, _)| k.to_string()).collect(),
+        est_prompt_tokens: tokens / 2,
+        max_tokens: tokens - tokens / 2,
+        reserved_tokens: tokens,
+        reserved_nanos: nanos,
+        day: p.day,
+        month: p.month,
+        admitted_ms: now,
+        expires_ms: now + 10_000,
+        slot: true,
+        quotas: Vec::new(),
+    }
+}
+
+/// The plan the service would make (limits::plan::holds).
+fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: i64) -> AdmitPlan {
+    plan_of(lease(id, scopes, tokens, nanos, now), scopes, now)
+}
+
+fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> AdmitPlan {
+    let holds = holds(&scope_plans(scopes), &mut lease, now);
+    AdmitPlan {
+        lease,
+        holds,
         now_ms: now,
     }
 }
 
-fn settle_plan(admit: &AdmitPlan, requests: f64, tokens: f64, charge: u64, now: i64) -> SettlePlan {
-    let p = Periods::at(now);
+/// Settles with these bucket deltas, charging `charge` nano-dollars and, in
+/// calendar quotas, the request unless refunded and the reserved tokens
+/// plus `tokens`.
+fn settle_plan(admit: &AdmitPlan, requests: i64, tokens: i64, charge: u64, now: i64) -> SettlePlan {
+    let lease = &admit.lease;
+    let scopes: Vec<ScopePlan> = lease
+        .scopes
+        .iter()
+        .map(|key| {
+            // The limits as they stand now: those of the admission.
+            let limits = admit
+                .holds
+                .iter()
+                .filter_map(|h| match (h.what, h.meter) {
+                    (
+                        Some(Limited {
+                            kind: LimitKind::Window { unit, per },
+                            ..
+                        }),
+                        _,
+                    ) if h.key.starts_with(&format!("b:{key}:"))
+                        || h.key.starts_with(&format!("s:{key}:")) =>
+                    {
+                        h.limit.map(|max| Limit { unit, per, max })
+                    }
+                    _ => None,
+                })
+                .collect();
+            ScopePlan {
+                key: key.clone(),
+                kind: ScopeKind::Tenant,
+                limits: ScopeLimits {
+                    windows: limits,
+                    concurrency: None,
+                },
+            }
+        })
+        .collect();
+    let deltas = Deltas {
+        requests,
+        tokens,
+        usd: i64::try_from(charge).unwrap() - i64::try_from(lease.reserved_nanos).unwrap(),
+        charged_requests: u64::from(lease.slot && requests >= 0),
+        charged_tokens: lease.reserved_tokens.saturating_add_signed(tokens),
+        charged_nanos: charge,
+    };
     SettlePlan {
-        lease_id: admit.lease.id.clone(),
+        lease_id: lease.id.clone(),
         now_ms: now,
         only_if_expired: false,
-        scopes: admit
-            .scopes
-            .iter()
-            .map(|s| ScopeSettle {
-                key: s.key.clone(),
-                rpm: s.limits.rpm,
-                tpm: s.limits.tpm,
-                requests_delta: requests,
-                tokens_delta: tokens,
-            })
-            .collect(),
-        reserved_nanos: admit.lease.reserved_nanos,
-        reserved_day: admit.lease.day.clone(),
-        reserved_month: admit.lease.month.clone(),
-        charge_nanos: charge,
-        charge_day: p.day,
-        charge_month: p.month,
-        slot: admit.lease.slot,
+        moves: moves(lease, Some(&scopes), &deltas, now),
     }
 }
 
 fn refused(o: &AdmitOutcome) -> Option<LimitKind> {
     match o {
-        AdmitOutcome::Refused { refusal, .. } => Some(refusal.kind),
+        AdmitOutcome::Refused { refusal, .. } => refusal.what.map(|w| w.kind),
         AdmitOutcome::Admitted { .. } => None,
     }
+}
+
+const REQUESTS: LimitKind = LimitKind::Window {
+    unit: Unit::Requests,
+    per: Per::Minute,
+};
+const TOKENS: LimitKind = LimitKind::Window {
+    unit: Unit::Tokens,
+    per: Per::Minute,
+};
+const DAILY_BUDGET: LimitKind = LimitKind::Window {
+    unit: Unit::Usd,
+    per: Per::CalendarDay,
+};
+const MONTHLY_BUDGET: LimitKind = LimitKind::Window {
+    unit: Unit::Usd,
+    per: Per::CalendarMonth,
+};
+
+/// The view of one scope's limit of `unit` per minute.
+fn view(plan: &AdmitPlan, views: &[Option<BucketView>], scope: &str, unit: Unit) -> BucketView {
+    let key = ratelimit_service::limits::keys::bucket(scope, unit, Per::Minute);
+    plan.holds
+        .iter()
+        .zip(views)
+        .find(|(h, _)| h.key == key)
+        .and_then(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no view of {key}"))
 }
 
 async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
@@ -160,16 +263,17 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
         assert_eq!(refused(&o), None);
     }
     // The model scope refuses; the tenant scope must not be charged for it.
-    let o = store.admit(&plan("l2", &scopes, 10, 0, NOW)).await.unwrap();
+    let third = plan("l2", &scopes, 10, 0, NOW);
+    let o = store.admit(&third).await.unwrap();
     let AdmitOutcome::Refused { refusal, views } = &o else {
         panic!("third request on a 2 rpm model passed")
     };
-    assert_eq!(refusal.kind, LimitKind::Requests);
-    assert_eq!(refusal.scope, 1);
+    assert_eq!(refusal.what.map(|w| w.kind), Some(REQUESTS));
+    assert_eq!(refusal.what.map(|w| w.scope), Some(ScopeKind::Model));
     assert_eq!(refusal.wait_ms, 30_000);
-    assert_eq!(views[0].requests.unwrap().remaining, 8);
-    assert_eq!(views[0].tokens.unwrap().remaining, 80);
-    assert_eq!(views[1].requests.unwrap().remaining, 0);
+    assert_eq!(view(&third, views, "t/x", Unit::Requests).remaining, 8);
+    assert_eq!(view(&third, views, "t/x", Unit::Tokens).remaining, 80);
+    assert_eq!(view(&third, views, "m/x/m", Unit::Requests).remaining, 0);
     // Tenant scope alone still has exactly its 8 requests left.
     let only_tenant = [tenant];
     let mut ok = 0;
@@ -193,7 +297,7 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
         .admit(&plan("y1", &tpm_only, 73, 0, NOW))
         .await
         .unwrap();
-    assert_eq!(refused(&o), Some(LimitKind::Tokens));
+    assert_eq!(refused(&o), Some(TOKENS));
     let o = store
         .admit(&plan("y2", &tpm_only, 72, 0, NOW))
         .await
@@ -247,14 +351,14 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
     // Real usage 200 of 600 reserved tokens: 400 come back; $ moves.
     assert!(
         store
-            .settle(&settle_plan(&a, 0.0, -400.0, 1_234, NOW))
+            .settle(&settle_plan(&a, 0, -400, 1_234, NOW))
             .await
             .unwrap()
     );
     // Idempotent: a second settle does nothing.
     assert!(
         !store
-            .settle(&settle_plan(&a, 0.0, -400.0, 1_234, NOW))
+            .settle(&settle_plan(&a, 0, -400, 1_234, NOW))
             .await
             .unwrap()
     );
@@ -273,13 +377,13 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
         .admit(&plan("s3", &scopes, 801, 0, NOW))
         .await
         .unwrap();
-    assert_eq!(refused(&o), Some(LimitKind::Tokens));
+    assert_eq!(refused(&o), Some(TOKENS));
     let b = plan("s4", &scopes, 800, 0, NOW);
     assert_eq!(refused(&store.admit(&b).await.unwrap()), None);
     // A refund gives the request and all its tokens back.
     assert!(
         store
-            .settle(&settle_plan(&b, -1.0, -800.0, 0, NOW))
+            .settle(&settle_plan(&b, -1, -800, 0, NOW))
             .await
             .unwrap()
     );
@@ -287,31 +391,30 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
     let AdmitOutcome::Admitted { views } = store.admit(&c).await.unwrap() else {
         panic!("refunded tokens were not returned")
     };
-    assert_eq!(views[0].tokens.unwrap().remaining, 0);
-    assert_eq!(views[0].requests.unwrap().remaining, 98);
+    assert_eq!(view(&c, &views, "t/s", Unit::Tokens).remaining, 0);
+    assert_eq!(view(&c, &views, "t/s", Unit::Requests).remaining, 98);
     // An extra charge beyond the reservation puts the bucket in debt.
     assert!(
         store
-            .settle(&settle_plan(&c, 0.0, 500.0, 0, NOW))
+            .settle(&settle_plan(&c, 0, 500, 0, NOW))
             .await
             .unwrap()
     );
-    let AdmitOutcome::Refused { refusal, views } =
-        store.admit(&plan("s6", &scopes, 1, 0, NOW)).await.unwrap()
-    else {
+    let s6 = plan("s6", &scopes, 1, 0, NOW);
+    let AdmitOutcome::Refused { refusal, views } = store.admit(&s6).await.unwrap() else {
         panic!("bucket in debt admitted")
     };
-    assert_eq!(refusal.kind, LimitKind::Tokens);
-    assert_eq!(views[0].tokens.unwrap().remaining, 0, "no wrap below zero");
-    assert_eq!(views[0].tokens.unwrap().reset_ms, 90_000);
+    assert_eq!(refusal.what.map(|w| w.kind), Some(TOKENS));
+    let tokens = view(&s6, &views, "t/s", Unit::Tokens);
+    assert_eq!(tokens.remaining, 0, "no wrap below zero");
+    assert_eq!(tokens.reset_ms, 90_000);
 }
 
 async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
-    let budget = ScopeLimits {
-        daily_nanos: Some(1_000),
-        monthly_nanos: Some(1_500),
-        ..ScopeLimits::default()
-    };
+    let budget = windows(&[
+        (Unit::Usd, Per::CalendarDay, 1_000),
+        (Unit::Usd, Per::CalendarMonth, 1_500),
+    ]);
     let scopes = [("t/b", budget)];
     let a = plan("b1", &scopes, 1, 600, NOW);
     assert_eq!(refused(&store.admit(&a).await.unwrap()), None);
@@ -320,11 +423,11 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
         .admit(&plan("b2", &scopes, 1, 500, NOW))
         .await
         .unwrap();
-    assert_eq!(refused(&o), Some(LimitKind::DailyBudget));
+    assert_eq!(refused(&o), Some(DAILY_BUDGET));
     // Settled lower than reserved: room comes back.
     assert!(
         store
-            .settle(&settle_plan(&a, 0.0, 0.0, 100, NOW))
+            .settle(&settle_plan(&a, 0, 0, 100, NOW))
             .await
             .unwrap()
     );
@@ -343,7 +446,7 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
         .admit(&plan("b4", &scopes, 1, 600, tomorrow))
         .await
         .unwrap();
-    assert_eq!(refused(&o), Some(LimitKind::MonthlyBudget));
+    assert_eq!(refused(&o), Some(MONTHLY_BUDGET));
     assert_eq!(
         refused(
             &store
@@ -375,11 +478,11 @@ async fn renew_and_expiry(store: Arc<dyn Store>) {
     assert!(store.expired(NOW + 9_999, 10).await.unwrap().is_empty());
     // An expiry settle does nothing to a lease renewed in the meantime.
     let r1 = plan("r1", &scopes, 1, 0, NOW);
-    let mut s = settle_plan(&r1, 0.0, 0.0, 0, NOW + 10_000);
+    let mut s = settle_plan(&r1, 0, 0, 0, NOW + 10_000);
     s.only_if_expired = true;
     assert!(!store.settle(&s).await.unwrap());
     let r2 = plan("r2", &scopes, 1, 0, NOW);
-    let mut s = settle_plan(&r2, 0.0, 0.0, 0, NOW + 10_000);
+    let mut s = settle_plan(&r2, 0, 0, 0, NOW + 10_000);
     s.only_if_expired = true;
     assert!(store.settle(&s).await.unwrap());
     let u = store.usage(&["t/r".into()], "d", "m").await.unwrap()[0];
@@ -455,10 +558,7 @@ async fn restored_spend_counts_against_budgets(store: Arc<dyn Store>) {
         }])
         .await
         .unwrap();
-    let budget = ScopeLimits {
-        daily_nanos: Some(1_000),
-        ..ScopeLimits::default()
-    };
+    let budget = windows(&[(Unit::Usd, Per::CalendarDay, 1_000)]);
     let o = store
         .admit(&plan("z1", &[("t/z", budget)], 1, 200, NOW))
         .await
@@ -467,7 +567,7 @@ async fn restored_spend_counts_against_budgets(store: Arc<dyn Store>) {
         // Redis keeps totals itself; ledger replay is not added again.
         assert_eq!(refused(&o), None);
     } else {
-        assert_eq!(refused(&o), Some(LimitKind::DailyBudget));
+        assert_eq!(refused(&o), Some(DAILY_BUDGET));
     }
 }
 
@@ -496,21 +596,17 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
         Some(LimitKind::Concurrency)
     );
     // ...while the request's own RESERVE lease is admitted and takes none.
-    let mut reserve = plan(
-        "reserve",
-        &[(key, limits(None, Some(1000), None))],
-        300,
-        5,
-        NOW,
-    );
-    reserve.lease.slot = false;
+    let reserve_scopes = [(key, limits(None, Some(1000), None))];
+    let mut lease = lease("reserve", &reserve_scopes, 300, 5, NOW);
+    lease.slot = false;
+    let reserve = plan_of(lease, &reserve_scopes, NOW);
     assert!(refused(&store.admit(&reserve).await.unwrap()).is_none());
     let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
     assert_eq!(usage[0].in_flight, 1);
     // Ending the RESERVE lease leaves the slot held; ending the OPEN frees it.
     assert!(
         store
-            .settle(&settle_plan(&reserve, 0.0, -300.0, 5, NOW))
+            .settle(&settle_plan(&reserve, 0, -300, 5, NOW))
             .await
             .unwrap()
     );
@@ -518,11 +614,158 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
     assert_eq!(usage[0].in_flight, 1);
     assert!(
         store
-            .settle(&settle_plan(&open, 0.0, 0.0, 0, NOW))
+            .settle(&settle_plan(&open, 0, 0, 0, NOW))
             .await
             .unwrap()
     );
     let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
     assert_eq!(usage[0].in_flight, 0);
     assert!(refused(&store.admit(&other).await.unwrap()).is_none());
+}
+
+/// Requests per hour: the same bucket arithmetic as the minute, over an hour.
+async fn a_rolling_window_of_any_length_refills_at_its_rate(store: Arc<dyn Store>) {
+    let scopes = [("t/hourly", windows(&[(Unit::Requests, Per::Hour, 3)]))];
+    for i in 0..3 {
+        let o = store
+            .admit(&plan(&format!("h{i}"), &scopes, 1, 0, NOW))
+            .await
+            .unwrap();
+        assert_eq!(refused(&o), None);
+    }
+    let fourth = plan("h3", &scopes, 1, 0, NOW);
+    let AdmitOutcome::Refused { refusal, .. } = store.admit(&fourth).await.unwrap() else {
+        panic!("a fourth request in the hour passed a limit of 3 per hour")
+    };
+    let per_hour = LimitKind::Window {
+        unit: Unit::Requests,
+        per: Per::Hour,
+    };
+    assert_eq!(refusal.what.map(|w| w.kind), Some(per_hour));
+    // One request comes back every 20 minutes.
+    assert_eq!(refusal.wait_ms, 1_200_000);
+    let almost = plan("h4", &scopes, 1, 0, NOW + 1_199_000);
+    assert_eq!(
+        refused(&store.admit(&almost).await.unwrap()),
+        Some(per_hour)
+    );
+    let later = plan("h5", &scopes, 1, 0, NOW + 1_200_000);
+    assert_eq!(refused(&store.admit(&later).await.unwrap()), None);
+}
+
+/// Tokens per calendar month and requests per calendar day: reservations
+/// count at once, settlement charges real usage, a new period starts empty.
+async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc<dyn Store>) {
+    let scopes = [(
+        "t/quota",
+        windows(&[
+            (Unit::Tokens, Per::CalendarMonth, 1_000),
+            (Unit::Requests, Per::CalendarDay, 3),
+        ]),
+    )];
+    let a = plan("q1", &scopes, 600, 0, NOW);
+    assert_eq!(refused(&store.admit(&a).await.unwrap()), None);
+    assert_eq!(a.lease.quotas.len(), 2, "the lease lists its quotas");
+    // 600 reserved + 500 > 1000 for the month.
+    let b = plan("q2", &scopes, 500, 0, NOW);
+    let AdmitOutcome::Refused { refusal, views } = store.admit(&b).await.unwrap() else {
+        panic!("a monthly token quota was passed by its reservations")
+    };
+    let monthly_tokens = LimitKind::Window {
+        unit: Unit::Tokens,
+        per: Per::CalendarMonth,
+    };
+    assert_eq!(refusal.what.map(|w| w.kind), Some(monthly_tokens));
+    let p = Periods::at(NOW);
+    assert_eq!(
+        refusal.wait_ms, p.month_ends_in_ms,
+        "retry when the month ends"
+    );
+    let quota_view = b
+        .holds
+        .iter()
+        .zip(&views)
+        .find(|(h, _)| h.what.map(|w| w.kind) == Some(monthly_tokens))
+        .and_then(|(_, v)| *v)
+        .unwrap();
+    assert_eq!((quota_view.limit, quota_view.remaining), (1_000, 400));
+    // The request used 100 tokens: 500 of the reservation come back.
+    assert!(
+        store
+            .settle(&settle_plan(&a, 0, -500, 0, NOW))
+            .await
+            .unwrap()
+    );
+    let c = plan("q3", &scopes, 900, 0, NOW);
+    assert_eq!(refused(&store.admit(&c).await.unwrap()), None);
+    // Two requests counted today; a refunded one gives its request back.
+    assert!(
+        store
+            .settle(&settle_plan(&c, -1, -900, 0, NOW))
+            .await
+            .unwrap()
+    );
+    for id in ["q4", "q5"] {
+        assert_eq!(
+            refused(&store.admit(&plan(id, &scopes, 1, 0, NOW)).await.unwrap()),
+            None
+        );
+    }
+    let daily_requests = LimitKind::Window {
+        unit: Unit::Requests,
+        per: Per::CalendarDay,
+    };
+    assert_eq!(
+        refused(&store.admit(&plan("q6", &scopes, 1, 0, NOW)).await.unwrap()),
+        Some(daily_requests)
+    );
+    // Tomorrow the day's requests start again; the month's tokens do not.
+    let tomorrow = NOW + 86_400_000;
+    assert_eq!(
+        refused(
+            &store
+                .admit(&plan("q7", &scopes, 1, 0, tomorrow))
+                .await
+                .unwrap()
+        ),
+        None
+    );
+    assert_eq!(
+        refused(
+            &store
+                .admit(&plan("q8", &scopes, 900, 0, tomorrow))
+                .await
+                .unwrap()
+        ),
+        Some(monthly_tokens)
+    );
+    // Next month the tokens start again.
+    let next_month = NOW + i64::try_from(p.month_ends_in_ms).unwrap();
+    assert_eq!(
+        refused(
+            &store
+                .admit(&plan("q9", &scopes, 900, 0, next_month))
+                .await
+                .unwrap()
+        ),
+        None
+    );
+}
+
+async fn concurrent_admits_never_pass_a_calendar_quota(store: Arc<dyn Store>) {
+    // 48 tasks race for 7 requests of the day: exactly 7 win.
+    let scopes = [("t/daily", windows(&[(Unit::Requests, Per::CalendarDay, 7)]))];
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let store = store.clone();
+        let p = plan(&format!("d{i}"), &scopes, 10, 0, NOW);
+        tasks.push(tokio::spawn(async move { store.admit(&p).await.unwrap() }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        if refused(&t.await.unwrap()).is_none() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 7);
 }

@@ -65,8 +65,16 @@ fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), RegistryError
     // shorthands count as their windows.
     let mut seen: HashSet<(crate::Unit, crate::Per)> = HashSet::new();
     let shorthands = [
-        (limits.rpm.is_some(), crate::Unit::Requests, crate::Per::Minute),
-        (limits.tpm.is_some(), crate::Unit::Tokens, crate::Per::Minute),
+        (
+            limits.rpm.is_some(),
+            crate::Unit::Requests,
+            crate::Per::Minute,
+        ),
+        (
+            limits.tpm.is_some(),
+            crate::Unit::Tokens,
+            crate::Per::Minute,
+        ),
         (
             limits.daily_budget_usd.is_some(),
             crate::Unit::Usd,

@@ -1162,3 +1162,76 @@ fn a_registry_reload_mid_request_loses_no_report() {
         usage(&tb, "usage-t")
     );
 }
+
+/// A limit over any window is one registry entry: "requests per calendar
+/// day" arrives by a registry reload, without a restart or a line of code,
+/// and is refused the OpenAI way with the window named.
+#[test]
+fn a_requests_per_day_limit_is_one_registry_entry() {
+    let _serial = serial();
+    let mut tb = start_with(config(FAST));
+    let changed = with_digests(&format!(
+        "{}\n[[tenants]]\nid = \"daily-t\"\ntier = \"metered\"\nmodels = [\"group:chat\"]\n\
+         limits = {{ rpm = 100, windows = [{{ requests = 2, per = \"calendar_day\" }}] }}\n\
+         api_keys = [{{ id = \"k\", sha256 = \"{{{{digest:sk-daily-t}}}}\" }}]\n",
+        include_str!("fixtures/admission-registry.toml")
+    ));
+    tb.update_registry(&changed).expect("reload");
+    let first = eventually_ok(&tb, "daily-t");
+    // The tightest requests limit is the day's, not the minute's.
+    assert_eq!(num(&first, "x-ratelimit-limit-requests"), 2);
+    assert_eq!(num(&first, "x-ratelimit-remaining-requests"), 1);
+    let second = ask(&tb, "daily-t", 4);
+    assert_eq!(second.status, 200, "{}", second.text);
+    let refused = ask(&tb, "daily-t", 4);
+    refused.assert_error(429, "rate_limit_exceeded");
+    assert_eq!(refused.body["error"]["type"], "rate_limit_error");
+    let message = refused.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("requests per calendar day"),
+        "the refusal names its window: {message}"
+    );
+    // Back when the UTC day ends, not in a minute.
+    let wait = retry_after(&refused);
+    assert!((1..=86_400).contains(&wait), "retry-after {wait}");
+    assert_eq!(num(&refused, "x-ratelimit-remaining-requests"), 0);
+    assert_eq!(
+        upstream_of(&tb, "daily-t").len(),
+        2,
+        "a refused request reached a pool"
+    );
+    let metrics = ratelimit_metrics(&tb);
+    assert_eq!(
+        metric(
+            &metrics,
+            "ratelimit_rejected_total",
+            &[
+                ("tenant", "daily-t"),
+                ("reason", "requests_per_calendar_day")
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// The first answer after a reload: the filters pick the new tenant up
+/// within a moment.
+fn eventually_ok(tb: &Testbed, tenant: &str) -> Reply {
+    let mut last = None;
+    let ok = eventually(Duration::from_secs(5), || {
+        let r = ask(tb, tenant, 4);
+        let done = r.status == 200;
+        last = Some(r);
+        done
+    });
+    let last = last.expect("asked at least once");
+    assert!(
+        ok,
+        "{tenant} never admitted after the reload: {}",
+        last.text
+    );
+    last
+}

@@ -56,6 +56,8 @@ impl Admission {
             RejectReason::CircuitOpen => (429, ErrorKind::RateLimitError, "circuit_open"),
             RejectReason::RequestsPerMinute
             | RejectReason::TokensPerMinute
+            | RejectReason::RequestsPerWindow
+            | RejectReason::TokensPerWindow
             | RejectReason::Concurrency
             | RejectReason::Unspecified => (429, ErrorKind::RateLimitError, "rate_limit_exceeded"),
         };
@@ -125,6 +127,8 @@ mod tests {
         let cases = [
             (RejectReason::RequestsPerMinute, 429, "rate_limit_exceeded"),
             (RejectReason::TokensPerMinute, 429, "rate_limit_exceeded"),
+            (RejectReason::RequestsPerWindow, 429, "rate_limit_exceeded"),
+            (RejectReason::TokensPerWindow, 429, "rate_limit_exceeded"),
             (RejectReason::Concurrency, 429, "rate_limit_exceeded"),
             (RejectReason::BudgetExhausted, 429, "insufficient_quota"),
             (RejectReason::QueueFull, 429, "queue_full"),

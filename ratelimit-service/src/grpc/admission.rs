@@ -17,8 +17,8 @@ use crate::clock::now_ms;
 use crate::limiter::{
     AdmitDecision, AuditFacts, CompleteOutcome, Completion, Limiter, RejectReason, Usage,
 };
-use crate::limits::ScopeViews;
 use crate::limits::plan::{AdmitInput, AdmitPhase};
+use crate::limits::{Per, ScopeViews};
 use crate::pool_models::PoolModels;
 use crate::telemetry;
 
@@ -38,8 +38,10 @@ impl AdmissionService {
 
 fn reason(r: RejectReason) -> pb::RejectReason {
     match r {
-        RejectReason::RequestsPerMinute => pb::RejectReason::RequestsPerMinute,
-        RejectReason::TokensPerMinute => pb::RejectReason::TokensPerMinute,
+        RejectReason::Requests(Per::Minute) => pb::RejectReason::RequestsPerMinute,
+        RejectReason::Tokens(Per::Minute) => pb::RejectReason::TokensPerMinute,
+        RejectReason::Requests(_) => pb::RejectReason::RequestsPerWindow,
+        RejectReason::Tokens(_) => pb::RejectReason::TokensPerWindow,
         RejectReason::Concurrency => pb::RejectReason::Concurrency,
         RejectReason::BudgetExhausted => pb::RejectReason::BudgetExhausted,
         RejectReason::QueueFull => pb::RejectReason::QueueFull,

@@ -4,11 +4,13 @@ use std::time::{Duration, Instant};
 
 use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
 use crate::breaker::Signal;
-use crate::clock::{Periods, now_ms};
+use crate::clock::now_ms;
 use crate::gate::GateError;
 use crate::lease::{LeaseRecord, new_lease_id};
-use crate::limits::plan::{AdmitInput, AdmitPhase, PlanError, Settlement};
-use crate::limits::{LimitKind, ScopeViews, plan_admission, tightest};
+use crate::limits::plan::{AdmitInput, AdmitPhase, Limited, PlanError, Settlement, window_name};
+use crate::limits::{
+    BucketView, LimitKind, Per, ScopeKind, ScopeViews, Unit, plan_admission, tightest,
+};
 use crate::metrics::Metrics;
 use crate::storage::{AdmitOutcome, AdmitPlan, Refusal};
 
@@ -18,46 +20,62 @@ const CONCURRENCY_RETRY_MS: u64 = 1_000;
 /// Queue wait for a pool missing from the registry.
 const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
-/// The reason, retry hint and message for a store refusal. Budgets come
-/// back when their UTC period ends; rate limits when the bucket has room.
-fn explain(refusal: &Refusal, plan: &AdmitPlan, now_ms: i64) -> (RejectReason, u64, String) {
-    let periods = Periods::at(now_ms);
-    let (reason, retry, what) = match refusal.kind {
-        LimitKind::DailyBudget => (
-            RejectReason::BudgetExhausted,
-            periods.day_ends_in_ms,
-            "daily budget exhausted",
-        ),
-        LimitKind::MonthlyBudget => (
-            RejectReason::BudgetExhausted,
-            periods.month_ends_in_ms,
-            "monthly budget exhausted",
-        ),
-        LimitKind::Requests => (
-            RejectReason::RequestsPerMinute,
-            refusal.wait_ms,
-            "requests per minute limit reached",
-        ),
-        LimitKind::Tokens => (
-            RejectReason::TokensPerMinute,
-            refusal.wait_ms,
-            "tokens per minute limit reached",
-        ),
+/// The reason, retry hint and message for a store refusal. Calendar limits
+/// come back when their UTC period ends (the store's wait for them); rates
+/// when the bucket has room; slots when requests finish.
+fn explain(refusal: &Refusal) -> (RejectReason, u64, String) {
+    let Some(limited) = refusal.what else {
+        // A hold without a limit never refuses; say something true anyway.
+        return (
+            RejectReason::Concurrency,
+            refusal.wait_ms.max(CONCURRENCY_RETRY_MS),
+            "limit reached".into(),
+        );
+    };
+    let scope = match limited.scope {
+        ScopeKind::Tenant => "tenant",
+        ScopeKind::Model => "model",
+    };
+    let (reason, what, retry) = match limited.kind {
         LimitKind::Concurrency => (
             RejectReason::Concurrency,
+            "concurrent request limit reached".to_owned(),
             CONCURRENCY_RETRY_MS,
-            "concurrent request limit reached",
         ),
-    };
-    let scope = match plan.scopes.get(refusal.scope) {
-        Some(s) if s.key.starts_with("m/") => "model",
-        _ => "tenant",
+        LimitKind::Window { unit, per } => {
+            let what = match (unit, per) {
+                (Unit::Usd, Per::CalendarDay) => "daily budget exhausted".to_owned(),
+                (Unit::Usd, Per::CalendarMonth) => "monthly budget exhausted".to_owned(),
+                (Unit::Usd, per) => format!("budget per {} exhausted", window_name(per)),
+                (unit, per) => format!("{} per {} limit reached", unit.name(), window_name(per)),
+            };
+            (RejectReason::of_window(unit, per), what, 0)
+        }
     };
     // Another limit may refuse for longer than the first one found.
     (
         reason,
         retry.max(refusal.wait_ms),
         format!("{what} ({scope} limit)"),
+    )
+}
+
+/// The rate-limit headers' views: per unit, the tightest limited hold.
+fn views_of(plan: &AdmitPlan, views: &[Option<BucketView>]) -> ScopeViews {
+    tightest(
+        plan.holds
+            .iter()
+            .zip(views)
+            .filter_map(|(hold, view)| match (&hold.what, view) {
+                (
+                    Some(Limited {
+                        kind: LimitKind::Window { unit, .. },
+                        ..
+                    }),
+                    Some(v),
+                ) => Some((*unit, *v)),
+                _ => None,
+            }),
     )
 }
 
@@ -133,16 +151,16 @@ impl Limiter {
         })?;
         let views = match outcome {
             AdmitOutcome::Refused { refusal, views } => {
-                let (reason, retry_after_ms, message) = explain(&refusal, &plan, now);
+                let (reason, retry_after_ms, message) = explain(&refusal);
                 return Ok(self.rejected(
                     &input.tenant,
                     reason,
                     message,
                     retry_after_ms,
-                    tightest(&views),
+                    views_of(&plan, &views),
                 ));
             }
-            AdmitOutcome::Admitted { views } => tightest(&views),
+            AdmitOutcome::Admitted { views } => views_of(&plan, &views),
         };
         if input.phase == AdmitPhase::Open {
             // On the headers there is nothing to queue for yet: the lease is

@@ -5,14 +5,16 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::ledger::LedgerError;
-use crate::limits::ScopeViews;
+use crate::limits::{Per, ScopeViews, Unit};
 use crate::storage::StoreError;
 
 /// Why Admit refused (maps 1:1 to the proto's RejectReason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
-    RequestsPerMinute,
-    TokensPerMinute,
+    /// A requests limit over a window (`Per::Minute` is RPM).
+    Requests(Per),
+    /// A tokens limit over a window (`Per::Minute` is TPM).
+    Tokens(Per),
     Concurrency,
     BudgetExhausted,
     QueueFull,
@@ -34,10 +36,34 @@ impl RejectReason {
         }
     }
 
+    /// The refusal of a limit of `unit` over `per`; money is a budget
+    /// whatever its window.
+    pub fn of_window(unit: Unit, per: Per) -> Self {
+        match unit {
+            Unit::Requests => Self::Requests(per),
+            Unit::Tokens => Self::Tokens(per),
+            Unit::Usd => Self::BudgetExhausted,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
-            Self::RequestsPerMinute => "requests_per_minute",
-            Self::TokensPerMinute => "tokens_per_minute",
+            Self::Requests(per) => match per {
+                Per::Second => "requests_per_second",
+                Per::Minute => "requests_per_minute",
+                Per::Hour => "requests_per_hour",
+                Per::Day => "requests_per_day",
+                Per::CalendarDay => "requests_per_calendar_day",
+                Per::CalendarMonth => "requests_per_calendar_month",
+            },
+            Self::Tokens(per) => match per {
+                Per::Second => "tokens_per_second",
+                Per::Minute => "tokens_per_minute",
+                Per::Hour => "tokens_per_hour",
+                Per::Day => "tokens_per_day",
+                Per::CalendarDay => "tokens_per_calendar_day",
+                Per::CalendarMonth => "tokens_per_calendar_month",
+            },
             Self::Concurrency => "concurrency",
             Self::BudgetExhausted => "budget_exhausted",
             Self::QueueFull => "queue_full",
@@ -53,8 +79,8 @@ impl RejectReason {
     /// that say nothing of the tenant's behaviour do not count.
     pub fn is_tenants_doing(self) -> bool {
         match self {
-            Self::RequestsPerMinute
-            | Self::TokensPerMinute
+            Self::Requests(_)
+            | Self::Tokens(_)
             | Self::Concurrency
             | Self::BudgetExhausted
             | Self::QueueFull
@@ -169,14 +195,25 @@ pub struct TenantUsage {
 }
 
 /// Every reason, for per-reason totals.
-pub const ALL_REASONS: [RejectReason; 9] = [
-    RejectReason::RequestsPerMinute,
-    RejectReason::TokensPerMinute,
-    RejectReason::Concurrency,
-    RejectReason::BudgetExhausted,
-    RejectReason::QueueFull,
-    RejectReason::QueueTimeout,
-    RejectReason::UnknownTenant,
-    RejectReason::RequestTooLarge,
-    RejectReason::CircuitOpen,
-];
+pub fn all_reasons() -> impl Iterator<Item = RejectReason> {
+    const WINDOWS: [Per; 6] = [
+        Per::Second,
+        Per::Minute,
+        Per::Hour,
+        Per::Day,
+        Per::CalendarDay,
+        Per::CalendarMonth,
+    ];
+    WINDOWS
+        .into_iter()
+        .flat_map(|p| [RejectReason::Requests(p), RejectReason::Tokens(p)])
+        .chain([
+            RejectReason::Concurrency,
+            RejectReason::BudgetExhausted,
+            RejectReason::QueueFull,
+            RejectReason::QueueTimeout,
+            RejectReason::UnknownTenant,
+            RejectReason::RequestTooLarge,
+            RejectReason::CircuitOpen,
+        ])
+}

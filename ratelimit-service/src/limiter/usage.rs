@@ -1,8 +1,8 @@
 //! Usage summaries for the admin API and the store-backed gauges.
 
-use super::{ALL_REASONS, Limiter, LimiterError, TenantUsage};
+use super::{Limiter, LimiterError, TenantUsage, all_reasons};
 use crate::clock::{Periods, now_ms};
-use crate::limits::{cost, tenant_scope};
+use crate::limits::{Per, Unit, cost, tenant_scope};
 use crate::metrics::{Metrics, PeriodLabel, RejectLabel};
 
 impl Limiter {
@@ -27,8 +27,7 @@ impl Limiter {
                     .tenant(tenant)
                     .map(|t| registry.effective_limits(t))
                     .unwrap_or_default();
-                let rejected = ALL_REASONS
-                    .iter()
+                let rejected = all_reasons()
                     .map(|r| {
                         m.rejected
                             .get_or_create(&RejectLabel {
@@ -48,8 +47,8 @@ impl Limiter {
                     spend_today_usd: cost::nanos_to_usd(u.spent_day),
                     spend_month_usd: cost::nanos_to_usd(u.spent_month),
                     reserved_today_usd: cost::nanos_to_usd(u.reserved_day),
-                    daily_budget_usd: limits.daily_budget_usd,
-                    monthly_budget_usd: limits.monthly_budget_usd,
+                    daily_budget_usd: limits.limit(Unit::Usd, Per::CalendarDay),
+                    monthly_budget_usd: limits.limit(Unit::Usd, Per::CalendarMonth),
                     throttle: inner.throttles.fraction(tenant),
                 }
             })

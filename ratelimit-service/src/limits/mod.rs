@@ -3,50 +3,70 @@
 
 pub mod bucket;
 pub mod cost;
+pub mod keys;
 pub mod plan;
 pub mod throttle;
 
 use serde::{Deserialize, Serialize};
 use tenant_registry::Limits;
+pub use tenant_registry::{Per, Unit};
 
 pub use bucket::{Bucket, BucketView, Rate};
 pub use cost::Nanos;
-pub use plan::{AdmitInput, Charge, PlanError, Settlement, plan_admission, plan_settlement};
+pub use keys::{model_scope, tenant_scope};
+pub use plan::{
+    AdmitInput, Charge, PlanError, ScopeKind, ScopePlan, Settlement, plan_admission,
+    plan_settlement,
+};
 pub use throttle::Throttles;
 
-/// Counter namespace of a tenant.
-pub fn tenant_scope(tenant: &str) -> String {
-    format!("t/{tenant}")
+/// One limit of a scope: at most `max` of `unit` per `per` (USD in
+/// nano-dollars).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub unit: Unit,
+    pub per: Per,
+    pub max: u64,
 }
 
-/// Counter namespace of one model of a tenant (`model_limits`, per-model spend).
-pub fn model_scope(tenant: &str, model: &str) -> String {
-    format!("m/{tenant}/{model}")
-}
-
-/// The limits of one scope, compiled from the registry; `None` is unlimited.
+/// The limits of one scope, compiled from the registry; an absent window is
+/// unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeLimits {
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
+    pub windows: Vec<Limit>,
     pub concurrency: Option<u64>,
-    pub daily_nanos: Option<Nanos>,
-    pub monthly_nanos: Option<Nanos>,
 }
 
 impl ScopeLimits {
     /// Registry limits with a live throttle applied: `fraction` (0..=1)
-    /// scales RPM, TPM and concurrency; budgets are money and stay as set.
+    /// scales request and token limits and concurrency; money stays as set.
     pub fn compile(limits: &Limits, fraction: f64) -> Self {
+        let windows = limits
+            .by_window()
+            .into_iter()
+            .map(|((unit, per), amount)| Limit {
+                unit,
+                per,
+                max: match unit {
+                    Unit::Usd => cost::usd_to_nanos(amount),
+                    Unit::Requests | Unit::Tokens => scale(amount as u64, fraction),
+                },
+            })
+            .collect();
         Self {
-            rpm: limits.rpm.map(|v| scale(v, fraction)),
-            tpm: limits.tpm.map(|v| scale(v, fraction)),
+            windows,
             concurrency: limits
                 .max_concurrency
                 .map(|v| scale(u64::from(v), fraction)),
-            daily_nanos: limits.daily_budget_usd.map(cost::usd_to_nanos),
-            monthly_nanos: limits.monthly_budget_usd.map(cost::usd_to_nanos),
         }
+    }
+
+    /// The limit of one unit over one window.
+    pub fn get(&self, unit: Unit, per: Per) -> Option<u64> {
+        self.windows
+            .iter()
+            .find(|l| l.unit == unit && l.per == per)
+            .map(|l| l.max)
     }
 }
 
@@ -62,14 +82,10 @@ fn scale(limit: u64, fraction: f64) -> u64 {
     ((limit as f64 * fraction).floor() as u64).max(1)
 }
 
-/// Which limit refused a request, in the order the store checks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitKind {
-    DailyBudget,
-    MonthlyBudget,
-    Requests,
-    Tokens,
+    Window { unit: Unit, per: Per },
     Concurrency,
 }
 
@@ -80,18 +96,22 @@ pub struct ScopeViews {
     pub tokens: Option<BucketView>,
 }
 
-/// The views to report: per dimension, the scope with the least room.
-pub fn tightest(views: &[ScopeViews]) -> ScopeViews {
-    let pick = |get: fn(&ScopeViews) -> Option<BucketView>| {
-        views
-            .iter()
-            .filter_map(get)
-            .min_by_key(|v| (v.remaining, std::cmp::Reverse(v.reset_ms)))
-    };
-    ScopeViews {
-        requests: pick(|v| v.requests),
-        tokens: pick(|v| v.tokens),
+/// The views to report: per unit, the limit with the least room (then the
+/// longest reset), whatever its scope and window.
+pub fn tightest(views: impl IntoIterator<Item = (Unit, BucketView)>) -> ScopeViews {
+    let mut out = ScopeViews::default();
+    for (unit, view) in views {
+        let slot = match unit {
+            Unit::Requests => &mut out.requests,
+            Unit::Tokens => &mut out.tokens,
+            Unit::Usd => continue,
+        };
+        let key = |v: &BucketView| (v.remaining, std::cmp::Reverse(v.reset_ms));
+        if slot.is_none_or(|cur| key(&view) < key(&cur)) {
+            *slot = Some(view);
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -108,34 +128,32 @@ mod tests {
             ..Limits::default()
         };
         let s = ScopeLimits::compile(&limits, 0.1);
-        assert_eq!(s.rpm, Some(10));
-        assert_eq!(s.tpm, Some(100));
+        assert_eq!(s.get(Unit::Requests, Per::Minute), Some(10));
+        assert_eq!(s.get(Unit::Tokens, Per::Minute), Some(100));
         assert_eq!(s.concurrency, Some(1));
-        assert_eq!(s.daily_nanos, Some(2_500_000_000));
-        assert_eq!(s.monthly_nanos, None);
-        assert_eq!(ScopeLimits::compile(&limits, 0.0).rpm, Some(0));
-        assert_eq!(ScopeLimits::compile(&limits, 1.0).rpm, Some(100));
+        assert_eq!(s.get(Unit::Usd, Per::CalendarDay), Some(2_500_000_000));
+        assert_eq!(s.get(Unit::Usd, Per::CalendarMonth), None);
+        let rpm = |f| ScopeLimits::compile(&limits, f).get(Unit::Requests, Per::Minute);
+        assert_eq!(rpm(0.0), Some(0));
+        assert_eq!(rpm(1.0), Some(100));
     }
 
     #[test]
-    fn tightest_scope_wins_per_dimension() {
-        let v = |limit, remaining| BucketView {
+    fn tightest_limit_wins_per_unit() {
+        let v = |limit, remaining, reset_ms| BucketView {
             limit,
             remaining,
-            reset_ms: 0,
+            reset_ms,
         };
-        let views = [
-            ScopeViews {
-                requests: Some(v(100, 50)),
-                tokens: Some(v(1000, 10)),
-            },
-            ScopeViews {
-                requests: Some(v(10, 3)),
-                tokens: None,
-            },
-        ];
-        let t = tightest(&views);
-        assert_eq!(t.requests, Some(v(10, 3)));
-        assert_eq!(t.tokens, Some(v(1000, 10)));
+        let t = tightest([
+            (Unit::Requests, v(100, 50, 0)),
+            (Unit::Tokens, v(1000, 10, 0)),
+            (Unit::Requests, v(10, 3, 0)),
+            (Unit::Usd, v(1, 0, 0)),
+            // Same room, longer reset: the one to report.
+            (Unit::Tokens, v(5000, 10, 9000)),
+        ]);
+        assert_eq!(t.requests, Some(v(10, 3, 0)));
+        assert_eq!(t.tokens, Some(v(5000, 10, 9000)));
     }
 }

@@ -1,13 +1,15 @@
 //! Turns a request and the registry into what the store reserves, and a
 //! finished lease into what the store settles.
 
-use tenant_registry::{Limits, Price, Registry};
+use tenant_registry::{Limits, Per, Price, Registry, Unit};
 use thiserror::Error;
 
-use super::{Nanos, ScopeLimits, Throttles, cost, model_scope, tenant_scope};
+use super::{
+    LimitKind, Nanos, Rate, ScopeLimits, Throttles, cost, keys, model_scope, tenant_scope,
+};
 use crate::clock::Periods;
-use crate::lease::LeaseRecord;
-use crate::storage::{AdmitPlan, ScopePlan, ScopeSettle, SettlePlan};
+use crate::lease::{LeaseRecord, QuotaRef};
+use crate::storage::{AdmitPlan, CounterField, Hold, Meter, Move, SettlePlan};
 
 /// One Admit, in the service's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,6 +90,21 @@ pub fn price_of(registry: &Registry, model: &str) -> Price {
     }
 }
 
+/// Which scope a limit belongs to, for the refusal's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Tenant,
+    Model,
+}
+
+/// One scope's counters (limits/keys.rs) and its limits as they apply now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopePlan {
+    pub key: String,
+    pub kind: ScopeKind,
+    pub limits: ScopeLimits,
+}
+
 /// The tenant scope's and the tenant+model scope's limits as they apply now.
 /// `None` when the tenant is gone from the registry.
 pub fn scope_limits(
@@ -106,13 +123,138 @@ pub fn scope_limits(
     Some([
         ScopePlan {
             key: tenant_scope(tenant),
+            kind: ScopeKind::Tenant,
             limits: ScopeLimits::compile(&registry.effective_limits(t), fraction),
         },
         ScopePlan {
             key: model_scope(tenant, model),
+            kind: ScopeKind::Model,
             limits: ScopeLimits::compile(&model_limits, fraction),
         },
     ])
+}
+
+/// What one hold of a plan limits, for the refusal's reason and the
+/// rate-limit headers; `None` for counting only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub kind: LimitKind,
+    pub scope: ScopeKind,
+}
+
+/// The order refusals are reported in: money and calendar quotas first
+/// (they come back only when their period ends), then rates, then slots.
+fn rank(kind: Option<LimitKind>) -> u8 {
+    match kind {
+        Some(LimitKind::Window { unit, per }) => match (per.rolling_ms(), unit) {
+            (None, Unit::Usd) => 0,
+            (None, _) => 1,
+            (Some(_), Unit::Requests) => 2,
+            (Some(_), Unit::Tokens) => 3,
+            (Some(_), Unit::Usd) => 4,
+        },
+        Some(LimitKind::Concurrency) => 5,
+        None => 6,
+    }
+}
+
+/// A lease's cost in one unit.
+fn lease_cost(lease: &LeaseRecord, unit: Unit) -> u64 {
+    match unit {
+        Unit::Requests => u64::from(lease.slot),
+        Unit::Tokens => lease.reserved_tokens,
+        Unit::Usd => lease.reserved_nanos,
+    }
+}
+
+/// The calendar period of `per` a lease was reserved in.
+fn lease_period(lease: &LeaseRecord, per: Per) -> &str {
+    match per {
+        Per::CalendarMonth => &lease.month,
+        _ => &lease.day,
+    }
+}
+
+/// Every counter an admission holds, in refusal order, with what each one
+/// limits. Fills `lease.quotas` with the calendar request and token quotas
+/// it reserves in, which settlement releases whatever the registry says by
+/// then.
+pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<Hold> {
+    let periods = Periods::at(now_ms);
+    let mut out: Vec<Hold> = Vec::new();
+    lease.quotas.clear();
+    for s in scopes {
+        let limited = |kind| {
+            Some(Limited {
+                kind,
+                scope: s.kind,
+            })
+        };
+        for l in &s.limits.windows {
+            // A RESERVE lease's request was counted by its OPEN lease.
+            if l.unit == Unit::Requests && !lease.slot {
+                continue;
+            }
+            let kind = limited(LimitKind::Window {
+                unit: l.unit,
+                per: l.per,
+            });
+            let cost = lease_cost(lease, l.unit);
+            match l.per.rolling_ms() {
+                Some(period_ms) => out.push(Hold {
+                    key: keys::bucket(&s.key, l.unit, l.per),
+                    meter: Meter::Bucket { period_ms },
+                    limit: Some(l.max),
+                    cost,
+                    what: kind,
+                }),
+                // Spend is counted below for every scope, limited or not.
+                None if l.unit == Unit::Usd => {}
+                None => {
+                    lease.quotas.push(QuotaRef {
+                        scope: s.key.clone(),
+                        unit: l.unit,
+                        per: l.per,
+                    });
+                    out.push(Hold {
+                        key: keys::counter(&s.key, l.unit, lease_period(lease, l.per)),
+                        meter: Meter::Counter {
+                            resets_in_ms: periods.ends_in_ms(l.per),
+                        },
+                        limit: Some(l.max),
+                        cost,
+                        what: kind,
+                    });
+                }
+            }
+        }
+        for per in [Per::CalendarDay, Per::CalendarMonth] {
+            let limit = s.limits.get(Unit::Usd, per);
+            out.push(Hold {
+                key: keys::counter(&s.key, Unit::Usd, lease_period(lease, per)),
+                meter: Meter::Counter {
+                    resets_in_ms: periods.ends_in_ms(per),
+                },
+                limit,
+                cost: lease.reserved_nanos,
+                what: limit.and(limited(LimitKind::Window {
+                    unit: Unit::Usd,
+                    per,
+                })),
+            });
+        }
+        if lease.slot {
+            out.push(Hold {
+                key: keys::slots(&s.key),
+                meter: Meter::Slots,
+                limit: s.limits.concurrency,
+                cost: 1,
+                what: s.limits.concurrency.and(limited(LimitKind::Concurrency)),
+            });
+        }
+    }
+    out.sort_by_key(|h| rank(h.what.map(|w| w.kind)));
+    out
 }
 
 pub fn plan_admission(
@@ -129,7 +271,7 @@ pub fn plan_admission(
     if tenant.disabled {
         return Err(PlanError::DisabledTenant(input.tenant.clone()));
     }
-    let mut scopes = scope_limits(registry, throttles, &input.tenant, &input.model)
+    let scopes = scope_limits(registry, throttles, &input.tenant, &input.model)
         .ok_or_else(|| PlanError::UnknownTenant(input.tenant.clone()))?;
     // OPEN reserves no tokens; RESERVE neither counts the request nor takes a
     // slot: its OPEN lease did both.
@@ -138,56 +280,153 @@ pub fn plan_admission(
         AdmitPhase::Full | AdmitPhase::Reserve => (input.est_prompt_tokens, input.max_tokens),
     };
     let slot = input.phase != AdmitPhase::Reserve;
-    if !slot {
-        for s in &mut scopes {
-            s.limits.rpm = None;
-            s.limits.concurrency = None;
-        }
-    }
     let tokens = est_prompt.saturating_add(max_tokens);
     let price = price_of(registry, &input.model);
     let nanos = cost::upper_bound(&price, est_prompt, max_tokens);
+    let periods = Periods::at(now_ms);
+    let mut lease = LeaseRecord {
+        id: lease_id,
+        tenant: input.tenant.clone(),
+        model: input.model.clone(),
+        pool: input.pool.clone(),
+        holder: input.holder.clone(),
+        request_id: input.request_id.clone(),
+        scopes: scopes.iter().map(|s| s.key.clone()).collect(),
+        est_prompt_tokens: est_prompt,
+        max_tokens,
+        reserved_tokens: tokens,
+        reserved_nanos: nanos,
+        day: periods.day,
+        month: periods.month,
+        admitted_ms: now_ms,
+        expires_ms,
+        slot,
+        quotas: Vec::new(),
+    };
+    // A request larger than a whole window's limit could never be admitted:
+    // say so instead of asking the client to retry forever.
     for s in &scopes {
-        let l = &s.limits;
-        if let Some(tpm) = l.tpm.filter(|&t| t > 0 && tokens > t) {
-            return Err(PlanError::TooLarge(format!(
-                "request reserves {tokens} tokens (prompt estimate + max_tokens); \
-                 the limit is {tpm} tokens per minute"
-            )));
-        }
-        for (budget, name) in [(l.daily_nanos, "daily"), (l.monthly_nanos, "monthly")] {
-            if let Some(b) = budget.filter(|&b| b > 0 && nanos > b) {
-                return Err(PlanError::TooLarge(format!(
-                    "request may cost up to ${:.6}; the {name} budget is ${:.2}",
-                    cost::nanos_to_usd(nanos),
-                    cost::nanos_to_usd(b)
-                )));
+        for l in s.limits.windows.iter().filter(|l| l.max > 0) {
+            let cost = lease_cost(&lease, l.unit);
+            if cost <= l.max {
+                continue;
             }
+            return Err(PlanError::TooLarge(match l.unit {
+                Unit::Usd => format!(
+                    "request may cost up to ${:.6}; the limit is ${:.2} per {}",
+                    cost::nanos_to_usd(cost),
+                    cost::nanos_to_usd(l.max),
+                    window_name(l.per)
+                ),
+                _ => format!(
+                    "request reserves {cost} {} (prompt estimate + max_tokens); \
+                     the limit is {} {} per {}",
+                    l.unit.name(),
+                    l.max,
+                    l.unit.name(),
+                    window_name(l.per)
+                ),
+            }));
         }
     }
-    let periods = Periods::at(now_ms);
+    let holds = holds(&scopes, &mut lease, now_ms);
     Ok(AdmitPlan {
-        lease: LeaseRecord {
-            id: lease_id,
-            tenant: input.tenant.clone(),
-            model: input.model.clone(),
-            pool: input.pool.clone(),
-            holder: input.holder.clone(),
-            request_id: input.request_id.clone(),
-            scopes: scopes.iter().map(|s| s.key.clone()).collect(),
-            est_prompt_tokens: est_prompt,
-            max_tokens,
-            reserved_tokens: tokens,
-            reserved_nanos: nanos,
-            day: periods.day,
-            month: periods.month,
-            admitted_ms: now_ms,
-            expires_ms,
-            slot,
-        },
-        scopes: scopes.into(),
+        lease,
+        holds,
         now_ms,
     })
+}
+
+/// A window as a message says it: "minute", "calendar month".
+pub fn window_name(per: Per) -> String {
+    per.name().replace('_', " ")
+}
+
+/// How a settlement changes each unit: the rolling buckets' deltas, and what
+/// the calendar counters finally charge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deltas {
+    pub requests: i64,
+    pub tokens: i64,
+    pub usd: i64,
+    /// What stays counted in the period of the settlement.
+    pub charged_requests: u64,
+    pub charged_tokens: u64,
+    pub charged_nanos: Nanos,
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The moves that end `lease`: buckets of the scopes' current rolling
+/// limits (`limits`, `None` when the tenant is gone) take `deltas`; spend
+/// and the lease's calendar quotas move from its reservation to the periods
+/// of `now_ms`; slots are freed.
+pub fn moves(
+    lease: &LeaseRecord,
+    limits: Option<&[ScopePlan]>,
+    deltas: &Deltas,
+    now_ms: i64,
+) -> Vec<Move> {
+    let periods = Periods::at(now_ms);
+    let mut out = Vec::new();
+    for scope in &lease.scopes {
+        let current = limits.and_then(|l| l.iter().find(|s| &s.key == scope));
+        for l in current.iter().flat_map(|s| &s.limits.windows) {
+            let Some(period_ms) = l.per.rolling_ms() else {
+                continue;
+            };
+            let delta = match l.unit {
+                Unit::Requests => deltas.requests,
+                Unit::Tokens => deltas.tokens,
+                Unit::Usd => deltas.usd,
+            };
+            if delta != 0 {
+                out.push(Move::Bucket {
+                    key: keys::bucket(scope, l.unit, l.per),
+                    rate: Rate {
+                        limit: l.max,
+                        period_ms,
+                    },
+                    delta,
+                });
+            }
+        }
+        let calendar = [Per::CalendarDay, Per::CalendarMonth]
+            .into_iter()
+            .map(|per| (Unit::Usd, per))
+            .chain(
+                lease
+                    .quotas
+                    .iter()
+                    .filter(|q| &q.scope == scope)
+                    .map(|q| (q.unit, q.per)),
+            );
+        for (unit, per) in calendar {
+            let charged = match unit {
+                Unit::Requests => deltas.charged_requests,
+                Unit::Tokens => deltas.charged_tokens,
+                Unit::Usd => deltas.charged_nanos,
+            };
+            out.push(Move::Counter {
+                key: keys::counter(scope, unit, lease_period(lease, per)),
+                field: CounterField::Reserved,
+                delta: -signed(lease_cost(lease, unit)),
+            });
+            out.push(Move::Counter {
+                key: keys::counter(scope, unit, periods.of(per)),
+                field: CounterField::Spent,
+                delta: signed(charged),
+            });
+        }
+        if lease.slot {
+            out.push(Move::Slot {
+                key: keys::slots(scope),
+            });
+        }
+    }
+    out
 }
 
 pub fn plan_settlement(
@@ -199,8 +438,10 @@ pub fn plan_settlement(
     only_if_expired: bool,
 ) -> (SettlePlan, Charge) {
     let limits = scope_limits(registry, throttles, &lease.tenant, &lease.model);
-    let reserved_tokens = lease.reserved_tokens as f64;
-    let (requests_delta, tokens_delta, charge) = match settlement {
+    let reserved_tokens = signed(lease.reserved_tokens);
+    let reserved_nanos = signed(lease.reserved_nanos);
+    let counted = u64::from(lease.slot);
+    let (deltas, charge) = match settlement {
         Settlement::Usage {
             prompt,
             completion,
@@ -213,12 +454,24 @@ pub fn plan_settlement(
                 completion_tokens: completion,
                 cached_tokens: cached.min(prompt),
             };
-            let real = prompt.saturating_add(completion) as f64;
-            (0.0, real - reserved_tokens, charge)
+            let real = prompt.saturating_add(completion);
+            let deltas = Deltas {
+                requests: 0,
+                tokens: signed(real) - reserved_tokens,
+                usd: signed(charge.nanos) - reserved_nanos,
+                charged_requests: counted,
+                charged_tokens: real,
+                charged_nanos: charge.nanos,
+            };
+            (deltas, charge)
         }
         Settlement::ReservationAsCharge => (
-            0.0,
-            0.0,
+            Deltas {
+                charged_requests: counted,
+                charged_tokens: lease.reserved_tokens,
+                charged_nanos: lease.reserved_nanos,
+                ..Deltas::default()
+            },
             Charge {
                 nanos: lease.reserved_nanos,
                 prompt_tokens: lease.est_prompt_tokens,
@@ -227,45 +480,31 @@ pub fn plan_settlement(
             },
         ),
         // The request stays counted; nothing is charged.
-        Settlement::Release => (0.0, -reserved_tokens, Charge::default()),
+        Settlement::Release => (
+            Deltas {
+                tokens: -reserved_tokens,
+                usd: -reserved_nanos,
+                charged_requests: counted,
+                ..Deltas::default()
+            },
+            Charge::default(),
+        ),
         Settlement::Refund => (
-            // A RESERVE lease never counted its request: nothing to give back.
-            if lease.slot { -1.0 } else { 0.0 },
-            -reserved_tokens,
+            Deltas {
+                // A RESERVE lease never counted its request: nothing to give back.
+                requests: -signed(counted),
+                tokens: -reserved_tokens,
+                usd: -reserved_nanos,
+                ..Deltas::default()
+            },
             Charge::default(),
         ),
     };
-    let scopes = lease
-        .scopes
-        .iter()
-        .map(|key| {
-            let current = limits
-                .as_ref()
-                .and_then(|l| l.iter().find(|s| &s.key == key))
-                .map(|s| s.limits.clone())
-                .unwrap_or_default();
-            ScopeSettle {
-                key: key.clone(),
-                rpm: current.rpm,
-                tpm: current.tpm,
-                requests_delta,
-                tokens_delta,
-            }
-        })
-        .collect();
-    let periods = Periods::at(now_ms);
     let plan = SettlePlan {
         lease_id: lease.id.clone(),
         now_ms,
         only_if_expired,
-        scopes,
-        reserved_nanos: lease.reserved_nanos,
-        reserved_day: lease.day.clone(),
-        reserved_month: lease.month.clone(),
-        charge_nanos: charge.nanos,
-        charge_day: periods.day,
-        charge_month: periods.month,
-        slot: lease.slot,
+        moves: moves(lease, limits.as_ref().map(|l| &l[..]), &deltas, now_ms),
     };
     (plan, charge)
 }

@@ -13,7 +13,7 @@ pub mod config;
 
 use std::sync::Arc;
 
-use crate::limits::{BucketView, Rate, ScopeLimits, Throttles};
+use crate::limits::{BucketView, Per, Rate, ScopeLimits, Throttles, Unit, keys};
 use crate::metrics::{Metrics, RlsLabel};
 use crate::reload::SharedRegistry;
 use crate::storage::{BucketHit, Store, StoreError};
@@ -185,7 +185,7 @@ impl RlsLimiter {
                     self.throttles.fraction(tenant),
                 );
                 Some(Resolved {
-                    rate: Rate::per_minute(limits.rpm?),
+                    rate: Rate::per_minute(limits.get(Unit::Requests, Per::Minute)?),
                     name: "tenant_rpm".into(),
                     shadow: false,
                 })
@@ -223,8 +223,7 @@ fn rule_name(entries: &[(String, String)]) -> String {
 
 /// JSON of the entries: unambiguous whatever the values contain.
 fn bucket_key(domain: &str, entries: &[(String, String)]) -> String {
-    let entries = serde_json::to_string(entries).unwrap_or_default();
-    format!("rls/{domain}/{entries}")
+    keys::rls_bucket(domain, &serde_json::to_string(entries).unwrap_or_default())
 }
 
 /// envoyproxy/ratelimit's response headers, from the limited descriptor

@@ -2,6 +2,9 @@
 //! several scopes and limits is checked and applied as one step. Each step
 //! is a handful of hash lookups (well under a microsecond), far below what
 //! would make the lock a bottleneck for one service.
+//!
+//! It knows no limit kinds: it walks the plan's holds and moves
+//! (storage/mod.rs), exactly as the Lua scripts of the Redis store do.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -9,12 +12,12 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    AdmitOutcome, AdmitPlan, BucketHit, HitOutcome, Refusal, ScopeUsage, SettlePlan, SpendTotal,
-    Store, StoreError,
+    AdmitOutcome, AdmitPlan, BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal,
+    ScopeUsage, SettlePlan, SpendTotal, Store, StoreError,
 };
 use crate::clock::Periods;
 use crate::lease::LeaseRecord;
-use crate::limits::{Bucket, LimitKind, Nanos, Rate, ScopeViews};
+use crate::limits::{Bucket, BucketView, Rate, Unit, keys};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -25,24 +28,15 @@ pub struct MemoryStore {
 struct State {
     /// Bucket and the rate it was last used with (to prune drained ones).
     buckets: HashMap<String, (Bucket, Rate)>,
-    in_flight: HashMap<String, u64>,
-    /// (scope, period) → spend.
-    spend: HashMap<(String, String), Spend>,
+    slots: HashMap<String, u64>,
+    counters: HashMap<String, Counter>,
     leases: HashMap<String, LeaseRecord>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct Spend {
-    settled: Nanos,
-    reserved: Nanos,
-}
-
-fn rpm_key(scope: &str) -> String {
-    format!("{scope}:rpm")
-}
-
-fn tpm_key(scope: &str) -> String {
-    format!("{scope}:tpm")
+struct Counter {
+    spent: u64,
+    reserved: u64,
 }
 
 impl MemoryStore {
@@ -58,6 +52,15 @@ impl MemoryStore {
     }
 }
 
+/// `value + delta`, never below 0.
+fn shift(value: u64, delta: i64) -> u64 {
+    if delta >= 0 {
+        value.saturating_add(delta.unsigned_abs())
+    } else {
+        value.saturating_sub(delta.unsigned_abs())
+    }
+}
+
 impl State {
     fn bucket(&self, key: &str) -> Bucket {
         self.buckets.get(key).map(|(b, _)| *b).unwrap_or_default()
@@ -69,126 +72,139 @@ impl State {
         entry.1 = rate;
     }
 
-    fn spend(&self, scope: &str, period: &str) -> Spend {
-        self.spend
-            .get(&(scope.to_owned(), period.to_owned()))
-            .copied()
-            .unwrap_or_default()
+    fn counter(&self, key: &str) -> Counter {
+        self.counters.get(key).copied().unwrap_or_default()
     }
 
-    fn spend_mut(&mut self, scope: &str, period: &str) -> &mut Spend {
-        self.spend
-            .entry((scope.to_owned(), period.to_owned()))
-            .or_default()
+    fn slots(&self, key: &str) -> u64 {
+        self.slots.get(key).copied().unwrap_or(0)
     }
 
-    fn views(&self, plan: &AdmitPlan) -> Vec<ScopeViews> {
-        plan.scopes
-            .iter()
-            .map(|s| ScopeViews {
-                requests: s.limits.rpm.map(|l| {
-                    self.bucket(&rpm_key(&s.key))
-                        .view(Rate::per_minute(l), plan.now_ms)
-                }),
-                tokens: s.limits.tpm.map(|l| {
-                    self.bucket(&tpm_key(&s.key))
-                        .view(Rate::per_minute(l), plan.now_ms)
-                }),
-            })
-            .collect()
-    }
-
-    /// The refusal, if any, in check order; see [`Refusal`].
-    fn check(&self, plan: &AdmitPlan) -> Option<Refusal> {
-        let lease = &plan.lease;
-        let cost = lease.reserved_nanos;
-        let mut first: Option<(LimitKind, usize)> = None;
-        let mut wait_ms = 0u64;
-        let mut fail = |kind, scope, wait: u64| {
-            first.get_or_insert((kind, scope));
-            wait_ms = wait_ms.max(wait);
-        };
-        for (i, s) in plan.scopes.iter().enumerate() {
-            for (limit, period, kind) in [
-                (s.limits.daily_nanos, &lease.day, LimitKind::DailyBudget),
-                (
-                    s.limits.monthly_nanos,
-                    &lease.month,
-                    LimitKind::MonthlyBudget,
-                ),
-            ] {
-                if let Some(limit) = limit {
-                    let sp = self.spend(&s.key, period);
-                    if sp.settled.saturating_add(sp.reserved).saturating_add(cost) > limit {
-                        fail(kind, i, 0);
-                    }
+    /// Whether the hold's cost fits: `Err(wait_ms)` when it does not.
+    fn fits(&self, h: &Hold, limit: u64, now_ms: i64) -> Result<(), u64> {
+        match h.meter {
+            Meter::Bucket { period_ms } => {
+                self.bucket(&h.key)
+                    .check(Rate { limit, period_ms }, h.cost as f64, now_ms)
+            }
+            Meter::Counter { resets_in_ms } => {
+                let c = self.counter(&h.key);
+                let used = c.spent.saturating_add(c.reserved).saturating_add(h.cost);
+                if used > limit {
+                    Err(resets_in_ms)
+                } else {
+                    Ok(())
+                }
+            }
+            Meter::Slots => {
+                if self.slots(&h.key) >= limit {
+                    Err(0)
+                } else {
+                    Ok(())
                 }
             }
         }
-        for (i, s) in plan.scopes.iter().enumerate() {
-            if let Some(l) = s.limits.rpm
-                && let Err(w) =
-                    self.bucket(&rpm_key(&s.key))
-                        .check(Rate::per_minute(l), 1.0, plan.now_ms)
-            {
-                fail(LimitKind::Requests, i, w);
+    }
+
+    fn view(&self, h: &Hold, now_ms: i64) -> Option<BucketView> {
+        let limit = h.limit?;
+        match h.meter {
+            Meter::Bucket { period_ms } => {
+                Some(self.bucket(&h.key).view(Rate { limit, period_ms }, now_ms))
+            }
+            Meter::Counter { resets_in_ms } => {
+                let c = self.counter(&h.key);
+                Some(BucketView {
+                    limit,
+                    remaining: limit.saturating_sub(c.spent.saturating_add(c.reserved)),
+                    reset_ms: resets_in_ms,
+                })
+            }
+            Meter::Slots => None,
+        }
+    }
+
+    fn views(&self, plan: &AdmitPlan) -> Vec<Option<BucketView>> {
+        plan.holds
+            .iter()
+            .map(|h| self.view(h, plan.now_ms))
+            .collect()
+    }
+
+    /// The refusal, if any; see [`Refusal`].
+    fn check(&self, plan: &AdmitPlan) -> Option<Refusal> {
+        let mut refusal: Option<Refusal> = None;
+        for (i, h) in plan.holds.iter().enumerate() {
+            let Some(limit) = h.limit else { continue };
+            if let Err(wait) = self.fits(h, limit, plan.now_ms) {
+                let r = refusal.get_or_insert(Refusal {
+                    hold: i,
+                    what: h.what,
+                    wait_ms: 0,
+                });
+                r.wait_ms = r.wait_ms.max(wait);
             }
         }
-        for (i, s) in plan.scopes.iter().enumerate() {
-            if let Some(l) = s.limits.tpm
-                && let Err(w) = self.bucket(&tpm_key(&s.key)).check(
-                    Rate::per_minute(l),
-                    lease.reserved_tokens as f64,
-                    plan.now_ms,
-                )
-            {
-                fail(LimitKind::Tokens, i, w);
-            }
-        }
-        for (i, s) in plan.scopes.iter().enumerate() {
-            if let Some(l) = s.limits.concurrency
-                && self.in_flight.get(&s.key).copied().unwrap_or(0) >= l
-            {
-                fail(LimitKind::Concurrency, i, 0);
-            }
-        }
-        first.map(|(kind, scope)| Refusal {
-            kind,
-            scope,
-            wait_ms,
-        })
+        refusal
     }
 
     fn reserve(&mut self, plan: &AdmitPlan) {
-        let lease = &plan.lease;
-        for s in &plan.scopes {
-            if let Some(l) = s.limits.rpm {
-                self.add(rpm_key(&s.key), Rate::per_minute(l), 1.0, plan.now_ms);
-            }
-            if let Some(l) = s.limits.tpm {
-                let tokens = lease.reserved_tokens as f64;
-                self.add(tpm_key(&s.key), Rate::per_minute(l), tokens, plan.now_ms);
-            }
-            if lease.slot {
-                *self.in_flight.entry(s.key.clone()).or_default() += 1;
-            }
-            for period in [&lease.day, &lease.month] {
-                let sp = self.spend_mut(&s.key, period);
-                sp.reserved = sp.reserved.saturating_add(lease.reserved_nanos);
+        for h in &plan.holds {
+            match h.meter {
+                Meter::Bucket { period_ms } => {
+                    // A bucket exists only where there is a limit.
+                    if let Some(limit) = h.limit {
+                        let rate = Rate { limit, period_ms };
+                        self.add(h.key.clone(), rate, h.cost as f64, plan.now_ms);
+                    }
+                }
+                Meter::Counter { .. } => {
+                    let c = self.counters.entry(h.key.clone()).or_default();
+                    c.reserved = c.reserved.saturating_add(h.cost);
+                }
+                Meter::Slots => {
+                    *self.slots.entry(h.key.clone()).or_default() += h.cost;
+                }
             }
         }
-        self.leases.insert(lease.id.clone(), lease.clone());
+        self.leases
+            .insert(plan.lease.id.clone(), plan.lease.clone());
     }
 
-    /// Drops drained buckets and spend of past periods: counters for
+    fn apply(&mut self, m: &Move, now_ms: i64) {
+        match m {
+            Move::Bucket { key, rate, delta } => {
+                if *delta != 0 {
+                    self.add(key.clone(), *rate, *delta as f64, now_ms);
+                }
+            }
+            Move::Counter { key, field, delta } => {
+                let c = self.counters.entry(key.clone()).or_default();
+                let side = match field {
+                    CounterField::Spent => &mut c.spent,
+                    CounterField::Reserved => &mut c.reserved,
+                };
+                *side = shift(*side, *delta);
+            }
+            Move::Slot { key } => {
+                if let Some(n) = self.slots.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Drops drained buckets and counters of past periods: counters for
     /// descriptor values (per-IP limits) would otherwise grow without bound.
     fn prune(&mut self, now_ms: i64) {
         self.buckets
             .retain(|_, (b, rate)| b.level_at(*rate, now_ms) > 0.0);
         let p = Periods::at(now_ms);
-        self.spend
-            .retain(|(_, period), sp| *period == p.day || *period == p.month || sp.reserved > 0);
-        self.in_flight.retain(|_, n| *n > 0);
+        self.counters.retain(|key, c| {
+            let period = keys::counter_period(key);
+            period == Some(p.day.as_str()) || period == Some(p.month.as_str()) || c.reserved > 0
+        });
+        self.slots.retain(|_, n| *n > 0);
     }
 }
 
@@ -220,40 +236,8 @@ impl Store for MemoryStore {
             Some(_) => {}
         }
         st.leases.remove(&plan.lease_id);
-        for s in &plan.scopes {
-            if let Some(l) = s.rpm
-                && s.requests_delta != 0.0
-            {
-                st.add(
-                    rpm_key(&s.key),
-                    Rate::per_minute(l),
-                    s.requests_delta,
-                    plan.now_ms,
-                );
-            }
-            if let Some(l) = s.tpm
-                && s.tokens_delta != 0.0
-            {
-                st.add(
-                    tpm_key(&s.key),
-                    Rate::per_minute(l),
-                    s.tokens_delta,
-                    plan.now_ms,
-                );
-            }
-            if plan.slot
-                && let Some(n) = st.in_flight.get_mut(&s.key)
-            {
-                *n = n.saturating_sub(1);
-            }
-            for period in [&plan.reserved_day, &plan.reserved_month] {
-                let sp = st.spend_mut(&s.key, period);
-                sp.reserved = sp.reserved.saturating_sub(plan.reserved_nanos);
-            }
-            for period in [&plan.charge_day, &plan.charge_month] {
-                let sp = st.spend_mut(&s.key, period);
-                sp.settled = sp.settled.saturating_add(plan.charge_nanos);
-            }
+        for m in &plan.moves {
+            st.apply(m, plan.now_ms);
         }
         Ok(true)
     }
@@ -318,12 +302,12 @@ impl Store for MemoryStore {
         Ok(scopes
             .iter()
             .map(|s| {
-                let d = st.spend(s, day);
-                let m = st.spend(s, month);
+                let d = st.counter(&keys::counter(s, Unit::Usd, day));
+                let m = st.counter(&keys::counter(s, Unit::Usd, month));
                 ScopeUsage {
-                    in_flight: st.in_flight.get(s).copied().unwrap_or(0),
-                    spent_day: d.settled,
-                    spent_month: m.settled,
+                    in_flight: st.slots(&keys::slots(s)),
+                    spent_day: d.spent,
+                    spent_month: m.spent,
                     reserved_day: d.reserved,
                     reserved_month: m.reserved,
                 }
@@ -334,8 +318,11 @@ impl Store for MemoryStore {
     async fn restore_spend(&self, totals: &[SpendTotal]) -> Result<(), StoreError> {
         let mut st = self.lock();
         for t in totals {
-            let sp = st.spend_mut(&t.scope, &t.period);
-            sp.settled = sp.settled.saturating_add(t.nanos);
+            let c = st
+                .counters
+                .entry(keys::counter(&t.scope, Unit::Usd, &t.period))
+                .or_default();
+            c.spent = c.spent.saturating_add(t.nanos);
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::lease::LeaseRecord;
-use crate::limits::{BucketView, LimitKind, Nanos, Rate, ScopeLimits, ScopeViews};
+use crate::limits::plan::Limited;
+use crate::limits::{BucketView, Nanos, Rate};
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -24,62 +25,90 @@ pub enum StoreError {
     Decode(#[from] serde_json::Error),
 }
 
-/// One scope's limits for an Admit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScopePlan {
-    pub key: String,
-    pub limits: ScopeLimits,
+/// How a counter measures: what "fits" means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meter {
+    /// A GCRA bucket of a rolling window (limits/bucket.rs): a cost fits
+    /// while level + cost <= limit.
+    Bucket { period_ms: u64 },
+    /// A calendar counter {spent, resv}: a cost fits while
+    /// spent + resv + cost <= limit. Its period resets in `resets_in_ms`.
+    Counter { resets_in_ms: u64 },
+    /// Requests in flight: one more fits while the count is below the limit.
+    Slots,
 }
 
-/// Everything one Admit reserves, all or nothing: 1 request and
-/// `lease.reserved_tokens` in every scope's buckets, `lease.reserved_nanos`
-/// against every scope's budgets (day and month), and one concurrency slot
-/// per scope, recorded as `lease`. A lease without `slot` (a RESERVE lease)
-/// takes no slot; its plan carries no RPM or concurrency limit to check.
+/// One counter an Admit changes, and the limit it must stay within.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The counter's name (limits/keys.rs).
+    pub key: String,
+    pub meter: Meter,
+    /// `None`: counted (spend, in-flight) but never refuses.
+    pub limit: Option<u64>,
+    /// Added to a bucket's level or a counter's reservation (1 for slots).
+    pub cost: u64,
+    /// What the limit is, for the refusal and the rate-limit headers; the
+    /// stores only hand it back.
+    pub what: Option<Limited>,
+}
+
+/// Everything one Admit reserves, all or nothing: every hold is checked
+/// (in order: the first failing one is the refusal) and, only if all pass,
+/// applied, and `lease` recorded. The stores know no limit kinds: the plan
+/// (limits/plan.rs) says which counters a request touches and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdmitPlan {
     pub lease: LeaseRecord,
-    pub scopes: Vec<ScopePlan>,
+    pub holds: Vec<Hold>,
     pub now_ms: i64,
 }
 
-/// The first limit that refused, by check order (budgets, requests, tokens,
-/// concurrency), and the longest bucket wait among all refusing buckets.
+/// The first hold that refused, and the longest wait among all refusing
+/// holds (a bucket's refill, a calendar period's end; 0 for slots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    pub kind: LimitKind,
-    pub scope: usize,
+    pub hold: usize,
+    pub what: Option<Limited>,
     pub wait_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdmitOutcome {
-    /// Reserved; views after the reservation, one per scope.
-    Admitted { views: Vec<ScopeViews> },
+    /// Reserved; per hold, its view after the reservation (limited buckets
+    /// and counters; `None` for the rest).
+    Admitted { views: Vec<Option<BucketView>> },
     /// Nothing changed; views as they stand.
     Refused {
         refusal: Refusal,
-        views: Vec<ScopeViews>,
+        views: Vec<Option<BucketView>>,
     },
 }
 
-/// Per-scope counter moves when a lease ends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScopeSettle {
-    pub key: String,
-    /// Current limits, needed to drain the buckets before adjusting them;
-    /// `None` skips the bucket (the scope is no longer limited).
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
-    /// -1 when the request is refunded, else 0.
-    pub requests_delta: f64,
-    /// Real tokens minus reserved tokens (negative is a refund).
-    pub tokens_delta: f64,
+/// Which side of a calendar counter a settlement moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterField {
+    Spent,
+    Reserved,
 }
 
-/// Ends a lease: frees its slots, moves its budget reservation out of the
-/// reservation's periods and `charge_nanos` into the periods of `now`.
-/// Applied only if the lease still exists, which makes Complete idempotent.
+/// One counter change when a lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// Adds `delta` (negative: a refund) to a bucket, drained at `rate`.
+    Bucket { key: String, rate: Rate, delta: i64 },
+    /// Adds `delta` to one side of a calendar counter (never below 0).
+    Counter {
+        key: String,
+        field: CounterField,
+        delta: i64,
+    },
+    /// Frees one slot (never below 0).
+    Slot { key: String },
+}
+
+/// Ends a lease: applies every move, only if the lease still exists, which
+/// makes Complete idempotent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SettlePlan {
     pub lease_id: String,
@@ -87,15 +116,7 @@ pub struct SettlePlan {
     /// Sweeper: only if the lease is still past its expiry (not renewed
     /// meanwhile, possibly through another replica).
     pub only_if_expired: bool,
-    pub scopes: Vec<ScopeSettle>,
-    pub reserved_nanos: Nanos,
-    pub reserved_day: String,
-    pub reserved_month: String,
-    pub charge_nanos: Nanos,
-    pub charge_day: String,
-    pub charge_month: String,
-    /// The lease holds a concurrency slot to free (see `LeaseRecord::slot`).
-    pub slot: bool,
+    pub moves: Vec<Move>,
 }
 
 /// What a scope has in flight and has spent in the current periods.

@@ -2,11 +2,11 @@
 //! scripts (`storage/lua/`), which Redis runs one at a time: a script's
 //! check and update are atomic against every other replica's.
 //!
-//! Key layout (prefix `llmgw:`): `b:<bucket>` hash {l, t} for rate buckets,
-//! `c:<scope>` in-flight count, `s:<scope>:<period>` hash {spent, resv} in
-//! nano-dollars, `l:<lease>` the lease record (JSON) and `leases` a sorted
-//! set of lease ids by expiry. Scripts build key names from their argument,
-//! so this targets a single Redis (or a primary with replicas), not Cluster.
+//! Keys are limits/keys.rs's names behind the prefix `llmgw:`: rate buckets
+//! are hashes {l, t}, calendar counters hashes {spent, resv}, slots plain
+//! counts, a lease its record as JSON and `leases` a sorted set of lease
+//! ids by expiry. Scripts take key names from their argument, so this
+//! targets a single Redis (or a primary with replicas), not Cluster.
 
 use async_trait::async_trait;
 use redis::Script;
@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::{
-    AdmitOutcome, AdmitPlan, BucketHit, HitOutcome, Refusal, ScopeUsage, SettlePlan, SpendTotal,
-    Store, StoreError,
+    AdmitOutcome, AdmitPlan, BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal,
+    ScopeUsage, SettlePlan, SpendTotal, Store, StoreError,
 };
 use crate::lease::LeaseRecord;
-use crate::limits::{BucketView, LimitKind, ScopeViews};
+use crate::limits::{BucketView, Unit, keys};
 
 const PREFIX: &str = "llmgw:";
 
@@ -68,6 +68,36 @@ fn wire(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// One hold as the admit script reads it: `m` is the meter (`b` bucket,
+/// `q` calendar counter, `c` slots), `lim` -1 for "counted, never refuses".
+#[derive(Serialize)]
+struct HoldWire<'a> {
+    k: &'a str,
+    m: &'static str,
+    lim: i64,
+    p: u64,
+    r: u64,
+    c: u64,
+}
+
+impl<'a> From<&'a Hold> for HoldWire<'a> {
+    fn from(h: &'a Hold) -> Self {
+        let (m, p, r) = match h.meter {
+            Meter::Bucket { period_ms } => ("b", period_ms, 0),
+            Meter::Counter { resets_in_ms } => ("q", 0, resets_in_ms),
+            Meter::Slots => ("c", 0, 0),
+        };
+        HoldWire {
+            k: &h.key,
+            m,
+            lim: wire(h.limit),
+            p,
+            r,
+            c: h.cost,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct AdmitWire<'a> {
     prefix: &'a str,
@@ -75,38 +105,24 @@ struct AdmitWire<'a> {
     lease_id: &'a str,
     lease_json: String,
     expires: i64,
-    tokens: u64,
-    cost: u64,
-    day: &'a str,
-    month: &'a str,
-    slot: bool,
-    scopes: Vec<ScopeWire<'a>>,
-}
-
-#[derive(Serialize)]
-struct ScopeWire<'a> {
-    key: &'a str,
-    rpm: i64,
-    tpm: i64,
-    conc: i64,
-    daily: i64,
-    monthly: i64,
+    holds: Vec<HoldWire<'a>>,
 }
 
 #[derive(Deserialize)]
 struct AdmitReply {
-    ok: bool,
-    kind: Option<LimitKind>,
-    scope: Option<usize>,
+    /// 0-based index of the first refusing hold.
+    refused: Option<usize>,
     #[serde(default)]
     wait: f64,
-    views: Vec<ViewsReply>,
+    views: Vec<ViewReply>,
 }
 
+/// A hold's view, or `false` for none (cjson cannot leave holes in arrays).
 #[derive(Deserialize)]
-struct ViewsReply {
-    r: Option<(u64, u64, u64)>,
-    t: Option<(u64, u64, u64)>,
+#[serde(untagged)]
+enum ViewReply {
+    View((u64, u64, u64)),
+    None(serde::de::IgnoredAny),
 }
 
 fn view((limit, remaining, reset_ms): (u64, u64, u64)) -> BucketView {
@@ -117,29 +133,55 @@ fn view((limit, remaining, reset_ms): (u64, u64, u64)) -> BucketView {
     }
 }
 
+/// One settlement move: `m` is `b` bucket add, `s` / `r` the spent /
+/// reserved side of a counter, `c` a slot freed.
+#[derive(Serialize)]
+struct MoveWire<'a> {
+    k: &'a str,
+    m: &'static str,
+    lim: u64,
+    p: u64,
+    d: i64,
+}
+
+impl<'a> From<&'a Move> for MoveWire<'a> {
+    fn from(m: &'a Move) -> Self {
+        match m {
+            Move::Bucket { key, rate, delta } => MoveWire {
+                k: key,
+                m: "b",
+                lim: rate.limit,
+                p: rate.period_ms,
+                d: *delta,
+            },
+            Move::Counter { key, field, delta } => MoveWire {
+                k: key,
+                m: match field {
+                    CounterField::Spent => "s",
+                    CounterField::Reserved => "r",
+                },
+                lim: 0,
+                p: 0,
+                d: *delta,
+            },
+            Move::Slot { key } => MoveWire {
+                k: key,
+                m: "c",
+                lim: 0,
+                p: 0,
+                d: -1,
+            },
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct SettleWire<'a> {
     prefix: &'a str,
     now: i64,
     lease_id: &'a str,
     only_if_expired: bool,
-    scopes: Vec<ScopeSettleWire<'a>>,
-    reserved: u64,
-    reserved_day: &'a str,
-    reserved_month: &'a str,
-    charge: u64,
-    charge_day: &'a str,
-    charge_month: &'a str,
-    slot: bool,
-}
-
-#[derive(Serialize)]
-struct ScopeSettleWire<'a> {
-    key: &'a str,
-    rpm: i64,
-    tpm: i64,
-    rq: f64,
-    tk: f64,
+    moves: Vec<MoveWire<'a>>,
 }
 
 #[derive(Serialize)]
@@ -182,23 +224,7 @@ impl Store for RedisStore {
             lease_id: &lease.id,
             lease_json: serde_json::to_string(lease)?,
             expires: lease.expires_ms,
-            tokens: lease.reserved_tokens,
-            cost: lease.reserved_nanos,
-            day: &lease.day,
-            month: &lease.month,
-            slot: lease.slot,
-            scopes: plan
-                .scopes
-                .iter()
-                .map(|s| ScopeWire {
-                    key: &s.key,
-                    rpm: wire(s.limits.rpm),
-                    tpm: wire(s.limits.tpm),
-                    conc: wire(s.limits.concurrency),
-                    daily: wire(s.limits.daily_nanos),
-                    monthly: wire(s.limits.monthly_nanos),
-                })
-                .collect(),
+            holds: plan.holds.iter().map(HoldWire::from).collect(),
         };
         let reply: String = self
             .admit
@@ -209,21 +235,21 @@ impl Store for RedisStore {
         let views = reply
             .views
             .into_iter()
-            .map(|v| ScopeViews {
-                requests: v.r.map(view),
-                tokens: v.t.map(view),
+            .map(|v| match v {
+                ViewReply::View(v) => Some(view(v)),
+                ViewReply::None(_) => None,
             })
             .collect();
-        Ok(match (reply.ok, reply.kind) {
-            (false, Some(kind)) => AdmitOutcome::Refused {
+        Ok(match reply.refused {
+            Some(hold) => AdmitOutcome::Refused {
                 refusal: Refusal {
-                    kind,
-                    scope: reply.scope.unwrap_or(0),
+                    hold,
+                    what: plan.holds.get(hold).and_then(|h| h.what),
                     wait_ms: reply.wait.max(0.0) as u64,
                 },
                 views,
             },
-            _ => AdmitOutcome::Admitted { views },
+            None => AdmitOutcome::Admitted { views },
         })
     }
 
@@ -231,9 +257,9 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let (json, score): (Option<String>, Option<f64>) = redis::pipe()
             .cmd("GET")
-            .arg(format!("{PREFIX}l:{lease_id}"))
+            .arg(format!("{PREFIX}{}", keys::lease(lease_id)))
             .cmd("ZSCORE")
-            .arg(format!("{PREFIX}leases"))
+            .arg(format!("{PREFIX}{}", keys::LEASES))
             .arg(lease_id)
             .query_async(&mut conn)
             .await?;
@@ -251,24 +277,7 @@ impl Store for RedisStore {
             now: plan.now_ms,
             lease_id: &plan.lease_id,
             only_if_expired: plan.only_if_expired,
-            slot: plan.slot,
-            scopes: plan
-                .scopes
-                .iter()
-                .map(|s| ScopeSettleWire {
-                    key: &s.key,
-                    rpm: wire(s.rpm),
-                    tpm: wire(s.tpm),
-                    rq: s.requests_delta,
-                    tk: s.tokens_delta,
-                })
-                .collect(),
-            reserved: plan.reserved_nanos,
-            reserved_day: &plan.reserved_day,
-            reserved_month: &plan.reserved_month,
-            charge: plan.charge_nanos,
-            charge_day: &plan.charge_day,
-            charge_month: &plan.charge_month,
+            moves: plan.moves.iter().map(MoveWire::from).collect(),
         };
         let applied: i64 = self
             .settle
@@ -301,7 +310,7 @@ impl Store for RedisStore {
 
     async fn expired(&self, now_ms: i64, max: usize) -> Result<Vec<String>, StoreError> {
         Ok(redis::cmd("ZRANGEBYSCORE")
-            .arg(format!("{PREFIX}leases"))
+            .arg(format!("{PREFIX}{}", keys::LEASES))
             .arg("-inf")
             .arg(now_ms)
             .arg("LIMIT")
@@ -359,10 +368,10 @@ impl Store for RedisStore {
         }
         let mut pipe = redis::pipe();
         for s in scopes {
-            pipe.cmd("GET").arg(format!("{PREFIX}c:{s}"));
+            pipe.cmd("GET").arg(format!("{PREFIX}{}", keys::slots(s)));
             for period in [day, month] {
                 pipe.cmd("HMGET")
-                    .arg(format!("{PREFIX}s:{s}:{period}"))
+                    .arg(format!("{PREFIX}{}", keys::counter(s, Unit::Usd, period)))
                     .arg("spent")
                     .arg("resv");
             }

@@ -1,59 +1,56 @@
--- Admit: check every limit of every scope, then reserve all or nothing.
-local MINUTE = 60000
-local first_kind, first_scope, wait = nil, nil, 0
-local function fail(kind, i, w)
-  if first_kind == nil then
-    first_kind = kind
-    first_scope = i - 1
-  end
-  if w > wait then wait = w end
-end
-
-for i, s in ipairs(P.scopes) do
-  local limits = { { s.daily, P.day, 'daily_budget' }, { s.monthly, P.month, 'monthly_budget' } }
-  for _, l in ipairs(limits) do
-    if l[1] >= 0 then
-      local spent, resv = spend_get(s.key, l[2])
-      if spent + resv + P.cost > l[1] then fail(l[3], i, 0) end
+-- Admit: check every limited hold, then reserve all or nothing. The plan
+-- (limits/plan.rs) lists the holds in refusal order; this script, like
+-- storage/memory.rs, knows no limit kinds.
+local refused, wait = nil, 0
+for i, h in ipairs(P.holds) do
+  if h.lim >= 0 then
+    local ok, w = true, 0
+    if h.m == 'b' then
+      ok, w = bucket_check(bucket_load(h.k), h.lim, h.p, h.c)
+    elseif h.m == 'q' then
+      local spent, resv = counter_get(h.k)
+      if spent + resv + h.c > h.lim then ok, w = false, h.r end
+    else
+      local n = tonumber(redis.call('GET', prefix .. h.k)) or 0
+      if n >= h.lim then ok = false end
+    end
+    if not ok then
+      if refused == nil then refused = i - 1 end
+      if w > wait then wait = w end
     end
   end
 end
-for i, s in ipairs(P.scopes) do
-  if s.rpm >= 0 then
-    local ok, w = bucket_check(bucket_load(s.key .. ':rpm'), s.rpm, MINUTE, 1)
-    if not ok then fail('requests', i, w) end
-  end
-end
-for i, s in ipairs(P.scopes) do
-  if s.tpm >= 0 then
-    local ok, w = bucket_check(bucket_load(s.key .. ':tpm'), s.tpm, MINUTE, P.tokens)
-    if not ok then fail('tokens', i, w) end
-  end
-end
-for i, s in ipairs(P.scopes) do
-  if s.conc >= 0 then
-    local n = tonumber(redis.call('GET', prefix .. 'c:' .. s.key)) or 0
-    if n >= s.conc then fail('concurrency', i, 0) end
-  end
-end
 
-if first_kind == nil then
-  for _, s in ipairs(P.scopes) do
-    if s.rpm >= 0 then bucket_add(s.key .. ':rpm', s.rpm, MINUTE, 1) end
-    if s.tpm >= 0 then bucket_add(s.key .. ':tpm', s.tpm, MINUTE, P.tokens) end
-    if P.slot then redis.call('INCR', prefix .. 'c:' .. s.key) end
-    spend_add(s.key, P.day, 'resv', P.cost)
-    spend_add(s.key, P.month, 'resv', P.cost)
+if refused == nil then
+  for _, h in ipairs(P.holds) do
+    if h.m == 'b' then
+      if h.lim >= 0 then bucket_add(h.k, h.lim, h.p, h.c) end
+    elseif h.m == 'q' then
+      counter_add(h.k, 'resv', h.c)
+    else
+      redis.call('INCRBY', prefix .. h.k, int(h.c))
+    end
   end
   redis.call('SET', prefix .. 'l:' .. P.lease_id, P.lease_json)
   redis.call('ZADD', prefix .. 'leases', int(P.expires), P.lease_id)
 end
 
+-- A view per hold: `false` where there is none (cjson arrays cannot hold nil).
 local views = {}
-for i, s in ipairs(P.scopes) do
-  local v = {}
-  if s.rpm >= 0 then v.r = bucket_view(s.key .. ':rpm', s.rpm, MINUTE) end
-  if s.tpm >= 0 then v.t = bucket_view(s.key .. ':tpm', s.tpm, MINUTE) end
+for i, h in ipairs(P.holds) do
+  local v = false
+  if h.lim >= 0 then
+    if h.m == 'b' then
+      v = bucket_view(h.k, h.lim, h.p)
+    elseif h.m == 'q' then
+      local spent, resv = counter_get(h.k)
+      local remaining = h.lim - spent - resv
+      if remaining < 0 then remaining = 0 end
+      v = { h.lim, remaining, h.r }
+    end
+  end
   views[i] = v
 end
-return cjson.encode({ ok = first_kind == nil, kind = first_kind, scope = first_scope, wait = wait, views = views })
+local reply = { wait = wait, views = views }
+if refused ~= nil then reply.refused = refused end
+return cjson.encode(reply)

@@ -12,8 +12,9 @@ local function int(x)
   return string.format('%d', x)
 end
 
+-- Key names come from the plan (limits/keys.rs); only the prefix is added.
 local function bucket_load(key)
-  local v = redis.call('HMGET', prefix .. 'b:' .. key, 'l', 't')
+  local v = redis.call('HMGET', prefix .. key, 'l', 't')
   return { l = tonumber(v[1]) or 0, t = tonumber(v[2]) or 0 }
 end
 
@@ -40,7 +41,7 @@ local function bucket_add(key, limit, period, delta)
   if level < 0 then level = 0 end
   local t = b.t
   if now > t then t = now end
-  local full = prefix .. 'b:' .. key
+  local full = prefix .. key
   redis.call('HSET', full, 'l', string.format('%.17g', level), 't', int(t))
   -- Kept until drained at this rate, plus one period of slack for a
   -- lowered limit; a drained bucket is the same as an absent one.
@@ -58,22 +59,20 @@ local function bucket_view(key, limit, period)
   return { limit, remaining, reset }
 end
 
-local SPEND_TTL_S = 100 * 86400
+-- Calendar counters outlive their period by far: a lease reserved on the
+-- last day of a month may settle after it.
+local COUNTER_TTL_S = 100 * 86400
 
-local function spend_key(scope, period)
-  return prefix .. 's:' .. scope .. ':' .. period
-end
-
-local function spend_get(scope, period)
-  local v = redis.call('HMGET', spend_key(scope, period), 'spent', 'resv')
+local function counter_get(key)
+  local v = redis.call('HMGET', prefix .. key, 'spent', 'resv')
   return tonumber(v[1]) or 0, tonumber(v[2]) or 0
 end
 
-local function spend_add(scope, period, field, delta)
-  local k = spend_key(scope, period)
+local function counter_add(key, field, delta)
+  local k = prefix .. key
   local cur = tonumber(redis.call('HGET', k, field)) or 0
   local v = cur + delta
   if v < 0 then v = 0 end
   redis.call('HSET', k, field, int(v))
-  redis.call('EXPIRE', k, SPEND_TTL_S)
+  redis.call('EXPIRE', k, COUNTER_TTL_S)
 end
