@@ -142,11 +142,11 @@ impl Cli {
     }
 
     /// The scheduling policy of every pool queue.
-    pub fn scheduling_policy(&self) -> crate::fair_queue::SchedulingPolicy {
-        crate::fair_queue::SchedulingPolicy {
+    pub fn scheduling_policy(&self) -> crate::pool::fair_queue::SchedulingPolicy {
+        crate::pool::fair_queue::SchedulingPolicy {
             mode: match self.queue_mode {
-                QueueModeArg::Fair => crate::fair_queue::QueueMode::Fair,
-                QueueModeArg::Fifo => crate::fair_queue::QueueMode::Fifo,
+                QueueModeArg::Fair => crate::pool::fair_queue::QueueMode::Fair,
+                QueueModeArg::Fifo => crate::pool::fair_queue::QueueMode::Fifo,
             },
             input_weight: 1.0,
             output_weight: self.output_token_weight.max(0.0),

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate::PoolPermit;
 use crate::limits::Nanos;
+use crate::pool::gate::PoolPermit;
 
 /// What a request reserved, stored until Complete, a refund or expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,7 +102,7 @@ pub struct Metrics {
     pub audit_records: Family<TenantLabel, Counter>,
     pub audit_errors: Counter,
     pub audit_redactions: Family<KindLabel, Counter>,
-    /// Written by [`crate::pool_models::PoolModels`].
+    /// Written by [`crate::pool::models::PoolModels`].
     pub pool_max_model_len: Family<PoolModelLabel, Gauge>,
     /// Written by [`crate::cached_tokens::CachedTokensWatch`].
     pub pool_cached_tokens_reported: Family<PoolLabel, Gauge>,

@@ -16,14 +16,14 @@ use crate::audit::seal::MasterKey;
 use crate::audit::{AuditError, AuditTrail};
 use crate::clock::now_ms;
 use crate::config::{Cli, ConfigError};
-use crate::gate::{PoolGate, UnlimitedGate};
 use crate::grpc::admission::AdmissionService;
 use crate::grpc::rls::RlsService;
 use crate::ledger::{Ledger, LedgerError};
 use crate::limiter::{Limiter, LimiterSettings, Records};
 use crate::limits::Throttles;
 use crate::metrics::Metrics;
-use crate::pool_models::PoolModels;
+use crate::pool::gate::{PoolGate, UnlimitedGate};
+use crate::pool::models::PoolModels;
 use crate::reload::{ReloadError, Reloader, SharedRegistry};
 use crate::rls::RlsLimiter;
 use crate::rls::config::{RlsConfig, RlsConfigError};
@@ -67,10 +67,10 @@ pub enum StartError {
 pub type GateFactory =
     Box<dyn FnOnce(&SharedRegistry, &mut Metrics, &PoolModels) -> Arc<dyn PoolGate> + Send>;
 
-/// A gate factory for the per-pool fair queues ([`crate::fair_gate::FairGate`]).
-pub fn fair_gate(policy: crate::fair_queue::SchedulingPolicy) -> GateFactory {
+/// A gate factory for the per-pool fair queues ([`crate::pool::fair_gate::FairGate`]).
+pub fn fair_gate(policy: crate::pool::fair_queue::SchedulingPolicy) -> GateFactory {
     Box::new(move |registry, metrics, models| {
-        crate::fair_gate::FairGate::new(&registry.current(), policy, metrics, models)
+        crate::pool::fair_gate::FairGate::new(&registry.current(), policy, metrics, models)
             as Arc<dyn PoolGate>
     })
 }

@@ -9,11 +9,13 @@ mod config;
 mod error;
 mod limits;
 mod models;
+mod validate;
 
 pub use config::*;
-pub use error::{RegistryError, valid_id};
+pub use error::RegistryError;
 pub use limits::{Limits, Per, Unit, WindowLimit};
 pub use models::ModelPattern;
+pub use validate::valid_id;
 
 use hashbrown::HashMap;
 use sha2::{Digest, Sha256};
@@ -63,7 +65,7 @@ impl Registry {
 
     /// Validates `config` and builds the indexes.
     pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
-        error::validate(&config)?;
+        validate::validate(&config)?;
         let mut tenant_index = HashMap::with_capacity(config.tenants.len());
         let mut key_index = HashMap::new();
         let mut spiffe_index = HashMap::new();
@@ -71,11 +73,11 @@ impl Registry {
             tenant_index.insert(tenant.id.clone(), t);
             for (k, key) in tenant.api_keys.iter().enumerate() {
                 let field = format!("tenants[{t}].api_keys[{k}]");
-                let digest = error::parse_digest(&key.sha256, &field)?;
+                let digest = validate::parse_digest(&key.sha256, &field)?;
                 let expires_at = key
                     .expires_at
                     .as_deref()
-                    .map(|s| error::parse_rfc3339(s, &format!("{field}.expires_at")))
+                    .map(|s| validate::parse_rfc3339(s, &format!("{field}.expires_at")))
                     .transpose()?;
                 let entry = KeyRef {
                     tenant: t,

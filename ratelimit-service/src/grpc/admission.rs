@@ -19,7 +19,7 @@ use crate::limiter::{
 };
 use crate::limits::plan::{AdmitInput, AdmitPhase};
 use crate::limits::{Per, ScopeViews};
-use crate::pool_models::PoolModels;
+use crate::pool::models::PoolModels;
 use crate::telemetry;
 
 pub struct AdmissionService {

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
 use crate::breaker::Signal;
 use crate::clock::now_ms;
-use crate::gate::GateError;
 use crate::lease::{LeaseRecord, new_lease_id};
 use crate::limits::plan::{AdmitInput, AdmitPhase, Limited, PlanError, Settlement, window_name};
 use crate::limits::{
     BucketView, LimitKind, Per, ScopeKind, ScopeViews, Unit, plan_admission, tightest,
 };
 use crate::metrics::Metrics;
+use crate::pool::{GateError, Ticket};
 use crate::storage::{AdmitOutcome, AdmitPlan, Refusal};
 
 /// Retry hint for a concurrency refusal: slots free when requests finish,
@@ -185,18 +185,14 @@ impl Limiter {
             )
         });
         let lease_id = reservation.lease_id().to_owned();
-        let gate_result = inner
-            .gate
-            .acquire(
-                &input.pool,
-                &input.tenant,
-                weight,
-                priority,
-                input.est_prompt_tokens,
-                input.max_tokens,
-                deadline,
-            )
-            .await;
+        let ticket = Ticket {
+            tenant: input.tenant.clone(),
+            weight,
+            priority,
+            est_input: input.est_prompt_tokens,
+            est_output: input.max_tokens,
+        };
+        let gate_result = inner.gate.acquire(&input.pool, ticket, deadline).await;
         let queue_wait = started.elapsed();
         // A request refused at once by a full queue never waited: counting it
         // would drag the histogram towards zero.

@@ -13,11 +13,11 @@ use std::time::Duration;
 use crate::audit::AuditTrail;
 use crate::breaker::{BreakerConfig, Breakers};
 use crate::cached_tokens::{CachedTokensWatch, JUDGE_AFTER};
-use crate::gate::PoolGate;
 use crate::lease::HeldPermits;
 use crate::ledger::Ledger;
 use crate::limits::Throttles;
 use crate::metrics::Metrics;
+use crate::pool::gate::PoolGate;
 use crate::reload::SharedRegistry;
 use crate::storage::Store;
 

@@ -14,7 +14,8 @@ use admission_proto::v1::admission_client::AdmissionClient;
 use admission_proto::v1::{AdmitRequest, AdmitResponse, CompleteRequest, Decision};
 use async_trait::async_trait;
 use clap::Parser;
-use ratelimit_service::gate::{GateError, PermitGuard, PoolGate, PoolPermit, UnlimitedGate};
+use ratelimit_service::pool::Ticket;
+use ratelimit_service::pool::gate::{GateError, PermitGuard, PoolGate, PoolPermit, UnlimitedGate};
 use ratelimit_service::{Cli, GateFactory, Service};
 use tonic::transport::Channel;
 
@@ -406,11 +407,7 @@ impl PoolGate for TestGate {
     async fn acquire(
         &self,
         pool: &str,
-        _tenant: &str,
-        _weight: f64,
-        _priority: u32,
-        _est_input: u64,
-        _est_output: u64,
+        _ticket: Ticket,
         deadline: Instant,
     ) -> Result<PoolPermit, GateError> {
         match self.mode {

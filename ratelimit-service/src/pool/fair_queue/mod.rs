@@ -2,7 +2,7 @@
 //! latency.
 //!
 //! A request waits in [`FairQueue::acquire`] until the pool has room, then
-//! holds a [`PoolPermit`] until it completes. Room is a capacity (requests in
+//! holds a [`QueuePermit`] until it completes. Room is a capacity (requests in
 //! flight at once) that the metrics scraper adjusts live. Who gets the next
 //! free slot is decided by the `scheduler` core; this module only adds the
 //! lock, the per-waiter wake-up channel and cancel-safety.
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 pub use config::{QueueConfig, QueueMode, SchedulingPolicy};
 pub use error::QueueError;
-pub use permit::PoolPermit;
+pub use permit::QueuePermit;
 pub use stats::{QueueStats, TenantStats, WAIT_BUCKETS_MS, WaitHistogram, jains_index};
 pub use ticket::Ticket;
 
@@ -128,7 +128,7 @@ impl FairQueue {
         &self,
         ticket: Ticket,
         deadline: Instant,
-    ) -> Result<PoolPermit, QueueError> {
+    ) -> Result<QueuePermit, QueueError> {
         let now = Instant::now();
         let (tx, rx) = oneshot::channel();
         let (queued, deadline) = {
@@ -217,9 +217,9 @@ struct Waiter {
 }
 
 impl Waiter {
-    fn into_permit(mut self, admission: Admission) -> PoolPermit {
+    fn into_permit(mut self, admission: Admission) -> QueuePermit {
         self.queued = None;
-        PoolPermit {
+        QueuePermit {
             shared: self.shared.clone(),
             tenant: admission.tenant,
             weight: admission.weight,
@@ -230,7 +230,7 @@ impl Waiter {
 
     /// The deadline passed: leave the queue, unless room was granted in the
     /// meantime, in which case the request goes ahead.
-    fn give_up(mut self) -> Result<PoolPermit, QueueError> {
+    fn give_up(mut self) -> Result<QueuePermit, QueueError> {
         let Some(queued) = self.queued.take() else {
             return Err(QueueError::Timeout {
                 waited: Duration::ZERO,

@@ -7,7 +7,7 @@
 //! answered well for three intervals: a replica we cannot see is not one we
 //! send more work to.
 //!
-//! The same rounds read each replica's `/v1/models` (see [`crate::pool_models`]):
+//! The same rounds read each replica's `/v1/models` (see [`crate::pool::models`]):
 //! at first contact, then every [`MODELS_REFRESH`]. A replica that stops
 //! answering keeps the models it last reported.
 
@@ -19,8 +19,10 @@ use thiserror::Error;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::fair_queue::FairQueue;
-use crate::pool_models::{MAX_MODELS_BODY, ModelLens, PoolModels, min_over_replicas, parse_models};
+use crate::pool::fair_queue::FairQueue;
+use crate::pool::models::{
+    MAX_MODELS_BODY, ModelLens, PoolModels, min_over_replicas, parse_models,
+};
 
 /// Requests queued inside the replica's engine.
 pub const NUM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
@@ -464,7 +466,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fair_queue::{QueueConfig, SchedulingPolicy};
+    use crate::pool::fair_queue::{QueueConfig, SchedulingPolicy};
     use prometheus_client::metrics::family::Family;
     use prometheus_client::metrics::gauge::Gauge;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,6 +1,5 @@
-//! The pool gate: the last step of Admit, after the tenant's limits are
-//! reserved. A gate holds the call until the pool has room (the fair queue in
-//! `fair_queue` implements it); [`UnlimitedGate`] admits at once.
+//! The pool gate: a gate holds a reserved request until the pool has room
+//! (the fair queue, through `fair_gate`); [`UnlimitedGate`] admits at once.
 //!
 //! The permit lives inside the lease, so Complete, lease expiry and a
 //! cancelled Admit all give the pool's room back by dropping it.
@@ -9,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use thiserror::Error;
+
+use super::fair_queue::Ticket;
 
 /// Why a gate refused to admit. Admit refunds the tenant's reservation and
 /// answers QUEUE_FULL / QUEUE_TIMEOUT.
@@ -68,25 +69,17 @@ impl std::fmt::Debug for PoolPermit {
 /// leaves the queue and holds no room.
 #[async_trait]
 pub trait PoolGate: Send + Sync {
-    /// `weight` is the tenant's fair-share weight, `priority` its tier's
-    /// strict band (higher first), `est_input` / `est_output` the reserved
-    /// prompt estimate and max_tokens (weighted differently by fair queuing),
-    /// `deadline` the latest instant the call may wait until.
-    #[allow(clippy::too_many_arguments)]
+    /// Waits in `pool` with `ticket` (who asks, with what weight, band and
+    /// reserved tokens) until `deadline` at the latest.
     async fn acquire(
         &self,
         pool: &str,
-        tenant: &str,
-        weight: f64,
-        priority: u32,
-        est_input: u64,
-        est_output: u64,
+        ticket: Ticket,
         deadline: Instant,
     ) -> Result<PoolPermit, GateError>;
 }
 
 /// A gate with no queue: every pool always has room.
-#[derive(Debug, Clone, Copy, Default)]
 pub struct UnlimitedGate;
 
 #[async_trait]
@@ -94,11 +87,7 @@ impl PoolGate for UnlimitedGate {
     async fn acquire(
         &self,
         _pool: &str,
-        _tenant: &str,
-        _weight: f64,
-        _priority: u32,
-        _est_input: u64,
-        _est_output: u64,
+        _ticket: Ticket,
         _deadline: Instant,
     ) -> Result<PoolPermit, GateError> {
         Ok(PoolPermit::none())

@@ -284,7 +284,7 @@ fn queue_future_and_permit_are_thread_safe() {
     fn send_sync<T: Send + Sync + 'static>() {}
     fn send<T: Send>(_: &T) {}
     send_sync::<FairQueue>();
-    send_sync::<PoolPermit>();
+    send_sync::<QueuePermit>();
     let q = queue(1, QueueMode::Fair);
     send(&q.acquire(ticket("a", 1.0, 1, 1), far()));
 }

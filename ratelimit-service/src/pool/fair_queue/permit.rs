@@ -11,7 +11,7 @@ use super::scheduler::TenantId;
 /// Held from admission until the request completes. Dropping it gives the
 /// room back and lets the next waiter in.
 #[derive(Debug)]
-pub struct PoolPermit {
+pub struct QueuePermit {
     pub(super) shared: Arc<Shared>,
     pub(super) tenant: TenantId,
     pub(super) weight: f64,
@@ -20,7 +20,7 @@ pub struct PoolPermit {
     pub(super) waited: Duration,
 }
 
-impl PoolPermit {
+impl QueuePermit {
     /// Replaces the estimated cost charged at admission by the real usage,
     /// so a tenant that over-reserves `max_tokens` is not slowed for it.
     /// Calling it again corrects relative to the last settlement.
@@ -43,7 +43,7 @@ impl PoolPermit {
     }
 }
 
-impl Drop for PoolPermit {
+impl Drop for QueuePermit {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.in_flight = state.in_flight.saturating_sub(1);

@@ -17,13 +17,13 @@ use std::sync::atomic::AtomicU64;
 use tenant_registry::Registry;
 use tokio::task::JoinHandle;
 
-use crate::fair_queue::{
+use crate::metrics::{Metrics, PoolLabel};
+use crate::pool::fair_queue::{
     self, FairQueue, QueueConfig, QueueError, SchedulingPolicy, Ticket, jains_index,
 };
-use crate::gate::{GateError, PermitGuard, PoolGate, PoolPermit};
-use crate::metrics::{Metrics, PoolLabel};
-use crate::pool_metrics::PoolScraper;
-use crate::pool_models::PoolModels;
+use crate::pool::gate::{GateError, PermitGuard, PoolGate, PoolPermit};
+use crate::pool::metrics::PoolScraper;
+use crate::pool::models::PoolModels;
 
 /// How long a tenant whose queue is full should wait before retrying.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -153,7 +153,7 @@ impl Drop for FairGate {
     }
 }
 
-struct FairPermit(fair_queue::PoolPermit);
+struct FairPermit(fair_queue::QueuePermit);
 
 impl PermitGuard for FairPermit {
     fn settle(&mut self, real_in: u64, real_out: u64) {
@@ -166,23 +166,12 @@ impl PoolGate for FairGate {
     async fn acquire(
         &self,
         pool: &str,
-        tenant: &str,
-        weight: f64,
-        priority: u32,
-        est_input: u64,
-        est_output: u64,
+        ticket: Ticket,
         deadline: Instant,
     ) -> Result<PoolPermit, GateError> {
         // llm-policy only routes to registry pools; anything else has no queue.
         let Some(pool_queue) = self.pools.get(pool) else {
             return Ok(PoolPermit::none());
-        };
-        let ticket = Ticket {
-            tenant: tenant.to_owned(),
-            weight,
-            priority,
-            est_input,
-            est_output,
         };
         match pool_queue
             .queue
