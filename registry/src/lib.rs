@@ -5,6 +5,19 @@
 //! [`Registry::from_toml`] / [`Registry::from_json`] parse and validate; the
 //! result carries O(1) indexes from key digest and SPIFFE ID to tenant.
 
+// A panic kills the wasm VM of an Envoy worker: code that runs there may not
+// panic (the same block in every crate compiled into the filters; checked by
+// filters/common/tests/lint_policy.rs).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod config;
 mod error;
 mod limits;
@@ -117,7 +130,9 @@ impl Registry {
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
-        self.tenant_index.get(id).map(|&i| &self.config.tenants[i])
+        self.tenant_index
+            .get(id)
+            .and_then(|&i| self.config.tenants.get(i))
     }
 
     /// The tier of a tenant (validation guarantees it exists).
@@ -128,14 +143,14 @@ impl Registry {
     /// Looks up an API key by the digest of its plaintext.
     pub fn key_by_digest(&self, digest: &[u8; 32]) -> Option<(&Tenant, &ApiKey, KeyRef)> {
         let r = *self.key_index.get(digest)?;
-        let tenant = &self.config.tenants[r.tenant];
-        Some((tenant, &tenant.api_keys[r.key], r))
+        let tenant = self.config.tenants.get(r.tenant)?;
+        Some((tenant, tenant.api_keys.get(r.key)?, r))
     }
 
     pub fn tenant_by_spiffe(&self, spiffe_id: &str) -> Option<&Tenant> {
         self.spiffe_index
             .get(spiffe_id)
-            .map(|&i| &self.config.tenants[i])
+            .and_then(|&i| self.config.tenants.get(i))
     }
 
     /// The tenant's limits: its own overrides over its tier's.

@@ -31,11 +31,12 @@ impl<'a> ModelPattern<'a> {
 fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
+    while let Some(&c) = name.get(n) {
+        let at = pattern.get(p).copied();
+        if at == Some(b'*') {
             star = Some((p, n));
             p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
+        } else if at == Some(c) {
             p += 1;
             n += 1;
         } else if let Some((sp, sn)) = star {
@@ -46,7 +47,7 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    pattern.iter().skip(p).all(|&c| c == b'*')
 }
 
 #[cfg(test)]

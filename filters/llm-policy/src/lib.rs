@@ -20,10 +20,17 @@
 //! Everything but `filter` (the proxy-wasm glue, wasm32 only) is plain data
 //! in, plain data out, and unit-tested natively.
 
-// Request paths must never panic: a panic kills the wasm VM for every stream.
+// A panic kills the wasm VM of an Envoy worker: code that runs there may not
+// panic (the same block in every crate compiled into the filters; checked by
+// filters/common/tests/lint_policy.rs).
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
 )]
 
 pub mod body;

@@ -154,7 +154,7 @@ fn without_running_usage(event: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(edited.len() + 8);
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(edited.as_bytes());
-    out.extend_from_slice(&event[body.len()..]);
+    out.extend_from_slice(event.get(body.len()..).unwrap_or_default());
     Some(out)
 }
 

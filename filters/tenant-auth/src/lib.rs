@@ -5,7 +5,9 @@
 //! Everything except [`filter`] is host-agnostic and tested natively; the
 //! `filter` module only adapts proxy-wasm callbacks to [`Authenticator`].
 
-// A panic kills the wasm VM of an Envoy worker: filter code may not panic.
+// A panic kills the wasm VM of an Envoy worker: code that runs there may not
+// panic (the same block in every crate compiled into the filters; checked by
+// filters/common/tests/lint_policy.rs).
 #![cfg_attr(
     not(test),
     deny(
