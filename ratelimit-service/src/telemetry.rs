@@ -8,6 +8,7 @@
 //! no-op one: nothing is recorded and nothing is sent.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -71,6 +72,7 @@ impl Telemetry {
             )
             .build();
         global::set_tracer_provider(provider.clone());
+        ENABLED.store(true, Ordering::Relaxed);
         Ok(Self {
             provider: Some(provider),
         })
@@ -84,6 +86,15 @@ impl Telemetry {
             tracing::warn!(error = %e, "trace export did not flush");
         }
     }
+}
+
+/// Whether spans are exported (set once by [`Telemetry::init`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported: without a collector, the request path skips
+/// building span attributes and parsing traceparents altogether.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// The tracer spans are started from.

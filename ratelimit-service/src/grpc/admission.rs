@@ -172,9 +172,34 @@ fn phase_label(phase: AdmitPhase) -> &'static str {
     }
 }
 
+/// The Admit span, a child of the gateway's; an empty context when traces
+/// are off.
+fn admit_span(r: &AdmitRequest, phase: AdmitPhase) -> Context {
+    if !telemetry::enabled() {
+        return Context::new();
+    }
+    let tracer = telemetry::tracer();
+    let span = tracer
+        .span_builder("ratelimit.admit")
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("tenant_id", r.tenant.clone()),
+            KeyValue::new("tier", r.tier.clone()),
+            KeyValue::new("pool", r.pool.clone()),
+            KeyValue::new("model", r.model.clone()),
+            KeyValue::new("request_id", r.request_id.clone()),
+            KeyValue::new("phase", phase_label(phase)),
+        ])
+        .start_with_context(&tracer, &telemetry::parent(&r.traceparent));
+    Context::new().with_span(span)
+}
+
 /// Ends the Admit span with its decision; a wait in the fair queue becomes
 /// its child span, ending now (the wait is the last thing Admit does).
 fn trace_decision(cx: &Context, decision: &AdmitDecision) {
+    if !telemetry::enabled() {
+        return;
+    }
     let span = cx.span();
     match decision {
         AdmitDecision::Admitted { queue_wait, .. } => {
@@ -204,6 +229,9 @@ async fn settle_traced(
     limiter: Limiter,
     report: CompleteRequest,
 ) -> Result<(), crate::limiter::LimiterError> {
+    if !telemetry::enabled() {
+        return limiter.complete(completion(report)).await;
+    }
     let tracer = telemetry::tracer();
     let mut span = tracer
         .span_builder("ratelimit.settle")
@@ -243,20 +271,7 @@ impl Admission for AdmissionService {
             Ok(pb::Phase::Full) => AdmitPhase::Full,
             Err(_) => return Err(Status::invalid_argument("unknown admission phase")),
         };
-        let tracer = telemetry::tracer();
-        let span = tracer
-            .span_builder("ratelimit.admit")
-            .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("tenant_id", r.tenant.clone()),
-                KeyValue::new("tier", r.tier.clone()),
-                KeyValue::new("pool", r.pool.clone()),
-                KeyValue::new("model", r.model.clone()),
-                KeyValue::new("request_id", r.request_id.clone()),
-                KeyValue::new("phase", phase_label(phase)),
-            ])
-            .start_with_context(&tracer, &telemetry::parent(&r.traceparent));
-        let cx = Context::new().with_span(span);
+        let cx = admit_span(&r, phase);
         // Kept for the audit record of a refusal.
         let refusal = RefusalFacts {
             tenant: r.tenant.clone(),
