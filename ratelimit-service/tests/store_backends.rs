@@ -154,7 +154,7 @@ fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: 
 }
 
 fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> AdmitPlan {
-    let holds = holds(&scope_plans(scopes), &mut lease, now);
+    let holds = holds(&scope_plans(scopes), &mut lease, &Periods::at(now));
     AdmitPlan {
         lease,
         holds,

@@ -147,6 +147,26 @@ impl Limits {
         all
     }
 
+    /// Every limit as (unit, window, amount), without building a map: the
+    /// hot path of every admission. A shorthand that a `windows` entry
+    /// overrides (possible only in a merged table) is left out.
+    pub fn windows(&self) -> impl Iterator<Item = (Unit, Per, f64)> + '_ {
+        let explicit = self
+            .windows
+            .iter()
+            .filter_map(|w| Some((w.amount()?, w.per?)))
+            .map(|((unit, amount), per)| (unit, per, amount));
+        self.shorthands()
+            .filter(|((unit, per), _)| {
+                !self
+                    .windows
+                    .iter()
+                    .any(|w| w.per == Some(*per) && w.amount().is_some_and(|(u, _)| u == *unit))
+            })
+            .map(|((unit, per), amount)| (unit, per, amount))
+            .chain(explicit)
+    }
+
     /// The limit of one unit over one window.
     pub fn limit(&self, unit: Unit, per: Per) -> Option<f64> {
         self.by_window().get(&(unit, per)).copied()

@@ -53,11 +53,20 @@ pub struct RpcArgs {
     /// Ledger sync mode of both services (`batch` or `always`).
     #[arg(long, default_value = "batch")]
     pub fsync: String,
+    /// A ratelimit-service binary built from another commit: the run then
+    /// compares it (baseline) with this build (variant) on `--backend`,
+    /// instead of memory with Redis.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// The counters' backend of both sides with `--baseline`: `memory` or
+    /// `redis`.
+    #[arg(long, default_value = "memory")]
+    pub backend: String,
 }
 
 /// One ratelimit-service under test.
 struct Side {
-    label: &'static str,
+    label: String,
     channels: Vec<Channel>,
     _service: ManagedProcess,
 }
@@ -174,10 +183,11 @@ pub struct PhaseResult {
 pub struct PhaseRow {
     /// `200 rps` or `saturation, 32 in flight`.
     pub load: String,
-    /// Memory side, then Redis side.
-    pub memory: PhaseResult,
-    pub redis: PhaseResult,
-    /// Redis / memory per round, for the load's headline figure.
+    /// The baseline side (memory, or `--baseline`), then the variant (Redis,
+    /// or this build).
+    pub baseline: PhaseResult,
+    pub variant: PhaseResult,
+    /// Variant / baseline per round, for the load's headline figure.
     pub ratio_by_round: Vec<f64>,
 }
 
@@ -192,13 +202,22 @@ pub struct RpcReport {
     pub channels: usize,
     pub fsync: String,
     pub redis_version: String,
+    /// What each side is: `memory` / `redis`, or `baseline` / `this build`.
+    pub baseline_label: String,
+    pub variant_label: String,
     pub phases: Vec<PhaseRow>,
-    /// Redis / memory of merged phases.
+    /// Variant / baseline of merged phases.
     pub ratios: BTreeMap<String, f64>,
 }
 
 /// Starts both services (and Redis), measures, prints and writes the report.
 pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), BenchError> {
+    if !matches!(args.backend.as_str(), "memory" | "redis") {
+        return Err(BenchError::InvalidArgs(format!(
+            "--backend must be memory or redis, not {}",
+            args.backend
+        )));
+    }
     if !matches!(args.fsync.as_str(), "batch" | "always") {
         return Err(BenchError::InvalidArgs(format!(
             "--fsync must be batch or always, not {}",
@@ -221,9 +240,9 @@ pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), Be
     })?;
     let (redis, redis_addr) = start_redis(&args.redis_server, &dir)?;
     let redis_version = redis_version(&args.redis_server);
-    let start_service = |label: &str, extra: &[String]| {
+    let start_service = |label: &str, binary: &Path, extra: &[String]| {
         let data = dir.join(format!("data-{label}"));
-        let mut command = Command::new(&binary);
+        let mut command = Command::new(binary);
         command
             .arg("--registry")
             .arg(&registry_path)
@@ -250,21 +269,46 @@ pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), Be
             .map_err(|source| testbed_error(label, source))?;
         Ok::<_, BenchError>((process, grpc))
     };
-    eprintln!("starting ratelimit-service: memory, and redis at {redis_addr}");
-    let memory = start_service("memory", &[])?;
-    let redis_side = start_service(
-        "redis",
-        &["--redis".to_owned(), format!("redis://{redis_addr}/")],
-    )?;
+    let on_redis = || vec!["--redis".to_owned(), format!("redis://{redis_addr}/")];
+    // Two services side by side: memory vs Redis, or (with --baseline) the
+    // other build vs this one on the same backend. With Redis each side
+    // gets its own database, so neither sees the other's counters.
+    let (labels, baseline, variant) = match &args.baseline {
+        None => {
+            eprintln!("starting ratelimit-service: memory, and redis at {redis_addr}");
+            (
+                ["memory".to_owned(), "redis".to_owned()],
+                start_service("memory", &binary, &[])?,
+                start_service("redis", &binary, &on_redis())?,
+            )
+        }
+        Some(other) => {
+            let backend = |db: u8| match args.backend.as_str() {
+                "redis" => vec!["--redis".to_owned(), format!("redis://{redis_addr}/{db}")],
+                _ => Vec::new(),
+            };
+            eprintln!(
+                "starting ratelimit-service: {} (baseline) and this build, on {}",
+                other.display(),
+                args.backend
+            );
+            (
+                ["baseline".to_owned(), "this build".to_owned()],
+                start_service("baseline", other, &backend(1))?,
+                start_service("variant", &binary, &backend(2))?,
+            )
+        }
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(BenchError::Runtime)?;
     let report = runtime.block_on(async {
+        let [first, second] = labels;
         let sides = [
-            Side::connect("memory", memory, args.channels).await?,
-            Side::connect("redis", redis_side, args.channels).await?,
+            Side::connect(first, baseline, args.channels).await?,
+            Side::connect(second, variant, args.channels).await?,
         ];
         measure(&sides, settings, args, redis_version).await
     })?;
@@ -380,7 +424,7 @@ fn redis_version(binary: &str) -> String {
 
 impl Side {
     async fn connect(
-        label: &'static str,
+        label: String,
         service: (ManagedProcess, SocketAddr),
         channels: usize,
     ) -> Result<Self, BenchError> {
@@ -394,7 +438,7 @@ impl Side {
                 .await
                 .map_err(|e| {
                     testbed_error(
-                        label,
+                        &label,
                         TestbedError::Other(format!("gRPC connect to {grpc}: {e}")),
                     )
                 })?;
@@ -420,12 +464,12 @@ impl Side {
         {
             Sample::Ok { .. } => Ok(()),
             Sample::Rejected => Err(BenchError::Probe {
-                label: self.label.to_owned(),
+                label: self.label.clone(),
                 status: "REJECTED".into(),
                 body: "Admit refused the probe".into(),
             }),
             Sample::Failed(e) => Err(BenchError::Probe {
-                label: self.label.to_owned(),
+                label: self.label.clone(),
                 status: "gRPC error".into(),
                 body: e,
             }),
@@ -634,7 +678,7 @@ async fn measure(
             Some(rate) => format!("{rate}/s"),
             None => format!("saturation, {} in flight", plan.connections),
         };
-        let [memory, redis] = [merged[load][0].summary(), merged[load][1].summary()];
+        let [baseline, variant] = [merged[load][0].summary(), merged[load][1].summary()];
         let saturation = load == plan.rates.len();
         // Saturation compares throughput; a fixed rate, p50 latency.
         let pick = |r: &PhaseResult| {
@@ -646,33 +690,36 @@ async fn measure(
         };
         let ratio_by_round = rounds[load]
             .iter()
-            .map(|[m, r]| pick(r) / pick(m))
+            .map(|[b, v]| pick(v) / pick(b))
             .collect();
         if saturation {
             ratios.insert(
                 "max decisions/s".to_owned(),
-                redis.decisions_per_s / memory.decisions_per_s,
+                variant.decisions_per_s / baseline.decisions_per_s,
             );
         }
         ratios.insert(
             format!("p50 Admit+Complete at {label}"),
-            redis.pair_p50_ms / memory.pair_p50_ms,
+            variant.pair_p50_ms / baseline.pair_p50_ms,
         );
         ratios.insert(
             format!("p99 Admit+Complete at {label}"),
-            redis.pair_p99_ms / memory.pair_p99_ms,
+            variant.pair_p99_ms / baseline.pair_p99_ms,
         );
         phases.push(PhaseRow {
             load: label,
-            memory,
-            redis,
+            baseline,
+            variant,
             ratio_by_round,
         });
     }
     let root = Paths::locate().map(|p| p.root).unwrap_or_default();
     Ok(RpcReport {
         benchmark: "admission-rpc",
-        title: "ratelimit-service Admit + Complete over gRPC: in memory vs --redis",
+        title: match &args.baseline {
+            None => "ratelimit-service Admit + Complete over gRPC: in memory vs --redis",
+            Some(_) => "ratelimit-service Admit + Complete over gRPC: a baseline build vs this one",
+        },
         command: reproduce_command(),
         generated_at: now_utc(),
         host: Host::current(&root, 0),
@@ -680,6 +727,8 @@ async fn measure(
         channels: args.channels.max(1),
         fsync: args.fsync.clone(),
         redis_version,
+        baseline_label: sides[0].label.clone(),
+        variant_label: sides[1].label.clone(),
         phases,
         ratios,
     })
@@ -717,7 +766,10 @@ impl RpcReport {
         );
         let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for phase in &self.phases {
-            for (label, r) in [("memory", &phase.memory), ("redis", &phase.redis)] {
+            for (label, r) in [
+                (&self.baseline_label, &phase.baseline),
+                (&self.variant_label, &phase.variant),
+            ] {
                 let mut errors: Vec<String> =
                     r.errors.iter().map(|(k, n)| format!("{n}×{k}")).collect();
                 if r.rejected > 0 {
@@ -742,7 +794,11 @@ impl RpcReport {
                 );
             }
         }
-        let _ = writeln!(out, "\n| ratio redis / memory | value |");
+        let _ = writeln!(
+            out,
+            "\n| ratio {} / {} | value |",
+            self.variant_label, self.baseline_label
+        );
         let _ = writeln!(out, "|---|---:|");
         for (name, value) in &self.ratios {
             let _ = writeln!(out, "| {name} | {value:.3} |");

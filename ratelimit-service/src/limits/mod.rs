@@ -42,9 +42,8 @@ impl ScopeLimits {
     /// scales request and token limits and concurrency; money stays as set.
     pub fn compile(limits: &Limits, fraction: f64) -> Self {
         let windows = limits
-            .by_window()
-            .into_iter()
-            .map(|((unit, per), amount)| Limit {
+            .windows()
+            .map(|(unit, per, amount)| Limit {
                 unit,
                 per,
                 max: match unit {

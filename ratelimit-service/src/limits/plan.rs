@@ -179,9 +179,8 @@ fn lease_period(lease: &LeaseRecord, per: Per) -> &str {
 /// limits. Fills `lease.quotas` with the calendar request and token quotas
 /// it reserves in, which settlement releases whatever the registry says by
 /// then.
-pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<Hold> {
-    let periods = Periods::at(now_ms);
-    let mut out: Vec<Hold> = Vec::new();
+pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, periods: &Periods) -> Vec<Hold> {
+    let mut out: Vec<Hold> = Vec::with_capacity(scopes.len() * 6);
     lease.quotas.clear();
     for s in scopes {
         let limited = |kind| {
@@ -206,6 +205,7 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<
                     meter: Meter::Bucket { period_ms },
                     limit: Some(l.max),
                     cost,
+                    report: l.unit != Unit::Usd,
                     what: kind,
                 }),
                 // Spend is counted below for every scope, limited or not.
@@ -223,6 +223,7 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<
                         },
                         limit: Some(l.max),
                         cost,
+                        report: true,
                         what: kind,
                     });
                 }
@@ -237,6 +238,7 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<
                 },
                 limit,
                 cost: lease.reserved_nanos,
+                report: false,
                 what: limit.and(limited(LimitKind::Window {
                     unit: Unit::Usd,
                     per,
@@ -249,6 +251,7 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, now_ms: i64) -> Vec<
                 meter: Meter::Slots,
                 limit: s.limits.concurrency,
                 cost: 1,
+                report: false,
                 what: s.limits.concurrency.and(limited(LimitKind::Concurrency)),
             });
         }
@@ -296,8 +299,8 @@ pub fn plan_admission(
         max_tokens,
         reserved_tokens: tokens,
         reserved_nanos: nanos,
-        day: periods.day,
-        month: periods.month,
+        day: periods.day.clone(),
+        month: periods.month.clone(),
         admitted_ms: now_ms,
         expires_ms,
         slot,
@@ -329,7 +332,7 @@ pub fn plan_admission(
             }));
         }
     }
-    let holds = holds(&scopes, &mut lease, now_ms);
+    let holds = holds(&scopes, &mut lease, &periods);
     Ok(AdmitPlan {
         lease,
         holds,
@@ -409,16 +412,21 @@ pub fn moves(
                 Unit::Tokens => deltas.charged_tokens,
                 Unit::Usd => deltas.charged_nanos,
             };
-            out.push(Move::Counter {
-                key: keys::counter(scope, unit, lease_period(lease, per)),
-                field: CounterField::Reserved,
-                delta: -signed(lease_cost(lease, unit)),
-            });
-            out.push(Move::Counter {
-                key: keys::counter(scope, unit, periods.of(per)),
-                field: CounterField::Spent,
-                delta: signed(charged),
-            });
+            let reserved = lease_cost(lease, unit);
+            if reserved > 0 {
+                out.push(Move::Counter {
+                    key: keys::counter(scope, unit, lease_period(lease, per)),
+                    field: CounterField::Reserved,
+                    delta: -signed(reserved),
+                });
+            }
+            if charged > 0 {
+                out.push(Move::Counter {
+                    key: keys::counter(scope, unit, periods.of(per)),
+                    field: CounterField::Spent,
+                    delta: signed(charged),
+                });
+            }
         }
         if lease.slot {
             out.push(Move::Slot {

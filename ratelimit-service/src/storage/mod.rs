@@ -48,6 +48,9 @@ pub struct Hold {
     pub limit: Option<u64>,
     /// Added to a bucket's level or a counter's reservation (1 for slots).
     pub cost: u64,
+    /// Whether the answer reports this hold's room (the rate-limit headers
+    /// of requests and tokens); the others cost no view.
+    pub report: bool,
     /// What the limit is, for the refusal and the rate-limit headers; the
     /// stores only hand it back.
     pub what: Option<Limited>,
@@ -75,8 +78,8 @@ pub struct Refusal {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdmitOutcome {
-    /// Reserved; per hold, its view after the reservation (limited buckets
-    /// and counters; `None` for the rest).
+    /// Reserved; per hold, its view after the reservation (limited holds
+    /// that `report`; `None` for the rest).
     Admitted { views: Vec<Option<BucketView>> },
     /// Nothing changed; views as they stand.
     Refused {

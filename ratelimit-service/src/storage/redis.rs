@@ -78,6 +78,7 @@ struct HoldWire<'a> {
     p: u64,
     r: u64,
     c: u64,
+    v: bool,
 }
 
 impl<'a> From<&'a Hold> for HoldWire<'a> {
@@ -94,6 +95,7 @@ impl<'a> From<&'a Hold> for HoldWire<'a> {
             p,
             r,
             c: h.cost,
+            v: h.report,
         }
     }
 }

@@ -35,11 +35,12 @@ if refused == nil then
   redis.call('ZADD', prefix .. 'leases', int(P.expires), P.lease_id)
 end
 
--- A view per hold: `false` where there is none (cjson arrays cannot hold nil).
+-- A view per reported hold: `false` where there is none (cjson arrays
+-- cannot hold nil).
 local views = {}
 for i, h in ipairs(P.holds) do
   local v = false
-  if h.lim >= 0 then
+  if h.lim >= 0 and h.v then
     if h.m == 'b' then
       v = bucket_view(h.k, h.lim, h.p)
     elseif h.m == 'q' then
