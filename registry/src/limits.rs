@@ -121,7 +121,7 @@ pub struct Limits {
 
 impl Limits {
     /// The shorthand fields as windows.
-    fn shorthands(&self) -> impl Iterator<Item = ((Unit, Per), f64)> {
+    pub(crate) fn shorthands(&self) -> impl Iterator<Item = ((Unit, Per), f64)> {
         [
             self.rpm.map(|v| ((Unit::Requests, Per::Minute), v as f64)),
             self.tpm.map(|v| ((Unit::Tokens, Per::Minute), v as f64)),

@@ -240,31 +240,30 @@ fn a_bad_window_names_its_field() {
         Err(RegistryError::Invalid { field, .. }) => field,
         other => panic!("expected a field error, got {other:?}"),
     };
-    assert_eq!(
-        field(r#"{ windows = [{ per = "day" }] }"#),
-        "tenants[0].limits.windows[0]"
-    );
-    assert_eq!(
-        field(r#"{ windows = [{ requests = 1, tokens = 2, per = "day" }] }"#),
-        "tenants[0].limits.windows[0]"
-    );
-    assert_eq!(
-        field(r#"{ windows = [{ requests = 1 }] }"#),
-        "tenants[0].limits.windows[0].per"
-    );
-    assert_eq!(
-        field(r#"{ windows = [{ usd = -1.0, per = "day" }] }"#),
-        "tenants[0].limits.windows[0].usd"
-    );
-    // `rpm` is the minute window: declaring it again is ambiguous.
-    assert_eq!(
-        field(r#"{ rpm = 5, windows = [{ requests = 9, per = "minute" }] }"#),
-        "tenants[0].limits.windows[0]"
-    );
-    assert_eq!(
-        field(r#"{ windows = [{ tokens = 9, per = "hour" }, { tokens = 8, per = "hour" }] }"#),
-        "tenants[0].limits.windows[1]"
-    );
+    let cases = [
+        (r#"{ windows = [{ per = "day" }] }"#, "windows[0]"),
+        (
+            r#"{ windows = [{ requests = 1, tokens = 2, per = "day" }] }"#,
+            "windows[0]",
+        ),
+        (r#"{ windows = [{ requests = 1 }] }"#, "windows[0].per"),
+        (
+            r#"{ windows = [{ usd = -1.0, per = "day" }] }"#,
+            "windows[0].usd",
+        ),
+        // `rpm` is the minute window: declaring it again is ambiguous.
+        (
+            r#"{ rpm = 5, windows = [{ requests = 9, per = "minute" }] }"#,
+            "windows[0]",
+        ),
+        (
+            r#"{ windows = [{ tokens = 9, per = "hour" }, { tokens = 8, per = "hour" }] }"#,
+            "windows[1]",
+        ),
+    ];
+    for (limits, at) in cases {
+        assert_eq!(field(limits), format!("tenants[0].limits.{at}"), "{limits}");
+    }
     assert!(matches!(
         with_limits("{}", r#"{ windows = [{ tokens = 9, per = "fortnight" }] }"#),
         Err(RegistryError::Parse(_))

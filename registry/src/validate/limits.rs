@@ -27,34 +27,7 @@ pub(super) fn check_limits(limits: &crate::Limits, field: &str) -> Result<(), Re
     }
     // A window declared twice would leave which one counts to chance; the
     // shorthands count as their windows.
-    let mut seen: HashSet<(crate::Unit, crate::Per)> = HashSet::new();
-    let shorthands = [
-        (
-            limits.rpm.is_some(),
-            crate::Unit::Requests,
-            crate::Per::Minute,
-        ),
-        (
-            limits.tpm.is_some(),
-            crate::Unit::Tokens,
-            crate::Per::Minute,
-        ),
-        (
-            limits.daily_budget_usd.is_some(),
-            crate::Unit::Usd,
-            crate::Per::CalendarDay,
-        ),
-        (
-            limits.monthly_budget_usd.is_some(),
-            crate::Unit::Usd,
-            crate::Per::CalendarMonth,
-        ),
-    ];
-    for (set, unit, per) in shorthands {
-        if set {
-            seen.insert((unit, per));
-        }
-    }
+    let mut seen: HashSet<_> = limits.shorthands().map(|(window, _)| window).collect();
     for (j, w) in limits.windows.iter().enumerate() {
         let at = format!("{field}.windows[{j}]");
         let Some((unit, amount)) = w.amount() else {
