@@ -11,7 +11,7 @@ use ratelimit_service::limits::{
     BucketView, Limit, LimitKind, Per, Rate, ScopeKind, ScopeLimits, ScopePlan, Unit,
 };
 use ratelimit_service::storage::{
-    AdmitOutcome, AdmitPlan, BucketHit, MemoryStore, RedisStore, SettlePlan, SpendTotal, Store,
+    BucketHit, MemoryStore, RedisStore, ReserveOutcome, ReservePlan, SettlePlan, SpendTotal, Store,
 };
 
 use common::RedisServer;
@@ -149,13 +149,19 @@ fn lease(
 }
 
 /// The plan the service would make (limits::plan::holds).
-fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: i64) -> AdmitPlan {
+fn plan(
+    id: &str,
+    scopes: &[(&str, ScopeLimits)],
+    tokens: u64,
+    nanos: u64,
+    now: i64,
+) -> ReservePlan {
     plan_of(lease(id, scopes, tokens, nanos, now), scopes, now)
 }
 
-fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> AdmitPlan {
+fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> ReservePlan {
     let holds = holds(&scope_plans(scopes), &mut lease, &Periods::at(now));
-    AdmitPlan {
+    ReservePlan {
         lease,
         holds,
         now_ms: now,
@@ -165,7 +171,13 @@ fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> 
 /// Settles with these bucket deltas, charging `charge` nano-dollars and, in
 /// calendar quotas, the request unless refunded and the reserved tokens
 /// plus `tokens`.
-fn settle_plan(admit: &AdmitPlan, requests: i64, tokens: i64, charge: u64, now: i64) -> SettlePlan {
+fn settle_plan(
+    admit: &ReservePlan,
+    requests: i64,
+    tokens: i64,
+    charge: u64,
+    now: i64,
+) -> SettlePlan {
     let lease = &admit.lease;
     let scopes: Vec<ScopePlan> = lease
         .scopes
@@ -216,10 +228,10 @@ fn settle_plan(admit: &AdmitPlan, requests: i64, tokens: i64, charge: u64, now: 
     }
 }
 
-fn refused(o: &AdmitOutcome) -> Option<LimitKind> {
+fn refused(o: &ReserveOutcome) -> Option<LimitKind> {
     match o {
-        AdmitOutcome::Refused { refusal, .. } => refusal.what.map(|w| w.kind),
-        AdmitOutcome::Admitted { .. } => None,
+        ReserveOutcome::Refused { refusal, .. } => refusal.what.map(|w| w.kind),
+        ReserveOutcome::Admitted { .. } => None,
     }
 }
 
@@ -241,7 +253,7 @@ const MONTHLY_BUDGET: LimitKind = LimitKind::Window {
 };
 
 /// The view of one scope's limit of `unit` per minute.
-fn view(plan: &AdmitPlan, views: &[Option<BucketView>], scope: &str, unit: Unit) -> BucketView {
+fn view(plan: &ReservePlan, views: &[Option<BucketView>], scope: &str, unit: Unit) -> BucketView {
     let key = ratelimit_service::limits::keys::bucket(scope, unit, Per::Minute);
     plan.holds
         .iter()
@@ -257,15 +269,15 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
     let scopes = [tenant.clone(), model.clone()];
     for i in 0..2 {
         let o = store
-            .admit(&plan(&format!("l{i}"), &scopes, 10, 0, NOW))
+            .reserve(&plan(&format!("l{i}"), &scopes, 10, 0, NOW))
             .await
             .unwrap();
         assert_eq!(refused(&o), None);
     }
     // The model scope refuses; the tenant scope must not be charged for it.
     let third = plan("l2", &scopes, 10, 0, NOW);
-    let o = store.admit(&third).await.unwrap();
-    let AdmitOutcome::Refused { refusal, views } = &o else {
+    let o = store.reserve(&third).await.unwrap();
+    let ReserveOutcome::Refused { refusal, views } = &o else {
         panic!("third request on a 2 rpm model passed")
     };
     assert_eq!(refusal.what.map(|w| w.kind), Some(REQUESTS));
@@ -279,7 +291,7 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
     let mut ok = 0;
     for i in 0..12 {
         let o = store
-            .admit(&plan(&format!("t{i}"), &only_tenant, 1, 0, NOW))
+            .reserve(&plan(&format!("t{i}"), &only_tenant, 1, 0, NOW))
             .await
             .unwrap();
         if refused(&o).is_none() {
@@ -290,16 +302,16 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
     // TPM: 100 tokens/min with 20 + 8 used: 72 remain, 73 does not fit.
     let tpm_only = [("t/y", limits(None, Some(100), None))];
     store
-        .admit(&plan("y0", &tpm_only, 28, 0, NOW))
+        .reserve(&plan("y0", &tpm_only, 28, 0, NOW))
         .await
         .unwrap();
     let o = store
-        .admit(&plan("y1", &tpm_only, 73, 0, NOW))
+        .reserve(&plan("y1", &tpm_only, 73, 0, NOW))
         .await
         .unwrap();
     assert_eq!(refused(&o), Some(TOKENS));
     let o = store
-        .admit(&plan("y2", &tpm_only, 72, 0, NOW))
+        .reserve(&plan("y2", &tpm_only, 72, 0, NOW))
         .await
         .unwrap();
     assert_eq!(refused(&o), None);
@@ -312,7 +324,9 @@ async fn concurrent_admits_never_exceed_a_limit(store: Arc<dyn Store>) {
     for i in 0..64 {
         let store = store.clone();
         let p = plan(&format!("race{i}"), &scopes, 100, 0, NOW);
-        tasks.push(tokio::spawn(async move { store.admit(&p).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.reserve(&p).await.unwrap() },
+        ));
     }
     let mut admitted = 0;
     for t in tasks {
@@ -330,7 +344,9 @@ async fn concurrent_admits_never_exceed_a_limit(store: Arc<dyn Store>) {
     for i in 0..50 {
         let store = store.clone();
         let p = plan(&format!("tok{i}"), &scopes, 30, 0, NOW);
-        tasks.push(tokio::spawn(async move { store.admit(&p).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.reserve(&p).await.unwrap() },
+        ));
     }
     let mut admitted = 0;
     for t in tasks {
@@ -344,9 +360,12 @@ async fn concurrent_admits_never_exceed_a_limit(store: Arc<dyn Store>) {
 async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
     let scopes = [("t/s", limits(Some(100), Some(1000), Some(1)))];
     let a = plan("s1", &scopes, 600, 5_000, NOW);
-    assert_eq!(refused(&store.admit(&a).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&a).await.unwrap()), None);
     // The slot is held.
-    let o = store.admit(&plan("s2", &scopes, 1, 0, NOW)).await.unwrap();
+    let o = store
+        .reserve(&plan("s2", &scopes, 1, 0, NOW))
+        .await
+        .unwrap();
     assert_eq!(refused(&o), Some(LimitKind::Concurrency));
     // Real usage 200 of 600 reserved tokens: 400 come back; $ moves.
     assert!(
@@ -374,12 +393,12 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
     assert!(store.lease("s1").await.unwrap().is_none());
     // 1000 - 200 used = 800 tokens free: 800 fits, 801 would not.
     let o = store
-        .admit(&plan("s3", &scopes, 801, 0, NOW))
+        .reserve(&plan("s3", &scopes, 801, 0, NOW))
         .await
         .unwrap();
     assert_eq!(refused(&o), Some(TOKENS));
     let b = plan("s4", &scopes, 800, 0, NOW);
-    assert_eq!(refused(&store.admit(&b).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&b).await.unwrap()), None);
     // A refund gives the request and all its tokens back.
     assert!(
         store
@@ -388,7 +407,7 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
             .unwrap()
     );
     let c = plan("s5", &scopes, 800, 0, NOW);
-    let AdmitOutcome::Admitted { views } = store.admit(&c).await.unwrap() else {
+    let ReserveOutcome::Admitted { views } = store.reserve(&c).await.unwrap() else {
         panic!("refunded tokens were not returned")
     };
     assert_eq!(view(&c, &views, "t/s", Unit::Tokens).remaining, 0);
@@ -401,7 +420,7 @@ async fn settle_moves_tokens_and_spend_once(store: Arc<dyn Store>) {
             .unwrap()
     );
     let s6 = plan("s6", &scopes, 1, 0, NOW);
-    let AdmitOutcome::Refused { refusal, views } = store.admit(&s6).await.unwrap() else {
+    let ReserveOutcome::Refused { refusal, views } = store.reserve(&s6).await.unwrap() else {
         panic!("bucket in debt admitted")
     };
     assert_eq!(refusal.what.map(|w| w.kind), Some(TOKENS));
@@ -417,10 +436,10 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
     ]);
     let scopes = [("t/b", budget)];
     let a = plan("b1", &scopes, 1, 600, NOW);
-    assert_eq!(refused(&store.admit(&a).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&a).await.unwrap()), None);
     // 600 reserved + 500 > 1000.
     let o = store
-        .admit(&plan("b2", &scopes, 1, 500, NOW))
+        .reserve(&plan("b2", &scopes, 1, 500, NOW))
         .await
         .unwrap();
     assert_eq!(refused(&o), Some(DAILY_BUDGET));
@@ -434,7 +453,7 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
     assert_eq!(
         refused(
             &store
-                .admit(&plan("b3", &scopes, 1, 900, NOW))
+                .reserve(&plan("b3", &scopes, 1, 900, NOW))
                 .await
                 .unwrap()
         ),
@@ -443,14 +462,14 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
     // Next day: the daily budget is fresh, the month has 100 + 900 used.
     let tomorrow = NOW + 86_400_000;
     let o = store
-        .admit(&plan("b4", &scopes, 1, 600, tomorrow))
+        .reserve(&plan("b4", &scopes, 1, 600, tomorrow))
         .await
         .unwrap();
     assert_eq!(refused(&o), Some(MONTHLY_BUDGET));
     assert_eq!(
         refused(
             &store
-                .admit(&plan("b5", &scopes, 1, 500, tomorrow))
+                .reserve(&plan("b5", &scopes, 1, 500, tomorrow))
                 .await
                 .unwrap()
         ),
@@ -461,7 +480,7 @@ async fn budgets_count_reservations_and_settled_spend(store: Arc<dyn Store>) {
 async fn renew_and_expiry(store: Arc<dyn Store>) {
     let scopes = [("t/r", limits(None, None, Some(5)))];
     for id in ["r1", "r2", "r3"] {
-        store.admit(&plan(id, &scopes, 1, 0, NOW)).await.unwrap();
+        store.reserve(&plan(id, &scopes, 1, 0, NOW)).await.unwrap();
     }
     let unknown = store
         .renew(&["r1".into(), "nope".into()], NOW + 60_000)
@@ -560,7 +579,7 @@ async fn restored_spend_counts_against_budgets(store: Arc<dyn Store>) {
         .unwrap();
     let budget = windows(&[(Unit::Usd, Per::CalendarDay, 1_000)]);
     let o = store
-        .admit(&plan("z1", &[("t/z", budget)], 1, 200, NOW))
+        .reserve(&plan("z1", &[("t/z", budget)], 1, 200, NOW))
         .await
         .unwrap();
     if store.spend_is_shared() {
@@ -582,7 +601,7 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
         0,
         NOW,
     );
-    assert!(refused(&store.admit(&open).await.unwrap()).is_none());
+    assert!(refused(&store.reserve(&open).await.unwrap()).is_none());
     // The slot is taken: another OPEN is refused for concurrency...
     let other = plan(
         "other",
@@ -592,7 +611,7 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
         NOW,
     );
     assert_eq!(
-        refused(&store.admit(&other).await.unwrap()),
+        refused(&store.reserve(&other).await.unwrap()),
         Some(LimitKind::Concurrency)
     );
     // ...while the request's own RESERVE lease is admitted and takes none.
@@ -600,7 +619,7 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
     let mut lease = lease("reserve", &reserve_scopes, 300, 5, NOW);
     lease.slot = false;
     let reserve = plan_of(lease, &reserve_scopes, NOW);
-    assert!(refused(&store.admit(&reserve).await.unwrap()).is_none());
+    assert!(refused(&store.reserve(&reserve).await.unwrap()).is_none());
     let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
     assert_eq!(usage[0].in_flight, 1);
     // Ending the RESERVE lease leaves the slot held; ending the OPEN frees it.
@@ -620,7 +639,7 @@ async fn a_lease_without_a_slot_rides_on_its_open_lease(store: Arc<dyn Store>) {
     );
     let usage = store.usage(&[key.into()], "d", "m").await.unwrap();
     assert_eq!(usage[0].in_flight, 0);
-    assert!(refused(&store.admit(&other).await.unwrap()).is_none());
+    assert!(refused(&store.reserve(&other).await.unwrap()).is_none());
 }
 
 /// Requests per hour: the same bucket arithmetic as the minute, over an hour.
@@ -628,13 +647,13 @@ async fn a_rolling_window_of_any_length_refills_at_its_rate(store: Arc<dyn Store
     let scopes = [("t/hourly", windows(&[(Unit::Requests, Per::Hour, 3)]))];
     for i in 0..3 {
         let o = store
-            .admit(&plan(&format!("h{i}"), &scopes, 1, 0, NOW))
+            .reserve(&plan(&format!("h{i}"), &scopes, 1, 0, NOW))
             .await
             .unwrap();
         assert_eq!(refused(&o), None);
     }
     let fourth = plan("h3", &scopes, 1, 0, NOW);
-    let AdmitOutcome::Refused { refusal, .. } = store.admit(&fourth).await.unwrap() else {
+    let ReserveOutcome::Refused { refusal, .. } = store.reserve(&fourth).await.unwrap() else {
         panic!("a fourth request in the hour passed a limit of 3 per hour")
     };
     let per_hour = LimitKind::Window {
@@ -646,11 +665,11 @@ async fn a_rolling_window_of_any_length_refills_at_its_rate(store: Arc<dyn Store
     assert_eq!(refusal.wait_ms, 1_200_000);
     let almost = plan("h4", &scopes, 1, 0, NOW + 1_199_000);
     assert_eq!(
-        refused(&store.admit(&almost).await.unwrap()),
+        refused(&store.reserve(&almost).await.unwrap()),
         Some(per_hour)
     );
     let later = plan("h5", &scopes, 1, 0, NOW + 1_200_000);
-    assert_eq!(refused(&store.admit(&later).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&later).await.unwrap()), None);
 }
 
 /// Tokens per calendar month and requests per calendar day: reservations
@@ -664,11 +683,11 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
         ]),
     )];
     let a = plan("q1", &scopes, 600, 0, NOW);
-    assert_eq!(refused(&store.admit(&a).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&a).await.unwrap()), None);
     assert_eq!(a.lease.quotas.len(), 2, "the lease lists its quotas");
     // 600 reserved + 500 > 1000 for the month.
     let b = plan("q2", &scopes, 500, 0, NOW);
-    let AdmitOutcome::Refused { refusal, views } = store.admit(&b).await.unwrap() else {
+    let ReserveOutcome::Refused { refusal, views } = store.reserve(&b).await.unwrap() else {
         panic!("a monthly token quota was passed by its reservations")
     };
     let monthly_tokens = LimitKind::Window {
@@ -697,7 +716,7 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
             .unwrap()
     );
     let c = plan("q3", &scopes, 900, 0, NOW);
-    assert_eq!(refused(&store.admit(&c).await.unwrap()), None);
+    assert_eq!(refused(&store.reserve(&c).await.unwrap()), None);
     // Two requests counted today; a refunded one gives its request back.
     assert!(
         store
@@ -707,7 +726,7 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
     );
     for id in ["q4", "q5"] {
         assert_eq!(
-            refused(&store.admit(&plan(id, &scopes, 1, 0, NOW)).await.unwrap()),
+            refused(&store.reserve(&plan(id, &scopes, 1, 0, NOW)).await.unwrap()),
             None
         );
     }
@@ -716,7 +735,12 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
         per: Per::CalendarDay,
     };
     assert_eq!(
-        refused(&store.admit(&plan("q6", &scopes, 1, 0, NOW)).await.unwrap()),
+        refused(
+            &store
+                .reserve(&plan("q6", &scopes, 1, 0, NOW))
+                .await
+                .unwrap()
+        ),
         Some(daily_requests)
     );
     // Tomorrow the day's requests start again; the month's tokens do not.
@@ -724,7 +748,7 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
     assert_eq!(
         refused(
             &store
-                .admit(&plan("q7", &scopes, 1, 0, tomorrow))
+                .reserve(&plan("q7", &scopes, 1, 0, tomorrow))
                 .await
                 .unwrap()
         ),
@@ -733,7 +757,7 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
     assert_eq!(
         refused(
             &store
-                .admit(&plan("q8", &scopes, 900, 0, tomorrow))
+                .reserve(&plan("q8", &scopes, 900, 0, tomorrow))
                 .await
                 .unwrap()
         ),
@@ -744,7 +768,7 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
     assert_eq!(
         refused(
             &store
-                .admit(&plan("q9", &scopes, 900, 0, next_month))
+                .reserve(&plan("q9", &scopes, 900, 0, next_month))
                 .await
                 .unwrap()
         ),
@@ -759,7 +783,9 @@ async fn concurrent_admits_never_pass_a_calendar_quota(store: Arc<dyn Store>) {
     for i in 0..48 {
         let store = store.clone();
         let p = plan(&format!("d{i}"), &scopes, 10, 0, NOW);
-        tasks.push(tokio::spawn(async move { store.admit(&p).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.reserve(&p).await.unwrap() },
+        ));
     }
     let mut admitted = 0;
     for t in tasks {

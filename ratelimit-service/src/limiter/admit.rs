@@ -12,7 +12,7 @@ use crate::limits::{
 };
 use crate::metrics::Metrics;
 use crate::pool::{GateError, Ticket};
-use crate::storage::{AdmitOutcome, AdmitPlan, Refusal};
+use crate::storage::{Refusal, ReserveOutcome, ReservePlan};
 
 /// Retry hint for a concurrency refusal: slots free when requests finish,
 /// which no counter predicts.
@@ -61,7 +61,7 @@ fn explain(refusal: &Refusal) -> (RejectReason, u64, String) {
 }
 
 /// The rate-limit headers' views: per unit, the tightest limited hold.
-fn views_of(plan: &AdmitPlan, views: &[Option<BucketView>]) -> ScopeViews {
+fn views_of(plan: &ReservePlan, views: &[Option<BucketView>]) -> ScopeViews {
     tightest(
         plan.holds
             .iter()
@@ -120,47 +120,9 @@ impl Limiter {
             + millis(deadline.saturating_duration_since(started)) as i64
             + millis(inner.lease_ttl) as i64;
 
-        let plan = match plan_admission(
-            &registry,
-            &inner.throttles,
-            &input,
-            new_lease_id(),
-            now,
-            expires_ms,
-        ) {
-            Ok(plan) => plan,
-            Err(e) => {
-                let reason = match e {
-                    PlanError::UnknownTenant(_) | PlanError::DisabledTenant(_) => {
-                        RejectReason::UnknownTenant
-                    }
-                    PlanError::TooLarge(_) => RejectReason::RequestTooLarge,
-                };
-                return Ok(self.rejected(
-                    &input.tenant,
-                    reason,
-                    e.to_string(),
-                    0,
-                    ScopeViews::default(),
-                ));
-            }
-        };
-
-        let outcome = inner.store.admit(&plan).await.inspect_err(|_| {
-            inner.metrics.store_errors.inc();
-        })?;
-        let views = match outcome {
-            AdmitOutcome::Refused { refusal, views } => {
-                let (reason, retry_after_ms, message) = explain(&refusal);
-                return Ok(self.rejected(
-                    &input.tenant,
-                    reason,
-                    message,
-                    retry_after_ms,
-                    views_of(&plan, &views),
-                ));
-            }
-            AdmitOutcome::Admitted { views } => views_of(&plan, &views),
+        let (plan, views) = match self.reserve(&input, now, expires_ms).await? {
+            Ok(reserved) => reserved,
+            Err(refused) => return Ok(refused),
         };
         if input.phase == AdmitPhase::Open {
             // On the headers there is nothing to queue for yet: the lease is
@@ -173,10 +135,81 @@ impl Limiter {
                 queue_wait: Duration::ZERO,
             });
         }
+        self.wait_for_pool(&input, plan.lease, views, started, deadline)
+            .await
+    }
 
+    /// Plans the request's holds and reserves them in the store: the plan
+    /// and the rate-limit views, or the refusal to answer with.
+    async fn reserve(
+        &self,
+        input: &AdmitInput,
+        now: i64,
+        expires_ms: i64,
+    ) -> Result<Result<(ReservePlan, ScopeViews), AdmitDecision>, LimiterError> {
+        let inner = &*self.inner;
+        let registry = inner.registry.current();
+        let plan = match plan_admission(
+            &registry,
+            &inner.throttles,
+            input,
+            new_lease_id(),
+            now,
+            expires_ms,
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let reason = match e {
+                    PlanError::UnknownTenant(_) | PlanError::DisabledTenant(_) => {
+                        RejectReason::UnknownTenant
+                    }
+                    PlanError::TooLarge(_) => RejectReason::RequestTooLarge,
+                };
+                return Ok(Err(self.rejected(
+                    &input.tenant,
+                    reason,
+                    e.to_string(),
+                    0,
+                    ScopeViews::default(),
+                )));
+            }
+        };
+        let outcome = inner.store.reserve(&plan).await.inspect_err(|_| {
+            inner.metrics.store_errors.inc();
+        })?;
+        Ok(match outcome {
+            ReserveOutcome::Refused { refusal, views } => {
+                let (reason, retry_after_ms, message) = explain(&refusal);
+                Err(self.rejected(
+                    &input.tenant,
+                    reason,
+                    message,
+                    retry_after_ms,
+                    views_of(&plan, &views),
+                ))
+            }
+            ReserveOutcome::Admitted { views } => {
+                let views = views_of(&plan, &views);
+                Ok((plan, views))
+            }
+        })
+    }
+
+    /// Waits at the pool gate with a reserved lease until `deadline`; the
+    /// reservation is refunded on every way out but admission.
+    async fn wait_for_pool(
+        &self,
+        input: &AdmitInput,
+        lease: LeaseRecord,
+        views: ScopeViews,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<AdmitDecision, LimiterError> {
+        let inner = &*self.inner;
+        let registry = inner.registry.current();
         let mut reservation = Reservation {
             limiter: self.clone(),
-            lease: Some(plan.lease),
+            lease: Some(lease),
         };
         let (weight, priority) = registry.tenant(&input.tenant).map_or((1.0, 0), |t| {
             (

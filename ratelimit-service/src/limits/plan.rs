@@ -9,7 +9,7 @@ use super::{
 };
 use crate::clock::Periods;
 use crate::lease::{LeaseRecord, QuotaRef};
-use crate::storage::{AdmitPlan, CounterField, Hold, Meter, Move, SettlePlan};
+use crate::storage::{CounterField, Hold, Meter, Move, ReservePlan, SettlePlan};
 
 /// One Admit, in the service's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub fn plan_admission(
     lease_id: String,
     now_ms: i64,
     expires_ms: i64,
-) -> Result<AdmitPlan, PlanError> {
+) -> Result<ReservePlan, PlanError> {
     let tenant = registry
         .tenant(&input.tenant)
         .ok_or_else(|| PlanError::UnknownTenant(input.tenant.clone()))?;
@@ -333,7 +333,7 @@ pub fn plan_admission(
         }
     }
     let holds = holds(&scopes, &mut lease, &periods);
-    Ok(AdmitPlan {
+    Ok(ReservePlan {
         lease,
         holds,
         now_ms,

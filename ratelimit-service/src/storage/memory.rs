@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    AdmitOutcome, AdmitPlan, BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal,
+    BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal, ReserveOutcome, ReservePlan,
     ScopeUsage, SettlePlan, SpendTotal, Store, StoreError,
 };
 use crate::clock::Periods;
@@ -124,7 +124,7 @@ impl State {
         }
     }
 
-    fn views(&self, plan: &AdmitPlan) -> Vec<Option<BucketView>> {
+    fn views(&self, plan: &ReservePlan) -> Vec<Option<BucketView>> {
         plan.holds
             .iter()
             .map(|h| self.view(h, plan.now_ms))
@@ -132,7 +132,7 @@ impl State {
     }
 
     /// The refusal, if any; see [`Refusal`].
-    fn check(&self, plan: &AdmitPlan) -> Option<Refusal> {
+    fn check(&self, plan: &ReservePlan) -> Option<Refusal> {
         let mut refusal: Option<Refusal> = None;
         for (i, h) in plan.holds.iter().enumerate() {
             let Some(limit) = h.limit else { continue };
@@ -148,7 +148,7 @@ impl State {
         refusal
     }
 
-    fn reserve(&mut self, plan: &AdmitPlan) {
+    fn reserve(&mut self, plan: &ReservePlan) {
         for h in &plan.holds {
             match h.meter {
                 Meter::Bucket { period_ms } => {
@@ -210,16 +210,16 @@ impl State {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn admit(&self, plan: &AdmitPlan) -> Result<AdmitOutcome, StoreError> {
+    async fn reserve(&self, plan: &ReservePlan) -> Result<ReserveOutcome, StoreError> {
         let mut st = self.lock();
         if let Some(refusal) = st.check(plan) {
-            return Ok(AdmitOutcome::Refused {
+            return Ok(ReserveOutcome::Refused {
                 refusal,
                 views: st.views(plan),
             });
         }
         st.reserve(plan);
-        Ok(AdmitOutcome::Admitted {
+        Ok(ReserveOutcome::Admitted {
             views: st.views(plan),
         })
     }

@@ -61,7 +61,7 @@ pub struct Hold {
 /// applied, and `lease` recorded. The stores know no limit kinds: the plan
 /// (limits/plan.rs) says which counters a request touches and how.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AdmitPlan {
+pub struct ReservePlan {
     pub lease: LeaseRecord,
     pub holds: Vec<Hold>,
     pub now_ms: i64,
@@ -77,7 +77,7 @@ pub struct Refusal {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdmitOutcome {
+pub enum ReserveOutcome {
     /// Reserved; per hold, its view after the reservation (limited holds
     /// that `report`; `None` for the rest).
     Admitted { views: Vec<Option<BucketView>> },
@@ -163,7 +163,7 @@ pub struct HitOutcome {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Checks every limit of the plan and, only if all pass, reserves.
-    async fn admit(&self, plan: &AdmitPlan) -> Result<AdmitOutcome, StoreError>;
+    async fn reserve(&self, plan: &ReservePlan) -> Result<ReserveOutcome, StoreError>;
 
     /// The lease record, with its current expiry.
     async fn lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError>;

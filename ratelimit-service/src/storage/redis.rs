@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::{
-    AdmitOutcome, AdmitPlan, BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal,
+    BucketHit, CounterField, HitOutcome, Hold, Meter, Move, Refusal, ReserveOutcome, ReservePlan,
     ScopeUsage, SettlePlan, SpendTotal, Store, StoreError,
 };
 use crate::lease::LeaseRecord;
@@ -35,7 +35,7 @@ macro_rules! lua {
 
 pub struct RedisStore {
     conn: ConnectionManager,
-    admit: Script,
+    reserve: Script,
     settle: Script,
     renew: Script,
     hit: Script,
@@ -54,7 +54,7 @@ impl RedisStore {
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
-            admit: Script::new(lua!("admit.lua")),
+            reserve: Script::new(lua!("reserve.lua")),
             settle: Script::new(lua!("settle.lua")),
             renew: Script::new(lua!("renew.lua")),
             hit: Script::new(lua!("hit.lua")),
@@ -68,7 +68,7 @@ fn wire(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-/// One hold as the admit script reads it: `m` is the meter (`b` bucket,
+/// One hold as the reserve script reads it: `m` is the meter (`b` bucket,
 /// `q` calendar counter, `c` slots), `lim` -1 for "counted, never refuses".
 #[derive(Serialize)]
 struct HoldWire<'a> {
@@ -101,7 +101,7 @@ impl<'a> From<&'a Hold> for HoldWire<'a> {
 }
 
 #[derive(Serialize)]
-struct AdmitWire<'a> {
+struct ReserveWire<'a> {
     prefix: &'a str,
     now: i64,
     lease_id: &'a str,
@@ -111,7 +111,7 @@ struct AdmitWire<'a> {
 }
 
 #[derive(Deserialize)]
-struct AdmitReply {
+struct ReserveReply {
     /// 0-based index of the first refusing hold.
     refused: Option<usize>,
     #[serde(default)]
@@ -218,9 +218,9 @@ struct HitReply {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn admit(&self, plan: &AdmitPlan) -> Result<AdmitOutcome, StoreError> {
+    async fn reserve(&self, plan: &ReservePlan) -> Result<ReserveOutcome, StoreError> {
         let lease = &plan.lease;
-        let arg = AdmitWire {
+        let arg = ReserveWire {
             prefix: PREFIX,
             now: plan.now_ms,
             lease_id: &lease.id,
@@ -229,11 +229,11 @@ impl Store for RedisStore {
             holds: plan.holds.iter().map(HoldWire::from).collect(),
         };
         let reply: String = self
-            .admit
+            .reserve
             .arg(serde_json::to_string(&arg)?)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let reply: AdmitReply = serde_json::from_str(&reply)?;
+        let reply: ReserveReply = serde_json::from_str(&reply)?;
         let views = reply
             .views
             .into_iter()
@@ -243,7 +243,7 @@ impl Store for RedisStore {
             })
             .collect();
         Ok(match reply.refused {
-            Some(hold) => AdmitOutcome::Refused {
+            Some(hold) => ReserveOutcome::Refused {
                 refusal: Refusal {
                     hold,
                     what: plan.holds.get(hold).and_then(|h| h.what),
@@ -251,7 +251,7 @@ impl Store for RedisStore {
                 },
                 views,
             },
-            None => AdmitOutcome::Admitted { views },
+            None => ReserveOutcome::Admitted { views },
         })
     }
 

@@ -1,4 +1,4 @@
--- Admit: check every limited hold, then reserve all or nothing. The plan
+-- Reserve (the store side of Admit): check every limited hold, then reserve all or nothing. The plan
 -- (limits/plan.rs) lists the holds in refusal order; this script, like
 -- storage/memory.rs, knows no limit kinds.
 local refused, wait = nil, 0
