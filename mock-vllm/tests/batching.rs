@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use test_support::poll::eventually_async as wait_until;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

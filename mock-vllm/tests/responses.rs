@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
+use test_support::poll::eventually_async as wait_until;
 
 const INSTRUCTIONS: &str = "You are a terse assistant that answers in one line.";
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use admission_proto::v1::RejectReason;
 use common::*;
+use test_support::poll::eventually_async as eventually;
 
 fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
     RejectReason::try_from(r.reason).unwrap()

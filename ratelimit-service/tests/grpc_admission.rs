@@ -8,6 +8,7 @@ use admission_proto::v1::{
     AdmitRequest, CompleteBatchRequest, CompleteRequest, Outcome, Phase, RejectReason, RenewRequest,
 };
 use common::*;
+use test_support::poll::eventually_async as eventually;
 
 fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
     RejectReason::try_from(r.reason).unwrap()

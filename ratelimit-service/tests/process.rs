@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use admission_proto::v1::RejectReason;
 use common::*;
+use test_support::poll::eventually_async as eventually;
 
 struct Proc {
     child: Child,

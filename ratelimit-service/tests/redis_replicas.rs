@@ -4,6 +4,7 @@ mod common;
 
 use admission_proto::v1::RejectReason;
 use common::*;
+use test_support::redis::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_share_one_limit() {

@@ -1,7 +1,5 @@
 //! One test body per behaviour, run against every store backend.
 
-mod common;
-
 use std::sync::Arc;
 
 use ratelimit_service::clock::Periods;
@@ -14,7 +12,7 @@ use ratelimit_service::storage::{
     BucketHit, MemoryStore, RedisStore, ReserveOutcome, ReservePlan, SettlePlan, SpendTotal, Store,
 };
 
-use common::RedisServer;
+use test_support::redis::RedisServer;
 
 /// A backend under test; keeps the Redis server alive for the test.
 struct Backend {

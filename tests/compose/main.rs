@@ -9,7 +9,6 @@
 //! assertion fails: the guard's `Drop`).
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use gateway_e2e::{Reply, chat, eventually};
 use serde_json::{Value, json};
 use tenant_registry::api_key_digest_hex;
+use test_support::free_port;
 
 const MODEL: &str = "llama-3.1-8b-instruct";
 const CHAT_KEY: &str = "sk-compose-test-chat-0000000000000000000000000000000";
@@ -28,13 +28,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("repository root")
         .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn run(command: &mut Command) -> Output {

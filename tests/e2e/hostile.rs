@@ -16,6 +16,7 @@ use gateway_e2e::{
     spend_nanos, start_with, u, with_digests,
 };
 use serde_json::{Value, json};
+use test_support::sse;
 use testbed::{Testbed, TestbedConfig};
 
 const MODEL: &str = "llama-3.1-8b-instruct";
@@ -461,20 +462,6 @@ fn seen(usage: &Value) -> (u64, u64) {
     (prompt, completion)
 }
 
-/// The events of an SSE body: (event name if any, data).
-fn sse(text: &str) -> Vec<(Option<String>, String)> {
-    let mut out = Vec::new();
-    let mut event = None;
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("event: ") {
-            event = Some(name.to_owned());
-        } else if let Some(data) = line.strip_prefix("data: ") {
-            out.push((event.take(), data.to_owned()));
-        }
-    }
-    out
-}
-
 #[test]
 fn every_endpoint_and_ending_is_billed_what_the_pool_reported() {
     let _serial = serial();
@@ -556,9 +543,9 @@ fn every_endpoint_and_ending_is_billed_what_the_pool_reported() {
     ] {
         let r = post(&tb, path, &h, &body);
         assert_eq!(r.status, 200, "{}", r.text);
-        let with_usage: Vec<Value> = sse(&r.text)
+        let with_usage: Vec<Value> = sse::events(&r.text)
             .into_iter()
-            .filter_map(|(_, d)| serde_json::from_str::<Value>(&d).ok())
+            .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
             .filter(|v| v["usage"].is_object())
             .collect();
         assert_eq!(with_usage.len(), 1, "one usage chunk: {}", r.text);
@@ -571,10 +558,10 @@ fn every_endpoint_and_ending_is_billed_what_the_pool_reported() {
         &json!({ "model": MODEL, "input": "stream please", "max_output_tokens": 4, "stream": true }),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let completed = sse(&r.text)
+    let completed = sse::events(&r.text)
         .into_iter()
-        .find(|(e, _)| e.as_deref() == Some("response.completed"))
-        .map(|(_, d)| serde_json::from_str::<Value>(&d).expect("event JSON"))
+        .find(|e| e.event.as_deref() == Some("response.completed"))
+        .map(|e| serde_json::from_str::<Value>(&e.data).expect("event JSON"))
         .unwrap_or_else(|| panic!("no response.completed in {}", r.text));
     add(seen(&completed["response"]["usage"]));
 

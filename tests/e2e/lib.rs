@@ -200,35 +200,8 @@ pub fn ratelimit_metrics(tb: &Testbed) -> String {
         .expect("ratelimit-service /metrics")
 }
 
-/// Value of the sample `name` whose labels include every `labels` pair.
-pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(inner) => inner.split_once('}')?,
-            None if rest.starts_with(' ') => ("", rest),
-            None => return None,
-        };
-        let has_all = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-        has_all.then(|| value.split_whitespace().next()?.parse().ok())?
-    })
-}
-
-/// Polls `check` every 50 ms until it holds (true) or `timeout` passes (false).
-pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = std::time::Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if std::time::Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use test_support::metric;
+pub use test_support::poll::eventually;
 
 // Accounting: what ratelimit-service counted, against what the pool reported.
 

@@ -30,50 +30,6 @@ struct Histogram {
     count: u64,
 }
 
-/// One sample line: metric name, label pairs, value.
-struct Sample<'a> {
-    name: &'a str,
-    labels: Vec<(&'a str, &'a str)>,
-    value: f64,
-}
-
-impl Sample<'_> {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-    }
-}
-
-/// `name{labels} value`; `None` for comments and anything else.
-fn sample(line: &str) -> Option<Sample<'_>> {
-    if line.starts_with('#') {
-        return None;
-    }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        v => v.parse().ok()?,
-    };
-    let (name, labels) = match head.split_once('{') {
-        Some((name, rest)) => {
-            let labels = rest
-                .strip_suffix('}')?
-                .split(',')
-                .filter_map(|pair| {
-                    let (k, v) = pair.split_once('=')?;
-                    Some((k, v.trim_matches('"')))
-                })
-                .collect();
-            (name, labels)
-        }
-        None => (head, Vec::new()),
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
 /// Queue waits by tenant from a Prometheus exposition. The service also
 /// records requests it refused at once (queue full) with a wait of about
 /// nothing; `refused_at_once` gives their number per tenant, taken out of
@@ -83,19 +39,19 @@ pub fn queue_waits(
     refused_at_once: &HashMap<String, u64>,
 ) -> HashMap<String, QueueWait> {
     let mut histograms: HashMap<String, Histogram> = HashMap::new();
-    for s in exposition.lines().filter_map(sample) {
+    for s in prom_text::samples(exposition) {
         let Some(suffix) = s.name.strip_prefix(FAMILY) else {
             continue;
         };
         let Some(tenant) = s.label("tenant") else {
             continue;
         };
-        let h = histograms.entry(tenant.to_owned()).or_default();
+        let h = histograms.entry(tenant).or_default();
         match suffix {
             "_sum" => h.sum = s.value,
             "_count" => h.count = s.value as u64,
             "_bucket" => {
-                let le = match s.label("le") {
+                let le = match s.label("le").as_deref() {
                     Some("+Inf") => f64::INFINITY,
                     Some(le) => le.parse().unwrap_or(f64::INFINITY),
                     None => continue,
@@ -160,11 +116,11 @@ pub fn snapshot(exposition: &str, pool: &str, at_s: f64) -> Snapshot {
         at_s,
         ..Snapshot::default()
     };
-    for s in exposition.lines().filter_map(sample) {
-        if s.label("pool") != Some(pool) {
+    for s in prom_text::samples(exposition) {
+        if s.label("pool").as_deref() != Some(pool) {
             continue;
         }
-        let tenant = s.label("tenant").map(str::to_owned);
+        let tenant = s.label("tenant");
         match (s.name, tenant) {
             ("ratelimit_queue_service_weighted_tokens", Some(t)) => {
                 snap.service.insert(t, s.value);

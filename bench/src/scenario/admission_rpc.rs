@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use admission_proto::v1::{AdmitRequest, CompleteRequest, Decision, Outcome};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use test_support::redis::RedisServer;
 use testbed::{ManagedProcess, Paths, TestbedError};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -238,7 +239,8 @@ pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), Be
         path: registry_path.clone(),
         source,
     })?;
-    let (redis, redis_addr) = start_redis(&args.redis_server, &dir)?;
+    let redis = RedisServer::start_binary(&args.redis_server);
+    let redis_addr = SocketAddr::from(([127, 0, 0, 1], redis.port));
     let redis_version = redis_version(&args.redis_server);
     let start_service = |label: &str, binary: &Path, extra: &[String]| {
         let data = dir.join(format!("data-{label}"));
@@ -370,47 +372,6 @@ fn run_dir(settings: &Settings) -> Result<(PathBuf, Cleanup), BenchError> {
         source,
     })?;
     Ok((dir, cleanup))
-}
-
-/// A throwaway redis-server on a free loopback port, without persistence, so
-/// the figure is the service's round trips and scripts, not snapshots.
-fn start_redis(binary: &str, dir: &Path) -> Result<(ManagedProcess, SocketAddr), BenchError> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| testbed_error("redis", TestbedError::Other(format!("no free port: {e}"))))?
-        .port();
-    let mut command = Command::new(binary);
-    command
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir);
-    let process = ManagedProcess::spawn("redis-server", command, dir)
-        .map_err(|source| testbed_error("redis", source))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(testbed_error(
-                "redis",
-                TestbedError::Startup {
-                    name: "redis-server".into(),
-                    reason: format!("not accepting connections on {addr}"),
-                    log_tail: process.log_tail(),
-                },
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((process, addr))
 }
 
 fn redis_version(binary: &str) -> String {

@@ -53,27 +53,8 @@ pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
         .text()
         .await
         .expect("text");
-    text.lines()
-        .find(|line| line.starts_with(&format!("{name}{{")))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
+    test_support::metric(&text, name, &[])
         .unwrap_or_else(|| panic!("no sample for {name} in\n{text}"))
-}
-
-/// Polls `condition` every 5 ms until it holds or `within` passes.
-pub async fn wait_until<F, Fut>(within: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
 }
 
 /// One SSE `data:` payload and when it arrived.

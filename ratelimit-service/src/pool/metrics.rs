@@ -42,78 +42,6 @@ pub const MODELS_REFRESH: Duration = Duration::from_secs(30);
 /// Next try for a replica whose `/metrics` answered but `/v1/models` did not.
 pub const MODELS_RETRY: Duration = Duration::from_secs(5);
 
-/// One sample line of the Prometheus text exposition format.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample<'a> {
-    pub name: &'a str,
-    pub value: f64,
-}
-
-/// Samples of an exposition, skipping comments and lines it cannot read (a
-/// replica that exports one odd metric must not hide the ones we need).
-pub fn samples(text: &str) -> impl Iterator<Item = Sample<'_>> {
-    text.lines().filter_map(parse_sample)
-}
-
-fn parse_sample(line: &str) -> Option<Sample<'_>> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(|c: char| c == '{' || c.is_ascii_whitespace())?;
-    let name = &line[..name_end];
-    if !is_metric_name(name) {
-        return None;
-    }
-    let rest = &line[name_end..];
-    let rest = if rest.starts_with('{') {
-        after_labels(rest)?
-    } else {
-        rest
-    };
-    // What follows the value is an optional timestamp, ignored.
-    parse_value(rest.split_ascii_whitespace().next()?).map(|value| Sample { name, value })
-}
-
-fn is_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// The text after the label set that `text` starts with. Label values may
-/// hold `}`, `,` and escaped quotes, so quoting is tracked.
-fn after_labels(text: &str) -> Option<&str> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices().skip(1) {
-        if quoted {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => quoted = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            quoted = true;
-        } else if c == '}' {
-            return text.get(i + 1..);
-        }
-    }
-    None
-}
-
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => text.parse().ok(),
-    }
-}
-
 /// How busy one replica says it is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplicaLoad {
@@ -146,7 +74,7 @@ pub fn parse_replica_load(text: &str) -> Result<ReplicaLoad, ScrapeError> {
     let mut running = None;
     let mut kv = None;
     let mut legacy_kv = None;
-    for sample in samples(text).filter(|s| !s.value.is_nan()) {
+    for sample in prom_text::samples(text).filter(|s| !s.value.is_nan()) {
         let add = |total: &mut Option<f64>| *total = Some(total.unwrap_or(0.0) + sample.value);
         let max = |peak: &mut Option<f64>| *peak = Some(peak.unwrap_or(0.0).max(sample.value));
         match sample.name {
@@ -511,8 +439,8 @@ vllm:num_requests_waiting{engine="3" 7
     }
 
     #[test]
-    fn sample_values_and_labels() {
-        let all: Vec<Sample<'_>> = samples(VLLM_SAMPLE).collect();
+    fn histogram_bounds_are_labels_not_values() {
+        let all: Vec<_> = prom_text::samples(VLLM_SAMPLE).collect();
         let inf = all
             .iter()
             .find(|s| s.name == "vllm:time_to_first_token_seconds_bucket" && s.value.is_infinite());
@@ -524,17 +452,6 @@ vllm:num_requests_waiting{engine="3" 7
             all.iter()
                 .any(|s| s.name == "process_start_time_seconds" && s.value == 1.712345678e9)
         );
-        assert_eq!(parse_value("+Inf"), Some(f64::INFINITY));
-        assert_eq!(parse_value("-Inf"), Some(f64::NEG_INFINITY));
-        assert!(parse_value("NaN").unwrap().is_nan());
-        assert_eq!(
-            parse_sample(r#"m{a="}\"}"} 2"#),
-            Some(Sample {
-                name: "m",
-                value: 2.0
-            })
-        );
-        assert_eq!(parse_sample("m{a=\"unterminated} 2"), None);
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -175,22 +174,6 @@ pub async fn complete(
     .unwrap();
 }
 
-/// Polls `check` until it holds or `timeout` passes.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    check().await
-}
-
 /// A minimal HTTP/1.1 client (blocking, Connection: close).
 pub fn http(
     addr: SocketAddr,
@@ -259,87 +242,6 @@ pub async fn http_async(
     })
     .await
     .unwrap()
-}
-
-/// A Redis server on a free loopback port, stopped on drop. Tests that need
-/// it fail (never skip) when `redis-server` is not installed.
-pub struct RedisServer {
-    child: Child,
-    pub url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                    "redis-server is not on PATH: the Redis backend tests need it \
-                     (apt-get install redis-server); they do not skip"
-                ),
-                Err(e) => panic!("cannot start redis-server: {e}"),
-            };
-            if wait_for_pong(port, Duration::from_secs(5)) {
-                return Self {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}/"),
-                    _dir: dir,
-                };
-            }
-            // Port taken between bind and start: try another.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not come up on a free port");
-    }
-}
-
-fn wait_for_pong(port: u16, timeout: Duration) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-            {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// How a [`TestGate`] answers.
