@@ -315,43 +315,41 @@ async fn reserves_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(refused(&o), None);
 }
 
-async fn concurrent_admits_never_exceed_a_limit(store: Arc<dyn Store>) {
-    // 64 tasks race for 10 slots (and 25 requests per minute): exactly 10 win.
-    let scopes = [("t/race", limits(Some(25), Some(10_000), Some(10)))];
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let store = store.clone();
-        let p = plan(&format!("race{i}"), &scopes, 100, 0, NOW);
-        tasks.push(tokio::spawn(
-            async move { store.reserve(&p).await.unwrap() },
-        ));
-    }
+/// `tasks` reservations of `tokens` each at once; how many were admitted.
+async fn race(
+    store: &Arc<dyn Store>,
+    scopes: &[(&str, ScopeLimits)],
+    tasks: usize,
+    prefix: &str,
+    tokens: u64,
+) -> usize {
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let store = store.clone();
+            let p = plan(&format!("{prefix}{i}"), scopes, tokens, 0, NOW);
+            tokio::spawn(async move { store.reserve(&p).await.unwrap() })
+        })
+        .collect();
     let mut admitted = 0;
-    for t in tasks {
-        if refused(&t.await.unwrap()).is_none() {
+    for h in handles {
+        if refused(&h.await.unwrap()).is_none() {
             admitted += 1;
         }
     }
+    admitted
+}
+
+async fn concurrent_admits_never_exceed_a_limit(store: Arc<dyn Store>) {
+    // 64 tasks race for 10 slots (and 25 requests per minute): exactly 10 win.
+    let scopes = [("t/race", limits(Some(25), Some(10_000), Some(10)))];
+    let admitted = race(&store, &scopes, 64, "race", 100).await;
     assert_eq!(admitted, 10);
     let usage = store.usage(&["t/race".into()], "d", "m").await.unwrap();
     assert_eq!(usage[0].in_flight, 10);
 
     // Tokens: 1000 TPM, 50 tasks asking 30 each: at most 33 fit.
     let scopes = [("t/tokens", limits(None, Some(1000), None))];
-    let mut tasks = Vec::new();
-    for i in 0..50 {
-        let store = store.clone();
-        let p = plan(&format!("tok{i}"), &scopes, 30, 0, NOW);
-        tasks.push(tokio::spawn(
-            async move { store.reserve(&p).await.unwrap() },
-        ));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        if refused(&t.await.unwrap()).is_none() {
-            admitted += 1;
-        }
-    }
+    let admitted = race(&store, &scopes, 50, "tok", 30).await;
     assert_eq!(admitted, 33);
 }
 
@@ -777,19 +775,6 @@ async fn calendar_quotas_count_reservations_settle_to_usage_and_reset(store: Arc
 async fn concurrent_admits_never_pass_a_calendar_quota(store: Arc<dyn Store>) {
     // 48 tasks race for 7 requests of the day: exactly 7 win.
     let scopes = [("t/daily", windows(&[(Unit::Requests, Per::CalendarDay, 7)]))];
-    let mut tasks = Vec::new();
-    for i in 0..48 {
-        let store = store.clone();
-        let p = plan(&format!("d{i}"), &scopes, 10, 0, NOW);
-        tasks.push(tokio::spawn(
-            async move { store.reserve(&p).await.unwrap() },
-        ));
-    }
-    let mut admitted = 0;
-    for t in tasks {
-        if refused(&t.await.unwrap()).is_none() {
-            admitted += 1;
-        }
-    }
+    let admitted = race(&store, &scopes, 48, "d", 10).await;
     assert_eq!(admitted, 7);
 }
