@@ -8,6 +8,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tenant_registry::Per;
 use time::{Date, Month, OffsetDateTime};
 
 /// Milliseconds since the Unix epoch.
@@ -76,19 +77,25 @@ impl Periods {
     }
 }
 
+/// Of a day's and a month's period names, the one `per` counts in (the day
+/// for anything but a month).
+pub fn period_of<'a>(per: Per, day: &'a str, month: &'a str) -> &'a str {
+    match per {
+        Per::CalendarMonth => month,
+        _ => day,
+    }
+}
+
 impl Periods {
-    /// The calendar period of `per` (the day for anything but a month).
-    pub fn of(&self, per: tenant_registry::Per) -> &str {
-        match per {
-            tenant_registry::Per::CalendarMonth => &self.month,
-            _ => &self.day,
-        }
+    /// The calendar period of `per`.
+    pub fn of(&self, per: Per) -> &str {
+        period_of(per, &self.day, &self.month)
     }
 
     /// Until the calendar period of `per` ends.
-    pub fn ends_in_ms(&self, per: tenant_registry::Per) -> u64 {
+    pub fn ends_in_ms(&self, per: Per) -> u64 {
         match per {
-            tenant_registry::Per::CalendarMonth => self.month_ends_in_ms,
+            Per::CalendarMonth => self.month_ends_in_ms,
             _ => self.day_ends_in_ms,
         }
     }

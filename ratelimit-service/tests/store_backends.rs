@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ratelimit_service::clock::Periods;
 use ratelimit_service::lease::LeaseRecord;
-use ratelimit_service::limits::plan::{Deltas, Limited, holds, moves};
+use ratelimit_service::limits::plan::{Deltas, holds, moves};
 use ratelimit_service::limits::{
     BucketView, Limit, LimitKind, Per, Rate, ScopeKind, ScopeLimits, ScopePlan, Unit,
 };
@@ -146,70 +146,43 @@ fn lease(
     }
 }
 
-/// The plan the service would make (limits::plan::holds).
-fn plan(
-    id: &str,
-    scopes: &[(&str, ScopeLimits)],
-    tokens: u64,
-    nanos: u64,
-    now: i64,
-) -> ReservePlan {
+/// A plan the service would make (limits::plan::holds), with the scopes it
+/// was made from: settlement reads their limits as they stand now.
+struct Planned {
+    plan: ReservePlan,
+    scopes: Vec<ScopePlan>,
+}
+
+impl std::ops::Deref for Planned {
+    type Target = ReservePlan;
+
+    fn deref(&self) -> &ReservePlan {
+        &self.plan
+    }
+}
+
+fn plan(id: &str, scopes: &[(&str, ScopeLimits)], tokens: u64, nanos: u64, now: i64) -> Planned {
     plan_of(lease(id, scopes, tokens, nanos, now), scopes, now)
 }
 
-fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> ReservePlan {
-    let holds = holds(&scope_plans(scopes), &mut lease, &Periods::at(now));
-    ReservePlan {
-        lease,
-        holds,
-        now_ms: now,
+fn plan_of(mut lease: LeaseRecord, scopes: &[(&str, ScopeLimits)], now: i64) -> Planned {
+    let scopes = scope_plans(scopes);
+    let holds = holds(&scopes, &mut lease, &Periods::at(now));
+    Planned {
+        plan: ReservePlan {
+            lease,
+            holds,
+            now_ms: now,
+        },
+        scopes,
     }
 }
 
 /// Settles with these bucket deltas, charging `charge` nano-dollars and, in
 /// calendar quotas, the request unless refunded and the reserved tokens
 /// plus `tokens`.
-fn settle_plan(
-    admit: &ReservePlan,
-    requests: i64,
-    tokens: i64,
-    charge: u64,
-    now: i64,
-) -> SettlePlan {
+fn settle_plan(admit: &Planned, requests: i64, tokens: i64, charge: u64, now: i64) -> SettlePlan {
     let lease = &admit.lease;
-    let scopes: Vec<ScopePlan> = lease
-        .scopes
-        .iter()
-        .map(|key| {
-            // The limits as they stand now: those of the admission.
-            let limits = admit
-                .holds
-                .iter()
-                .filter_map(|h| match (h.what, h.meter) {
-                    (
-                        Some(Limited {
-                            kind: LimitKind::Window { unit, per },
-                            ..
-                        }),
-                        _,
-                    ) if h.key.starts_with(&format!("b:{key}:"))
-                        || h.key.starts_with(&format!("s:{key}:")) =>
-                    {
-                        h.limit.map(|max| Limit { unit, per, max })
-                    }
-                    _ => None,
-                })
-                .collect();
-            ScopePlan {
-                key: key.clone(),
-                kind: ScopeKind::Tenant,
-                limits: ScopeLimits {
-                    windows: limits,
-                    concurrency: None,
-                },
-            }
-        })
-        .collect();
     let deltas = Deltas {
         requests,
         tokens,
@@ -222,7 +195,7 @@ fn settle_plan(
         lease_id: lease.id.clone(),
         now_ms: now,
         only_if_expired: false,
-        moves: moves(lease, Some(&scopes), &deltas, now),
+        moves: moves(lease, Some(&admit.scopes), &deltas, now),
     }
 }
 

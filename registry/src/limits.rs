@@ -96,6 +96,12 @@ impl WindowLimit {
             _ => None,
         }
     }
+
+    /// The entry as (unit, window, amount), when it is well formed.
+    fn entry(&self) -> Option<(Unit, Per, f64)> {
+        let (unit, amount) = self.amount()?;
+        Some((unit, self.per?, amount))
+    }
 }
 
 /// Economic limits. Every field is optional: absent means unlimited, and a
@@ -134,50 +140,38 @@ impl Limits {
         .flatten()
     }
 
-    /// Every limit by unit and window, shorthands included. Validation
-    /// refuses a window declared twice in one table; should a merged table
-    /// still hold both (see [`Limits::over`]), the `windows` entry wins.
-    pub fn by_window(&self) -> BTreeMap<(Unit, Per), f64> {
-        let mut all: BTreeMap<_, _> = self.shorthands().collect();
-        for w in &self.windows {
-            if let (Some((unit, amount)), Some(per)) = (w.amount(), w.per) {
-                all.insert((unit, per), amount);
-            }
-        }
-        all
+    /// Every limit as (unit, window, amount), shorthands included.
+    /// Validation refuses a window declared twice in one table; should a
+    /// merged table still hold both (see [`Limits::over`]), the `windows`
+    /// entry wins and the shorthand is left out.
+    pub fn windows(&self) -> impl Iterator<Item = (Unit, Per, f64)> + '_ {
+        let explicit = || self.windows.iter().filter_map(WindowLimit::entry);
+        self.shorthands()
+            .filter(move |((unit, per), _)| !explicit().any(|(u, p, _)| u == *unit && p == *per))
+            .map(|((unit, per), amount)| (unit, per, amount))
+            .chain(explicit())
     }
 
-    /// Every limit as (unit, window, amount), without building a map: the
-    /// hot path of every admission. A shorthand that a `windows` entry
-    /// overrides (possible only in a merged table) is left out.
-    pub fn windows(&self) -> impl Iterator<Item = (Unit, Per, f64)> + '_ {
-        let explicit = self
-            .windows
-            .iter()
-            .filter_map(|w| Some((w.amount()?, w.per?)))
-            .map(|((unit, amount), per)| (unit, per, amount));
-        self.shorthands()
-            .filter(|((unit, per), _)| {
-                !self
-                    .windows
-                    .iter()
-                    .any(|w| w.per == Some(*per) && w.amount().is_some_and(|(u, _)| u == *unit))
-            })
-            .map(|((unit, per), amount)| (unit, per, amount))
-            .chain(explicit)
+    /// Every limit by unit and window (see [`Limits::windows`]).
+    pub fn by_window(&self) -> BTreeMap<(Unit, Per), f64> {
+        self.windows()
+            .map(|(unit, per, amount)| ((unit, per), amount))
+            .collect()
     }
 
     /// The limit of one unit over one window.
     pub fn limit(&self, unit: Unit, per: Per) -> Option<f64> {
-        self.by_window().get(&(unit, per)).copied()
+        self.windows()
+            .find(|(u, p, _)| *u == unit && *p == per)
+            .map(|(_, _, amount)| amount)
     }
 
     /// `self` with every unset field and window taken from `base`.
     pub fn over(&self, base: &Limits) -> Limits {
         let own = self.by_window();
-        let inherited = base.windows.iter().filter(|w| match (w.amount(), w.per) {
-            (Some((unit, _)), Some(per)) => !own.contains_key(&(unit, per)),
-            _ => false,
+        let inherited = base.windows.iter().filter(|w| {
+            w.entry()
+                .is_some_and(|(unit, per, _)| !own.contains_key(&(unit, per)))
         });
         let mut merged = Limits {
             rpm: self.rpm.or(base.rpm),

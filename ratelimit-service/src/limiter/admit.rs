@@ -6,7 +6,7 @@ use super::{AdmitDecision, Limiter, LimiterError, RejectReason, millis};
 use crate::breaker::Signal;
 use crate::clock::now_ms;
 use crate::lease::{LeaseRecord, new_lease_id};
-use crate::limits::plan::{AdmitInput, AdmitPhase, Limited, PlanError, Settlement, window_name};
+use crate::limits::plan::{AdmitInput, AdmitPhase, PlanError, Settlement, window_name};
 use crate::limits::{
     BucketView, LimitKind, Per, ScopeKind, ScopeViews, Unit, plan_admission, tightest,
 };
@@ -66,16 +66,7 @@ fn views_of(plan: &ReservePlan, views: &[Option<BucketView>]) -> ScopeViews {
         plan.holds
             .iter()
             .zip(views)
-            .filter_map(|(hold, view)| match (&hold.what, view) {
-                (
-                    Some(Limited {
-                        kind: LimitKind::Window { unit, .. },
-                        ..
-                    }),
-                    Some(v),
-                ) => Some((*unit, *v)),
-                _ => None,
-            }),
+            .filter_map(|(hold, view)| Some((hold.what?.reported_unit()?, (*view)?))),
     )
 }
 

@@ -7,7 +7,7 @@ use thiserror::Error;
 use super::{
     LimitKind, Nanos, Rate, ScopeLimits, Throttles, cost, keys, model_scope, tenant_scope,
 };
-use crate::clock::Periods;
+use crate::clock::{Periods, period_of};
 use crate::lease::{LeaseRecord, QuotaRef};
 use crate::storage::{CounterField, Hold, Meter, Move, ReservePlan, SettlePlan};
 
@@ -142,6 +142,20 @@ pub struct Limited {
     pub scope: ScopeKind,
 }
 
+impl Limited {
+    /// The unit whose rate-limit headers report this limit's room
+    /// (requests and tokens; money and slots have none).
+    pub fn reported_unit(&self) -> Option<Unit> {
+        match self.kind {
+            LimitKind::Window {
+                unit: unit @ (Unit::Requests | Unit::Tokens),
+                ..
+            } => Some(unit),
+            _ => None,
+        }
+    }
+}
+
 /// The order refusals are reported in: money and calendar quotas first
 /// (they come back only when their period ends), then rates, then slots.
 fn rank(kind: Option<LimitKind>) -> u8 {
@@ -169,10 +183,7 @@ fn lease_cost(lease: &LeaseRecord, unit: Unit) -> u64 {
 
 /// The calendar period of `per` a lease was reserved in.
 fn lease_period(lease: &LeaseRecord, per: Per) -> &str {
-    match per {
-        Per::CalendarMonth => &lease.month,
-        _ => &lease.day,
-    }
+    period_of(per, &lease.day, &lease.month)
 }
 
 /// Every counter an admission holds, in refusal order, with what each one
@@ -205,7 +216,6 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, periods: &Periods) -
                     meter: Meter::Bucket { period_ms },
                     limit: Some(l.max),
                     cost,
-                    report: l.unit != Unit::Usd,
                     what: kind,
                 }),
                 // Spend is counted below for every scope, limited or not.
@@ -223,7 +233,6 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, periods: &Periods) -
                         },
                         limit: Some(l.max),
                         cost,
-                        report: true,
                         what: kind,
                     });
                 }
@@ -238,7 +247,6 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, periods: &Periods) -
                 },
                 limit,
                 cost: lease.reserved_nanos,
-                report: false,
                 what: limit.and(limited(LimitKind::Window {
                     unit: Unit::Usd,
                     per,
@@ -251,7 +259,6 @@ pub fn holds(scopes: &[ScopePlan], lease: &mut LeaseRecord, periods: &Periods) -
                 meter: Meter::Slots,
                 limit: s.limits.concurrency,
                 cost: 1,
-                report: false,
                 what: s.limits.concurrency.and(limited(LimitKind::Concurrency)),
             });
         }

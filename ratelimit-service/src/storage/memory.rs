@@ -107,7 +107,7 @@ impl State {
     }
 
     fn view(&self, h: &Hold, now_ms: i64) -> Option<BucketView> {
-        let limit = h.limit.filter(|_| h.report)?;
+        let limit = h.limit.filter(|_| h.reported())?;
         match h.meter {
             Meter::Bucket { period_ms } => {
                 Some(self.bucket(&h.key).view(Rate { limit, period_ms }, now_ms))

@@ -48,12 +48,17 @@ pub struct Hold {
     pub limit: Option<u64>,
     /// Added to a bucket's level or a counter's reservation (1 for slots).
     pub cost: u64,
-    /// Whether the answer reports this hold's room (the rate-limit headers
-    /// of requests and tokens); the others cost no view.
-    pub report: bool,
     /// What the limit is, for the refusal and the rate-limit headers; the
     /// stores only hand it back.
     pub what: Option<Limited>,
+}
+
+impl Hold {
+    /// Whether the answer reports this hold's room (the rate-limit headers
+    /// of requests and tokens); the others cost no view.
+    pub fn reported(&self) -> bool {
+        self.what.and_then(|w| w.reported_unit()).is_some()
+    }
 }
 
 /// Everything one Admit reserves, all or nothing: every hold is checked
@@ -79,7 +84,7 @@ pub struct Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
     /// Reserved; per hold, its view after the reservation (limited holds
-    /// that `report`; `None` for the rest).
+    /// that are [`Hold::reported`]; `None` for the rest).
     Admitted { views: Vec<Option<BucketView>> },
     /// Nothing changed; views as they stand.
     Refused {

@@ -95,7 +95,7 @@ impl<'a> From<&'a Hold> for HoldWire<'a> {
             p,
             r,
             c: h.cost,
-            v: h.report,
+            v: h.reported(),
         }
     }
 }
