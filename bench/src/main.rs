@@ -46,6 +46,9 @@ enum Benchmark {
     AdmissionRpc(scenario::admission_rpc::RpcArgs),
     /// Fair admission queue (VTC) vs FIFO: noisy neighbour, weights, bursts, long prompts.
     Fairness(fairness::FairnessArgs),
+    /// A registry of real size: start, reload, memory, auth latency, with
+    /// every filter given the whole registry vs each filter its part.
+    RegistryScale(scenario::registry_scale::ScaleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +152,9 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
             return scenario::admission_rpc::run(args, &settings, &cli.load.out_dir()?);
         }
         Benchmark::Fairness(args) => return fairness::run(&settings, args, &cli.load.out_dir()?),
+        Benchmark::RegistryScale(args) => {
+            return scenario::registry_scale::run(args, &settings, &cli.load.out_dir()?);
+        }
     };
     print!("{}", report.markdown());
     let [md, json] = report.write(&cli.load.out_dir()?)?;

@@ -1,6 +1,11 @@
-//! The Envoy of the testbed: bootstrap, filter configs delivered by ECDS from
-//! files (so a registry change reaches a running Envoy by rewriting them),
-//! start-up, and discovery of the ports Envoy bound.
+//! The Envoy of the testbed: the shipped bootstrap, `envoy/gateway.yaml`,
+//! bound to loopback, with the filters' ECDS files written by the shipped
+//! renderer, `envoy/render-ecds.py`. What the tests and benchmarks run is
+//! what a deployment runs; [`bootstrap`] changes only what a testbed on one
+//! host must (addresses, files, the chain a test asks for) and adds only the
+//! optional parts the shipped file carries as comments (traces, Envoy's
+//! native rate limit filter). `bootstrap_keeps_the_shipped_settings` fails
+//! if that list grows unnoticed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,23 +16,6 @@ use serde_json::{Value, json};
 
 use crate::TestbedError;
 use crate::process::ManagedProcess;
-
-const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-
-/// One proxy-wasm filter of the chain.
-#[derive(Debug, Clone)]
-pub struct WasmFilter {
-    /// Filter name; also the ECDS resource name and the wasm root id.
-    pub name: String,
-    pub wasm: PathBuf,
-    /// The JSON handed to the filter's `on_configure`.
-    pub config: Value,
-    /// The filter pauses in request headers and wants the body callbacks
-    /// while paused (llm-policy). A filter that pauses only to wait for a
-    /// call and has no body callback (admission) must not set it, or the
-    /// body would let the request through before the call answers.
-    pub reads_body_while_paused: bool,
-}
 
 /// Certificates of the mTLS listener.
 #[derive(Debug, Clone)]
@@ -47,7 +35,10 @@ pub struct PoolCluster {
 
 #[derive(Debug, Clone)]
 pub struct EnvoyLayout {
-    pub filters: Vec<WasmFilter>,
+    /// The wasm filters rendered into the ECDS directory, in chain order
+    /// (names as `render-ecds.py` printed them). Shipped filters keep their
+    /// place in the shipped chain; any other (a test's probe) goes first.
+    pub filters: Vec<String>,
     pub pools: Vec<PoolCluster>,
     /// Pool used when a request carries no `x-llm-pool` (only without llm-policy).
     pub default_pool: String,
@@ -69,25 +60,42 @@ pub struct EnvoyLayout {
     pub otlp: Option<SocketAddr>,
 }
 
-/// Envoy's span for the request as a W3C traceparent, in a gateway-owned
-/// header (set after tenant-auth strips client copies; admission passes it
-/// to ratelimit-service).
-fn trace_context_filter() -> Value {
-    json!({
-        "name": "envoy.filters.http.header_mutation",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": { "request_mutations": [{ "append": {
-                "header": { "key": "x-gateway-traceparent", "value": "00-%TRACE_ID%-%SPAN_ID%-01" },
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-            }}]}
-        }
-    })
+impl EnvoyLayout {
+    fn runs(&self, filter: &str) -> bool {
+        self.filters.iter().any(|f| f == filter)
+    }
+}
+
+/// The shipped bootstrap (the file the Envoy image bakes in).
+pub fn shipped_bootstrap(root: &Path) -> Result<String, TestbedError> {
+    let path = root.join("envoy/gateway.yaml");
+    std::fs::read_to_string(&path).map_err(|e| TestbedError::io(&path, e))
+}
+
+fn shipped_error(what: impl std::fmt::Display) -> TestbedError {
+    TestbedError::Other(format!("envoy/gateway.yaml: {what}"))
+}
+
+/// The value at `pointer`, which the shipped file must have.
+fn at<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Value, TestbedError> {
+    value
+        .pointer_mut(pointer)
+        .ok_or_else(|| shipped_error(format!("no {pointer}")))
+}
+
+fn list<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Vec<Value>, TestbedError> {
+    at(value, pointer)?
+        .as_array_mut()
+        .ok_or_else(|| shipped_error(format!("{pointer} is not a list")))
+}
+
+fn name_of(value: &Value) -> &str {
+    value["name"].as_str().unwrap_or_default()
 }
 
 /// The connection manager's tracing: OpenTelemetry to the collector, every
-/// request sampled, the tenant's attributes on the span (read from the
-/// request headers the filters set, when the span ends).
+/// request sampled, the tenant's attributes on the span (the block
+/// envoy/gateway.yaml carries commented out, with every request sampled).
 fn tracing_config() -> Value {
     let tag = |tag: &str, header: &str| json!({ "tag": tag, "request_header": { "name": header, "default_value": "" } });
     json!({
@@ -107,104 +115,6 @@ fn tracing_config() -> Value {
     })
 }
 
-/// Envoy's own refusals as OpenAI errors: (response flags or a status, the
-/// status to answer, the OpenAI type and code, the message). Replies the
-/// filters send are JSON already and match none of these, except 413 and
-/// 431, which only describe the same refusal in fewer words.
-const LOCAL_REPLIES: &[(LocalReplyMatch, u32, &str, &str, &str)] = &[
-    (
-        LocalReplyMatch::Status(431),
-        431,
-        "invalid_request_error",
-        "request_headers_too_large",
-        "The request headers are too large or too many.",
-    ),
-    (
-        LocalReplyMatch::Status(413),
-        413,
-        "invalid_request_error",
-        "request_too_large",
-        "The request body is larger than the gateway accepts.",
-    ),
-    (
-        LocalReplyMatch::Status(408),
-        408,
-        "invalid_request_error",
-        "request_timeout",
-        "The request was not received in time.",
-    ),
-    (
-        LocalReplyMatch::Flags(&["DPE"]),
-        400,
-        "invalid_request_error",
-        "invalid_request",
-        "The request is not valid HTTP.",
-    ),
-    (
-        LocalReplyMatch::Flags(&["UT"]),
-        504,
-        "server_error",
-        "upstream_timeout",
-        "The model pool did not answer in time.",
-    ),
-    (
-        LocalReplyMatch::Flags(&["RL"]),
-        429,
-        "rate_limit_error",
-        "rate_limit_exceeded",
-        "Rate limit exceeded.",
-    ),
-    (
-        LocalReplyMatch::Flags(&[
-            "UH", "UF", "UO", "NC", "URX", "UC", "UR", "LR", "UPE", "OM", "NR",
-        ]),
-        503,
-        "server_error",
-        "upstream_unavailable",
-        "The model pool is unavailable; retry later.",
-    ),
-];
-
-/// What a local-reply mapper matches on.
-#[derive(Debug, Clone, Copy)]
-enum LocalReplyMatch {
-    Status(u32),
-    Flags(&'static [&'static str]),
-}
-
-/// HCM `local_reply_config`: every reply Envoy itself makes (codec errors,
-/// limits, timeouts, no upstream) in OpenAI's error shape.
-pub fn local_reply_config() -> Value {
-    let mappers: Vec<Value> = LOCAL_REPLIES
-        .iter()
-        .map(|(matcher, status, kind, code, message)| {
-            let filter = match matcher {
-                LocalReplyMatch::Status(code) => json!({ "status_code_filter": { "comparison": {
-                    "op": "EQ", "value": { "default_value": code, "runtime_key": "gateway.local_reply.status" } } } }),
-                LocalReplyMatch::Flags(flags) => json!({ "response_flag_filter": { "flags": flags } }),
-            };
-            json!({
-                "filter": filter,
-                "status_code": status,
-                "body_format_override": { "json_format": { "error": {
-                    "message": message, "type": kind, "param": null, "code": code
-                } } }
-            })
-        })
-        .collect();
-    json!({ "mappers": mappers })
-}
-
-/// The plugin's failure policy: a VM that fails (a panic, a trap) is
-/// replaced by a fresh one for the next request, after a backoff, instead of
-/// answering 503 for every later request on that worker.
-pub fn failure_policy() -> Value {
-    json!({
-        "failure_policy": "FAIL_RELOAD",
-        "reload_config": { "backoff": { "base_interval": "0.2s", "max_interval": "5s" } }
-    })
-}
-
 pub fn cluster_name(pool: &str) -> String {
     format!("pool-{pool}")
 }
@@ -213,174 +123,214 @@ fn socket(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
 
-fn pool_cluster(pool: &PoolCluster) -> Value {
-    let endpoints: Vec<Value> = pool
-        .replicas
+fn loopback(port: u16) -> Value {
+    socket(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Points a shipped cluster at loopback addresses instead of DNS names.
+fn point_at(cluster: &mut Value, addrs: &[SocketAddr]) -> Result<(), TestbedError> {
+    let name = name_of(cluster).to_owned();
+    let object = cluster
+        .as_object_mut()
+        .ok_or_else(|| shipped_error(format!("cluster {name} is not a map")))?;
+    object.insert("type".into(), json!("STATIC"));
+    object.remove("dns_lookup_family");
+    let endpoints: Vec<Value> = addrs
         .iter()
         .map(|&a| json!({ "endpoint": { "address": socket(a) } }))
         .collect();
-    json!({
-        "name": cluster_name(&pool.name),
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        // Same prefix key, same replica: that replica holds the prefix in its KV cache.
-        "lb_policy": "RING_HASH",
-        "load_assignment": { "cluster_name": cluster_name(&pool.name), "endpoints": [{ "lb_endpoints": endpoints }] },
-        "circuit_breakers": { "thresholds": [{ "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000 }] }
-    })
+    object.insert(
+        "load_assignment".into(),
+        json!({ "cluster_name": name, "endpoints": [{ "lb_endpoints": endpoints }] }),
+    );
+    Ok(())
 }
 
-fn routes(layout: &EnvoyLayout) -> Value {
-    let hash_policy = json!([{ "header": { "header_name": "x-prefix-key" } }]);
-    // Descriptor for Envoy's native ratelimit filter: the authenticated tenant.
-    let rate_limits = json!([{ "actions": [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }] }]);
-    let mut routes: Vec<Value> = layout
-        .pools
+/// The shipped routes for the layout's pools: the shipped pool route for
+/// each, then the shipped refusal of a request no filter gave a pool, or,
+/// in a chain without llm-policy (nothing names a pool there), the
+/// default pool.
+fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, TestbedError> {
+    let by_pool = shipped
         .iter()
-        .map(|p| {
-            json!({
-                "match": { "prefix": "/", "headers": [{ "name": "x-llm-pool", "string_match": { "exact": p.name } }] },
-                "route": { "cluster": cluster_name(&p.name), "timeout": "0s", "hash_policy": hash_policy, "rate_limits": rate_limits }
-            })
-        })
-        .collect();
-    routes.push(json!({
-        "match": { "prefix": "/" },
-        "route": { "cluster": cluster_name(&layout.default_pool), "timeout": "0s", "hash_policy": hash_policy, "rate_limits": rate_limits }
-    }));
-    json!(routes)
+        .find(|r| r.pointer("/match/headers/0/name") == Some(&json!("x-llm-pool")))
+        .ok_or_else(|| shipped_error("no route on x-llm-pool"))?;
+    let refusal = shipped
+        .iter()
+        .find(|r| r.get("direct_response").is_some() && r.pointer("/match/headers").is_none())
+        .ok_or_else(|| shipped_error("no refusal route"))?;
+    let mut routes = Vec::new();
+    for pool in &layout.pools {
+        let mut route = by_pool.clone();
+        *at(&mut route, "/match/headers/0/string_match")? = json!({ "exact": pool.name });
+        *at(&mut route, "/route/cluster")? = json!(cluster_name(&pool.name));
+        routes.push(route);
+    }
+    if layout.runs("llm-policy") {
+        routes.push(refusal.clone());
+    } else {
+        let mut route = by_pool.clone();
+        route["match"] = json!({ "prefix": "/" });
+        *at(&mut route, "/route/cluster")? = json!(cluster_name(&layout.default_pool));
+        routes.push(route);
+    }
+    if layout.native_ratelimit_domain.is_some() {
+        // Descriptor for Envoy's native ratelimit filter: the authenticated tenant.
+        let rate_limits = json!([{ "actions": [{ "request_headers": { "header_name": "x-tenant-id", "descriptor_key": "tenant" } }] }]);
+        for route in routes.iter_mut().filter(|r| r.get("route").is_some()) {
+            route["route"]["rate_limits"] = rate_limits.clone();
+        }
+    }
+    Ok(routes)
 }
 
-fn http_filters(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
-    let mut filters: Vec<Value> = Vec::new();
-    let has_auth = layout.filters.iter().any(|f| f.name == "tenant-auth");
-    if layout.otlp.is_some() && !has_auth {
-        filters.push(trace_context_filter());
-    }
-    for f in &layout.filters {
-        filters.push(json!({
-                "name": f.name,
-                "config_discovery": {
-                    "config_source": { "path_config_source": {
-                        "path": ecds_path(ecds_dir, &f.name),
-                        "watched_directory": { "path": ecds_dir }
-                    }},
-                    "type_urls": [WASM_TYPE]
-                }
-        }));
-        if f.name == "tenant-auth" && layout.otlp.is_some() {
-            filters.push(trace_context_filter());
+/// The shipped HTTP filters: the wasm filters the layout renders at their
+/// shipped places, reading the testbed's ECDS directory; a filter the
+/// shipped chain does not know (a test's probe) first; Envoy's native rate
+/// limit filter (commented out in the shipped file) before the router.
+fn http_filters(
+    shipped: &[Value],
+    layout: &EnvoyLayout,
+    ecds_dir: &Path,
+) -> Result<Vec<Value>, TestbedError> {
+    let ecds = |name: &str| {
+        json!({
+            "name": name,
+            "config_discovery": {
+                "config_source": { "path_config_source": {
+                    "path": ecds_dir.join(format!("{name}.json")),
+                    "watched_directory": { "path": ecds_dir }
+                }},
+                "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+            }
+        })
+    };
+    let is_wasm = |f: &Value| f.get("config_discovery").is_some();
+    let shipped_wasm: Vec<&str> = shipped.iter().filter(|f| is_wasm(f)).map(name_of).collect();
+    let mut filters: Vec<Value> = layout
+        .filters
+        .iter()
+        .filter(|name| !shipped_wasm.contains(&name.as_str()))
+        .map(|name| ecds(name))
+        .collect();
+    for filter in shipped {
+        if !is_wasm(filter) {
+            filters.push(filter.clone());
+        } else if layout.runs(name_of(filter)) {
+            filters.push(ecds(name_of(filter)));
         }
     }
     if let Some(domain) = &layout.native_ratelimit_domain {
-        filters.push(json!({
-            "name": "envoy.filters.http.ratelimit",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-                "domain": domain,
-                "failure_mode_deny": false,
-                // ratelimit-service returns x-ratelimit-* itself; Envoy's own
-                // DRAFT_VERSION_03 headers would duplicate every one of them.
-                "rate_limit_service": {
-                    "grpc_service": { "envoy_grpc": { "cluster_name": "ratelimit" }, "timeout": "0.5s" },
-                    "transport_api_version": "V3"
-                }
-            }
-        }));
-    }
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-    }));
-    json!(filters)
-}
-
-fn connection_manager(layout: &EnvoyLayout, ecds_dir: &Path, stat_prefix: &str) -> Value {
-    let mut manager = json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat_prefix,
-            // tenant-auth keeps a sane client x-request-id and mints one
-            // otherwise; the client gets it back to correlate.
-            "preserve_external_request_id": true,
-            "always_set_request_id_in_response": true,
-            // The id is the client's correlation key: Envoy must never
-            // rewrite it to carry a trace decision, and a traced request
-            // need not have a UUID for an id (sampling is random).
-            "request_id_extension": { "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
-                "pack_trace_reason": false,
-                "use_request_id_for_trace_sampling": false
-            }},
-            "common_http_protocol_options": {
-                // "x_tenant_id" must not pass tenant-auth's stripping and be
-                // read as x-tenant-id by a lenient upstream.
-                "headers_with_underscores_action": "DROP_HEADER",
-                "max_headers_count": 100
-            },
-            "max_request_headers_kb": 60,
-            "request_headers_timeout": "10s",
-            "request_timeout": format!("{}s", layout.request_timeout.as_secs_f64()),
-            "stream_idle_timeout": "300s",
-            "local_reply_config": local_reply_config(),
-            "route_config": { "name": "gateway", "virtual_hosts": [{ "name": "gateway", "domains": ["*"], "routes": routes(layout) }] },
-            "http_filters": http_filters(layout, ecds_dir),
-            "access_log": [{ "name": "envoy.access_loggers.stdout", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-                "log_format": { "text_format_source": { "inline_string":
-                    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)%\" %RESPONSE_CODE% %RESPONSE_FLAGS% tenant=%REQ(X-TENANT-ID)% pool=%REQ(X-LLM-POOL)% upstream=%UPSTREAM_HOST% %DURATION%ms rid=%REQ(X-REQUEST-ID)%\n" } }
-            }}]
-        }
-    });
-    if layout.otlp.is_some() {
-        manager["typed_config"]["tracing"] = tracing_config();
-    }
-    manager
-}
-
-/// The bootstrap for `layout`, with filter configs read from `ecds_dir`.
-pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
-    let mut listeners = vec![json!({
-        "name": "gateway",
-        "address": socket(SocketAddr::from(([127, 0, 0, 1], layout.gateway_port))),
-        "per_connection_buffer_limit_bytes": layout.buffer_limit_bytes,
-        "filter_chains": [{ "filters": [connection_manager(layout, ecds_dir, "gateway")] }]
-    })];
-    if let Some(tls) = &layout.mtls {
-        listeners.push(json!({
-            "name": "gateway_mtls",
-            "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))),
-            "per_connection_buffer_limit_bytes": layout.buffer_limit_bytes,
-            "filter_chains": [{
-                "transport_socket": { "name": "envoy.transport_sockets.tls", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                    "require_client_certificate": true,
-                    "common_tls_context": {
-                        "tls_certificates": [{ "certificate_chain": { "filename": tls.server_cert }, "private_key": { "filename": tls.server_key } }],
-                        "validation_context": { "trusted_ca": { "filename": tls.client_ca } }
+        let router = filters
+            .iter()
+            .position(|f| name_of(f) == "envoy.filters.http.router")
+            .ok_or_else(|| shipped_error("no router"))?;
+        filters.insert(
+            router,
+            json!({
+                "name": "envoy.filters.http.ratelimit",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                    "domain": domain,
+                    "failure_mode_deny": false,
+                    // ratelimit-service returns x-ratelimit-* itself; Envoy's own
+                    // DRAFT_VERSION_03 headers would duplicate every one of them.
+                    "rate_limit_service": {
+                        "grpc_service": { "envoy_grpc": { "cluster_name": "ratelimit" }, "timeout": "0.5s" },
+                        "transport_api_version": "V3"
                     }
-                }},
-                "filters": [connection_manager(layout, ecds_dir, "gateway_mtls")]
-            }]
-        }));
+                }
+            }),
+        );
     }
-    let mut clusters: Vec<Value> = layout.pools.iter().map(pool_cluster).collect();
-    if let Some(addr) = layout.ratelimit {
-        clusters.push(json!({
-            "name": "ratelimit",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            // Admit calls wait in the fair queue: far more than Envoy's default
-            // 1024 may be open at once on this one HTTP/2 connection.
-            "circuit_breakers": { "thresholds": [{ "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000 }] },
-            "typed_extension_protocol_options": { "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": { "http2_protocol_options": {} }
-            }},
-            "load_assignment": { "cluster_name": "ratelimit", "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(addr) } }] }] }
-        }));
+    Ok(filters)
+}
+
+/// A gateway listener's connection manager, for the layout.
+fn connection_manager(
+    manager: &mut Value,
+    layout: &EnvoyLayout,
+    ecds_dir: &Path,
+) -> Result<(), TestbedError> {
+    manager["request_timeout"] = json!(format!("{}s", layout.request_timeout.as_secs_f64()));
+    if layout.otlp.is_some() {
+        manager["tracing"] = tracing_config();
     }
+    let shipped_routes = list(manager, "/route_config/virtual_hosts/0/routes")?.clone();
+    *list(manager, "/route_config/virtual_hosts/0/routes")? = routes(&shipped_routes, layout)?;
+    let shipped_filters = list(manager, "/http_filters")?.clone();
+    *list(manager, "/http_filters")? = http_filters(&shipped_filters, layout, ecds_dir)?;
+    Ok(())
+}
+
+fn listeners(
+    listeners: &mut Vec<Value>,
+    layout: &EnvoyLayout,
+    ecds_dir: &Path,
+) -> Result<(), TestbedError> {
+    if layout.mtls.is_none() {
+        listeners.retain(|l| name_of(l) != "gateway_mtls");
+    }
+    for listener in listeners.iter_mut() {
+        let name = name_of(listener).to_owned();
+        let port = if name == "gateway" {
+            layout.gateway_port
+        } else {
+            0
+        };
+        listener["address"] = loopback(port);
+        if name == "ops" {
+            continue;
+        }
+        listener["per_connection_buffer_limit_bytes"] = json!(layout.buffer_limit_bytes);
+        let chain = at(listener, "/filter_chains/0")?;
+        if let Some(tls) = &layout.mtls
+            && chain.get("transport_socket").is_some()
+        {
+            let context = at(chain, "/transport_socket/typed_config/common_tls_context")?;
+            context["tls_certificates"] = json!([{
+                "certificate_chain": { "filename": tls.server_cert },
+                "private_key": { "filename": tls.server_key }
+            }]);
+            context["validation_context"]["trusted_ca"] = json!({ "filename": tls.client_ca });
+        }
+        connection_manager(at(chain, "/filters/0/typed_config")?, layout, ecds_dir)?;
+    }
+    Ok(())
+}
+
+fn clusters(
+    clusters: &mut Vec<Value>,
+    layout: &EnvoyLayout,
+    admin: SocketAddr,
+) -> Result<(), TestbedError> {
+    let pool = clusters
+        .iter()
+        .find(|c| name_of(c).starts_with("pool-"))
+        .cloned()
+        .ok_or_else(|| shipped_error("no pool cluster"))?;
+    clusters.retain(|c| !name_of(c).starts_with("pool-"));
+    for (i, spec) in layout.pools.iter().enumerate() {
+        let mut cluster = pool.clone();
+        cluster["name"] = json!(cluster_name(&spec.name));
+        point_at(&mut cluster, &spec.replicas)?;
+        clusters.insert(i, cluster);
+    }
+    match layout.ratelimit {
+        Some(addr) => {
+            let ratelimit = clusters
+                .iter_mut()
+                .find(|c| name_of(c) == "ratelimit")
+                .ok_or_else(|| shipped_error("no ratelimit cluster"))?;
+            point_at(ratelimit, &[addr])?;
+        }
+        None => clusters.retain(|c| name_of(c) != "ratelimit"),
+    }
+    let admin_cluster = clusters
+        .iter_mut()
+        .find(|c| name_of(c) == "envoy_admin")
+        .ok_or_else(|| shipped_error("no envoy_admin cluster"))?;
+    point_at(admin_cluster, &[admin])?;
     if let Some(addr) = layout.otlp {
         clusters.push(json!({
             "name": "otel-collector",
@@ -393,46 +343,32 @@ pub fn bootstrap(layout: &EnvoyLayout, ecds_dir: &Path) -> Value {
             "load_assignment": { "cluster_name": "otel-collector", "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket(addr) } }] }] }
         }));
     }
-    json!({
-        "node": { "id": "testbed", "cluster": "llm-gateway" },
-        "admin": { "address": socket(SocketAddr::from(([127, 0, 0, 1], 0))) },
-        "static_resources": { "listeners": listeners, "clusters": clusters }
-    })
+    Ok(())
 }
 
-fn ecds_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.json"))
-}
-
-/// Writes a filter's ECDS file atomically (write + rename): Envoy's watch
-/// fires on the rename and never reads a half-written file.
-pub fn write_ecds(dir: &Path, filter: &WasmFilter) -> Result<(), TestbedError> {
-    let mut plugin = json!({
-        "name": filter.name,
-        "root_id": filter.name,
-        "allow_on_headers_stop_iteration": filter.reads_body_while_paused,
-        "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter.config.to_string() },
-        "vm_config": {
-            "vm_id": filter.name,
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": { "local": { "filename": filter.wasm } }
-        }
-    });
-    if let (Some(plugin), Value::Object(policy)) = (plugin.as_object_mut(), failure_policy()) {
-        plugin.extend(policy);
-    }
-    let resource = json!({ "resources": [{
-        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-        "name": filter.name,
-        "typed_config": {
-            "@type": WASM_TYPE,
-            "config": plugin
-        }
-    }]});
-    let tmp = dir.join(format!(".{}.tmp", filter.name));
-    std::fs::write(&tmp, resource.to_string()).map_err(|e| TestbedError::io(&tmp, e))?;
-    let path = ecds_path(dir, &filter.name);
-    std::fs::rename(&tmp, &path).map_err(|e| TestbedError::io(&path, e))
+/// The shipped bootstrap (`shipped`, the text of envoy/gateway.yaml) for
+/// `layout`, with filter configs read from `ecds_dir` and the admin API on
+/// `admin`.
+pub fn bootstrap(
+    shipped: &str,
+    layout: &EnvoyLayout,
+    ecds_dir: &Path,
+    admin: SocketAddr,
+) -> Result<Value, TestbedError> {
+    let mut config: Value = serde_norway::from_str(shipped).map_err(shipped_error)?;
+    *at(&mut config, "/node/id")? = json!("testbed");
+    *at(&mut config, "/admin/address")? = socket(admin);
+    listeners(
+        list(&mut config, "/static_resources/listeners")?,
+        layout,
+        ecds_dir,
+    )?;
+    clusters(
+        list(&mut config, "/static_resources/clusters")?,
+        layout,
+        admin,
+    )?;
+    Ok(config)
 }
 
 /// A started Envoy and what it bound.
@@ -444,18 +380,24 @@ pub struct RunningEnvoy {
     pub gateway_mtls: Option<SocketAddr>,
 }
 
+/// Starts Envoy on the shipped bootstrap for `layout`; the filters' ECDS
+/// files must already be in `ecds_dir` (the listener serves only once
+/// every filter has its config).
 pub fn start(
     envoy_bin: &Path,
+    shipped: &str,
     layout: &EnvoyLayout,
     dir: &Path,
+    ecds_dir: &Path,
 ) -> Result<RunningEnvoy, TestbedError> {
-    let ecds_dir = dir.join("ecds");
-    std::fs::create_dir_all(&ecds_dir).map_err(|e| TestbedError::io(&ecds_dir, e))?;
-    for filter in &layout.filters {
-        write_ecds(&ecds_dir, filter)?;
-    }
+    // The ops listener reaches the admin API through a cluster: the admin
+    // port must be known before Envoy starts.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| TestbedError::io(Path::new("127.0.0.1:0"), e))?;
     let config_path = dir.join("envoy.json");
-    let config = serde_json::to_string_pretty(&bootstrap(layout, &ecds_dir)).unwrap_or_default();
+    let config = serde_json::to_string_pretty(&bootstrap(shipped, layout, ecds_dir, admin_port)?)
+        .map_err(|e| TestbedError::Other(format!("envoy.json: {e}")))?;
     std::fs::write(&config_path, config).map_err(|e| TestbedError::io(&config_path, e))?;
     let admin_path = dir.join("envoy-admin.addr");
     let _ = std::fs::remove_file(&admin_path);
@@ -500,7 +442,9 @@ fn wait_admin(process: &mut ManagedProcess, path: &Path) -> Result<SocketAddr, T
 
 fn wait_ready(process: &mut ManagedProcess, admin: SocketAddr) -> Result<(), TestbedError> {
     let client = crate::http_client();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Every VM of every worker configures its filter first: with a registry
+    // of real size that is minutes (bench/README.md, registry-scale).
+    let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
         let ready = client
             .get(format!("http://{admin}/ready"))
@@ -514,7 +458,7 @@ fn wait_ready(process: &mut ManagedProcess, admin: SocketAddr) -> Result<(), Tes
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(process.failed("not ready in 60s (wasm failed to load?)".into()))
+    Err(process.failed("not ready in 600 s (wasm failed to load?)".into()))
 }
 
 fn listener_ports(
@@ -556,4 +500,201 @@ pub fn counter(admin: SocketAddr, needle: &str) -> u64 {
     text.lines()
         .filter_map(|l| l.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        shipped_bootstrap(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()
+    }
+
+    const SHIPPED_CHAIN: [&str; 4] = ["tenant-auth", "admission-open", "llm-policy", "admission"];
+
+    /// The layout of a full gateway with the shipped pools and limits.
+    fn full_layout() -> EnvoyLayout {
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        EnvoyLayout {
+            filters: SHIPPED_CHAIN.map(String::from).to_vec(),
+            pools: ["latency", "throughput"]
+                .iter()
+                .zip(1..)
+                .map(|(name, port)| PoolCluster {
+                    name: (*name).into(),
+                    replicas: vec![addr(port), addr(port + 10)],
+                })
+                .collect(),
+            default_pool: "throughput".into(),
+            ratelimit: Some(addr(20)),
+            mtls: Some(MtlsFiles {
+                server_cert: "/t/cert".into(),
+                server_key: "/t/key".into(),
+                client_ca: "/t/ca".into(),
+            }),
+            native_ratelimit_domain: None,
+            gateway_port: 0,
+            concurrency: 2,
+            buffer_limit_bytes: 5_242_880,
+            request_timeout: Duration::from_secs(120),
+            otlp: None,
+        }
+    }
+
+    fn render(layout: &EnvoyLayout) -> Value {
+        bootstrap(
+            &shipped(),
+            layout,
+            Path::new("/t/ecds"),
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+        )
+        .unwrap()
+    }
+
+    /// Blanks what a testbed on one host must change: addresses, files,
+    /// how a cluster finds its endpoints, the node's name.
+    fn blank_local(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, item) in map.iter_mut() {
+                    match key.as_str() {
+                        "address" | "filename" | "path_config_source" | "load_assignment" => {
+                            *item = Value::Null
+                        }
+                        _ => blank_local(item),
+                    }
+                }
+                map.remove("dns_lookup_family");
+            }
+            Value::Array(items) => items.iter_mut().for_each(blank_local),
+            _ => {}
+        }
+    }
+
+    fn blanked(mut config: Value) -> Value {
+        config["node"]["id"] = Value::Null;
+        for cluster in config["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+        {
+            cluster["type"] = Value::Null;
+        }
+        blank_local(&mut config);
+        config
+    }
+
+    /// The drift check: with the whole chain and the shipped pools, the
+    /// testbed runs envoy/gateway.yaml itself; only addresses and files
+    /// differ. A setting added to the testbed alone, or shipped without
+    /// reaching the tests, fails here.
+    #[test]
+    fn bootstrap_keeps_the_shipped_settings() {
+        let shipped: Value = serde_norway::from_str(&shipped()).unwrap();
+        assert_eq!(blanked(render(&full_layout())), blanked(shipped));
+    }
+
+    fn filter_names(config: &Value) -> Vec<String> {
+        config
+            .pointer(
+                "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+            )
+            .and_then(Value::as_array)
+            .unwrap()
+            .iter()
+            .map(|f| name_of(f).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn bootstrap_binds_loopback_and_reads_the_testbed_files() {
+        let config = render(&full_layout());
+        let gateway = &config["static_resources"]["listeners"][0];
+        assert_eq!(gateway["address"], loopback(0));
+        let filters = &gateway["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+        assert_eq!(
+            filters[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
+            json!("/t/ecds/tenant-auth.json")
+        );
+        let clusters = &config["static_resources"]["clusters"];
+        assert_eq!(clusters[0]["name"], json!("pool-latency"));
+        assert_eq!(clusters[0]["type"], json!("STATIC"));
+        assert_eq!(
+            clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][1]["endpoint"]["address"],
+            loopback(11)
+        );
+        // The shipped pool's health checks and ring hash come along.
+        assert_eq!(clusters[0]["lb_policy"], json!("RING_HASH"));
+        assert!(clusters[0]["health_checks"].is_array());
+    }
+
+    /// A partial chain (the benchmarks' and some tests'): the shipped
+    /// filters it does not run are left out, a probe goes first, and
+    /// without llm-policy the default pool takes what no filter routed.
+    #[test]
+    fn bootstrap_of_a_partial_chain() {
+        let layout = EnvoyLayout {
+            filters: vec!["crash-probe".into(), "tenant-auth".into()],
+            mtls: None,
+            native_ratelimit_domain: Some("d".into()),
+            otlp: Some(SocketAddr::from(([127, 0, 0, 1], 30))),
+            ..full_layout()
+        };
+        let config = render(&layout);
+        assert_eq!(
+            filter_names(&config),
+            [
+                "crash-probe",
+                "tenant-auth",
+                "envoy.filters.http.header_mutation",
+                "envoy.filters.http.ratelimit",
+                "envoy.filters.http.router"
+            ]
+        );
+        let listeners: Vec<&str> = config["static_resources"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(name_of)
+            .collect();
+        assert_eq!(listeners, ["gateway", "ops"]);
+        let manager = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap();
+        let last = routes.last().unwrap();
+        assert_eq!(last["match"], json!({ "prefix": "/" }));
+        assert_eq!(last["route"]["cluster"], json!("pool-throughput"));
+        assert!(last["route"]["rate_limits"].is_array());
+        assert_eq!(
+            manager["tracing"]["provider"]["name"],
+            json!("envoy.tracers.opentelemetry")
+        );
+        let clusters: Vec<&str> = config["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(name_of)
+            .collect();
+        assert!(clusters.contains(&"otel-collector"), "{clusters:?}");
+    }
+
+    /// With llm-policy, a request no filter routed is refused as shipped.
+    #[test]
+    fn bootstrap_with_policy_keeps_the_no_pool_refusal() {
+        let config = render(&full_layout());
+        let routes = config
+            .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes")
+            .and_then(Value::as_array)
+            .unwrap();
+        assert_eq!(
+            routes.last().unwrap()["direct_response"]["status"],
+            json!(503)
+        );
+        let wasm: Vec<String> = filter_names(&config)
+            .into_iter()
+            .filter(|name| !name.starts_with("envoy."))
+            .collect();
+        assert_eq!(wasm, SHIPPED_CHAIN);
+    }
 }

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tenant_registry::{ModelKind, Registry, RegistryConfig};
 use thiserror::Error;
 
-pub use envoy::{MtlsFiles, WasmFilter};
+pub use envoy::MtlsFiles;
 pub use paths::Paths;
 pub use process::ManagedProcess;
 
@@ -144,8 +144,6 @@ pub struct TestbedConfig {
     pub envoy_concurrency: u32,
     /// Where configs, logs and data go; a temporary directory when `None`.
     pub run_dir: Option<PathBuf>,
-    /// Extra keys merged into the admission filter's config.
-    pub admission_config: Value,
     /// Envoy's native `envoy.filters.http.ratelimit` against ratelimit-service
     /// (RLS v3) in this domain, one descriptor `tenant` from `x-tenant-id`.
     pub native_ratelimit_domain: Option<String>,
@@ -155,6 +153,10 @@ pub struct TestbedConfig {
     /// Test-only filter modules (crate names built by `make wasm`, e.g.
     /// `crash_probe`) placed first in the chain, with an empty config.
     pub probe_filters: Vec<String>,
+    /// Every filter gets the whole registry, as before each got only the
+    /// part it reads (`render-ecds.py --whole-registry`; the registry-scale
+    /// benchmark's baseline).
+    pub whole_registry: bool,
     /// OTLP/gRPC collector for traces: Envoy's (and, with
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
@@ -174,10 +176,10 @@ impl TestbedConfig {
             gateway_port: 0,
             envoy_concurrency: 2,
             run_dir: None,
-            admission_config: json!({}),
             native_ratelimit_domain: None,
             request_timeout: Duration::from_secs(120),
             probe_filters: Vec::new(),
+            whole_registry: false,
             otlp: None,
         }
     }
@@ -235,8 +237,11 @@ impl Testbed {
             None
         };
         let ratelimit_grpc = ratelimit.as_ref().map(|p| p.addr("grpc")).transpose()?;
+        let ecds_dir = dir.join("ecds");
+        std::fs::create_dir_all(&ecds_dir).map_err(|e| TestbedError::io(&ecds_dir, e))?;
+        let shipped = envoy::shipped_bootstrap(&paths.root)?;
         let layout = envoy::EnvoyLayout {
-            filters: filter_chain(&paths, &config, &registry_config)?,
+            filters: render_filters(&paths, &config, &dir, &ecds_dir)?,
             pools: config
                 .pools
                 .iter()
@@ -259,7 +264,7 @@ impl Testbed {
             request_timeout: config.request_timeout,
             otlp: config.otlp,
         };
-        let envoy = envoy::start(&paths.envoy, &layout, &dir)?;
+        let envoy = envoy::start(&paths.envoy, &shipped, &layout, &dir, &ecds_dir)?;
         Ok(Self {
             envoy,
             ratelimit,
@@ -271,6 +276,11 @@ impl Testbed {
             dir,
             _temp: temp,
         })
+    }
+
+    /// Where this testbed keeps its configs, logs and data.
+    pub fn run_dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn gateway_url(&self) -> String {
@@ -386,8 +396,10 @@ impl Testbed {
     }
 
     /// Replaces the registry on the running testbed: rewrites the filters'
-    /// ECDS files (Envoy reloads them) and signals ratelimit-service. Returns
-    /// once Envoy has applied every filter's new config.
+    /// ECDS files (Envoy reloads those whose content changed: a filter that
+    /// reads no tenant keeps its config when only tenants change) and
+    /// signals ratelimit-service. Returns once Envoy has applied every
+    /// changed config.
     pub fn update_registry(&mut self, registry_toml: &str) -> Result<(), TestbedError> {
         let registry = Registry::from_toml(registry_toml)?;
         self.config.registry_toml = registry_toml.to_owned();
@@ -397,13 +409,20 @@ impl Testbed {
             rl.signal(nix::sys::signal::Signal::SIGHUP);
         }
         let before = envoy::counter(self.envoy.admin, "config_reload");
-        self.layout.filters = filter_chain(&self.paths, &self.config, &registry_config)?;
         let ecds = self.dir.join("ecds");
-        for filter in &self.layout.filters {
-            envoy::write_ecds(&ecds, filter)?;
-        }
-        let want = before + self.layout.filters.len() as u64;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let config_of = |name: &str| std::fs::read(ecds.join(format!("{name}.json"))).ok();
+        let old: Vec<Option<Vec<u8>>> = self.layout.filters.iter().map(|f| config_of(f)).collect();
+        self.layout.filters = render_filters(&self.paths, &self.config, &self.dir, &ecds)?;
+        let changed = self
+            .layout
+            .filters
+            .iter()
+            .zip(old)
+            .filter(|(name, old)| config_of(name) != *old)
+            .count();
+        let want = before + changed as u64;
+        // Generous: a registry of real size takes a while to apply.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
         while envoy::counter(self.envoy.admin, "config_reload") < want {
             if std::time::Instant::now() > deadline {
                 return Err(TestbedError::Other(
@@ -520,69 +539,69 @@ fn start_ratelimit(
     ManagedProcess::spawn_listening("ratelimit-service", command, dir, Duration::from_secs(30))
 }
 
-fn filter_chain(
+/// Renders the filters' ECDS files into `ecds_dir` with the shipped
+/// renderer, `envoy/render-ecds.py`, from the registry file ratelimit-service
+/// reads too; returns the filters it wrote, in chain order.
+fn render_filters(
     paths: &Paths,
     config: &TestbedConfig,
-    registry: &RegistryConfig,
-) -> Result<Vec<WasmFilter>, TestbedError> {
-    let mut filters = Vec::new();
-    for probe in &config.probe_filters {
-        filters.push(WasmFilter {
-            name: probe.replace('_', "-"),
-            wasm: paths.wasm(probe)?,
-            config: json!({}),
-            reads_body_while_paused: false,
-        });
-    }
-    if config.filters.tenant_auth {
-        filters.push(WasmFilter {
-            name: "tenant-auth".into(),
-            wasm: paths.wasm("tenant_auth")?,
-            config: json!({ "registry": registry }),
-            reads_body_while_paused: false,
-        });
-    }
-    // Two-phase admission: the request count and concurrency slot on the
-    // headers, before llm-policy buffers the body; tokens after it.
-    let two_phase = config.filters.admission && config.filters.llm_policy;
-    let admission_config = |phase: &str| {
-        let mut admission = json!({ "registry": registry, "cluster": "ratelimit", "phase": phase });
-        if let (Some(base), Some(extra)) = (
-            admission.as_object_mut(),
-            config.admission_config.as_object(),
-        ) {
-            base.extend(extra.clone());
+    dir: &Path,
+    ecds_dir: &Path,
+) -> Result<Vec<String>, TestbedError> {
+    let mut chain = Vec::new();
+    for (runs, name, module) in [
+        (config.filters.tenant_auth, "tenant-auth", "tenant_auth"),
+        (config.filters.llm_policy, "llm-policy", "llm_policy"),
+        (config.filters.admission, "admission", "admission_filter"),
+    ] {
+        if runs {
+            paths.wasm(module)?;
+            chain.push(name);
         }
-        admission
-    };
-    if two_phase {
-        filters.push(WasmFilter {
-            name: "admission-open".into(),
-            wasm: paths.wasm("admission_filter")?,
-            config: admission_config("open"),
-            reads_body_while_paused: false,
-        });
     }
-    if config.filters.llm_policy {
-        filters.push(WasmFilter {
-            name: "llm-policy".into(),
-            wasm: paths.wasm("llm_policy")?,
-            // With ratelimit-service: the pools' real max_model_len from it.
-            config: if config.ratelimit {
-                json!({ "registry": registry, "cache_secret": config.cache_secret, "limits_cluster": "ratelimit" })
-            } else {
-                json!({ "registry": registry, "cache_secret": config.cache_secret })
-            },
-            reads_body_while_paused: true,
-        });
+    let secret = dir.join("cache_secret");
+    std::fs::write(&secret, &config.cache_secret).map_err(|e| TestbedError::io(&secret, e))?;
+    let script = paths.root.join("envoy/render-ecds.py");
+    let mut command = Command::new(&paths.python);
+    command
+        .arg(&script)
+        .arg("--registry")
+        .arg(dir.join("registry.toml"))
+        .arg("--out")
+        .arg(ecds_dir)
+        .arg("--cache-secret-file")
+        .arg(&secret)
+        .arg("--wasm-dir")
+        .arg(paths.target.join("wasm32-wasip1/wasm"))
+        .args(["--chain", &chain.join(",")])
+        // A failed VM is replaced quickly: tests crash VMs on purpose.
+        .args(["--reload-backoff", "0.2s:5s"]);
+    if !config.ratelimit {
+        command.args(["--ratelimit-cluster", ""]);
     }
-    if config.filters.admission {
-        filters.push(WasmFilter {
-            name: "admission".into(),
-            wasm: paths.wasm("admission_filter")?,
-            config: admission_config(if two_phase { "reserve" } else { "full" }),
-            reads_body_while_paused: false,
-        });
+    if config.whole_registry {
+        command.arg("--whole-registry");
     }
-    Ok(filters)
+    for probe in &config.probe_filters {
+        let mut arg = std::ffi::OsString::from(format!("{}=", probe.replace('_', "-")));
+        arg.push(paths.wasm(probe)?);
+        command.arg("--probe-filter").arg(arg);
+    }
+    let out = command
+        .output()
+        .map_err(|e| TestbedError::io(&paths.python, e))?;
+    if !out.status.success() {
+        return Err(TestbedError::Other(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    // One "wrote <dir>/<name>.json" line per filter, in chain order.
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("wrote "))
+        .filter_map(|path| Path::new(path).file_stem()?.to_str().map(str::to_owned))
+        .collect())
 }

@@ -9,6 +9,9 @@ use crate::TestbedError;
 pub struct Paths {
     pub root: PathBuf,
     pub envoy: PathBuf,
+    /// Python 3.11+ for the shipped `envoy/render-ecds.py`: `$PYTHON`, else
+    /// the project's `.venv` (where Envoy comes from), else `python3`.
+    pub python: PathBuf,
     pub target: PathBuf,
     /// Cargo profile directory of the native binaries (`debug` or `release`).
     pub profile: String,
@@ -34,9 +37,20 @@ impl Paths {
         if !envoy.exists() {
             return Err(TestbedError::MissingArtifact(envoy));
         }
+        let venv_python = root.join(".venv/bin/python");
+        let python = std::env::var_os("PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                if venv_python.exists() {
+                    venv_python
+                } else {
+                    PathBuf::from("python3")
+                }
+            });
         Ok(Self {
             root,
             envoy,
+            python,
             target,
             profile,
         })

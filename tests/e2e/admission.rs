@@ -1141,9 +1141,11 @@ fn a_registry_reload_mid_request_loses_no_report() {
         "the stream never started"
     );
     // The filters get a new configuration (a new root context per worker)
-    // while the request runs on the old one: a tenant is added.
+    // while the request runs on the old one: a tier and a tenant of it are
+    // added (admission reads tiers, so its configuration changes too).
     let changed = format!(
-        "{}\n[[tenants]]\nid = \"late-t\"\ntier = \"metered\"\nmodels = [\"group:chat\"]\n",
+        "{}\n[tiers.late]\npools = [\"latency\"]\nfail_mode = \"closed\"\n\
+         [[tenants]]\nid = \"late-t\"\ntier = \"late\"\nmodels = [\"group:chat\"]\n",
         registry()
     );
     tb.update_registry(&changed).expect("reload");

@@ -6,6 +6,7 @@ mod admission;
 mod alerts;
 mod audit;
 mod auth;
+mod deployment;
 mod fairness;
 mod hostile;
 mod policy;

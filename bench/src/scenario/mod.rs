@@ -6,6 +6,7 @@ pub mod admission;
 pub mod admission_rpc;
 pub mod auth;
 pub mod policy;
+pub mod registry_scale;
 
 use std::path::PathBuf;
 

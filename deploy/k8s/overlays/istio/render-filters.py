@@ -9,7 +9,7 @@ plus the cache secret for llm-policy and the ratelimit cluster for admission
   tenant-auth, admission -> WasmPlugin (phases AUTHN and STATS), written to
                             wasmplugins.yaml, part of the overlay.
   llm-policy             -> EnvoyFilter (ECDS extension config + HTTP filter
-                            in the AUTHZ class), written with a placeholder
+                            inserted before admission's), written with a placeholder
                             cache secret to envoyfilter-llm-policy.example.yaml.
 
 Why llm-policy is not a WasmPlugin: it holds the request headers until it
@@ -44,14 +44,18 @@ NAMESPACE = "llm-gateway"
 OCI = "oci://registry.example.com/llm-gateway/wasm-{name}:0.1.0"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 
-# WasmPlugin -> (Istio phase, priority within the phase). Istio orders the
-# HTTP filters AUTHN plugins, istio authn, AUTHZ plugins, RBAC, EnvoyFilter
-# filters of class AUTHZ (llm-policy), STATS plugins, stats, router: so the
-# chain is tenant-auth -> llm-policy -> admission, as in envoy/gateway.yaml.
+# WasmPlugin -> (Istio phase, priority within the phase). Istio orders a
+# gateway's HTTP filters: AUTHN plugins, istio authn, AUTHZ plugins, RBAC,
+# STATS plugins, unspecified-phase plugins, grpc_stats, fault, cors, stats,
+# router (pilot/pkg/networking/core, buildHTTPConnectionManager); the
+# EnvoyFilter then inserts llm-policy before admission. So the chain is
+# tenant-auth -> admission-open -> llm-policy -> admission, as in
+# envoy/gateway.yaml (deploy/checks.py istio-envoy builds it so and runs it
+# through Envoy).
 WASM_PLUGINS = {
     "tenant-auth": ("AUTHN", 100),
     # Two-phase admission's first half, on the headers: after tenant-auth,
-    # before llm-policy (AUTHZ plugins precede EnvoyFilter filters of class AUTHZ).
+    # before llm-policy (which is inserted right before admission).
     "admission-open": ("AUTHZ", 100),
     "admission": ("STATS", 100),
 }
@@ -120,30 +124,29 @@ spec:
 """
 
 
-def llm_policy_filter(config: dict) -> str:
-    wasm = {
-        "config": {
-            "name": "llm-policy",
-            "root_id": "llm-policy",
-            "vm_config": {
-                "vm_id": "llm-policy",
-                "runtime": "envoy.wasm.runtime.v8",
-                # istio-agent downloads the module and rewrites this to a local file.
-                "code": {"remote": {"http_uri": {"uri": OCI.format(name="llm-policy"), "timeout": "60s"}}},
-            },
-            "configuration": {
-                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": json.dumps(config, separators=(",", ":")),
-            },
-            "failure_policy": "FAIL_RELOAD",
-            "reload_config": {"backoff": {"base_interval": "1s", "max_interval": "30s"}},
-            "allow_on_headers_stop_iteration": True,
-        }
+# Where llm-policy goes: right before admission's filter. Istio names a
+# WasmPlugin's HTTP filter <namespace>.<name> and applies EnvoyFilter patches
+# to the listener it has built, WasmPlugins included, so INSERT_BEFORE finds
+# it. `operation: ADD` with `filterClass: AUTHZ` does not work: istiod
+# ignores filterClass (istio/istio#51177) and appends the filter after the
+# router, which Envoy refuses (the listener is rejected).
+INSERT_BEFORE = f"{NAMESPACE}.admission"
+
+
+def llm_policy_filter(ecds, config: dict) -> str:
+    # The ECDS renderer's Wasm config, as every other form runs it; only the
+    # code differs: istio-agent downloads the OCI module and rewrites this
+    # to a local file.
+    typed = ecds.ecds_resource("llm-policy", "", config)["resources"][0]["typed_config"]
+    typed["config"]["vm_config"]["code"] = {
+        "remote": {"http_uri": {"uri": OCI.format(name="llm-policy"), "timeout": "60s"}}
     }
+    wasm = {"config": typed["config"]}
     return f"""# {COMMENTS["llm-policy"]}
-# An EnvoyFilter, not a WasmPlugin: see render-filters.py. Needs an Istio
-# whose proxy (Envoy) and istio-agent know PluginConfig.allow_on_headers_stop_iteration
-# (Envoy 1.40 does).
+# An EnvoyFilter, not a WasmPlugin: see render-filters.py. Needs Istio 1.28
+# or later: PluginConfig.allow_on_headers_stop_iteration is new in the
+# Envoy it ships (older proxies ignore the field, and every inference
+# request would hang).
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
@@ -164,8 +167,10 @@ spec:
           "@type": type.googleapis.com/udpa.type.v1.TypedStruct
           type_url: {WASM_TYPE}
           value: {indented_json(wasm, 12)}
-  # The filter itself, after Istio's authorization filters: behind
-  # tenant-auth (AUTHN), ahead of admission (STATS).
+  # The filter itself, right before admission's (the WasmPlugin
+  # {INSERT_BEFORE}, phase STATS): after tenant-auth (AUTHN) and
+  # admission-open (AUTHZ). Not `operation: ADD` with a filterClass: istiod
+  # ignores filterClass and would append it after the router.
   - applyTo: HTTP_FILTER
     match:
       context: GATEWAY
@@ -173,9 +178,10 @@ spec:
         filterChain:
           filter:
             name: envoy.filters.network.http_connection_manager
+            subFilter:
+              name: {INSERT_BEFORE}
     patch:
-      operation: ADD
-      filterClass: AUTHZ
+      operation: INSERT_BEFORE
       value:
         name: llm-policy
         config_discovery:
@@ -209,7 +215,7 @@ def main(argv: list[str]) -> int:
         return 1
     configs = ecds.filter_configs(registry, secret, args.ratelimit_cluster)
     docs = {name: wasm_plugin(name, configs[name]) for name in WASM_PLUGINS}
-    docs["llm-policy"] = llm_policy_filter(configs["llm-policy"])
+    docs["llm-policy"] = llm_policy_filter(ecds, configs["llm-policy"])
     if args.out_dir is None:
         order = [n for n in ("tenant-auth", "admission-open", "llm-policy", "admission") if n in args.only]
         sys.stdout.write("---\n".join(docs[n] for n in order))

@@ -1,0 +1,274 @@
+//! `registry-scale`: the whole gateway on a registry of real size. A
+//! registry of `--tenants` tenants (one API key each, plus the bench
+//! tenant) is generated; the full chain (Envoy with every filter,
+//! ratelimit-service, mock pools) starts on it twice: with every filter given
+//! the whole registry, as the filters were configured before, and with each
+//! filter given the part of it it reads (`envoy/render-ecds.py`). Each side
+//! reports how long it takes to start and to apply a registry change, what
+//! Envoy and ratelimit-service hold in memory, how many bytes the filters'
+//! configs are, and the p50 of authenticated requests with random tenants'
+//! keys (`GET /v1/models`: tenant-auth, then llm-policy answers it).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use tenant_registry::api_key_digest_hex;
+use testbed::{FilterSet, Testbed};
+
+use super::{Settings, registry, require_built};
+use crate::error::BenchError;
+use crate::report::{Host, now_utc, reproduce_command};
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Tenants in the generated registry, one API key each.
+    #[arg(long, default_value_t = 100_000)]
+    pub tenants: usize,
+    /// Authenticated requests timed per side, each with a random tenant's key.
+    #[arg(long, default_value_t = 400)]
+    pub requests: usize,
+}
+
+/// What one side measured.
+#[derive(Debug, Serialize)]
+struct Side {
+    label: &'static str,
+    /// `Testbed::start` until Envoy is ready: registry written, filter configs
+    /// rendered, every service started, every VM on every worker configured.
+    start_s: f64,
+    /// A registry change (one tenant added) until Envoy applied every filter's
+    /// new config.
+    reload_s: f64,
+    envoy_resident_bytes: u64,
+    ratelimit_resident_bytes: u64,
+    /// The filters' ECDS files, together.
+    ecds_bytes: u64,
+    auth_p50_ms: f64,
+    auth_p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ScaleReport {
+    tenants: usize,
+    requests: usize,
+    envoy_concurrency: u32,
+    generated_at: String,
+    command: String,
+    host: Host,
+    sides: Vec<Side>,
+}
+
+/// The key of generated tenant `i`: local and throwaway, as the bench key.
+fn key_of(i: usize) -> String {
+    format!("sk-scale-{i:07}")
+}
+
+/// The bench registry plus `tenants` generated tenants.
+fn generated_registry(tenants: usize, extra: usize) -> String {
+    let mut text = registry();
+    for i in 0..tenants + extra {
+        let _ = write!(
+            text,
+            "\n[[tenants]]\nid = \"t{i:07}\"\ntier = \"bench\"\nmodels = [\"*\"]\n\
+             api_keys = [{{ id = \"k\", sha256 = \"{}\" }}]\n",
+            api_key_digest_hex(&key_of(i))
+        );
+    }
+    text
+}
+
+fn testbed_error(label: &str, source: testbed::TestbedError) -> BenchError {
+    BenchError::Testbed {
+        label: format!("registry-scale {label}"),
+        source,
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// p50 and p99 (ms) of `count` `GET /v1/models`, each with a random
+/// generated tenant's key; every answer must be 200.
+fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64), BenchError> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| BenchError::InvalidArgs(format!("http client: {e}")))?;
+    let url = format!("{}/v1/models", tb.gateway_url());
+    let mut pick = rand::rng();
+    let mut millis = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = key_of(rand::Rng::random_range(&mut pick, 0..tenants.max(1)));
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .map_err(|e| BenchError::InvalidArgs(format!("GET /v1/models: {e}")))?;
+        let status = response.status();
+        let body = response.text().unwrap_or_default();
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+        if !status.is_success() {
+            return Err(BenchError::Probe {
+                label: "registry-scale".into(),
+                status: status.to_string(),
+                body,
+            });
+        }
+    }
+    millis.sort_by(f64::total_cmp);
+    let at = |q: f64| millis[((millis.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+fn measure(
+    label: &'static str,
+    whole_registry: bool,
+    args: &ScaleArgs,
+    settings: &Settings,
+) -> Result<Side, BenchError> {
+    let side = if whole_registry { "whole" } else { "parts" };
+    let mut config = settings.testbed(side, FilterSet::ALL);
+    config.registry_toml = generated_registry(args.tenants, 0);
+    config.whole_registry = whole_registry;
+    eprintln!(
+        "registry-scale: starting `{label}` on {} tenants",
+        args.tenants
+    );
+    let started = Instant::now();
+    let mut tb = Testbed::start(config).map_err(|e| testbed_error(side, e))?;
+    let start_s = started.elapsed().as_secs_f64();
+    let (auth_p50_ms, auth_p99_ms) = auth_latency(&tb, args.tenants, args.requests)?;
+    let envoy_resident_bytes = tb.envoy.process.resident_bytes().unwrap_or(0);
+    let ratelimit_resident_bytes = tb
+        .ratelimit
+        .as_ref()
+        .and_then(|p| p.resident_bytes())
+        .unwrap_or(0);
+    let ecds_bytes = dir_bytes(&tb.run_dir().join("ecds"));
+    let changed = generated_registry(args.tenants, 1);
+    let started = Instant::now();
+    tb.update_registry(&changed)
+        .map_err(|e| testbed_error(side, e))?;
+    let reload_s = started.elapsed().as_secs_f64();
+    eprintln!("registry-scale: `{label}` started in {start_s:.1} s, reloaded in {reload_s:.1} s");
+    Ok(Side {
+        label,
+        start_s,
+        reload_s,
+        envoy_resident_bytes,
+        ratelimit_resident_bytes,
+        ecds_bytes,
+        auth_p50_ms,
+        auth_p99_ms,
+    })
+}
+
+impl ScaleReport {
+    fn markdown(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let mut out = format!(
+            "# registry-scale: {} tenants\n\n\
+             The full chain on a registry of {} tenants (one API key each), \
+             Envoy with {} workers. Baseline: every filter gets the whole \
+             registry. Variant: each filter gets the part it reads.\n\n\
+             Reproduce: `{}`\n\nHost: {} CPUs, {} {}, testbed binaries `{}`, commit {}\n\n",
+            self.tenants,
+            self.tenants,
+            self.envoy_concurrency,
+            self.command,
+            self.host.cpus,
+            self.host.os,
+            self.host.arch,
+            self.host.testbed_profile,
+            self.host.commit.as_deref().unwrap_or("unknown")
+        );
+        let [whole, parts] = [&self.sides[0], &self.sides[1]];
+        let rows: [(&str, f64, f64); 7] = [
+            ("start (s)", whole.start_s, parts.start_s),
+            ("registry reload (s)", whole.reload_s, parts.reload_s),
+            (
+                "Envoy resident (MiB)",
+                mib(whole.envoy_resident_bytes),
+                mib(parts.envoy_resident_bytes),
+            ),
+            (
+                "ratelimit-service resident (MiB)",
+                mib(whole.ratelimit_resident_bytes),
+                mib(parts.ratelimit_resident_bytes),
+            ),
+            (
+                "filter configs, ECDS (MiB)",
+                mib(whole.ecds_bytes),
+                mib(parts.ecds_bytes),
+            ),
+            ("auth p50 (ms)", whole.auth_p50_ms, parts.auth_p50_ms),
+            ("auth p99 (ms)", whole.auth_p99_ms, parts.auth_p99_ms),
+        ];
+        let _ = writeln!(out, "| | {} | {} | ratio |", whole.label, parts.label);
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for (what, before, after) in rows {
+            let ratio = if before > 0.0 {
+                after / before
+            } else {
+                f64::NAN
+            };
+            let _ = writeln!(out, "| {what} | {before:.2} | {after:.2} | {ratio:.3} |");
+        }
+        out
+    }
+}
+
+pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), BenchError> {
+    require_built(FilterSet::ALL)?;
+    if args.requests == 0 {
+        return Err(BenchError::InvalidArgs(
+            "--requests must be at least 1".into(),
+        ));
+    }
+    // One after the other, not side by side: two gateways of this size at
+    // once would measure each other's memory and CPU.
+    let sides = vec![
+        measure("whole registry to every filter", true, args, settings)?,
+        measure("each filter its part", false, args, settings)?,
+    ];
+    let root = testbed::Paths::locate().map(|p| p.root).unwrap_or_default();
+    let report = ScaleReport {
+        tenants: args.tenants,
+        requests: args.requests,
+        envoy_concurrency: settings.envoy_concurrency,
+        generated_at: now_utc(),
+        command: reproduce_command(),
+        host: Host::current(&root, settings.envoy_concurrency),
+        sides,
+    };
+    let markdown = report.markdown();
+    print!("{markdown}");
+    std::fs::create_dir_all(out_dir).map_err(|source| BenchError::Write {
+        path: out_dir.to_owned(),
+        source,
+    })?;
+    let md = out_dir.join("registry-scale.md");
+    let json = out_dir.join("registry-scale.json");
+    let mut json_text = serde_json::to_string_pretty(&report)?;
+    json_text.push('\n');
+    for (path, text) in [(&md, markdown), (&json, json_text)] {
+        std::fs::write(path, text).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    eprintln!("wrote {} and {}", md.display(), json.display());
+    Ok(())
+}
