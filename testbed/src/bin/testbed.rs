@@ -90,29 +90,57 @@ fn random_token(prefix: &str) -> String {
 }
 
 /// Adds a freshly minted demo key to every tenant; returns (tenant, key).
+/// The text is edited in place (toml_edit): re-serializing a large registry
+/// with `toml` takes minutes (bench/README.md, registry-scale).
 fn mint_demo_keys(registry: &str) -> Result<(String, Vec<(String, String)>), String> {
-    let mut doc: toml::Table = registry.parse().map_err(|e| format!("registry: {e}"))?;
+    use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
+    let mut doc: DocumentMut = registry.parse().map_err(|e| format!("registry: {e}"))?;
     let mut keys = Vec::new();
-    if let Some(tenants) = doc.get_mut("tenants").and_then(|t| t.as_array_mut()) {
-        for tenant in tenants.iter_mut().filter_map(|t| t.as_table_mut()) {
-            let Some(id) = tenant.get("id").and_then(|v| v.as_str()).map(str::to_owned) else {
-                continue;
-            };
-            let key = random_token("sk-demo-");
-            let mut entry = toml::Table::new();
-            entry.insert("id".into(), "testbed-demo".into());
-            entry.insert(
-                "sha256".into(),
-                tenant_registry::api_key_digest_hex(&key).into(),
-            );
-            let list = tenant
-                .entry("api_keys")
-                .or_insert_with(|| toml::Value::Array(Vec::new()));
-            if let Some(list) = list.as_array_mut() {
-                list.push(toml::Value::Table(entry));
+    let mut add_key = |tenant: &mut dyn TableLike| {
+        let Some(id) = tenant.get("id").and_then(Item::as_str).map(str::to_owned) else {
+            return;
+        };
+        let key = random_token("sk-demo-");
+        let digest = tenant_registry::api_key_digest_hex(&key);
+        match tenant.get_mut("api_keys") {
+            Some(Item::ArrayOfTables(list)) => {
+                let mut entry = Table::new();
+                entry.insert("id", toml_edit::value("testbed-demo"));
+                entry.insert("sha256", toml_edit::value(digest));
+                list.push(entry);
             }
-            keys.push((id, key));
+            Some(Item::Value(Value::Array(list))) => {
+                let mut entry = InlineTable::new();
+                entry.insert("id", "testbed-demo".into());
+                entry.insert("sha256", digest.into());
+                list.push(entry);
+            }
+            Some(_) => return,
+            None => {
+                let mut entry = InlineTable::new();
+                entry.insert("id", "testbed-demo".into());
+                entry.insert("sha256", digest.into());
+                let mut list = Array::new();
+                list.push(entry);
+                tenant.insert("api_keys", toml_edit::value(list));
+            }
         }
+        keys.push((id, key));
+    };
+    match doc.get_mut("tenants") {
+        Some(Item::ArrayOfTables(tenants)) => {
+            for tenant in tenants.iter_mut() {
+                add_key(tenant);
+            }
+        }
+        Some(Item::Value(Value::Array(tenants))) => {
+            for tenant in tenants.iter_mut() {
+                if let Value::InlineTable(tenant) = tenant {
+                    add_key(tenant);
+                }
+            }
+        }
+        _ => {}
     }
     Ok((doc.to_string(), keys))
 }
@@ -270,5 +298,63 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("testbed: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tenant gets one demo key, whatever form its key list has, and
+    /// the result is a registry whose keys authenticate.
+    #[test]
+    fn mints_one_working_key_per_tenant() {
+        let registry = r#"
+[tiers.t]
+pools = ["p"]
+
+[pools.p]
+class = "latency"
+
+[[tenants]]
+id = "a"
+tier = "t"
+
+[[tenants]]
+id = "b"
+tier = "t"
+api_keys = [{ id = "old", sha256 = "0000000000000000000000000000000000000000000000000000000000000000" }]
+
+[[tenants]]
+id = "c"
+tier = "t"
+[[tenants.api_keys]]
+id = "old"
+sha256 = "1111111111111111111111111111111111111111111111111111111111111111"
+"#;
+        let (text, keys) = mint_demo_keys(registry).unwrap();
+        let minted: Vec<&str> = keys.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(minted, ["a", "b", "c"]);
+        let parsed = Registry::from_toml(&text).unwrap();
+        for (tenant, key) in &keys {
+            let found = parsed
+                .config()
+                .tenants
+                .iter()
+                .find(|t| &t.id == tenant)
+                .unwrap();
+            let digest = tenant_registry::api_key_digest_hex(key);
+            assert!(
+                found.api_keys.iter().any(|k| k.sha256 == digest),
+                "{tenant}"
+            );
+        }
+        let counts: Vec<usize> = parsed
+            .config()
+            .tenants
+            .iter()
+            .map(|t| t.api_keys.len())
+            .collect();
+        assert_eq!(counts, [1, 2, 2]);
     }
 }
