@@ -127,7 +127,7 @@ impl SideBySide {
                 };
                 let progress =
                     PhaseProgress::new(&format!("warm-up {}", side.label), load.duration);
-                run_closed_loop(Arc::clone(endpoint), load, &progress).await;
+                run_closed_loop::<_, PhaseRecorder>(Arc::clone(endpoint), load, &progress).await;
                 progress.finish();
             }
         }
@@ -150,7 +150,8 @@ impl SideBySide {
                         &format!("{turn} {} @ {rate} rps", sides[i].label),
                         load.duration,
                     );
-                    let recorder = run_open_loop(Arc::clone(&endpoints[i]), load, &progress).await;
+                    let recorder: PhaseRecorder =
+                        run_open_loop(Arc::clone(&endpoints[i]), load, &progress).await;
                     progress.finish();
                     fixed[i][k].add(recorder);
                 }
@@ -162,7 +163,8 @@ impl SideBySide {
                 };
                 let label = format!("{turn} {} saturation x{}", sides[i].label, plan.connections);
                 let progress = PhaseProgress::new(&label, load.duration);
-                let recorder = run_closed_loop(Arc::clone(&endpoints[i]), load, &progress).await;
+                let recorder: PhaseRecorder =
+                    run_closed_loop(Arc::clone(&endpoints[i]), load, &progress).await;
                 progress.finish();
                 saturation[i].add(recorder);
             }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Url};
 
-use super::RequestRecipe;
+use super::{RequestRecipe, Target};
 use crate::error::BenchError;
 
 /// How one request ended, as the report counts it.
@@ -132,5 +132,18 @@ impl Endpoint {
             }
             Err(error) => (Outcome::from_error(&error), error.to_string()),
         }
+    }
+}
+
+impl Target for Endpoint {
+    type Sample = Outcome;
+
+    /// The same request every time; its latency is the loop's to measure.
+    fn send(
+        &self,
+        _n: u64,
+        _intended: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Outcome> + Send {
+        Endpoint::send(self)
     }
 }

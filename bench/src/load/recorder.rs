@@ -6,7 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::Outcome;
+use super::{Outcome, Record};
 
 /// Longest latency the histogram tracks exactly; longer ones are clamped to it.
 const MAX_TRACKED_US: u64 = 120_000_000;
@@ -133,6 +133,26 @@ impl LatencySummary {
             max: ms(histogram.max()),
             mean: histogram.mean() / 1000.0,
         }
+    }
+}
+
+impl Record for PhaseRecorder {
+    type Sample = Outcome;
+
+    fn empty() -> Self {
+        Self::new()
+    }
+
+    fn record(&mut self, latency: Duration, outcome: Outcome) {
+        PhaseRecorder::record(self, latency, outcome);
+    }
+
+    fn merge(&mut self, other: &Self) {
+        PhaseRecorder::merge(self, other);
+    }
+
+    fn set_elapsed(&mut self, elapsed: Duration) {
+        PhaseRecorder::set_elapsed(self, elapsed);
     }
 }
 

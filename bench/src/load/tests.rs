@@ -102,7 +102,7 @@ async fn open_loop_charges_a_stall_to_every_request_scheduled_during_it() {
         // they would behind a stalled server connection.
         max_in_flight: 1,
     };
-    let recorder = run_open_loop(
+    let recorder: PhaseRecorder = run_open_loop(
         endpoint(&server),
         plan,
         &PhaseProgress::new("test", plan.duration),
@@ -126,7 +126,7 @@ async fn closed_loop_counts_every_response_and_its_rate() {
         connections: 4,
         duration: Duration::from_millis(500),
     };
-    let recorder = run_closed_loop(
+    let recorder: PhaseRecorder = run_closed_loop(
         endpoint(&server),
         plan,
         &PhaseProgress::new("test", plan.duration),
@@ -155,9 +155,9 @@ async fn refused_connections_are_errors_not_latencies() {
         duration: Duration::from_millis(200),
         max_in_flight: 8,
     };
-    let summary = run_open_loop(endpoint, plan, &PhaseProgress::new("test", plan.duration))
-        .await
-        .summary();
+    let recorder: PhaseRecorder =
+        run_open_loop(endpoint, plan, &PhaseProgress::new("test", plan.duration)).await;
+    let summary = recorder.summary();
     assert_eq!(summary.ok, 0);
     assert_eq!(summary.errors.get("connect"), Some(&10), "{summary:?}");
     assert!(summary.latency_ms.p50.is_nan());

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use admission_proto::v1::admission_client::AdmissionClient;
@@ -32,7 +31,9 @@ use tonic::transport::{Channel, Endpoint};
 use super::{MODEL, Settings, registry};
 use crate::error::BenchError;
 use crate::harness::LoadPlan;
-use crate::load::PhaseProgress;
+use crate::load::{
+    ClosedLoop, OpenLoop, PhaseProgress, Record, Target, run_closed_loop, run_open_loop,
+};
 use crate::report::{Host, now_utc, reproduce_command};
 
 const TENANT: &str = "bench";
@@ -68,8 +69,23 @@ pub struct RpcArgs {
 /// One ratelimit-service under test.
 struct Side {
     label: String,
-    channels: Vec<Channel>,
+    calls: Arc<CallPair>,
     _service: ManagedProcess,
+}
+
+/// The load unit of this benchmark: one Admit then one Complete, on the
+/// side's channels in turn (as an Envoy worker's calls share its connection).
+struct CallPair {
+    channels: Vec<Channel>,
+}
+
+impl Target for CallPair {
+    type Sample = Sample;
+
+    fn send(&self, n: u64, intended: Instant) -> impl std::future::Future<Output = Sample> + Send {
+        let channel = self.channels[n as usize % self.channels.len()].clone();
+        one_pair(AdmissionClient::new(channel), intended, n)
+    }
 }
 
 /// Everything one phase measured on one side.
@@ -84,33 +100,25 @@ struct Tally {
     elapsed: Duration,
 }
 
-impl Tally {
-    fn new() -> Self {
-        let h = || {
-            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
-                .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
-        };
-        Self {
-            pair_us: h(),
-            admit_us: h(),
-            ok: 0,
-            rejected: 0,
-            errors: BTreeMap::new(),
-            elapsed: Duration::ZERO,
-        }
+impl Record for Tally {
+    type Sample = Sample;
+
+    fn empty() -> Self {
+        Self::new()
     }
 
-    fn record(&mut self, sample: Sample) {
+    /// `latency` is the pair's, from the Admit's intended start.
+    fn record(&mut self, latency: Duration, sample: Sample) {
         let us = |d: Duration| {
             u64::try_from(d.as_micros())
                 .unwrap_or(u64::MAX)
                 .clamp(1, MAX_TRACKED_US)
         };
         match sample {
-            Sample::Ok { admit, pair } => {
+            Sample::Ok { admit } => {
                 self.ok += 1;
                 self.admit_us.saturating_record(us(admit));
-                self.pair_us.saturating_record(us(pair));
+                self.pair_us.saturating_record(us(latency));
             }
             Sample::Rejected => self.rejected += 1,
             Sample::Failed(label) => *self.errors.entry(label).or_default() += 1,
@@ -127,6 +135,27 @@ impl Tally {
             *self.errors.entry(k.clone()).or_default() += n;
         }
         self.elapsed += other.elapsed;
+    }
+
+    fn set_elapsed(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+    }
+}
+
+impl Tally {
+    fn new() -> Self {
+        let h = || {
+            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
+                .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+        };
+        Self {
+            pair_us: h(),
+            admit_us: h(),
+            ok: 0,
+            rejected: 0,
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     fn summary(&self) -> PhaseResult {
@@ -157,9 +186,9 @@ impl Tally {
     }
 }
 
-/// One Admit + Complete.
+/// One Admit + Complete; the pair's latency is the load loop's to measure.
 enum Sample {
-    Ok { admit: Duration, pair: Duration },
+    Ok { admit: Duration },
     Rejected,
     Failed(String),
 }
@@ -407,7 +436,9 @@ impl Side {
         }
         let side = Self {
             label,
-            channels: connected,
+            calls: Arc::new(CallPair {
+                channels: connected,
+            }),
             _service: process,
         };
         side.probe().await?;
@@ -416,13 +447,7 @@ impl Side {
 
     /// One pair must go through before anything is measured.
     async fn probe(&self) -> Result<(), BenchError> {
-        match one_pair(
-            AdmissionClient::new(self.channels[0].clone()),
-            Instant::now(),
-            0,
-        )
-        .await
-        {
+        match self.calls.send(0, Instant::now()).await {
             Sample::Ok { .. } => Ok(()),
             Sample::Rejected => Err(BenchError::Probe {
                 label: self.label.clone(),
@@ -437,8 +462,21 @@ impl Side {
         }
     }
 
-    fn client(&self, i: usize) -> AdmissionClient<Channel> {
-        AdmissionClient::new(self.channels[i % self.channels.len()].clone())
+    async fn saturate(
+        &self,
+        connections: usize,
+        duration: Duration,
+        progress: &PhaseProgress,
+    ) -> Tally {
+        let plan = ClosedLoop {
+            connections,
+            duration,
+        };
+        run_closed_loop(Arc::clone(&self.calls), plan, progress).await
+    }
+
+    async fn fixed_rate(&self, plan: OpenLoop, progress: &PhaseProgress) -> Tally {
+        run_open_loop(Arc::clone(&self.calls), plan, progress).await
     }
 }
 
@@ -484,99 +522,9 @@ async fn one_pair(mut client: AdmissionClient<Channel>, intended: Instant, n: u6
     match complete {
         Ok(_) => Sample::Ok {
             admit: admitted_at.duration_since(intended),
-            pair: Instant::now().duration_since(intended),
         },
         Err(status) => Sample::Failed(format!("complete {:?}", status.code())),
     }
-}
-
-/// Closed loop: `connections` callers, each starting the next pair as soon
-/// as the previous one is done.
-async fn saturate(
-    side: &Side,
-    connections: usize,
-    duration: Duration,
-    progress: &PhaseProgress,
-) -> Tally {
-    let start = Instant::now();
-    let until = start + duration;
-    let ticker = progress.tick_from(start);
-    let counter = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::with_capacity(connections);
-    for i in 0..connections.max(1) {
-        let client = side.client(i);
-        let (progress, counter) = (progress.clone(), Arc::clone(&counter));
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::new();
-            while Instant::now() < until {
-                let n = counter.fetch_add(1, Ordering::Relaxed) as u64;
-                tally.record(one_pair(client.clone(), Instant::now(), n).await);
-                progress.completed_one();
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::new();
-    for task in tasks {
-        if let Ok(t) = task.await {
-            total.merge(&t);
-        }
-    }
-    ticker.abort();
-    total.elapsed = start.elapsed();
-    total
-}
-
-/// Open loop at `rate` pairs per second; each latency runs from the pair's
-/// scheduled start, so a stall is charged to every pair it delays.
-async fn fixed_rate(
-    side: &Side,
-    rate: f64,
-    duration: Duration,
-    max_in_flight: usize,
-    progress: &PhaseProgress,
-) -> Tally {
-    let start = Instant::now();
-    let ticker = progress.tick_from(start);
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let total = (duration.as_secs_f64() * rate).floor() as u64;
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut skipped = 0;
-    for n in 0..total {
-        let intended = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(intended).await;
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            skipped += 1;
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let (client, tx, in_flight, progress) = (
-            side.client(n as usize),
-            tx.clone(),
-            Arc::clone(&in_flight),
-            progress.clone(),
-        );
-        tokio::spawn(async move {
-            let sample = one_pair(client, intended, n).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            progress.completed_one();
-            let _ = tx.send(sample);
-        });
-    }
-    drop(tx);
-    let mut tally = Tally::new();
-    while let Some(sample) = rx.recv().await {
-        tally.record(sample);
-    }
-    if skipped > 0 {
-        tally
-            .errors
-            .insert("skipped (in-flight cap)".into(), skipped);
-    }
-    ticker.abort();
-    tally.elapsed = duration;
-    tally
 }
 
 async fn measure(
@@ -591,7 +539,7 @@ async fn measure(
         for side in sides {
             let warm = Duration::from_secs_f64(plan.warmup_s);
             let progress = PhaseProgress::new(&format!("warm-up {}", side.label), warm);
-            saturate(side, plan.connections, warm, &progress).await;
+            side.saturate(plan.connections, warm, &progress).await;
             progress.finish();
         }
     }
@@ -612,8 +560,12 @@ async fn measure(
                             &format!("{turn} {} @ {rate}/s", side.label),
                             duration,
                         );
-                        let t =
-                            fixed_rate(side, rate, duration, plan.max_in_flight, &progress).await;
+                        let load = OpenLoop {
+                            rate,
+                            duration,
+                            max_in_flight: plan.max_in_flight,
+                        };
+                        let t = side.fixed_rate(load, &progress).await;
                         progress.finish();
                         t
                     }
@@ -621,7 +573,7 @@ async fn measure(
                         let label =
                             format!("{turn} {} saturation x{}", side.label, plan.connections);
                         let progress = PhaseProgress::new(&label, duration);
-                        let t = saturate(side, plan.connections, duration, &progress).await;
+                        let t = side.saturate(plan.connections, duration, &progress).await;
                         progress.finish();
                         t
                     }
