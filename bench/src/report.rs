@@ -85,24 +85,35 @@ pub fn reproduce_command() -> String {
     format!("{profile}{}", args.join(" "))
 }
 
+/// Writes a benchmark's `<dir>/<name>.md` (`markdown`) and `<dir>/<name>.json`
+/// (`report`); returns their paths.
+pub fn write_results(
+    dir: &Path,
+    name: &str,
+    markdown: String,
+    report: &impl Serialize,
+) -> Result<[PathBuf; 2], BenchError> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let md = dir.join(format!("{name}.md"));
+    let json = dir.join(format!("{name}.json"));
+    let mut text = serde_json::to_string_pretty(report)?;
+    text.push('\n');
+    for (path, text) in [(&md, markdown), (&json, text)] {
+        std::fs::write(path, text).map_err(|source| BenchError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok([md, json])
+}
+
 impl Report {
     /// Writes `<dir>/<benchmark>.md` and `.json`; returns their paths.
     pub fn write(&self, dir: &Path) -> Result<[PathBuf; 2], BenchError> {
-        std::fs::create_dir_all(dir).map_err(|source| BenchError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let md = dir.join(format!("{}.md", self.benchmark));
-        let json = dir.join(format!("{}.json", self.benchmark));
-        let mut text = serde_json::to_string_pretty(self)?;
-        text.push('\n');
-        for (path, text) in [(&md, self.markdown()), (&json, text)] {
-            std::fs::write(path, text).map_err(|source| BenchError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok([md, json])
+        write_results(dir, &self.benchmark, self.markdown(), self)
     }
 
     pub fn markdown(&self) -> String {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Limits;
+use crate::names::{ModelName, PoolName, TenantId, TierName};
 
 /// Root of the registry file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -17,11 +18,11 @@ pub struct RegistryConfig {
     #[serde(default)]
     pub gateway: GatewaySettings,
     #[serde(default)]
-    pub tiers: BTreeMap<String, Tier>,
+    pub tiers: BTreeMap<TierName, Tier>,
     #[serde(default)]
-    pub models: BTreeMap<String, Model>,
+    pub models: BTreeMap<ModelName, Model>,
     #[serde(default)]
-    pub pools: BTreeMap<String, Pool>,
+    pub pools: BTreeMap<PoolName, Pool>,
     #[serde(default)]
     pub jwt_issuers: Vec<JwtIssuer>,
     #[serde(default)]
@@ -111,7 +112,7 @@ pub struct Tier {
     pub weight: f64,
     /// Pools this tier may be routed to; empty means all.
     #[serde(default)]
-    pub pools: Vec<String>,
+    pub pools: Vec<PoolName>,
     /// Largest prompt estimate + `max_tokens` accepted.
     #[serde(default)]
     pub max_context_tokens: Option<u32>,
@@ -323,8 +324,8 @@ pub struct JwtKey {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
-    pub id: String,
-    pub tier: String,
+    pub id: TenantId,
+    pub tier: TierName,
     /// A disabled tenant authenticates but is refused with 403.
     #[serde(default)]
     pub disabled: bool,
@@ -336,7 +337,7 @@ pub struct Tenant {
     pub weight: Option<f64>,
     /// Pools; overrides the tier's list.
     #[serde(default)]
-    pub pools: Option<Vec<String>>,
+    pub pools: Option<Vec<PoolName>>,
     #[serde(default)]
     pub cache_profile: Option<CacheProfile>,
     /// Overrides of the tier's limits.

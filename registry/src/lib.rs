@@ -22,12 +22,14 @@ mod config;
 mod error;
 mod limits;
 mod models;
+mod names;
 mod validate;
 
 pub use config::*;
 pub use error::RegistryError;
 pub use limits::{Limits, Per, Unit, WindowLimit};
 pub use models::ModelPattern;
+pub use names::{ModelName, PoolName, TenantId, TierName};
 pub use validate::valid_id;
 
 use hashbrown::HashMap;
@@ -37,7 +39,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 pub struct Registry {
     config: RegistryConfig,
-    tenant_index: HashMap<String, usize>,
+    tenant_index: HashMap<TenantId, usize>,
     key_index: HashMap<[u8; 32], KeyRef>,
     spiffe_index: HashMap<String, usize>,
 }
@@ -179,7 +181,7 @@ impl Registry {
 
     /// Pools the tenant may be routed to (tenant override, else tier; empty
     /// tier list means every configured pool).
-    pub fn allowed_pools(&self, tenant: &Tenant) -> Vec<String> {
+    pub fn allowed_pools(&self, tenant: &Tenant) -> Vec<PoolName> {
         if let Some(pools) = &tenant.pools {
             return pools.clone();
         }
@@ -209,7 +211,7 @@ impl Registry {
             .models
             .keys()
             .filter(|name| self.model_allowed(tenant, name))
-            .map(String::as_str)
+            .map(ModelName::as_str)
             .collect()
     }
 }

@@ -460,7 +460,7 @@ fn start_pools(
             ModelKind::Embedding => "--embedding-model",
             ModelKind::Chat => "--model",
         };
-        model_args.extend([flag.to_owned(), name.clone()]);
+        model_args.extend([flag.to_owned(), name.to_string()]);
     }
     let mut replicas = Vec::new();
     for pool in &config.pools {

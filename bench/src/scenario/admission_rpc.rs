@@ -34,7 +34,7 @@ use crate::harness::LoadPlan;
 use crate::load::{
     ClosedLoop, OpenLoop, PhaseProgress, Record, Target, run_closed_loop, run_open_loop,
 };
-use crate::report::{Host, now_utc, reproduce_command};
+use crate::report::{Host, now_utc, reproduce_command, write_results};
 
 const TENANT: &str = "bench";
 const POOL: &str = "latency";
@@ -348,20 +348,7 @@ pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), Be
 
     let markdown = report.markdown();
     print!("{markdown}");
-    std::fs::create_dir_all(out_dir).map_err(|source| BenchError::Write {
-        path: out_dir.to_owned(),
-        source,
-    })?;
-    let md = out_dir.join("admission-rpc.md");
-    let json = out_dir.join("admission-rpc.json");
-    let mut json_text = serde_json::to_string_pretty(&report)?;
-    json_text.push('\n');
-    for (path, text) in [(&md, markdown), (&json, json_text)] {
-        std::fs::write(path, text).map_err(|source| BenchError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let [md, json] = write_results(out_dir, "admission-rpc", markdown, &report)?;
     eprintln!("wrote {} and {}", md.display(), json.display());
     Ok(())
 }

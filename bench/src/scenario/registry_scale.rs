@@ -20,7 +20,7 @@ use testbed::{FilterSet, Testbed};
 
 use super::{Settings, registry, require_built};
 use crate::error::BenchError;
-use crate::report::{Host, now_utc, reproduce_command};
+use crate::report::{Host, now_utc, reproduce_command, write_results};
 
 #[derive(Debug, Clone, Args)]
 pub struct ScaleArgs {
@@ -255,20 +255,7 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
     };
     let markdown = report.markdown();
     print!("{markdown}");
-    std::fs::create_dir_all(out_dir).map_err(|source| BenchError::Write {
-        path: out_dir.to_owned(),
-        source,
-    })?;
-    let md = out_dir.join("registry-scale.md");
-    let json = out_dir.join("registry-scale.json");
-    let mut json_text = serde_json::to_string_pretty(&report)?;
-    json_text.push('\n');
-    for (path, text) in [(&md, markdown), (&json, json_text)] {
-        std::fs::write(path, text).map_err(|source| BenchError::Write {
-            path: path.clone(),
-            source,
-        })?;
-    }
+    let [md, json] = write_results(out_dir, "registry-scale", markdown, &report)?;
     eprintln!("wrote {} and {}", md.display(), json.display());
     Ok(())
 }

@@ -125,7 +125,7 @@ impl CompiledConfig {
             .iter()
             .map(|(name, pool)| {
                 (
-                    name.clone(),
+                    name.to_string(),
                     Duration::from_millis(pool.max_queue_wait_ms) + slack,
                 )
             })
@@ -134,7 +134,7 @@ impl CompiledConfig {
             .registry
             .tiers
             .iter()
-            .map(|(name, tier)| (name.clone(), tier.fail_mode))
+            .map(|(name, tier)| (name.to_string(), tier.fail_mode))
             .collect();
         Ok(Self {
             cluster: config.cluster,

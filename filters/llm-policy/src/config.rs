@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError};
+use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError, TenantId};
 use thiserror::Error;
 
 use crate::cache_key::{self, TenantCacheKeys};
@@ -85,7 +85,7 @@ impl From<RegistryError> for ConfigError {
 pub struct Policy {
     pub registry: Registry,
     /// Salt and chain seed per tenant id, derived once at load.
-    tenant_keys: BTreeMap<String, TenantCacheKeys>,
+    tenant_keys: BTreeMap<TenantId, TenantCacheKeys>,
     pub prefix_key_blocks: usize,
     /// Bytes of prompt per prefix-chain block.
     pub block_bytes: usize,

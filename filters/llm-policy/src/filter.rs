@@ -518,7 +518,7 @@ impl HttpContext for PolicyFilter {
             return self.refuse(e);
         }
         self.pending = Some(Pending {
-            tenant_id: admitted.tenant.id.clone(),
+            tenant_id: admitted.tenant.id.to_string(),
             endpoint,
             workload: line.workload,
         });

@@ -15,7 +15,7 @@
 //! class, the first allowed pool serves (a latency-only tenant's batch job
 //! still runs).
 
-use tenant_registry::{PoolClass, Registry, Tenant};
+use tenant_registry::{PoolClass, PoolName, Registry, Tenant};
 
 use crate::endpoint::Endpoint;
 use crate::error::PolicyError;
@@ -86,17 +86,21 @@ pub fn choose_pool(
     workload: Workload,
 ) -> Result<String, PolicyError> {
     let pools = &registry.config().pools;
-    let allowed: Vec<String> = registry
+    let allowed: Vec<PoolName> = registry
         .allowed_pools(tenant)
         .into_iter()
-        .filter(|name| pools.contains_key(name))
+        .filter(|name| pools.contains_key(name.as_str()))
         .collect();
     let preferred = workload.pool_class();
     allowed
         .iter()
-        .find(|name| pools.get(*name).is_some_and(|p| p.class == preferred))
+        .find(|name| {
+            pools
+                .get(name.as_str())
+                .is_some_and(|p| p.class == preferred)
+        })
         .or_else(|| allowed.first())
-        .cloned()
+        .map(|name| name.to_string())
         .ok_or(PolicyError::NoPool)
 }
 

@@ -86,7 +86,7 @@ impl Limiter {
         let pool_wait = registry
             .config()
             .pools
-            .get(&input.pool)
+            .get(input.pool.as_str())
             .map_or(DEFAULT_QUEUE_WAIT, |p| {
                 Duration::from_millis(p.max_queue_wait_ms)
             });

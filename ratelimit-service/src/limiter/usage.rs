@@ -31,14 +31,14 @@ impl Limiter {
                     .map(|r| {
                         m.rejected
                             .get_or_create(&RejectLabel {
-                                tenant: tenant.clone(),
+                                tenant: tenant.to_string(),
                                 reason: r.label().to_owned(),
                             })
                             .get()
                     })
                     .sum();
                 TenantUsage {
-                    tenant: tenant.clone(),
+                    tenant: tenant.to_string(),
                     requests: m.admitted.get_or_create(&Metrics::tenant(tenant)).get(),
                     rejected,
                     tokens_in: m.token_total(tenant, "in"),

@@ -116,14 +116,14 @@ impl FairGate {
             .map(|(name, pool)| {
                 let queue = FairQueue::new(QueueConfig::for_pool(pool, policy.clone()));
                 let scraper = PoolScraper::spawn(
-                    name.clone(),
+                    name.to_string(),
                     pool.clone(),
                     queue.clone(),
                     models.clone(),
                     client.clone(),
                 );
                 (
-                    name.clone(),
+                    name.to_string(),
                     PoolQueue {
                         queue,
                         _scraper: scraper,

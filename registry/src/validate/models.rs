@@ -24,7 +24,11 @@ pub(super) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
         )?;
         match (&model.base, &model.tenant) {
             (Some(base), Some(tenant)) => {
-                if config.models.get(base).is_none_or(|b| b.is_adapter()) {
+                if config
+                    .models
+                    .get(base.as_str())
+                    .is_none_or(|b| b.is_adapter())
+                {
                     return Err(invalid(
                         format!("{field}.base"),
                         format!("{base:?} is not a base model in [models]"),

@@ -47,7 +47,7 @@ pub(super) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
         }
         check_limits(&tenant.limits, &format!("{field}.limits"))?;
         for (model, limits) in &tenant.model_limits {
-            if !config.models.contains_key(model) {
+            if !config.models.contains_key(model.as_str()) {
                 return Err(invalid(
                     format!("{field}.model_limits.{model}"),
                     "unknown model",

@@ -284,7 +284,7 @@ fn start_vllm(registry: &str, dir: &std::path::Path) -> Result<VllmServer, Strin
         .models
         .iter()
         .filter(|(_, m)| m.kind == ModelKind::Chat && m.base.is_none())
-        .map(|(name, _)| name.clone())
+        .map(|(name, _)| name.to_string())
         .collect();
     let options = VllmOptions {
         served_model_names: names,

@@ -144,8 +144,8 @@ impl Authenticator {
             return Err(AuthError::TenantDisabled);
         }
         Ok(Identity {
-            tenant_id: tenant.id.clone(),
-            tier: tenant.tier.clone(),
+            tenant_id: tenant.id.to_string(),
+            tier: tenant.tier.to_string(),
             method,
             credential_id,
         })
