@@ -593,6 +593,27 @@ mod tests {
         assert_eq!(blanked(render(&full_layout())), blanked(shipped));
     }
 
+    /// The tracing the testbed turns on is the block envoy/gateway.yaml
+    /// carries commented out (`# tracing:` up to the first line that is not
+    /// a comment), sampling every request instead of a tenth.
+    #[test]
+    fn tracing_is_the_shipped_commented_block() {
+        let shipped = shipped();
+        let block: String = shipped
+            .lines()
+            .skip_while(|line| line.trim() != "# tracing:")
+            .take_while(|line| line.trim_start().starts_with('#'))
+            .map(|line| {
+                let text = line.trim_start().trim_start_matches('#');
+                format!("{}\n", text.strip_prefix(' ').unwrap_or(text))
+            })
+            .collect();
+        let mut commented: Value = serde_norway::from_str(&block).unwrap();
+        assert_eq!(commented["tracing"]["random_sampling"]["value"], json!(10));
+        commented["tracing"]["random_sampling"]["value"] = json!(100);
+        assert_eq!(commented["tracing"], tracing_config());
+    }
+
     fn filter_names(config: &Value) -> Vec<String> {
         config
             .pointer(
