@@ -93,26 +93,28 @@ fn name_of(value: &Value) -> &str {
     value["name"].as_str().unwrap_or_default()
 }
 
-/// The connection manager's tracing: OpenTelemetry to the collector, every
-/// request sampled, the tenant's attributes on the span (the block
-/// envoy/gateway.yaml carries commented out, with every request sampled).
-fn tracing_config() -> Value {
-    let tag = |tag: &str, header: &str| json!({ "tag": tag, "request_header": { "name": header, "default_value": "" } });
-    json!({
-        "random_sampling": { "value": 100 },
-        "provider": { "name": "envoy.tracers.opentelemetry", "typed_config": {
-            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-            "grpc_service": { "envoy_grpc": { "cluster_name": "otel-collector" }, "timeout": "1s" },
-            "service_name": "llm-gateway"
-        }},
-        "custom_tags": [
-            tag("tenant_id", "x-tenant-id"),
-            tag("tier", "x-tenant-tier"),
-            tag("pool", "x-llm-pool"),
-            tag("model", "x-llm-model"),
-            tag("request_id", "x-request-id")
-        ]
-    })
+/// The connection manager's tracing: the block envoy/gateway.yaml carries
+/// commented out (`# tracing:` up to the first line that is not a comment:
+/// OpenTelemetry to the collector, the tenant's attributes on the span),
+/// sampling every request instead of a tenth.
+fn shipped_tracing(shipped: &str) -> Result<Value, TestbedError> {
+    let block: String = shipped
+        .lines()
+        .skip_while(|line| line.trim() != "# tracing:")
+        .take_while(|line| line.trim_start().starts_with('#'))
+        .map(|line| {
+            let text = line.trim_start().trim_start_matches('#');
+            format!("{}\n", text.strip_prefix(' ').unwrap_or(text))
+        })
+        .collect();
+    let commented: Value = serde_norway::from_str(&block)
+        .map_err(|e| shipped_error(format!("the commented tracing block: {e}")))?;
+    let mut tracing = commented
+        .get("tracing")
+        .cloned()
+        .ok_or_else(|| shipped_error("no commented `# tracing:` block"))?;
+    *at(&mut tracing, "/random_sampling/value")? = json!(100);
+    Ok(tracing)
 }
 
 pub fn cluster_name(pool: &str) -> String {
@@ -246,15 +248,17 @@ fn http_filters(
     Ok(filters)
 }
 
-/// A gateway listener's connection manager, for the layout.
+/// A gateway listener's connection manager, for the layout; `tracing`
+/// when the layout traces.
 fn connection_manager(
     manager: &mut Value,
     layout: &EnvoyLayout,
     ecds_dir: &Path,
+    tracing: Option<&Value>,
 ) -> Result<(), TestbedError> {
     manager["request_timeout"] = json!(format!("{}s", layout.request_timeout.as_secs_f64()));
-    if layout.otlp.is_some() {
-        manager["tracing"] = tracing_config();
+    if let Some(tracing) = tracing {
+        manager["tracing"] = tracing.clone();
     }
     let shipped_routes = list(manager, "/route_config/virtual_hosts/0/routes")?.clone();
     *list(manager, "/route_config/virtual_hosts/0/routes")? = routes(&shipped_routes, layout)?;
@@ -267,6 +271,7 @@ fn listeners(
     listeners: &mut Vec<Value>,
     layout: &EnvoyLayout,
     ecds_dir: &Path,
+    tracing: Option<&Value>,
 ) -> Result<(), TestbedError> {
     if layout.mtls.is_none() {
         listeners.retain(|l| name_of(l) != "gateway_mtls");
@@ -294,7 +299,12 @@ fn listeners(
             }]);
             context["validation_context"]["trusted_ca"] = json!({ "filename": tls.client_ca });
         }
-        connection_manager(at(chain, "/filters/0/typed_config")?, layout, ecds_dir)?;
+        connection_manager(
+            at(chain, "/filters/0/typed_config")?,
+            layout,
+            ecds_dir,
+            tracing,
+        )?;
     }
     Ok(())
 }
@@ -358,10 +368,13 @@ pub fn bootstrap(
     let mut config: Value = serde_norway::from_str(shipped).map_err(shipped_error)?;
     *at(&mut config, "/node/id")? = json!("testbed");
     *at(&mut config, "/admin/address")? = socket(admin);
+    // Derived once from the shipped file, for every gateway listener.
+    let tracing = layout.otlp.map(|_| shipped_tracing(shipped)).transpose()?;
     listeners(
         list(&mut config, "/static_resources/listeners")?,
         layout,
         ecds_dir,
+        tracing.as_ref(),
     )?;
     clusters(
         list(&mut config, "/static_resources/clusters")?,
@@ -392,11 +405,11 @@ pub fn start(
 ) -> Result<RunningEnvoy, TestbedError> {
     // The ops listener reaches the admin API through a cluster: the admin
     // port must be known before Envoy starts.
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+    let admin_addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| TestbedError::io(Path::new("127.0.0.1:0"), e))?;
     let config_path = dir.join("envoy.json");
-    let config = serde_json::to_string_pretty(&bootstrap(shipped, layout, ecds_dir, admin_port)?)
+    let config = serde_json::to_string_pretty(&bootstrap(shipped, layout, ecds_dir, admin_addr)?)
         .map_err(|e| TestbedError::Other(format!("envoy.json: {e}")))?;
     std::fs::write(&config_path, config).map_err(|e| TestbedError::io(&config_path, e))?;
     let admin_path = dir.join("envoy-admin.addr");
@@ -594,24 +607,26 @@ mod tests {
     }
 
     /// The tracing the testbed turns on is the block envoy/gateway.yaml
-    /// carries commented out (`# tracing:` up to the first line that is not
-    /// a comment), sampling every request instead of a tenth.
+    /// carries commented out, sampling every request instead of a tenth.
     #[test]
     fn tracing_is_the_shipped_commented_block() {
         let shipped = shipped();
-        let block: String = shipped
-            .lines()
-            .skip_while(|line| line.trim() != "# tracing:")
-            .take_while(|line| line.trim_start().starts_with('#'))
-            .map(|line| {
-                let text = line.trim_start().trim_start_matches('#');
-                format!("{}\n", text.strip_prefix(' ').unwrap_or(text))
-            })
+        let tracing = shipped_tracing(&shipped).unwrap();
+        assert_eq!(tracing["random_sampling"]["value"], json!(100));
+        assert!(shipped.contains("#   random_sampling: { value: 10 }"));
+        assert_eq!(
+            tracing["provider"]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"],
+            json!("otel-collector")
+        );
+        let tags: Vec<&str> = tracing["custom_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tag"].as_str().unwrap())
             .collect();
-        let mut commented: Value = serde_norway::from_str(&block).unwrap();
-        assert_eq!(commented["tracing"]["random_sampling"]["value"], json!(10));
-        commented["tracing"]["random_sampling"]["value"] = json!(100);
-        assert_eq!(commented["tracing"], tracing_config());
+        assert_eq!(tags, ["tenant_id", "tier", "pool", "model", "request_id"]);
+        // Without the block, the testbed says so instead of tracing nothing.
+        assert!(shipped_tracing("admin: {}\n").is_err());
     }
 
     fn filter_names(config: &Value) -> Vec<String> {
