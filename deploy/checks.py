@@ -14,6 +14,7 @@ Needs Python 3.11+ and PyYAML.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import secrets
@@ -369,19 +370,27 @@ ISTIO_GATEWAY_CHAIN = [
 GATEWAY_ORDER = ["tenant-auth", "admission-open", "llm-policy", "admission", ROUTER]
 
 
-def wasm_plugin_filter(plugin: dict, wasm_dir: Path) -> dict:
+def render_ecds():
+    """envoy/render-ecds.py as a module: the one table of filters and modules."""
+    spec = importlib.util.spec_from_file_location("render_ecds", ENVOY / "render-ecds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def wasm_plugin_filter(plugin: dict, wasm_dir: Path, modules: dict[str, str]) -> dict:
     """A WasmPlugin as istiod turns it into an HTTP filter: named
     <namespace>.<name>, its pluginConfig as the configuration's JSON text,
     the module as istio-agent hands it over (a local file)."""
     meta, spec = plugin["metadata"], plugin["spec"]
     name = f"{meta['namespace']}.{meta['name']}"
-    module = spec["url"].rsplit("/wasm-", 1)[-1].split(":")[0].replace("-", "_")
-    module = {"admission": "admission_filter"}.get(module, module)
+    # The module the plugin runs in every other form (render-ecds.py's table).
+    module = modules[spec["pluginName"]]
     config = {
         "name": name,
         "root_id": spec["pluginName"],
         "vm_config": {"runtime": "envoy.wasm.runtime.v8",
-                      "code": {"local": {"filename": str(wasm_dir / f"{module}.wasm")}}},
+                      "code": {"local": {"filename": str(wasm_dir / module)}}},
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": json.dumps(spec["pluginConfig"])},
     }
@@ -390,7 +399,7 @@ def wasm_plugin_filter(plugin: dict, wasm_dir: Path) -> dict:
     return {"name": name, "typed_config": {"@type": WASM_TYPE, "config": config}}
 
 
-def istio_gateway_filters(plugins: list[dict], wasm_dir: Path) -> list[dict]:
+def istio_gateway_filters(plugins: list[dict], wasm_dir: Path, modules: dict[str, str]) -> list[dict]:
     """The HTTP filters istiod builds for the gateway, before EnvoyFilters."""
     filters = []
     for slot in ISTIO_GATEWAY_CHAIN:
@@ -400,7 +409,7 @@ def istio_gateway_filters(plugins: list[dict], wasm_dir: Path) -> list[dict]:
         # Within a phase, the higher priority first.
         phase = [p for p in plugins if p["spec"].get("phase", "UNSPECIFIED_PHASE") == slot]
         phase.sort(key=lambda p: -p["spec"].get("priority", 0))
-        filters += [wasm_plugin_filter(p, wasm_dir) for p in phase]
+        filters += [wasm_plugin_filter(p, wasm_dir, modules) for p in phase]
     return filters
 
 
@@ -448,26 +457,28 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
     every plugin, so the placeholder cache secret is swapped for a valid
     throwaway one)."""
     istio = DEPLOY / "k8s/overlays/istio"
-    missing = [m for m in ("tenant_auth", "llm_policy", "admission_filter") if not (wasm_dir / f"{m}.wasm").is_file()]
+    modules = render_ecds().FILTERS
+    missing = sorted({m for m in modules.values() if not (wasm_dir / m).is_file()})
     if missing:
         fail(f"{wasm_dir}: modules {missing} not built (make wasm): the Istio chain cannot be checked")
         return
     cluster = yaml.safe_load((istio / "envoyfilter-ratelimit.yaml").read_text())["spec"]["configPatches"][0]["patch"]["value"]
     plugins = [p for p in yaml.safe_load_all((istio / "wasmplugins.yaml").read_text()) if p]
-    filters = istio_gateway_filters(plugins, wasm_dir)
+    filters = istio_gateway_filters(plugins, wasm_dir, modules)
     patches = yaml.safe_load((istio / "envoyfilter-llm-policy.example.yaml").read_text())["spec"]["configPatches"]
     extensions = {}
     for patch in patches:
         if patch["applyTo"] != "EXTENSION_CONFIG":
             continue
         typed = patch["patch"]["value"]["typed_config"]
+        name = patch["patch"]["value"]["name"]
         wasm = json.loads(json.dumps(typed["value"]))
-        wasm["config"]["vm_config"]["code"] = {"local": {"filename": str(wasm_dir / "llm_policy.wasm")}}
+        wasm["config"]["vm_config"]["code"] = {"local": {"filename": str(wasm_dir / modules[name])}}
         configuration = wasm["config"]["configuration"]
         inner = json.loads(configuration["value"])
         inner["cache_secret"] = secrets.token_hex(32)
         configuration["value"] = json.dumps(inner)
-        extensions[patch["patch"]["value"]["name"]] = {"@type": typed["type_url"], **wasm}
+        extensions[name] = {"@type": typed["type_url"], **wasm}
     for patch in patches:
         if patch["applyTo"] == "HTTP_FILTER" and not apply_http_filter_patch(filters, patch, extensions):
             fail(f"istiod would skip the EnvoyFilter patch of {patch['patch']['value']['name']}: "

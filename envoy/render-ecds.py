@@ -158,28 +158,35 @@ def registry_for(name: str, registry: dict) -> dict:
 
 
 def filter_configs(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN),
-                   whole_registry: bool = False) -> dict[str, dict]:
-    """The JSON each filter's on_configure receives. `cluster` is
-    ratelimit-service's Envoy cluster ("" when there is none: then no
-    admission, and llm-policy does not ask for the pools' limits). Each
-    filter gets the part of the registry it reads, or with `whole_registry`
-    all of it (as before; kept for the registry-scale benchmark)."""
+                   whole_registry: bool = False, only: list[str] | None = None) -> dict[str, dict]:
+    """The JSON each filter of `chain` (or of it, those in `only`) receives
+    in on_configure, in chain order. `cluster` is ratelimit-service's Envoy
+    cluster ("" when there is none: then no admission, and llm-policy does
+    not ask for the pools' limits). Each filter gets the part of the
+    registry it reads, or with `whole_registry` all of it (as before; kept
+    for the registry-scale benchmark)."""
     if not cluster and "admission" in chain:
         raise RenderError("admission needs ratelimit-service: give --ratelimit-cluster")
-    two_phase = {"llm-policy", "admission"} <= chain
-    part = (lambda name: registry) if whole_registry else (lambda name: registry_for(name, registry))
-    policy = {"registry": part("llm-policy"), "cache_secret": cache_secret}
-    if cluster:
-        # llm-policy asks ratelimit-service for the pools' real
-        # max_model_len: it refuses what the pool would refuse.
-        policy["limits_cluster"] = cluster
-    configs = {
-        "tenant-auth": {"registry": part("tenant-auth")},
-        "llm-policy": policy,
-        "admission-open": {"registry": part("admission"), "cluster": cluster, "phase": "open"},
-        "admission": {"registry": part("admission"), "cluster": cluster, "phase": "reserve" if two_phase else "full"},
-    }
-    return {name: configs[name] for name in chain_filters(chain)}
+    names = chain_filters(chain)
+    # Two-phase when llm-policy runs (admission-open is in the chain then).
+    admission_phase = {"admission-open": "open", "admission": "reserve" if "admission-open" in names else "full"}
+
+    def part(name: str) -> dict:
+        return registry if whole_registry else registry_for(name, registry)
+
+    def config_of(name: str) -> dict:
+        if name == "tenant-auth":
+            return {"registry": part(name)}
+        if name == "llm-policy":
+            policy = {"registry": part(name), "cache_secret": cache_secret}
+            if cluster:
+                # llm-policy asks ratelimit-service for the pools' real
+                # max_model_len: it refuses what the pool would refuse.
+                policy["limits_cluster"] = cluster
+            return policy
+        return {"registry": part("admission"), "cluster": cluster, "phase": admission_phase[name]}
+
+    return {name: config_of(name) for name in names if not only or name in only}
 
 
 def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAULT_RELOAD_BACKOFF) -> dict:
@@ -278,10 +285,10 @@ def main(argv: list[str]) -> int:
         names = [n for n in chain_filters(chain) if not args.only or n in args.only]
         # Only llm-policy carries the secret: rendering the others needs none.
         secret = read_cache_secret(args) if "llm-policy" in names else ""
-        configs = filter_configs(registry, secret, args.ratelimit_cluster, chain, args.whole_registry)
+        configs = filter_configs(registry, secret, args.ratelimit_cluster, chain, args.whole_registry, names)
         args.out.mkdir(parents=True, exist_ok=True)
         resources = [(name, wasm, {}) for name, wasm in probes]
-        resources += [(name, f"{args.wasm_dir.rstrip('/')}/{FILTERS[name]}", configs[name]) for name in names]
+        resources += [(name, f"{args.wasm_dir.rstrip('/')}/{FILTERS[name]}", config) for name, config in configs.items()]
         for name, wasm, config in resources:
             resource = ecds_resource(name, wasm, config, backoff)
             write_atomically(args.out / f"{name}.json", json.dumps(resource, indent=2) + "\n")

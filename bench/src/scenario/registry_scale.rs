@@ -104,18 +104,23 @@ fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64)
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| BenchError::InvalidArgs(format!("http client: {e}")))?;
+        .map_err(BenchError::Client)?;
     let url = format!("{}/v1/models", tb.gateway_url());
     let mut pick = rand::rng();
     let mut millis = Vec::with_capacity(count);
     for _ in 0..count {
         let key = key_of(rand::Rng::random_range(&mut pick, 0..tenants.max(1)));
         let started = Instant::now();
-        let response = client
-            .get(&url)
-            .bearer_auth(&key)
-            .send()
-            .map_err(|e| BenchError::InvalidArgs(format!("GET /v1/models: {e}")))?;
+        let response =
+            client
+                .get(&url)
+                .bearer_auth(&key)
+                .send()
+                .map_err(|e| BenchError::Probe {
+                    label: "registry-scale".into(),
+                    status: "no answer".into(),
+                    body: e.to_string(),
+                })?;
         let status = response.status();
         let body = response.text().unwrap_or_default();
         millis.push(started.elapsed().as_secs_f64() * 1e3);
