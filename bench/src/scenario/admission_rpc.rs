@@ -104,7 +104,18 @@ impl Record for Tally {
     type Sample = Sample;
 
     fn empty() -> Self {
-        Self::new()
+        let h = || {
+            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
+                .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+        };
+        Self {
+            pair_us: h(),
+            admit_us: h(),
+            ok: 0,
+            rejected: 0,
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     /// `latency` is the pair's, from the Admit's intended start.
@@ -143,21 +154,6 @@ impl Record for Tally {
 }
 
 impl Tally {
-    fn new() -> Self {
-        let h = || {
-            Histogram::new_with_bounds(1, MAX_TRACKED_US, 3)
-                .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
-        };
-        Self {
-            pair_us: h(),
-            admit_us: h(),
-            ok: 0,
-            rejected: 0,
-            errors: BTreeMap::new(),
-            elapsed: Duration::ZERO,
-        }
-    }
-
     fn summary(&self) -> PhaseResult {
         let ms = |h: &Histogram<u64>, q: f64| {
             if h.is_empty() {
@@ -532,13 +528,15 @@ async fn measure(
     }
     // [load][side] merged over rounds, and the per-round tallies.
     let loads = plan.rates.len() + 1;
-    let mut merged: Vec<[Tally; 2]> = (0..loads).map(|_| [Tally::new(), Tally::new()]).collect();
+    let mut merged: Vec<[Tally; 2]> = (0..loads)
+        .map(|_| [Tally::empty(), Tally::empty()])
+        .collect();
     let mut rounds: Vec<Vec<[PhaseResult; 2]>> = (0..loads).map(|_| Vec::new()).collect();
     for round in 0..plan.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         let turn = format!("round {}/{}", round + 1, plan.rounds);
         for load in 0..loads {
-            let mut pair = [Tally::new(), Tally::new()];
+            let mut pair = [Tally::empty(), Tally::empty()];
             for i in order {
                 let side = &sides[i];
                 let tally = match plan.rates.get(load) {
