@@ -93,7 +93,7 @@ fn random_token(prefix: &str) -> String {
 /// The text is edited in place (toml_edit): re-serializing a large registry
 /// with `toml` takes minutes (bench/README.md, registry-scale).
 fn mint_demo_keys(registry: &str) -> Result<(String, Vec<(String, String)>), String> {
-    use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
+    use toml_edit::{Array, DocumentMut, InlineTable, Item, TableLike, Value};
     let mut doc: DocumentMut = registry.parse().map_err(|e| format!("registry: {e}"))?;
     let mut keys = Vec::new();
     let mut add_key = |tenant: &mut dyn TableLike| {
@@ -102,28 +102,17 @@ fn mint_demo_keys(registry: &str) -> Result<(String, Vec<(String, String)>), Str
         };
         let key = random_token("sk-demo-");
         let digest = tenant_registry::api_key_digest_hex(&key);
+        let mut entry = InlineTable::new();
+        entry.insert("id", "testbed-demo".into());
+        entry.insert("sha256", digest.into());
+        if tenant.get("api_keys").is_none() {
+            tenant.insert("api_keys", toml_edit::value(Array::new()));
+        }
+        // The key list keeps its form: an inline array or `[[tenants.api_keys]]`.
         match tenant.get_mut("api_keys") {
-            Some(Item::ArrayOfTables(list)) => {
-                let mut entry = Table::new();
-                entry.insert("id", toml_edit::value("testbed-demo"));
-                entry.insert("sha256", toml_edit::value(digest));
-                list.push(entry);
-            }
-            Some(Item::Value(Value::Array(list))) => {
-                let mut entry = InlineTable::new();
-                entry.insert("id", "testbed-demo".into());
-                entry.insert("sha256", digest.into());
-                list.push(entry);
-            }
-            Some(_) => return,
-            None => {
-                let mut entry = InlineTable::new();
-                entry.insert("id", "testbed-demo".into());
-                entry.insert("sha256", digest.into());
-                let mut list = Array::new();
-                list.push(entry);
-                tenant.insert("api_keys", toml_edit::value(list));
-            }
+            Some(Item::ArrayOfTables(list)) => list.push(entry.into_table()),
+            Some(Item::Value(Value::Array(list))) => list.push(entry),
+            _ => return,
         }
         keys.push((id, key));
     };
