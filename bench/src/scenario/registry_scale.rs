@@ -137,15 +137,22 @@ fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64)
     Ok((at(0.5), at(0.99)))
 }
 
+/// The registry a side starts on, and the change it then applies.
+struct Registries {
+    start: String,
+    changed: String,
+}
+
 fn measure(
     label: &'static str,
     whole_registry: bool,
+    registries: &Registries,
     args: &ScaleArgs,
     settings: &Settings,
 ) -> Result<Side, BenchError> {
     let side = if whole_registry { "whole" } else { "parts" };
     let mut config = settings.testbed(side, FilterSet::ALL);
-    config.registry_toml = generated_registry(args.tenants, 0);
+    config.registry_toml = registries.start.clone();
     config.whole_registry = whole_registry;
     eprintln!(
         "registry-scale: starting `{label}` on {} tenants",
@@ -162,9 +169,8 @@ fn measure(
         .and_then(|p| p.resident_bytes())
         .unwrap_or(0);
     let ecds_bytes = dir_bytes(&tb.run_dir().join("ecds"));
-    let changed = generated_registry(args.tenants, 1);
     let started = Instant::now();
-    tb.update_registry(&changed)
+    tb.update_registry(&registries.changed)
         .map_err(|e| testbed_error(side, e))?;
     let reload_s = started.elapsed().as_secs_f64();
     eprintln!("registry-scale: `{label}` started in {start_s:.1} s, reloaded in {reload_s:.1} s");
@@ -242,11 +248,22 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
             "--requests must be at least 1".into(),
         ));
     }
+    // Generated once (100,000 key digests), the same for both sides.
+    let registries = Registries {
+        start: generated_registry(args.tenants, 0),
+        changed: generated_registry(args.tenants, 1),
+    };
     // One after the other, not side by side: two gateways of this size at
     // once would measure each other's memory and CPU.
     let sides = vec![
-        measure("whole registry to every filter", true, args, settings)?,
-        measure("each filter its part", false, args, settings)?,
+        measure(
+            "whole registry to every filter",
+            true,
+            &registries,
+            args,
+            settings,
+        )?,
+        measure("each filter its part", false, &registries, args, settings)?,
     ];
     let root = testbed::Paths::locate().map(|p| p.root).unwrap_or_default();
     let report = ScaleReport {
