@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render the ECDS files of the three gateway filters from a registry TOML.
+"""Render the ECDS files of the gateway filters from a registry TOML.
 
 Each filter (tenant-auth, llm-policy, admission) gets one file
 `<out>/<filter>.json` holding an ECDS discovery response: a
@@ -24,6 +24,11 @@ testbed behind `make run`, the e2e tests and the benchmarks all run it.
 `--chain` picks the filters a deployment runs (identity alone is
 `--chain tenant-auth`); leave out of envoy/gateway.yaml the filters it does
 not render, since the listener serves only once every filter has a config.
+
+`--module gateway` renders the same chain as one module instead,
+`llm-gateway.json` (llm_gateway.wasm): the phases run in one VM per worker
+over one registry, and `--chain` switches phases off. The Envoy chain then
+holds that one filter, right after the header_mutation filter.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ FILTERS = {
     "admission": "admission_filter.wasm",
 }
 
+# `--module gateway`: the whole chain as one module (one VM per worker, one
+# registry), its phases picked by `--chain` like the filters above.
+GATEWAY = "llm-gateway"
+GATEWAY_WASM = "llm_gateway.wasm"
+MODULES = ("filters", "gateway")
+
 # llm-policy holds the request headers until the whole body is in (the pool
 # and prefix key come from the body) and reads the body meanwhile. Envoy only
 # delivers body data to a filter that paused the headers when this is set;
@@ -61,7 +72,7 @@ FILTERS = {
 # hangs. admission must NOT have it: it pauses the headers while Admit is
 # pending and does not handle body callbacks, so with the flag the body would
 # resume the request before admission decided.
-STOP_ITERATION_ON_HEADERS = {"llm-policy"}
+STOP_ITERATION_ON_HEADERS = {"llm-policy", GATEWAY}
 
 # What `--chain` names: the three filters a deployment may run.
 CHAIN = ("tenant-auth", "llm-policy", "admission")
@@ -189,6 +200,27 @@ def filter_configs(registry: dict, cache_secret: str, cluster: str, chain: set[s
     return {name: config_of(name) for name in names if not only or name in only}
 
 
+def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN)) -> dict:
+    """The gateway module's JSON: the whole registry once, and a section per
+    phase of `chain` (authentication always runs; admission needs the
+    policy, since it admits what the policy decided)."""
+    unknown = chain - set(CHAIN)
+    if unknown:
+        raise RenderError(f"--chain: unknown filter(s) {sorted(unknown)}; choose from {list(CHAIN)}")
+    if "tenant-auth" not in chain:
+        raise RenderError("--module gateway: the chain must include tenant-auth (it names the tenant)")
+    if "admission" in chain and "llm-policy" not in chain:
+        raise RenderError("--module gateway: admission needs llm-policy in the chain")
+    if not cluster and "admission" in chain:
+        raise RenderError("admission needs ratelimit-service: give --ratelimit-cluster")
+    config: dict = {"registry": registry, "auth": {}}
+    if "llm-policy" in chain:
+        config["policy"] = {"cache_secret": cache_secret, **({"limits_cluster": cluster} if cluster else {})}
+    if "admission" in chain:
+        config["admission"] = {"cluster": cluster}
+    return config
+
+
 def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAULT_RELOAD_BACKOFF) -> dict:
     return {
         "resources": [
@@ -248,7 +280,7 @@ def parse_backoff(text: str) -> tuple[str, str]:
 
 def parse_probe(text: str) -> tuple[str, str]:
     name, sep, wasm = text.partition("=")
-    if not sep or not re.fullmatch(r"[a-z0-9-]+", name) or name in FILTERS:
+    if not sep or not re.fullmatch(r"[a-z0-9-]+", name) or name in FILTERS or name == GATEWAY:
         raise RenderError(f"--probe-filter {text!r}: want NAME=WASM_PATH, NAME not a gateway filter")
     return name, wasm
 
@@ -276,19 +308,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--whole-registry", action="store_true",
                         help="give every filter the whole registry instead of the part it reads (benchmarks)")
     parser.add_argument("--only", choices=sorted(FILTERS), action="append", help="render only this filter (repeatable)")
+    parser.add_argument("--module", choices=MODULES, default="filters",
+                        help="filters: one module per filter (default); gateway: the chain as one module, llm-gateway")
     args = parser.parse_args(argv)
     try:
         registry = load_registry(args.registry)
         chain = {name.strip() for name in args.chain.split(",") if name.strip()}
         backoff = parse_backoff(args.reload_backoff)
         probes = [parse_probe(p) for p in args.probe_filter]
-        names = [n for n in chain_filters(chain) if not args.only or n in args.only]
-        # Only llm-policy carries the secret: rendering the others needs none.
-        secret = read_cache_secret(args) if "llm-policy" in names else ""
-        configs = filter_configs(registry, secret, args.ratelimit_cluster, chain, args.whole_registry, names)
-        args.out.mkdir(parents=True, exist_ok=True)
+        wasm_dir = args.wasm_dir.rstrip("/")
         resources = [(name, wasm, {}) for name, wasm in probes]
-        resources += [(name, f"{args.wasm_dir.rstrip('/')}/{FILTERS[name]}", config) for name, config in configs.items()]
+        if args.module == "gateway" and chain:
+            secret = read_cache_secret(args) if "llm-policy" in chain else ""
+            config = gateway_config(registry, secret, args.ratelimit_cluster, chain)
+            resources.append((GATEWAY, f"{wasm_dir}/{GATEWAY_WASM}", config))
+        elif args.module == "filters":
+            names = [n for n in chain_filters(chain) if not args.only or n in args.only]
+            # Only llm-policy carries the secret: rendering the others needs none.
+            secret = read_cache_secret(args) if "llm-policy" in names else ""
+            configs = filter_configs(registry, secret, args.ratelimit_cluster, chain, args.whole_registry, names)
+            resources += [(name, f"{wasm_dir}/{FILTERS[name]}", config) for name, config in configs.items()]
+        args.out.mkdir(parents=True, exist_ok=True)
         for name, wasm, config in resources:
             resource = ecds_resource(name, wasm, config, backoff)
             write_atomically(args.out / f"{name}.json", json.dumps(resource, indent=2) + "\n")

@@ -42,6 +42,8 @@ enum Benchmark {
     },
     /// Full chain (admission + ratelimit-service) against tenant-auth + llm-policy.
     Admission,
+    /// The full chain as one module against three filters, and each against no filter.
+    Module,
     /// ratelimit-service alone over gRPC: Admit + Complete, in memory vs --redis.
     AdmissionRpc(scenario::admission_rpc::RpcArgs),
     /// Fair admission queue (VTC) vs FIFO: noisy neighbour, weights, bursts, long prompts.
@@ -148,6 +150,7 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
         Benchmark::Auth => scenario::auth::run(&settings)?,
         Benchmark::Policy { sizes } => scenario::policy::run(&settings, sizes)?,
         Benchmark::Admission => scenario::admission::run(&settings)?,
+        Benchmark::Module => scenario::module::run(&settings)?,
         Benchmark::AdmissionRpc(args) => {
             return scenario::admission_rpc::run(args, &settings, &cli.load.out_dir()?);
         }

@@ -186,6 +186,11 @@ fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, Testbed
     Ok(routes)
 }
 
+/// The one-module form of the chain (`render-ecds.py --module gateway`).
+const GATEWAY_MODULE: &str = "llm-gateway";
+/// The shipped filter that sets `x-gateway-traceparent`.
+const TRACEPARENT_FILTER: &str = "envoy.filters.http.header_mutation";
+
 /// The shipped HTTP filters: the wasm filters the layout renders at their
 /// shipped places, reading the testbed's ECDS directory; a filter the
 /// shipped chain does not know (a test's probe) first; Envoy's native rate
@@ -212,15 +217,25 @@ fn http_filters(
     let mut filters: Vec<Value> = layout
         .filters
         .iter()
-        .filter(|name| !shipped_wasm.contains(&name.as_str()))
+        .filter(|name| !shipped_wasm.contains(&name.as_str()) && name.as_str() != GATEWAY_MODULE)
         .map(|name| ecds(name))
         .collect();
     for filter in shipped {
         if !is_wasm(filter) {
             filters.push(filter.clone());
+            // The gateway module right after Envoy's traceparent header,
+            // which it reads before it strips the gateway's headers.
+            if name_of(filter) == TRACEPARENT_FILTER && layout.runs(GATEWAY_MODULE) {
+                filters.push(ecds(GATEWAY_MODULE));
+            }
         } else if layout.runs(name_of(filter)) {
             filters.push(ecds(name_of(filter)));
         }
+    }
+    if layout.runs(GATEWAY_MODULE) && !filters.iter().any(|f| name_of(f) == GATEWAY_MODULE) {
+        return Err(shipped_error(format!(
+            "no {TRACEPARENT_FILTER} to place {GATEWAY_MODULE} after"
+        )));
     }
     if let Some(domain) = &layout.native_ratelimit_domain {
         let router = filters

@@ -93,6 +93,35 @@ impl FilterSet {
     };
 }
 
+/// How the chain's filters are packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterModule {
+    /// One module per filter: tenant-auth, llm-policy, admission (twice).
+    Filters,
+    /// The whole chain as one module, `llm-gateway`: one VM per worker.
+    Gateway,
+}
+
+impl FilterModule {
+    /// `GATEWAY_MODULE=gateway` runs every testbed (the e2e suite, `make
+    /// run`, the benchmarks) on the gateway module; anything else, or
+    /// unset, on the separate filters.
+    pub fn from_env() -> Self {
+        match std::env::var("GATEWAY_MODULE").as_deref() {
+            Ok("gateway") => FilterModule::Gateway,
+            _ => FilterModule::Filters,
+        }
+    }
+
+    /// `render-ecds.py --module`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterModule::Filters => "filters",
+            FilterModule::Gateway => "gateway",
+        }
+    }
+}
+
 /// A pool of vLLM replicas: mocks the testbed starts, and servers it does
 /// not own (real vLLM) that it only routes to and scrapes.
 #[derive(Debug, Clone)]
@@ -133,6 +162,8 @@ pub struct TestbedConfig {
     /// Server secret for tenant cache salts.
     pub cache_secret: String,
     pub filters: FilterSet,
+    /// One module per filter, or the gateway module.
+    pub module: FilterModule,
     pub pools: Vec<PoolSpec>,
     /// Start ratelimit-service (needed by the admission filter).
     pub ratelimit: bool,
@@ -168,6 +199,7 @@ impl TestbedConfig {
             registry_toml: registry_toml.into(),
             cache_secret: "testbed-cache-secret-0123456789abcdef".to_owned(),
             filters: FilterSet::ALL,
+            module: FilterModule::from_env(),
             pools: vec![PoolSpec::new("latency", 2), PoolSpec::new("throughput", 2)],
             ratelimit: true,
             ratelimit_args: Vec::new(),
@@ -564,9 +596,14 @@ fn render_filters(
         (config.filters.admission, "admission", "admission_filter"),
     ] {
         if runs {
-            paths.wasm(module)?;
+            if config.module == FilterModule::Filters {
+                paths.wasm(module)?;
+            }
             chain.push(name);
         }
+    }
+    if config.module == FilterModule::Gateway && !chain.is_empty() {
+        paths.wasm("llm_gateway")?;
     }
     let secret = dir.join("cache_secret");
     std::fs::write(&secret, &config.cache_secret).map_err(|e| TestbedError::io(&secret, e))?;
@@ -583,6 +620,7 @@ fn render_filters(
         .arg("--wasm-dir")
         .arg(paths.target.join("wasm32-wasip1/wasm"))
         .args(["--chain", &chain.join(",")])
+        .args(["--module", config.module.as_str()])
         // A failed VM is replaced quickly: tests crash VMs on purpose.
         .args(["--reload-backoff", "0.2s:5s"]);
     if !config.ratelimit {

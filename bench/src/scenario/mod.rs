@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod admission_rpc;
 pub mod auth;
+pub mod module;
 pub mod policy;
 pub mod registry_scale;
 
@@ -160,6 +161,19 @@ pub fn chat_recipe(label: &str, content: &str) -> RequestRecipe {
 pub fn chat_recipe_of_size(label: &str, body_bytes: usize) -> RequestRecipe {
     let envelope = chat_recipe(label, "").body_bytes;
     chat_recipe(label, &english_like(body_bytes.saturating_sub(envelope)))
+}
+
+/// Fails early, with the build command, when the gateway module is not built.
+pub fn require_gateway_built() -> Result<(), BenchError> {
+    let paths = Paths::locate().map_err(BenchError::Locate)?;
+    match paths.wasm("llm_gateway") {
+        Err(TestbedError::MissingArtifact(path)) => Err(BenchError::FilterNotBuilt {
+            filter: "llm-gateway",
+            package: "llm-gateway",
+            path,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Fails early, with the build command, when the chain needs something not built.

@@ -7,11 +7,25 @@ use serde::Deserialize;
 use tenant_registry::{FailMode, RegistryConfig};
 use thiserror::Error;
 
+/// The standalone filter's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionConfig {
     /// The tenant registry: tiers give the failure mode, pools the queue wait.
     pub registry: RegistryConfig,
+    /// Which part of admission this filter instance does.
+    #[serde(default)]
+    pub phase: FilterPhase,
+    #[serde(flatten)]
+    pub settings: AdmissionSettings,
+}
+
+/// Admission's own settings: the standalone filter's configuration besides
+/// the registry and the phase, and the `admission` section of the gateway
+/// module's (which runs both phases itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
     /// Envoy cluster of ratelimit-service (HTTP/2).
     #[serde(default = "default_cluster")]
     pub cluster: String,
@@ -32,9 +46,6 @@ pub struct AdmissionConfig {
     /// Name of this Envoy in leases, for the service's logs.
     #[serde(default = "default_holder")]
     pub holder: String,
-    /// Which part of admission this filter instance does.
-    #[serde(default)]
-    pub phase: FilterPhase,
 }
 
 /// Two-phase admission runs this module twice: `open` before llm-policy (on
@@ -100,6 +111,16 @@ pub struct CompiledConfig {
 impl CompiledConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let config: AdmissionConfig = serde_json::from_slice(bytes)?;
+        Self::compile(&config.registry, config.phase, config.settings)
+    }
+
+    /// Compiles the settings of one `phase` against `registry` (only its
+    /// tiers and pools are read).
+    pub fn compile(
+        registry: &RegistryConfig,
+        phase: FilterPhase,
+        config: AdmissionSettings,
+    ) -> Result<Self, ConfigError> {
         if config.cluster.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "cluster",
@@ -119,8 +140,7 @@ impl CompiledConfig {
             });
         }
         let slack = Duration::from_millis(config.admit_slack_ms);
-        let admit_timeouts = config
-            .registry
+        let admit_timeouts = registry
             .pools
             .iter()
             .map(|(name, pool)| {
@@ -130,8 +150,7 @@ impl CompiledConfig {
                 )
             })
             .collect();
-        let fail_modes = config
-            .registry
+        let fail_modes = registry
             .tiers
             .iter()
             .map(|(name, tier)| (name.to_string(), tier.fail_mode))
@@ -142,7 +161,7 @@ impl CompiledConfig {
             report_timeout: Duration::from_millis(config.report_timeout_ms),
             report_flush: Duration::from_millis(config.report_flush_ms),
             holder: config.holder,
-            phase: config.phase,
+            phase,
             fail_modes,
             admit_timeouts,
             default_admit_timeout: Duration::from_millis(30_000) + slack,
@@ -159,8 +178,8 @@ impl CompiledConfig {
 
     /// Admit may wait in the pool's queue: its timeout covers that wait
     /// (an OPEN never queues).
-    pub fn admit_timeout(&self, pool: &str) -> Duration {
-        if self.phase == FilterPhase::Open {
+    pub fn admit_timeout(&self, phase: FilterPhase, pool: &str) -> Duration {
+        if phase == FilterPhase::Open {
             return OPEN_ADMIT_TIMEOUT;
         }
         self.admit_timeouts
@@ -196,8 +215,14 @@ max_queue_wait_ms = 3000
         assert_eq!(c.cluster, "ratelimit");
         assert_eq!(c.renew_interval, Duration::from_secs(2));
         assert_eq!(c.report_flush, Duration::from_millis(5));
-        assert_eq!(c.admit_timeout("latency"), Duration::from_millis(4_000));
-        assert_eq!(c.admit_timeout("unknown"), Duration::from_millis(31_000));
+        assert_eq!(
+            c.admit_timeout(FilterPhase::Full, "latency"),
+            Duration::from_millis(4_000)
+        );
+        assert_eq!(
+            c.admit_timeout(FilterPhase::Full, "unknown"),
+            Duration::from_millis(31_000)
+        );
         assert_eq!(c.fail_mode("free"), FailMode::Open);
         assert_eq!(c.fail_mode("unknown"), FailMode::Closed);
     }

@@ -26,13 +26,15 @@ mod report_buffer;
 mod request;
 mod usage;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
 
 pub use audit::{AuditCapture, digest_bytes};
-pub use config::{AdmissionConfig, CompiledConfig, ConfigError, FilterPhase};
+pub use config::{AdmissionConfig, AdmissionSettings, CompiledConfig, ConfigError, FilterPhase};
 pub use outcome::{Admission, unavailable};
 pub use rate_headers::{format_reset, rate_limit_headers};
 pub use report_buffer::{MAX_BYTES_PER_CALL, MAX_REPORTS_PER_CALL, ReportBuffer};
-pub use request::{RequestFacts, admit_request, is_inference, open_request};
+pub use request::{RequestFacts, admit_request, is_inference, open_request, parse_count};
 pub use usage::{Usage, UsageTracker};

@@ -12,8 +12,8 @@ pub struct RequestFacts {
     pub tier: Option<String>,
     pub model: Option<String>,
     pub pool: Option<String>,
-    pub prompt_tokens: Option<String>,
-    pub max_tokens: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub max_tokens: Option<u32>,
     pub request_id: Option<String>,
     /// `x-tenant-credential`, for the audit trail.
     pub credential: Option<String>,
@@ -34,6 +34,12 @@ impl RequestFacts {
             .filter(|t| t.len() <= MAX_TRACEPARENT)
             .unwrap_or_default()
     }
+}
+
+/// A token count as a header carries it; anything but a plain `u32` is
+/// none (the standalone filters pass counts as header text).
+pub fn parse_count(text: Option<&str>) -> Option<u32> {
+    text.and_then(|s| s.parse().ok())
 }
 
 /// Paths of the endpoints that run inference (what llm-policy polices).
@@ -78,18 +84,13 @@ pub fn admit_request(
         FilterPhase::Reserve => Phase::Reserve,
         FilterPhase::Full | FilterPhase::Open => Phase::Full,
     };
-    let number = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
     Some(AdmitRequest {
         tenant: facts.tenant.clone()?,
         tier: facts.tier.clone().unwrap_or_default(),
         model,
         pool: facts.pool.clone().unwrap_or_default(),
-        estimated_prompt_tokens: number(&facts.prompt_tokens),
-        max_tokens: number(&facts.max_tokens),
+        estimated_prompt_tokens: facts.prompt_tokens.unwrap_or(0),
+        max_tokens: facts.max_tokens.unwrap_or(0),
         request_id: facts.request_id.clone().unwrap_or_default(),
         holder: holder.to_owned(),
         phase: phase as i32,
@@ -109,8 +110,8 @@ mod tests {
             tier: Some("gold".into()),
             model: Some("m".into()),
             pool: Some("latency".into()),
-            prompt_tokens: Some("120".into()),
-            max_tokens: Some("64".into()),
+            prompt_tokens: Some(120),
+            max_tokens: Some(64),
             request_id: Some("r1".into()),
             credential: Some("api_key:k1".into()),
             request_sha256: Some("0f".repeat(32)),
@@ -163,9 +164,12 @@ mod tests {
 
     #[test]
     fn garbage_numbers_count_as_zero() {
+        assert_eq!(parse_count(Some("-5")), None);
+        assert_eq!(parse_count(Some("12x")), None);
+        assert_eq!(parse_count(Some("120")), Some(120));
         let r = admit_request(
             &RequestFacts {
-                prompt_tokens: Some("-5".into()),
+                prompt_tokens: parse_count(Some("-5")),
                 ..facts()
             },
             "e",
@@ -203,7 +207,7 @@ mod phase_tests {
         assert!(open_request(&RequestFacts::default(), "h").is_none());
         let facts = RequestFacts {
             model: Some("m".into()),
-            max_tokens: Some("9".into()),
+            max_tokens: Some(9),
             ..facts
         };
         let reserve = admit_request(&facts, "h", FilterPhase::Reserve).unwrap();

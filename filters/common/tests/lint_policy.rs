@@ -19,6 +19,7 @@ fn every_crate_in_the_filters_denies_panics_the_same_way() {
         ("tenant-auth", include_str!("../../tenant-auth/src/lib.rs")),
         ("llm-policy", include_str!("../../llm-policy/src/lib.rs")),
         ("admission", include_str!("../../admission/src/lib.rs")),
+        ("llm-gateway", include_str!("../../gateway/src/lib.rs")),
         ("registry", include_str!("../../../registry/src/lib.rs")),
     ];
     for (name, lib_rs) in crates {

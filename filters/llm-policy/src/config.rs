@@ -19,6 +19,7 @@
 //! without it the registry's caps alone apply.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError, TenantId};
@@ -31,12 +32,22 @@ pub const DEFAULT_PREFIX_KEY_BLOCKS: u32 = 4;
 /// Characters per estimated token when cutting the prompt into blocks.
 pub const BLOCK_CHARS_PER_TOKEN: usize = 4;
 
-/// The filter's JSON configuration, as written in Envoy's plugin config.
+/// The standalone filter's JSON configuration, as written in Envoy's
+/// plugin config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// The tenant registry (the same document ratelimit-service loads).
     pub registry: RegistryConfig,
+    #[serde(flatten)]
+    pub settings: PolicySettings,
+}
+
+/// The policy's own settings: the standalone filter's configuration besides
+/// the registry, and the `policy` section of the gateway module's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
     /// Server-side secret behind every tenant's `cache_salt`: hex (decoded)
     /// or a plain string, at least 32 bytes either way.
     pub cache_secret: String,
@@ -83,7 +94,9 @@ impl From<RegistryError> for ConfigError {
 /// The compiled configuration.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub registry: Registry,
+    /// Shared with the other phases of the gateway module: one compiled
+    /// registry per VM.
+    pub registry: Arc<Registry>,
     /// Salt and chain seed per tenant id, derived once at load.
     tenant_keys: BTreeMap<TenantId, TenantCacheKeys>,
     pub prefix_key_blocks: usize,
@@ -102,6 +115,14 @@ impl Policy {
     }
 
     pub fn compile(config: FilterConfig) -> Result<Self, ConfigError> {
+        Self::with_registry(Arc::new(Registry::new(config.registry)?), config.settings)
+    }
+
+    /// Compiles the settings over an already compiled registry.
+    pub fn with_registry(
+        registry: Arc<Registry>,
+        config: PolicySettings,
+    ) -> Result<Self, ConfigError> {
         let secret = decode_secret(&config.cache_secret)?;
         if !(1..=64).contains(&config.prefix_key_blocks) {
             return Err(invalid("prefix_key_blocks", "must be between 1 and 64"));
@@ -112,7 +133,6 @@ impl Policy {
                 "must name the ratelimit-service cluster (or be left out)",
             ));
         }
-        let registry = Registry::new(config.registry)?;
         for (i, tenant) in registry.tenants().iter().enumerate() {
             if registry.allowed_pools(tenant).is_empty() {
                 return Err(invalid(

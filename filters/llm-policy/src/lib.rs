@@ -15,9 +15,11 @@
 //! - [`upstream_error`]: the pool's error replies in OpenAI's shape;
 //! - [`usage_chunk`]: drops the forced usage chunk from a client's stream;
 //! - [`decision`]: all of the above as one function;
-//! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config.
+//! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config;
+//! - `stream` (wasm only): the phase's host side, shared by the standalone
+//!   filter and the gateway module.
 //!
-//! Everything but `filter` (the proxy-wasm glue, wasm32 only) is plain data
+//! Everything but `stream` and `filter` (the proxy-wasm glue, wasm32 only) is plain data
 //! in, plain data out, and unit-tested natively.
 
 // A panic kills the wasm VM of an Envoy worker: code that runs there may not
@@ -51,12 +53,14 @@ pub mod tokens;
 pub mod upstream_error;
 pub mod usage_chunk;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod stream;
 #[cfg(test)]
 mod test_support;
 
-pub use config::{ConfigError, FilterConfig, Policy};
+pub use config::{ConfigError, FilterConfig, Policy, PolicySettings};
 pub use decision::{
     Admitted, Decision, Request, admit, check_body_size, decide, decide_body, local_reply,
 };

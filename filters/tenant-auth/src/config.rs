@@ -2,20 +2,39 @@
 //! `on_configure` so a bad registry refuses to load instead of failing per
 //! request.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use tenant_registry::{Registry, RegistryConfig, RegistryError};
 use thiserror::Error;
 
 use crate::jwt::{JwtKeyError, JwtVerifier};
 
-/// What Envoy passes as the plugin configuration.
+/// What Envoy passes as the plugin configuration of the standalone filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub registry: RegistryConfig,
+    #[serde(flatten)]
+    pub settings: AuthSettings,
+}
+
+/// Authentication's own settings: the standalone filter's configuration
+/// besides the registry, and the `auth` section of the gateway module's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
     /// Realm named in `www-authenticate`.
     #[serde(default = "default_realm")]
     pub realm: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            realm: default_realm(),
+        }
+    }
 }
 
 fn default_realm() -> String {
@@ -36,10 +55,14 @@ impl AuthConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         Ok(serde_json::from_slice(bytes)?)
     }
+}
 
-    pub(crate) fn compile(self) -> Result<(Registry, JwtVerifier, String), ConfigError> {
-        let jwt = JwtVerifier::new(&self.registry.jwt_issuers)?;
-        let registry = Registry::new(self.registry)?;
-        Ok((registry, jwt, self.realm))
-    }
+/// The JWT verifier of a compiled registry (its issuers' keys).
+pub(crate) fn jwt_verifier(registry: &Registry) -> Result<JwtVerifier, ConfigError> {
+    Ok(JwtVerifier::new(&registry.config().jwt_issuers)?)
+}
+
+/// Compiles a standalone configuration's registry.
+pub(crate) fn compile_registry(config: RegistryConfig) -> Result<Arc<Registry>, ConfigError> {
+    Ok(Arc::new(Registry::new(config)?))
 }

@@ -2,8 +2,9 @@
 //! gateway headers, then names the tenant of every request from an API key,
 //! a JWT, or the mTLS peer's SPIFFE ID.
 //!
-//! Everything except [`filter`] is host-agnostic and tested natively; the
-//! `filter` module only adapts proxy-wasm callbacks to [`Authenticator`].
+//! Everything except `stream` and `filter` (wasm only) is host-agnostic and
+//! tested natively; `stream` adapts the host to [`Authenticator`] for the
+//! standalone filter (`filter`) and the gateway module alike.
 
 // A panic kills the wasm VM of an Envoy worker: code that runs there may not
 // panic (the same block in every crate compiled into the filters; checked by
@@ -24,11 +25,13 @@ mod error;
 mod jwt;
 mod request_id;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
 mod filter;
+#[cfg(target_arch = "wasm32")]
+pub mod stream;
 
 pub use authenticator::{AuthMethod, Authenticator, Identity};
-pub use config::{AuthConfig, ConfigError};
+pub use config::{AuthConfig, AuthSettings, ConfigError};
 pub use credentials::Credential;
 pub use error::AuthError;
 pub use request_id::{is_valid_request_id, new_request_id};

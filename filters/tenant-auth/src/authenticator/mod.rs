@@ -2,7 +2,9 @@
 
 use tenant_registry::{Registry, api_key_digest};
 
-use crate::config::{AuthConfig, ConfigError};
+use std::sync::Arc;
+
+use crate::config::{self, AuthConfig, AuthSettings, ConfigError};
 use crate::credentials::{self, Credential, CredentialProblem};
 use crate::error::AuthError;
 use crate::jwt::JwtVerifier;
@@ -51,18 +53,27 @@ impl Identity {
 /// The compiled filter configuration.
 #[derive(Debug)]
 pub struct Authenticator {
-    registry: Registry,
+    /// Shared with the other phases of the gateway module: one compiled
+    /// registry per VM.
+    registry: Arc<Registry>,
     jwt: JwtVerifier,
     realm: String,
 }
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Result<Self, ConfigError> {
-        let (registry, jwt, realm) = config.compile()?;
+        Self::with_registry(config::compile_registry(config.registry)?, config.settings)
+    }
+
+    /// Authenticates against an already compiled registry.
+    pub fn with_registry(
+        registry: Arc<Registry>,
+        settings: AuthSettings,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
+            jwt: config::jwt_verifier(&registry)?,
             registry,
-            jwt,
-            realm,
+            realm: settings.realm,
         })
     }
 

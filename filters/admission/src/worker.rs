@@ -1,0 +1,551 @@
+//! The admission phase's host side, shared by the standalone `admission`
+//! filter and the gateway module: the worker's report buffer and leases
+//! ([`Shared`], flushed by the root's [`Reporter`]) and one Admit lease's
+//! life on a stream ([`AdmissionStream`]).
+//!
+//! Reports and lease renewals are dispatched from the root context: a call
+//! owned by a stream context is cancelled when that stream ends, and a
+//! report is exactly what must outlive the stream. Reports are buffered and
+//! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
+//!
+//! Every host call goes through `filter_common::host` (fallible, headers as
+//! bytes): nothing a client or the pool sends can reach an unwrap inside
+//! the VM.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use admission_proto::v1::{
+    AdmitRequest, AdmitResponse, CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo,
+    RenewRequest,
+};
+use filter_common::headers;
+use filter_common::host::{self, send_error};
+use hashbrown::HashSet;
+use prost::Message;
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use crate::{
+    Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
+    digest_bytes, rate_limit_headers, unavailable,
+};
+
+const SERVICE: &str = "llmgateway.admission.v1.Admission";
+
+/// Envoy counters (in its `/stats` and Prometheus output) of requests that
+/// passed unmetered or were refused because ratelimit-service did not answer.
+struct FailureCounters {
+    fail_open: Option<u32>,
+    fail_closed: Option<u32>,
+}
+
+impl FailureCounters {
+    fn define() -> Self {
+        let define = |name: &str| host::define_counter(name).ok();
+        Self {
+            fail_open: define("llm_gateway.admission.fail_open"),
+            fail_closed: define("llm_gateway.admission.fail_closed"),
+        }
+    }
+
+    fn count(id: Option<u32>) {
+        host::increment(id, 1);
+    }
+}
+
+/// State shared by the root context and the streams of one VM (one worker).
+pub struct Shared {
+    pub config: CompiledConfig,
+    counters: FailureCounters,
+    root_id: u32,
+    /// Leases held by this worker, renewed every `renew_interval`.
+    leases: RefCell<HashSet<String>>,
+    /// Reports of ended requests, waiting for the next flush.
+    reports: RefCell<ReportBuffer<CompleteRequest>>,
+}
+
+impl Shared {
+    /// The worker's admission state under the root context `root_id`
+    /// (defines the failure counters: call from `on_configure`).
+    pub fn new(config: CompiledConfig, root_id: u32) -> Rc<Self> {
+        Rc::new(Self {
+            config,
+            counters: FailureCounters::define(),
+            root_id,
+            leases: RefCell::new(HashSet::new()),
+            reports: RefCell::new(ReportBuffer::default()),
+        })
+    }
+
+    /// Buffers a report; sends the buffer now if that filled it.
+    fn report(&self, current: u32, report: CompleteRequest) {
+        let bytes = report.encoded_len();
+        let full = self.reports.borrow_mut().push(report, bytes);
+        if let Some(reports) = full {
+            self.send_reports(current, reports);
+        }
+    }
+
+    /// Sends `reports` in one call; its token, or `None` when not sent.
+    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) -> Option<u32> {
+        let message = CompleteBatchRequest { reports }.encode_to_vec();
+        self.dispatch_from_root(current, "CompleteBatch", &message)
+    }
+
+    /// Dispatches a unary call owned by the root context; `current` is the
+    /// calling context, restored afterwards. Returns the call's token, or
+    /// `None` when it was not sent (logged here).
+    fn dispatch_from_root(&self, current: u32, method: &str, message: &[u8]) -> Option<u32> {
+        if host::set_effective_context(self.root_id).is_err() {
+            log::warn!("admission: cannot switch to root context; {method} not sent");
+            return None;
+        }
+        let sent = host::dispatch_grpc_call(
+            &self.config.cluster,
+            SERVICE,
+            method,
+            message,
+            self.config.report_timeout,
+        );
+        if let Err(e) = &sent {
+            log::warn!("admission: {method} not sent: {e}");
+        }
+        let _ = host::set_effective_context(current);
+        sent.ok()
+    }
+}
+
+/// The root context's part: flushes reports and renews leases on its tick
+/// (at `report_flush`), and sends the last reports when Envoy is done.
+#[derive(Default)]
+pub struct Reporter {
+    last_renew: Option<SystemTime>,
+    /// The call carrying the last reports, sent from `on_done`.
+    final_flush: Option<u32>,
+}
+
+impl Reporter {
+    pub fn on_tick(&mut self, shared: &Shared) {
+        let pending = shared.reports.borrow_mut().drain();
+        if let Some(reports) = pending {
+            shared.send_reports(shared.root_id, reports);
+        }
+        let now = host::now_or_epoch();
+        // A clock that went back counts as due rather than stalling renewals.
+        let due = self
+            .last_renew
+            .is_none_or(|last| match now.duration_since(last) {
+                Ok(elapsed) => elapsed >= shared.config.renew_interval,
+                Err(_) => true,
+            });
+        if !due {
+            return;
+        }
+        self.last_renew = Some(now);
+        let lease_ids: Vec<String> = shared.leases.borrow().iter().cloned().collect();
+        if lease_ids.is_empty() {
+            return;
+        }
+        let message = RenewRequest { lease_ids }.encode_to_vec();
+        shared.dispatch_from_root(shared.root_id, "Renew", &message);
+    }
+
+    /// An answer to a call of the root (reports, renewals: any the root
+    /// sent that is not its own business is admission's).
+    pub fn on_call_answer(&mut self, token: u32, status_code: u32) {
+        if status_code != 0 {
+            log::warn!("admission: report/renew call failed with gRPC status {status_code}");
+        }
+        if self.final_flush == Some(token) {
+            self.final_flush = None;
+            // The last reports are answered: Envoy may delete this context.
+            if host::done().is_err() {
+                log::warn!("admission: host refused proxy_done");
+            }
+        }
+    }
+
+    /// Envoy is done with the root context: its configuration was replaced
+    /// (every registry reload) or Envoy is stopping, and its last streams
+    /// have ended, their reports still in the buffer with no tick to come.
+    /// They leave now, and the context asks to stay until they are answered
+    /// (`false`), since deleting it would cancel the call.
+    pub fn on_done(&mut self, shared: &Shared) -> bool {
+        let Some(reports) = shared.reports.borrow_mut().drain() else {
+            return true;
+        };
+        self.final_flush = shared.send_reports(shared.root_id, reports);
+        self.final_flush.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamStatus {
+    Answered,
+    /// 4xx: the pool refused; nothing was generated.
+    Refused,
+    /// 5xx.
+    Failed,
+}
+
+fn millis_between(from: Option<SystemTime>, to: SystemTime) -> u64 {
+    from.and_then(|f| to.duration_since(f).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+const REQUEST: MapType = MapType::HttpRequestHeaders;
+const RESPONSE: MapType = MapType::HttpResponseHeaders;
+
+/// A header as text (`None` if absent, not UTF-8, or unreadable).
+pub fn header_text(map: MapType, name: &str) -> Option<String> {
+    match host::header(map, name) {
+        Ok(raw) => raw.and_then(|bytes| String::from_utf8(bytes).ok()),
+        Err(e) => {
+            log::warn!("admission: {e}");
+            None
+        }
+    }
+}
+
+fn set_request_header(name: &str, value: Option<&str>) {
+    if let Err(e) = host::set_header(REQUEST, name.as_bytes(), value.map(str::as_bytes)) {
+        log::warn!("admission: {e}");
+    }
+}
+
+/// One phase's Admit lease on a stream, from the call to the report.
+pub struct AdmissionStream {
+    /// The stream's context id (reports are sent from the root, then back).
+    id: u32,
+    phase: FilterPhase,
+    shared: Option<Rc<Shared>>,
+    tier: String,
+    admit_token: Option<u32>,
+    lease: Option<String>,
+    rate_limit: Option<RateLimitInfo>,
+    usage: Option<UsageTracker>,
+    admitted_at: Option<SystemTime>,
+    first_byte_at: Option<SystemTime>,
+    /// What the pool's status said, for the report.
+    upstream: UpstreamStatus,
+    /// Who authenticated and the request body's digest, for the audit trail.
+    credential: String,
+    request_sha256: Option<String>,
+    /// Digest of the response as the client got it, when the policy changed
+    /// it after this phase saw it (empty: unknown).
+    sent_sha256: Option<String>,
+    /// Gathered for the audit record from admission to the report.
+    audit: Option<AuditCapture>,
+    /// The response's last chunk went through.
+    response_ended: bool,
+    /// The request's trace context, for the settle span.
+    traceparent: String,
+}
+
+impl AdmissionStream {
+    pub fn new(id: u32, phase: FilterPhase, shared: Option<Rc<Shared>>) -> Self {
+        Self {
+            id,
+            phase,
+            shared,
+            tier: String::new(),
+            admit_token: None,
+            lease: None,
+            rate_limit: None,
+            usage: None,
+            admitted_at: None,
+            first_byte_at: None,
+            upstream: UpstreamStatus::Answered,
+            credential: String::new(),
+            request_sha256: None,
+            sent_sha256: None,
+            audit: None,
+            response_ended: false,
+            traceparent: String::new(),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Sends `request` (built from `facts`) to the service. `Pause` while
+    /// it is asked; `Continue` when the request goes on unmetered (fail
+    /// open); `Pause` after a refusal was sent (fail closed).
+    pub fn admit(&mut self, facts: &RequestFacts, request: &AdmitRequest) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            log::error!("admission: not configured; refusing");
+            send_error(&filter_common::host_failure());
+            return Action::Pause;
+        };
+        self.tier = facts.tier.clone().unwrap_or_default();
+        self.credential = facts.credential.clone().unwrap_or_default();
+        self.request_sha256 = facts.request_sha256.clone();
+        self.traceparent = facts.traceparent();
+        let timeout = shared.config.admit_timeout(self.phase, &request.pool);
+        match host::dispatch_grpc_call(
+            &shared.config.cluster,
+            SERVICE,
+            "Admit",
+            &request.encode_to_vec(),
+            timeout,
+        ) {
+            Ok(token) => {
+                self.admit_token = Some(token);
+                Action::Pause
+            }
+            Err(e) => self.on_service_unavailable(&shared, &format!("Admit not sent: {e}")),
+        }
+    }
+
+    /// Whether the Admit call is out.
+    pub fn is_waiting(&self) -> bool {
+        self.admit_token.is_some()
+    }
+
+    /// The answer to a call of this stream: `None` when `token` is not this
+    /// phase's Admit; else `Continue` (admitted, or fail open) or `Pause`
+    /// (refused: the reply is sent).
+    pub fn on_grpc_response(
+        &mut self,
+        token: u32,
+        status_code: u32,
+        size: usize,
+    ) -> Option<Action> {
+        if self.admit_token != Some(token) {
+            return None;
+        }
+        self.admit_token = None;
+        let shared = self.shared.clone()?;
+        Some(self.on_admit_answer(&shared, status_code, size))
+    }
+
+    /// The service could not answer: the tier's failure mode decides.
+    fn on_service_unavailable(&mut self, shared: &Shared, why: &str) -> Action {
+        match unavailable(shared.config.fail_mode(&self.tier)) {
+            None => {
+                FailureCounters::count(shared.counters.fail_open);
+                log::warn!("admission: {why}; tier {:?} fails open", self.tier);
+                set_request_header(headers::ADMISSION_BYPASSED, Some("bypassed"));
+                Action::Continue
+            }
+            Some(error) => {
+                FailureCounters::count(shared.counters.fail_closed);
+                log::warn!("admission: {why}; tier {:?} fails closed", self.tier);
+                send_error(&error);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_admit_answer(&mut self, shared: &Shared, status_code: u32, size: usize) -> Action {
+        if status_code != 0 {
+            return self.on_service_unavailable(
+                shared,
+                &format!("Admit failed with gRPC status {status_code}"),
+            );
+        }
+        let body = match host::buffer(BufferType::GrpcReceiveBuffer, 0, size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(e) => return self.on_service_unavailable(shared, &e.to_string()),
+        };
+        let Ok(response) = AdmitResponse::decode(body.as_slice()) else {
+            return self.on_service_unavailable(shared, "Admit answer does not decode");
+        };
+        match Admission::from_response(response) {
+            Admission::Admitted {
+                lease_id,
+                rate_limit,
+                queue_wait_ms,
+                audit_prompt_bytes,
+            } => {
+                if queue_wait_ms > 0 {
+                    log::debug!("admission: queued {queue_wait_ms} ms");
+                }
+                // Metered: nothing upstream may read this request as bypassed,
+                // whatever reached us (the first phase strips it too).
+                set_request_header(headers::ADMISSION_BYPASSED, None);
+                shared.leases.borrow_mut().insert(lease_id.clone());
+                self.lease = Some(lease_id);
+                self.rate_limit = rate_limit;
+                self.admitted_at = Some(host::now_or_epoch());
+                // Only the phase that bills reports what the audit needs.
+                if self.phase != FilterPhase::Open {
+                    self.audit = Some(AuditCapture::new(audit_prompt_bytes));
+                }
+                Action::Continue
+            }
+            Admission::Rejected(error) => {
+                send_error(&error);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Request-body bytes the audit still wants (0: none).
+    pub fn prompt_room(&self) -> usize {
+        self.audit.as_ref().map_or(0, AuditCapture::prompt_room)
+    }
+
+    /// A request-body chunk of `size` bytes, of which `chunk` was read (at
+    /// most [`Self::prompt_room`]).
+    pub fn request_chunk(&mut self, chunk: &[u8], size: usize) {
+        if let Some(audit) = self.audit.as_mut() {
+            audit.request_chunk(chunk, size);
+        }
+    }
+
+    /// Puts this phase's `x-ratelimit-*` on the response and starts
+    /// tracking its usage.
+    pub fn on_response_headers(&mut self, end_of_stream: bool) {
+        // A response without a body ends with its headers.
+        if end_of_stream {
+            self.response_ended = true;
+        }
+        let open = self.phase == FilterPhase::Open;
+        if let Some(info) = &self.rate_limit {
+            // Each phase reports what it counted: OPEN the requests (its
+            // token view reserved nothing), RESERVE the tokens.
+            let mine = |name: &str| !open || name.ends_with("-requests");
+            for (name, value) in rate_limit_headers(info)
+                .into_iter()
+                .filter(|(n, _)| mine(n))
+            {
+                if let Err(e) = host::set_header(RESPONSE, name.as_bytes(), Some(value.as_bytes()))
+                {
+                    log::warn!("admission: {e}");
+                }
+            }
+        }
+        if self.lease.is_some() && !open {
+            let status = header_text(RESPONSE, ":status").unwrap_or_default();
+            self.upstream = if status.starts_with('5') {
+                UpstreamStatus::Failed
+            } else if status.starts_with('4') {
+                UpstreamStatus::Refused
+            } else {
+                UpstreamStatus::Answered
+            };
+            let sse = header_text(RESPONSE, "content-type")
+                .is_some_and(|c| c.starts_with("text/event-stream"));
+            self.usage = Some(UsageTracker::new(sse));
+            if let Some(audit) = self.audit.as_mut() {
+                let replica = host::property(&["upstream", "address"])
+                    .ok()
+                    .flatten()
+                    .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+                    .unwrap_or_default();
+                audit.response_head(status.parse().unwrap_or(0), replica);
+            }
+        }
+    }
+
+    /// Whether this phase reads the response body (only a phase that
+    /// bills does: the copy into the VM is per chunk of every response).
+    pub fn reads_response_body(&self) -> bool {
+        self.lease.is_some() && self.usage.is_some()
+    }
+
+    /// A response chunk of `size` bytes as the pool sent it (`chunk`: its
+    /// bytes when [`Self::reads_response_body`]).
+    pub fn response_chunk(&mut self, chunk: &[u8], size: usize, end_of_stream: bool) {
+        if self.lease.is_none() {
+            return;
+        }
+        if size > 0 {
+            if self.first_byte_at.is_none() {
+                self.first_byte_at = Some(host::now_or_epoch());
+            }
+            if let Some(tracker) = self.usage.as_mut()
+                && !chunk.is_empty()
+            {
+                tracker.feed(chunk);
+                if let Some(audit) = self.audit.as_mut() {
+                    audit.response_chunk(chunk);
+                }
+            }
+        }
+        if end_of_stream {
+            // Reported from on_log, once every filter has passed the last
+            // chunk on: the policy may still change it after this phase.
+            self.response_ended = true;
+        }
+    }
+
+    /// The client got another body than the pool sent (the policy changed
+    /// it): its digest, empty when unknown, replaces this phase's own.
+    pub fn set_sent_digest(&mut self, hex_digest: String) {
+        self.sent_sha256 = Some(hex_digest);
+    }
+
+    /// The stream is over: cancels a pending Admit and reports the lease.
+    pub fn on_log(&mut self) {
+        // Still waiting for Admit: the client left while queued. Envoy does not
+        // cancel a plugin's call when the stream ends, so cancel it here; the
+        // service sees the RPC cancelled, leaves the queue and refunds.
+        if let Some(token) = self.admit_token.take()
+            && let Err(e) = host::cancel_grpc_call(token)
+        {
+            log::warn!("admission: {e}");
+        }
+        // A response that never ended: the client went away or the stream
+        // was reset.
+        let outcome = if self.response_ended {
+            Outcome::Completed
+        } else {
+            Outcome::ClientCancelled
+        };
+        self.complete(outcome);
+    }
+
+    /// Settles the lease with what is known; at most once per request.
+    fn complete(&mut self, outcome: Outcome) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(lease_id) = self.lease.take() else {
+            return;
+        };
+        shared.leases.borrow_mut().remove(&lease_id);
+        let usage = self.usage.as_mut().and_then(UsageTracker::finish);
+        let now = host::now_or_epoch();
+        let outcome = match (outcome, self.upstream) {
+            // An OPEN lease only frees its slot; the RESERVE lease is billed.
+            _ if self.phase == FilterPhase::Open => Outcome::Released,
+            (Outcome::Completed, UpstreamStatus::Failed) => Outcome::UpstreamError,
+            // Refused by the pool, whether or not the client stayed.
+            (_, UpstreamStatus::Refused) => Outcome::UpstreamRejected,
+            (outcome, _) => outcome,
+        };
+        let sent_sha256 = self.sent_sha256.take();
+        let report = CompleteRequest {
+            lease_id,
+            outcome: outcome as i32,
+            usage_known: usage.is_some(),
+            prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+            completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+            cached_tokens: usage.map_or(0, |u| u.cached_tokens),
+            latency_ms: millis_between(self.admitted_at, now),
+            ttft_ms: self
+                .first_byte_at
+                .map_or(0, |t| millis_between(self.admitted_at, t)),
+            cached_tokens_reported: usage.map(|u| u.cached_reported),
+            audit: self.audit.take().map(|a| {
+                let mut facts = a.finish(
+                    std::mem::take(&mut self.credential),
+                    digest_bytes(self.request_sha256.as_deref()),
+                );
+                // The policy changed the body after this phase hashed it:
+                // its digest is of what the client got.
+                if let Some(sent) = sent_sha256 {
+                    facts.response_sha256 = digest_bytes(Some(&sent));
+                }
+                facts
+            }),
+            traceparent: std::mem::take(&mut self.traceparent),
+        };
+        shared.report(self.id, report);
+    }
+}

@@ -1,0 +1,484 @@
+//! proxy-wasm adapter of the gateway module: one root context per worker
+//! holds the compiled [`Gateway`], the pools' limits and the admission
+//! reports; one stream context per request runs the phases in order over
+//! its [`RequestContext`], as [`Flow`] says. The phases' host sides live
+//! in their crates (`tenant_auth::stream`, `llm_policy::stream`,
+//! `admission_filter::worker`); no logic lives here.
+//!
+//! Envoy requirements: the Wasm `PluginConfig` must set
+//! `allow_on_headers_stop_iteration: true` when the policy runs (the body
+//! is read while the headers wait), and the listener's
+//! `per_connection_buffer_limit_bytes` must be at least
+//! `gateway.max_body_bytes`. With the flag a body callback that returns
+//! `Continue` lets the request go, so this module returns `Pause` from
+//! every body callback while anything is still out.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use admission_filter::worker::{AdmissionStream, Reporter, Shared, header_text};
+use admission_filter::{FilterPhase, admit_request, open_request};
+use filter_common::host::{self, send_error};
+use filter_common::{headers, non_utf8_header};
+use llm_policy::buffer_budget::BufferBudget;
+use llm_policy::routing::WORKLOAD_HEADER;
+use llm_policy::stream::{LimitsRefresher, PolicyStream, RequestLine};
+use llm_policy::{Policy, PolicyError};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use tenant_auth::stream::{authenticate, refuse};
+
+use crate::context::RequestContext;
+use crate::{Flow, Gateway, Next};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(GatewayRoot::new(context_id))
+    });
+}}
+
+struct GatewayRoot {
+    id: u32,
+    gateway: Option<Rc<Gateway>>,
+    policy: Option<Rc<Policy>>,
+    /// Body bytes this worker holds, in all and per tenant.
+    budget: Option<Rc<RefCell<BufferBudget>>>,
+    refresher: LimitsRefresher,
+    admission: Option<Rc<Shared>>,
+    reporter: Reporter,
+    /// The tick period set last.
+    period: Option<std::time::Duration>,
+}
+
+impl GatewayRoot {
+    fn new(id: u32) -> Self {
+        Self {
+            id,
+            gateway: None,
+            policy: None,
+            budget: None,
+            refresher: LimitsRefresher::default(),
+            admission: None,
+            reporter: Reporter::default(),
+            period: None,
+        }
+    }
+
+    /// Ticks at admission's report flush when it runs (the limits refresh
+    /// rides on it), else as the limits refresh wants.
+    fn set_tick(&mut self) -> bool {
+        let period = match (&self.admission, self.limits_cluster()) {
+            (Some(shared), _) => shared.config.report_flush,
+            (None, Some(_)) => self.refresher.period(),
+            (None, None) => return true,
+        };
+        if self.period == Some(period) {
+            return true;
+        }
+        match host::set_tick_period(period) {
+            Ok(()) => {
+                self.period = Some(period);
+                true
+            }
+            Err(e) => {
+                log::error!("llm-gateway: {e}");
+                false
+            }
+        }
+    }
+
+    fn limits_cluster(&self) -> Option<String> {
+        self.policy.as_ref()?.limits_cluster.clone()
+    }
+}
+
+impl Context for GatewayRoot {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, size: usize) {
+        if self.refresher.on_call_answer(token, status_code, size) {
+            self.set_tick();
+        } else {
+            self.reporter.on_call_answer(token, status_code);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        match self.admission.clone() {
+            Some(shared) => self.reporter.on_done(&shared),
+            None => true,
+        }
+    }
+}
+
+impl RootContext for GatewayRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match host::plugin_configuration() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) | Err(_) => {
+                log::error!("llm-gateway: no configuration given");
+                return false;
+            }
+        };
+        let mut gateway = match Gateway::from_json(&bytes) {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                log::error!("llm-gateway: configuration refused: {e}");
+                return false;
+            }
+        };
+        self.policy = gateway.policy.take().map(Rc::new);
+        self.budget = self.policy.as_deref().map(PolicyStream::budget_for);
+        self.admission = gateway
+            .admission
+            .take()
+            .map(|config| Shared::new(config, self.id));
+        self.gateway = Some(Rc::new(gateway));
+        self.set_tick()
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = self.admission.clone() {
+            self.reporter.on_tick(&shared);
+        }
+        if let Some(cluster) = self.limits_cluster() {
+            self.refresher.on_tick(&cluster);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK panics on it. Unconfigured, every request
+        // is refused instead.
+        let policy = self.policy.as_ref().map(|policy| {
+            PolicyStream::new(
+                Some(Rc::clone(policy)),
+                self.budget.clone(),
+                self.refresher.limits(),
+            )
+        });
+        let admission = self.admission.as_ref().map(|shared| {
+            (
+                AdmissionStream::new(context_id, FilterPhase::Open, Some(Rc::clone(shared))),
+                AdmissionStream::new(context_id, FilterPhase::Reserve, Some(Rc::clone(shared))),
+            )
+        });
+        Some(Box::new(GatewayStream {
+            gateway: self.gateway.clone(),
+            holder: self
+                .admission
+                .as_ref()
+                .map(|s| s.config.holder.clone())
+                .unwrap_or_default(),
+            flow: Flow::new(admission.is_some()),
+            policy,
+            admission,
+            context: None,
+            response_fed: 0,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct GatewayStream {
+    gateway: Option<Rc<Gateway>>,
+    /// Name of this Envoy in leases.
+    holder: String,
+    flow: Flow,
+    policy: Option<PolicyStream>,
+    /// The OPEN and the RESERVE lease, when admission runs.
+    admission: Option<(AdmissionStream, AdmissionStream)>,
+    context: Option<RequestContext>,
+    /// Bytes of a held (cumulative) response body already counted.
+    response_fed: usize,
+}
+
+/// Why a request header could not be read as text.
+enum HeaderFault {
+    Host,
+    NonUtf8(&'static str),
+}
+
+fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
+    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
+    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
+}
+
+fn request_line() -> Result<RequestLine, HeaderFault> {
+    Ok(RequestLine {
+        method: request_header(":method")?.unwrap_or_default(),
+        path: request_header(":path")?.unwrap_or_default(),
+        content_length: request_header("content-length")?,
+        workload: request_header(WORKLOAD_HEADER)?,
+    })
+}
+
+impl GatewayStream {
+    /// Authentication; `None` when the request was refused (reply sent).
+    fn authenticate(&mut self, gateway: &Gateway) -> Option<()> {
+        // Envoy's span for the request, set by the header_mutation filter
+        // before this module: read before the gateway's headers are
+        // stripped, as a value from then on.
+        let traceparent = header_text(MapType::HttpRequestHeaders, headers::TRACEPARENT);
+        match authenticate(&gateway.authenticator) {
+            Ok(authenticated) => {
+                self.context = Some(RequestContext {
+                    identity: authenticated.identity,
+                    request_id: authenticated.request_id,
+                    traceparent,
+                });
+                Some(())
+            }
+            Err(refusal) => {
+                refuse(&gateway.authenticator, refusal);
+                None
+            }
+        }
+    }
+
+    /// Sends the OPEN admission of an inference request.
+    fn send_open(&mut self) {
+        let (Some((open, _)), Some(context)) = (self.admission.as_mut(), self.context.as_ref())
+        else {
+            return;
+        };
+        let facts = context.admission_facts(None);
+        let Some(request) = open_request(&facts, &self.holder) else {
+            return;
+        };
+        if open.admit(&facts, &request) == Action::Continue {
+            // Fail open: unmetered on this phase, nothing to wait for.
+            return;
+        }
+        if open.is_waiting() {
+            self.flow.open_sent();
+        } else {
+            // Fail closed: the refusal is sent.
+            self.flow.answered_here();
+        }
+    }
+
+    /// Sends the RESERVE admission of the decided request; what comes next.
+    fn send_reserve(&mut self) -> Next {
+        let decision = self.policy.as_ref().and_then(PolicyStream::decision);
+        let (Some((_, reserve)), Some(context)) = (self.admission.as_mut(), self.context.as_ref())
+        else {
+            return self.flow.reserve_answered(true);
+        };
+        let facts = context.admission_facts(decision);
+        let Some(request) = admit_request(&facts, &self.holder, FilterPhase::Reserve) else {
+            return self.flow.reserve_answered(true);
+        };
+        match reserve.admit(&facts, &request) {
+            Action::Continue => self.flow.reserve_answered(true),
+            _ if reserve.is_waiting() => {
+                self.flow.reserve_sent();
+                Next::Wait
+            }
+            _ => self.flow.reserve_answered(false),
+        }
+    }
+
+    /// Acts on `next`; `in_callback`: inside a request callback, whose
+    /// `Continue` lets the request go (elsewhere it is resumed).
+    fn advance(&mut self, mut next: Next, in_callback: bool) -> Action {
+        loop {
+            match next {
+                Next::Reserve => next = self.send_reserve(),
+                Next::Wait | Next::Stop => return Action::Pause,
+                Next::Go => {
+                    self.keep_prompt();
+                    if in_callback {
+                        return Action::Continue;
+                    }
+                    if let Err(e) = host::resume_request() {
+                        log::warn!("llm-gateway: {e}");
+                    }
+                    return Action::Pause;
+                }
+            }
+        }
+    }
+
+    /// Hands the start of the body as sent to the RESERVE lease's audit
+    /// (the service named how much it wants in its answer).
+    fn keep_prompt(&mut self) {
+        let (Some(policy), Some((_, reserve))) = (self.policy.as_ref(), self.admission.as_mut())
+        else {
+            return;
+        };
+        let (kept, len) = policy.kept_body();
+        let room = reserve.prompt_room();
+        reserve.request_chunk(kept.get(..room.min(kept.len())).unwrap_or_default(), len);
+    }
+
+    /// The policy's answer to a request callback.
+    fn after_policy(&mut self, action: Action) -> Action {
+        let awaits_body = self.policy.as_ref().is_some_and(PolicyStream::awaits_body);
+        match action {
+            Action::Continue => {
+                let next = self.flow.decided();
+                self.advance(next, true)
+            }
+            _ if awaits_body => Action::Pause,
+            _ => {
+                self.flow.answered_here();
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl Context for GatewayStream {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, size: usize) {
+        let Some((open, reserve)) = self.admission.as_mut() else {
+            return;
+        };
+        let next = if let Some(action) = open.on_grpc_response(token, status_code, size) {
+            self.flow.open_answered(action == Action::Continue)
+        } else if let Some(action) = reserve.on_grpc_response(token, status_code, size) {
+            self.flow.reserve_answered(action == Action::Continue)
+        } else {
+            return;
+        };
+        self.advance(next, false);
+    }
+}
+
+impl HttpContext for GatewayStream {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(gateway) = self.gateway.clone() else {
+            log::error!("llm-gateway: not configured; refusing");
+            send_error(&filter_common::host_failure());
+            return Action::Pause;
+        };
+        if self.authenticate(&gateway).is_none() {
+            return Action::Pause;
+        }
+        let (Some(policy), Some(context)) = (self.policy.as_mut(), self.context.as_ref()) else {
+            // Identity only.
+            return Action::Continue;
+        };
+        let line = match request_line() {
+            Ok(line) => line,
+            Err(HeaderFault::NonUtf8(name)) => {
+                send_error(&non_utf8_header(name));
+                return Action::Pause;
+            }
+            Err(HeaderFault::Host) => {
+                return policy.refuse(PolicyError::HostFailure("cannot read the request headers"));
+            }
+        };
+        let identity = &context.identity;
+        if self.admission.is_some() {
+            policy.keep_body(gateway.audit_prompt_bytes(&identity.tenant_id));
+        }
+        let action = policy.on_request_headers(
+            Some(&identity.tenant_id),
+            Some(&identity.tier),
+            line,
+            end_of_stream,
+        );
+        let inference = action == Action::Continue || policy.awaits_body();
+        if inference {
+            // The policy's checks on the headers passed: count the request
+            // and take its concurrency slot while the body comes in.
+            self.send_open();
+        }
+        self.after_policy(action)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.as_mut() else {
+            return Action::Continue;
+        };
+        if !policy.awaits_body() {
+            return Action::Continue;
+        }
+        let action = policy.on_request_body(body_size, end_of_stream);
+        self.after_policy(action)
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        let Some(policy) = self.policy.as_mut() else {
+            return Action::Continue;
+        };
+        if !policy.awaits_body() {
+            return Action::Continue;
+        }
+        let action = policy.on_request_trailers();
+        self.after_policy(action)
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // In the chain's order on the way back: admission saw what the pool
+        // sent, then the policy edits it.
+        if let Some((open, reserve)) = self.admission.as_mut() {
+            reserve.on_response_headers(end_of_stream);
+            open.on_response_headers(end_of_stream);
+        }
+        match self.policy.as_mut() {
+            Some(policy) => policy.on_response_headers(end_of_stream),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let holding = self
+            .policy
+            .as_ref()
+            .is_some_and(PolicyStream::holds_error_body);
+        if let Some((open, reserve)) = self.admission.as_mut() {
+            // While the policy holds an error body, each callback sees all
+            // of it so far: count only what is new.
+            let from = if holding { self.response_fed } else { 0 };
+            let new = body_size.saturating_sub(from);
+            let chunk = if new > 0 && reserve.reads_response_body() {
+                match host::buffer(BufferType::HttpResponseBody, from, new) {
+                    Ok(chunk) => chunk.unwrap_or_default(),
+                    Err(e) => {
+                        log::warn!("llm-gateway: {e}");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            reserve.response_chunk(&chunk, new, end_of_stream);
+            open.response_chunk(&[], new, end_of_stream);
+        }
+        let action = match self.policy.as_mut() {
+            Some(policy) => policy.on_response_body(body_size, end_of_stream),
+            None => Action::Continue,
+        };
+        // Held on: the next callback repeats these bytes.
+        self.response_fed = if action == Action::Pause {
+            body_size
+        } else {
+            0
+        };
+        action
+    }
+
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        match self.policy.as_mut() {
+            Some(policy) => policy.on_response_trailers(),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_log(&mut self) {
+        let sent = self
+            .policy
+            .as_mut()
+            .and_then(PolicyStream::take_sent_digest);
+        if let Some((open, reserve)) = self.admission.as_mut() {
+            if let Some(sent) = sent {
+                reserve.set_sent_digest(sent);
+            }
+            reserve.on_log();
+            open.on_log();
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The authentication phase's host side, shared by the standalone
+//! `tenant-auth` filter and the gateway module: reads what the host knows
+//! about the request, hands it to [`Authenticator`], and writes the outcome
+//! back.
+//!
+//! Every host call goes through `filter_common::host` (fallible, bytes): a
+//! header that is not UTF-8 must never reach an unwrap inside the VM. The
+//! rule for such bytes: a header this phase reads (credentials, request
+//! id) is refused with 400 `invalid_header`; any other header is left alone
+//! for the upstream to judge, except gateway-owned names, which are removed
+//! whatever their bytes.
+
+use std::time::UNIX_EPOCH;
+
+use filter_common::headers::{self, is_gateway_owned_name};
+use filter_common::host::{self, HostError, send_error};
+use proxy_wasm::types::MapType;
+
+use crate::{AuthError, Authenticator, Identity, is_valid_request_id, new_request_id};
+
+/// Why the phase could not name the tenant.
+pub enum Refusal {
+    Auth(AuthError),
+    Host(HostError),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::Auth(e)
+    }
+}
+
+impl From<HostError> for Refusal {
+    fn from(e: HostError) -> Self {
+        Refusal::Host(e)
+    }
+}
+
+const REQUEST: MapType = MapType::HttpRequestHeaders;
+
+/// A request header this phase reads, as text; non-UTF-8 bytes refuse it.
+fn read_header(name: &'static str) -> Result<Option<String>, Refusal> {
+    host::text(host::header(REQUEST, name)?).map_err(|_| AuthError::NonUtf8Header(name).into())
+}
+
+fn set_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
+    host::set_header(REQUEST, name.as_bytes(), value.map(str::as_bytes))
+}
+
+fn now_unix() -> i64 {
+    host::now_or_epoch()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The verified mTLS peer's URI SAN; absent, empty or not UTF-8 is none
+/// (the certificate was verified by Envoy, its SAN is only looked up).
+fn peer_uri_san() -> Option<String> {
+    let raw = host::property(&["connection", "uri_san_peer_certificate"])
+        .ok()
+        .flatten()?;
+    String::from_utf8(raw).ok().filter(|s| !s.is_empty())
+}
+
+fn strip_gateway_headers() -> Result<(), HostError> {
+    for (name, _) in host::headers(REQUEST)? {
+        if is_gateway_owned_name(&name) {
+            host::set_header(REQUEST, &name, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// An authenticated request: who, and its request id.
+pub struct Authenticated {
+    pub identity: Identity,
+    pub request_id: String,
+}
+
+/// Strips client-sent gateway headers, names the tenant, removes the
+/// credentials and writes the identity headers the upstream sees.
+pub fn authenticate(authenticator: &Authenticator) -> Result<Authenticated, Refusal> {
+    // Before anything reads them: nothing a client sends may pass as ours.
+    strip_gateway_headers()?;
+    let authorization = read_header("authorization")?;
+    let api_key = read_header("x-api-key")?;
+    let peer = peer_uri_san();
+    let identity = authenticator.authenticate(
+        authorization.as_deref(),
+        api_key.as_deref(),
+        peer.as_deref(),
+        now_unix(),
+    )?;
+    // Tenant credentials are the gateway's business, not the pool's.
+    set_header("authorization", None)?;
+    set_header("x-api-key", None)?;
+    set_header(headers::TENANT_ID, Some(&identity.tenant_id))?;
+    set_header(headers::TENANT_TIER, Some(&identity.tier))?;
+    set_header(headers::CREDENTIAL, Some(&identity.credential()))?;
+    // A client id that is not UTF-8 or not sane is replaced, not refused:
+    // the id is for correlation, and a fresh one serves that.
+    let request_id = host::header(REQUEST, headers::REQUEST_ID)?
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .filter(|id| is_valid_request_id(id))
+        .unwrap_or_else(new_request_id);
+    set_header(headers::REQUEST_ID, Some(&request_id))?;
+    log::debug!(
+        "tenant-auth: {} via {} ({})",
+        identity.tenant_id,
+        identity.method.as_str(),
+        identity.credential_id
+    );
+    Ok(Authenticated {
+        identity,
+        request_id,
+    })
+}
+
+/// Sends the reply for a refusal.
+pub fn refuse(authenticator: &Authenticator, refusal: Refusal) {
+    match refusal {
+        Refusal::Auth(error) => {
+            log::info!("tenant-auth: refused: {error}");
+            send_error(&error.into_gateway_error_in(authenticator.realm()));
+        }
+        Refusal::Host(error) => {
+            log::error!("tenant-auth: {error}; refusing");
+            send_error(&filter_common::host_failure());
+        }
+    }
+}
