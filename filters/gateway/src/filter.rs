@@ -253,6 +253,9 @@ impl GatewayStream {
         }
         if open.is_waiting() {
             self.flow.open_sent();
+            if let Some(policy) = self.policy.as_mut() {
+                policy.hold_refusals(true);
+            }
         } else {
             // Fail closed: the refusal is sent.
             self.flow.answered_here();
@@ -315,17 +318,48 @@ impl GatewayStream {
 
     /// The policy's answer to a request callback.
     fn after_policy(&mut self, action: Action) -> Action {
-        let awaits_body = self.policy.as_ref().is_some_and(PolicyStream::awaits_body);
+        let (awaits_body, holds_refusal) = self
+            .policy
+            .as_ref()
+            .map_or((false, false), |p| (p.awaits_body(), p.holds_refusal()));
         match action {
             Action::Continue => {
                 let next = self.flow.decided();
                 self.advance(next, true)
             }
-            _ if awaits_body => Action::Pause,
+            // A refusal waiting for the OPEN answer, or more body to come.
+            _ if awaits_body || holds_refusal => Action::Pause,
             _ => {
                 self.flow.answered_here();
                 Action::Pause
             }
+        }
+    }
+
+    /// The OPEN answer: a refusal the policy held is sent now, unless the
+    /// OPEN refusal went first.
+    fn on_open_answer(&mut self, admitted: bool) -> Next {
+        let held = self.policy.as_mut().and_then(|policy| {
+            policy.hold_refusals(false);
+            policy.take_held_refusal()
+        });
+        match held {
+            Some(refusal) if admitted => {
+                send_error(&refusal);
+                self.flow.open_answered(false)
+            }
+            _ => self.flow.open_answered(admitted),
+        }
+    }
+
+    /// What a request callback returns once the policy is done with the
+    /// body: `Continue` only when the request may go. With
+    /// `allow_on_headers_stop_iteration`, a `Continue` lets it go.
+    fn after_body(&self) -> Action {
+        if self.flow.has_gone() {
+            Action::Continue
+        } else {
+            Action::Pause
         }
     }
 }
@@ -336,7 +370,7 @@ impl Context for GatewayStream {
             return;
         };
         let next = if let Some(action) = open.on_grpc_response(token, status_code, size) {
-            self.flow.open_answered(action == Action::Continue)
+            self.on_open_answer(action == Action::Continue)
         } else if let Some(action) = reserve.on_grpc_response(token, status_code, size) {
             self.flow.reserve_answered(action == Action::Continue)
         } else {
@@ -394,7 +428,7 @@ impl HttpContext for GatewayStream {
             return Action::Continue;
         };
         if !policy.awaits_body() {
-            return Action::Continue;
+            return self.after_body();
         }
         let action = policy.on_request_body(body_size, end_of_stream);
         self.after_policy(action)
@@ -405,7 +439,7 @@ impl HttpContext for GatewayStream {
             return Action::Continue;
         };
         if !policy.awaits_body() {
-            return Action::Continue;
+            return self.after_body();
         }
         let action = policy.on_request_trailers();
         self.after_policy(action)

@@ -85,6 +85,11 @@ impl Flow {
         self.next()
     }
 
+    /// Whether the request was let go to the pool.
+    pub fn has_gone(&self) -> bool {
+        self.next() == Next::Go
+    }
+
     fn next(&self) -> Next {
         if self.answered_here {
             return Next::Stop;
@@ -111,7 +116,9 @@ mod tests {
         assert_eq!(flow.open_answered(true), Next::Wait);
         assert_eq!(flow.decided(), Next::Reserve);
         flow.reserve_sent();
+        assert!(!flow.has_gone());
         assert_eq!(flow.reserve_answered(true), Next::Go);
+        assert!(flow.has_gone());
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use admission_proto::v1::{PoolLimitsRequest, PoolLimitsResponse};
-use filter_common::IntoGatewayError;
 use filter_common::host::{self, send_error};
+use filter_common::{GatewayError, IntoGatewayError};
 use prost::Message;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use sha2::{Digest, Sha256};
@@ -188,6 +188,9 @@ pub struct PolicyStream {
     forwarded: bool,
     /// The status of an upstream error whose body is being held to rewrite.
     error_status: Option<u16>,
+    /// Refusals are kept instead of sent (see [`Self::hold_refusals`]).
+    hold_refusals: bool,
+    held_refusal: Option<GatewayError>,
 }
 
 fn set_request_header(name: &str, value: Option<&str>) -> Result<(), PolicyError> {
@@ -242,7 +245,25 @@ impl PolicyStream {
             sent_digest_hex: None,
             forwarded: false,
             error_status: None,
+            hold_refusals: false,
+            held_refusal: None,
         }
+    }
+
+    /// While on, a refusal is kept ([`Self::take_held_refusal`]) instead of
+    /// sent: the gateway module sends it once the OPEN admission has
+    /// answered, so that lease is never left behind by a stream that ended
+    /// before its answer came.
+    pub fn hold_refusals(&mut self, hold: bool) {
+        self.hold_refusals = hold;
+    }
+
+    pub fn holds_refusal(&self) -> bool {
+        self.held_refusal.is_some()
+    }
+
+    pub fn take_held_refusal(&mut self) -> Option<GatewayError> {
+        self.held_refusal.take()
     }
 
     /// The worker's body budget for `policy`.
@@ -289,12 +310,17 @@ impl PolicyStream {
             .unwrap_or_default()
     }
 
-    /// Refuses the request with `error` (the reply is sent).
+    /// Refuses the request with `error` (the reply is sent, or held).
     pub fn refuse(&mut self, error: PolicyError) -> Action {
         log::info!("llm-policy: refused: {error}");
         self.release_body();
         self.pending = None;
-        send_error(&error.into_gateway_error());
+        let error = error.into_gateway_error();
+        if self.hold_refusals {
+            self.held_refusal = Some(error);
+        } else {
+            send_error(&error);
+        }
         Action::Pause
     }
 
