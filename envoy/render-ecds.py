@@ -308,8 +308,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--whole-registry", action="store_true",
                         help="give every filter the whole registry instead of the part it reads (benchmarks)")
     parser.add_argument("--only", choices=sorted(FILTERS), action="append", help="render only this filter (repeatable)")
-    parser.add_argument("--module", choices=MODULES, default="filters",
-                        help="filters: one module per filter (default); gateway: the chain as one module, llm-gateway")
+    parser.add_argument("--module", choices=MODULES, default="gateway",
+                        help="gateway: the chain as one module, llm-gateway (default, what envoy/gateway.yaml runs); "
+                             "filters: one module per filter")
     args = parser.parse_args(argv)
     try:
         registry = load_registry(args.registry)

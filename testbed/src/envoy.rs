@@ -39,6 +39,9 @@ pub struct EnvoyLayout {
     /// (names as `render-ecds.py` printed them). Shipped filters keep their
     /// place in the shipped chain; any other (a test's probe) goes first.
     pub filters: Vec<String>,
+    /// Whether the policy (filter or phase) runs: it names every request's
+    /// pool, and a request without one is refused as shipped.
+    pub routes_by_policy: bool,
     pub pools: Vec<PoolCluster>,
     /// Pool used when a request carries no `x-llm-pool` (only without llm-policy).
     pub default_pool: String,
@@ -150,7 +153,7 @@ fn point_at(cluster: &mut Value, addrs: &[SocketAddr]) -> Result<(), TestbedErro
 
 /// The shipped routes for the layout's pools: the shipped pool route for
 /// each, then the shipped refusal of a request no filter gave a pool, or,
-/// in a chain without llm-policy (nothing names a pool there), the
+/// in a chain without the policy (nothing names a pool there), the
 /// default pool.
 fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, TestbedError> {
     let by_pool = shipped
@@ -168,7 +171,7 @@ fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, Testbed
         *at(&mut route, "/route/cluster")? = json!(cluster_name(&pool.name));
         routes.push(route);
     }
-    if layout.runs("llm-policy") {
+    if layout.routes_by_policy {
         routes.push(refusal.clone());
     } else {
         let mut route = by_pool.clone();
@@ -186,15 +189,20 @@ fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, Testbed
     Ok(routes)
 }
 
-/// The one-module form of the chain (`render-ecds.py --module gateway`).
+/// The shipped chain's module (`render-ecds.py --module gateway`).
 const GATEWAY_MODULE: &str = "llm-gateway";
 /// The shipped filter that sets `x-gateway-traceparent`.
 const TRACEPARENT_FILTER: &str = "envoy.filters.http.header_mutation";
+/// The same chain as separate filters (`--module filters`): tenant-auth
+/// goes before the traceparent filter (it strips gateway headers, and the
+/// traceparent must survive it), the rest where the module stands.
+const AUTH_FILTER: &str = "tenant-auth";
+const FILTERS_AFTER_TRACEPARENT: [&str; 3] = ["admission-open", "llm-policy", "admission"];
 
-/// The shipped HTTP filters: the wasm filters the layout renders at their
-/// shipped places, reading the testbed's ECDS directory; a filter the
-/// shipped chain does not know (a test's probe) first; Envoy's native rate
-/// limit filter (commented out in the shipped file) before the router.
+/// The shipped HTTP filters with the wasm filters the layout renders: the
+/// module at its shipped place, or the separate filters in its stead; a
+/// filter the gateway does not know (a test's probe) first; Envoy's native
+/// rate limit filter (commented out in the shipped file) before the router.
 fn http_filters(
     shipped: &[Value],
     layout: &EnvoyLayout,
@@ -212,30 +220,35 @@ fn http_filters(
             }
         })
     };
-    let is_wasm = |f: &Value| f.get("config_discovery").is_some();
-    let shipped_wasm: Vec<&str> = shipped.iter().filter(|f| is_wasm(f)).map(name_of).collect();
+    let gateway_filter = |name: &str| {
+        name == GATEWAY_MODULE || name == AUTH_FILTER || FILTERS_AFTER_TRACEPARENT.contains(&name)
+    };
     let mut filters: Vec<Value> = layout
         .filters
         .iter()
-        .filter(|name| !shipped_wasm.contains(&name.as_str()) && name.as_str() != GATEWAY_MODULE)
+        .filter(|name| !gateway_filter(name))
         .map(|name| ecds(name))
         .collect();
     for filter in shipped {
-        if !is_wasm(filter) {
-            filters.push(filter.clone());
-            // The gateway module right after Envoy's traceparent header,
-            // which it reads before it strips the gateway's headers.
-            if name_of(filter) == TRACEPARENT_FILTER && layout.runs(GATEWAY_MODULE) {
-                filters.push(ecds(GATEWAY_MODULE));
+        match name_of(filter) {
+            TRACEPARENT_FILTER => {
+                if layout.runs(AUTH_FILTER) {
+                    filters.push(ecds(AUTH_FILTER));
+                }
+                filters.push(filter.clone());
             }
-        } else if layout.runs(name_of(filter)) {
-            filters.push(ecds(name_of(filter)));
+            GATEWAY_MODULE => {
+                if layout.runs(GATEWAY_MODULE) {
+                    filters.push(ecds(GATEWAY_MODULE));
+                }
+                for name in FILTERS_AFTER_TRACEPARENT {
+                    if layout.runs(name) {
+                        filters.push(ecds(name));
+                    }
+                }
+            }
+            _ => filters.push(filter.clone()),
         }
-    }
-    if layout.runs(GATEWAY_MODULE) && !filters.iter().any(|f| name_of(f) == GATEWAY_MODULE) {
-        return Err(shipped_error(format!(
-            "no {TRACEPARENT_FILTER} to place {GATEWAY_MODULE} after"
-        )));
     }
     if let Some(domain) = &layout.native_ratelimit_domain {
         let router = filters
@@ -538,13 +551,15 @@ mod tests {
         shipped_bootstrap(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()
     }
 
-    const SHIPPED_CHAIN: [&str; 4] = ["tenant-auth", "admission-open", "llm-policy", "admission"];
+    const SEPARATE_FILTERS: [&str; 4] =
+        ["tenant-auth", "admission-open", "llm-policy", "admission"];
 
     /// The layout of a full gateway with the shipped pools and limits.
     fn full_layout() -> EnvoyLayout {
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
         EnvoyLayout {
-            filters: SHIPPED_CHAIN.map(String::from).to_vec(),
+            filters: vec![GATEWAY_MODULE.to_owned()],
+            routes_by_policy: true,
             pools: ["latency", "throughput"]
                 .iter()
                 .zip(1..)
@@ -663,8 +678,8 @@ mod tests {
         assert_eq!(gateway["address"], loopback(0));
         let filters = &gateway["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
         assert_eq!(
-            filters[0]["config_discovery"]["config_source"]["path_config_source"]["path"],
-            json!("/t/ecds/tenant-auth.json")
+            filters[1]["config_discovery"]["config_source"]["path_config_source"]["path"],
+            json!("/t/ecds/llm-gateway.json")
         );
         let clusters = &config["static_resources"]["clusters"];
         assert_eq!(clusters[0]["name"], json!("pool-latency"));
@@ -678,13 +693,35 @@ mod tests {
         assert!(clusters[0]["health_checks"].is_array());
     }
 
+    /// The chain as separate filters: tenant-auth before the traceparent
+    /// header (it strips gateway headers), the rest where the module stands.
+    #[test]
+    fn bootstrap_of_the_separate_filters() {
+        let layout = EnvoyLayout {
+            filters: SEPARATE_FILTERS.map(String::from).to_vec(),
+            ..full_layout()
+        };
+        assert_eq!(
+            filter_names(&render(&layout)),
+            [
+                "tenant-auth",
+                "envoy.filters.http.header_mutation",
+                "admission-open",
+                "llm-policy",
+                "admission",
+                "envoy.filters.http.router"
+            ]
+        );
+    }
+
     /// A partial chain (the benchmarks' and some tests'): the shipped
     /// filters it does not run are left out, a probe goes first, and
-    /// without llm-policy the default pool takes what no filter routed.
+    /// without the policy the default pool takes what no filter routed.
     #[test]
     fn bootstrap_of_a_partial_chain() {
         let layout = EnvoyLayout {
             filters: vec!["crash-probe".into(), "tenant-auth".into()],
+            routes_by_policy: false,
             mtls: None,
             native_ratelimit_domain: Some("d".into()),
             otlp: Some(SocketAddr::from(([127, 0, 0, 1], 30))),
@@ -730,7 +767,7 @@ mod tests {
         assert!(clusters.contains(&"otel-collector"), "{clusters:?}");
     }
 
-    /// With llm-policy, a request no filter routed is refused as shipped.
+    /// With the policy, a request no filter routed is refused as shipped.
     #[test]
     fn bootstrap_with_policy_keeps_the_no_pool_refusal() {
         let config = render(&full_layout());
@@ -746,6 +783,6 @@ mod tests {
             .into_iter()
             .filter(|name| !name.starts_with("envoy."))
             .collect();
-        assert_eq!(wasm, SHIPPED_CHAIN);
+        assert_eq!(wasm, [GATEWAY_MODULE]);
     }
 }

@@ -103,13 +103,13 @@ pub enum FilterModule {
 }
 
 impl FilterModule {
-    /// `GATEWAY_MODULE=gateway` runs every testbed (the e2e suite, `make
-    /// run`, the benchmarks) on the gateway module; anything else, or
-    /// unset, on the separate filters.
+    /// The shipped form, the gateway module, unless `GATEWAY_MODULE=filters`
+    /// asks every testbed (the e2e suite, `make run`, the benchmarks) for
+    /// the separate filters.
     pub fn from_env() -> Self {
         match std::env::var("GATEWAY_MODULE").as_deref() {
-            Ok("gateway") => FilterModule::Gateway,
-            _ => FilterModule::Filters,
+            Ok("filters") => FilterModule::Filters,
+            _ => FilterModule::Gateway,
         }
     }
 
@@ -274,6 +274,7 @@ impl Testbed {
         let shipped = envoy::shipped_bootstrap(&paths.root)?;
         let layout = envoy::EnvoyLayout {
             filters: render_filters(&paths, &config, &dir, &ecds_dir)?,
+            routes_by_policy: config.filters.llm_policy,
             pools: config
                 .pools
                 .iter()
