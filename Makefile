@@ -17,7 +17,7 @@ FILTERS := -p tenant-auth -p llm-policy -p admission-filter
 # The whole chain as one module. It links the filters' crates without their
 # standalone entry points, so it builds in its own cargo invocation (one
 # invocation unifies features, and the entry points would clash).
-GATEWAY_MODULE := -p llm-gateway
+GATEWAY_CRATE := -p llm-gateway
 # Test-only: a filter that traps on request, for the FAIL_RELOAD e2e test.
 TEST_WASM := -p crash-probe
 CARGO ?= cargo
@@ -69,7 +69,7 @@ $(ENVOY):
 
 wasm: .make/wasm-target
 	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(FILTERS) $(TEST_WASM)
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(GATEWAY_MODULE)
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(GATEWAY_CRATE)
 	@ls -l target/$(WASM_TARGET)/wasm/*.wasm
 
 build: setup wasm
@@ -115,7 +115,7 @@ test-wasm: .make/wasm-target
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
 	  $(CARGO) test --target $(WASM_TARGET) $(FILTER_LOGIC)
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
-	  $(CARGO) test --target $(WASM_TARGET) $(GATEWAY_MODULE)
+	  $(CARGO) test --target $(WASM_TARGET) $(GATEWAY_CRATE)
 
 # The shipped Prometheus alert rules: syntax, and promtool unit tests of when
 # each fires (that they use exported metric names is an e2e test).
@@ -138,7 +138,7 @@ lint: .make/wasm-target
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	# The proxy-wasm glue only compiles for wasm32: lint it there too.
 	$(CARGO) clippy --target $(WASM_TARGET) $(FILTERS) -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(GATEWAY_MODULE) -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(GATEWAY_CRATE) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

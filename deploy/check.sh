@@ -8,19 +8,20 @@
 #
 # What runs (see deploy/README.md, "What is validated"):
 #   1. YAML / JSON / TOML syntax of everything under envoy/ and deploy/
-#   2. generated files (ECDS, WasmPlugins) equal a fresh render of their registry
+#   2. generated files (ECDS, the Istio EnvoyFilters) equal a fresh render of
+#      their registry
 #   3. the registries load in the real Rust code (tenantctl check, or
 #      ratelimit-service started on loopback), when those binaries are built
 #   4. envoy --mode validate on envoy/gateway.yaml (envoy/validate.sh), and a
-#      real run against the built filters and services (--smoke), when built
+#      real run against the built module and services (--smoke), when built
 #   5. docker compose config when Docker Compose is installed; otherwise a
 #      structural check of docker-compose.yml; Dockerfile structure
 #   6. kustomize build of base and overlays/istio (kubectl kustomize or
 #      kustomize), core kinds against the Kubernetes OpenAPI schemas
 #      (kubernetes-validate, from PyPI), custom kinds against the list this
 #      project uses, and the Envoy config inside the Istio resources (the
-#      ratelimit cluster, the filters' configs) through envoy --mode validate
-#      with the built modules
+#      ratelimit cluster, the gateway module's filter and config) through
+#      envoy --mode validate with the built module
 #   7. bash -n / py_compile of the scripts
 set -euo pipefail
 
@@ -128,7 +129,7 @@ else
   skip "no kustomize or kubectl: overlays not built; checking the files one by one"
   mapfile -t manifests < <(find "$deploy/k8s" -name '*.yaml' ! -name kustomization.yaml)
 fi
-manifests+=("$deploy/k8s/base/secrets.example.yaml" "$deploy/k8s/overlays/istio/envoyfilter-llm-policy.example.yaml")
+manifests+=("$deploy/k8s/base/secrets.example.yaml" "$deploy/k8s/overlays/istio/envoyfilter-llm-gateway-config.example.yaml")
 checks kinds "${manifests[@]}"
 if ! "$python" -c 'import kubernetes_validate' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate 2>/dev/null || true
@@ -144,7 +145,7 @@ fi
 if [[ -x ${ENVOY:-$venv/bin/envoy} ]]; then
   checks istio-envoy "${ENVOY:-$venv/bin/envoy}" "$root/target/wasm32-wasip1/wasm"
 else
-  skip "no Envoy: the Istio EnvoyFilter / WasmPlugin configs are not checked by Envoy"
+  skip "no Envoy: the Istio EnvoyFilter configs are not checked by Envoy"
 fi
 
 section "7. scripts"

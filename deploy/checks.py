@@ -6,7 +6,7 @@
     checks.py dockerfiles       stages, non-root final user, COPY sources exist
     checks.py generated         committed generated files equal a fresh render
     checks.py kinds FILE...     every object's apiVersion/kind is one this project means to use
-    checks.py istio-envoy ENVOY WASM_DIR  the Istio gateway's chain, built as istiod builds it, is the gateway's order and passes envoy --mode validate
+    checks.py istio-envoy ENVOY WASM_DIR  the Istio gateway's chain, built as istiod builds it, is the gateway module before the router and passes envoy --mode validate
 
 Each prints one `ok:` line per check, or `FAIL:` lines and exits 1.
 Needs Python 3.11+ and PyYAML.
@@ -29,6 +29,11 @@ import yaml
 DEPLOY = Path(__file__).resolve().parent
 ROOT = DEPLOY.parent
 ENVOY = ROOT / "envoy"
+ISTIO = DEPLOY / "k8s/overlays/istio"
+# The Istio overlay's gateway module: its HTTP filter (in the overlay) and its
+# configuration (out of band: it holds the cache secret), by render-filters.py.
+ISTIO_FILTER_FILE = "envoyfilter-llm-gateway.yaml"
+ISTIO_CONFIG_FILE = "envoyfilter-llm-gateway-config.example.yaml"
 
 failures: list[str] = []
 
@@ -178,6 +183,12 @@ def check_compose() -> None:
     for needed in ("envoy", "ratelimit-service", "ecds-render", "redis"):
         if needed not in services:
             fail(f"compose: service {needed!r} missing")
+    # envoy/gateway.yaml loads the gateway module's file (llm-gateway.json),
+    # render-ecds.py's default: the job must not render the separate filters.
+    render_args = services.get("ecds-render", {}).get("command") or []
+    modules = [a.split("=", 1)[1] if "=" in a else "" for a in render_args if str(a).startswith("--module")]
+    if any(m != "gateway" for m in modules):
+        fail(f"compose: ecds-render renders --module {modules}; envoy/gateway.yaml runs the gateway module")
     if len(failures) == before:
         ok(f"docker-compose.yml structure ({len(services)} services; keys, references, build files, mounts)")
 
@@ -248,8 +259,33 @@ def check_dockerfiles() -> None:
             targets += 1
             if users[stage] is None or users[stage] in ("0", "root"):
                 fail(f"{where}: target {stage} does not switch to a non-root USER")
+    check_wasm_build(DEPLOY / "docker/Dockerfile")
     if len(failures) == before:
-        ok(f"{len(paths)} Dockerfile(s), {targets} runnable targets: pinned bases, non-root users, COPY sources exist")
+        ok(f"{len(paths)} Dockerfile(s), {targets} runnable targets: pinned bases, non-root users, COPY sources exist; "
+           "the gateway module and the three filters in the Envoy image, the module built by its own cargo call")
+
+
+def check_wasm_build(path: Path) -> None:
+    """The build stage puts every module into /out/wasm (the Envoy image's
+    /etc/gateway/wasm) in both branches, from the host's PREBUILT_DIR and
+    from its own compile; the gateway module is compiled by a cargo call of
+    its own (with the filters, cargo unifies features and it fails to link)."""
+    ecds = render_ecds()
+    modules = [ecds.GATEWAY_WASM, *sorted(set(ecds.FILTERS.values()))]
+    run = next((rest for word, rest in dockerfile_instructions(path.read_text())
+                if word == "RUN" and "/out/wasm" in rest), "")
+    where = rel(path)
+    for module in modules:
+        if f'"$PREBUILT_DIR/wasm/{module}"' not in run:
+            fail(f"{where}: the PREBUILT_DIR branch does not copy {module} to /out/wasm")
+        if f"target/wasm32-wasip1/wasm/{module}" not in run:
+            fail(f"{where}: the compiling branch does not copy {module} to /out/wasm")
+    builds = [c for c in re.split(r"&&|;", run) if "cargo build" in c and "wasm32-wasip1" in c]
+    gateway = [c for c in builds if f"-p {ecds.GATEWAY}" in c]
+    if len(gateway) != 1 or re.search(r"-p (tenant-auth|llm-policy|admission-filter)\b", gateway[0]):
+        fail(f"{where}: {ecds.GATEWAY} must be built by a cargo invocation of its own, got {builds}")
+    if not any(c for c in builds if "-p tenant-auth" in c):
+        fail(f"{where}: the three filters are not built for wasm32-wasip1")
 
 
 # ---------------------------------------------------------------- generated files
@@ -259,12 +295,65 @@ def run_python(*args: str) -> None:
     subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True)
 
 
-def same_dir_files(expected: Path, actual: Path, names: list[str], what: str, regenerate: str) -> None:
+def same_dir_files(expected: Path, actual: Path, names: list[str], what: str, regenerate: str,
+                   stale_glob: str | None = None) -> None:
+    """`names` in `actual` equal those in `expected`; with `stale_glob`, no
+    other file of `actual` matches it (a file the renderer no longer makes)."""
     stale = [n for n in names if not (actual / n).is_file() or (expected / n).read_bytes() != (actual / n).read_bytes()]
+    leftover = sorted(p.name for p in actual.glob(stale_glob) if p.name not in names) if stale_glob else []
     if stale:
         fail(f"{what} stale: {', '.join(stale)}; regenerate with:\n      {regenerate}")
+    elif leftover:
+        fail(f"{what}: {', '.join(leftover)} no longer rendered (the gateway module replaced the filters); delete")
     else:
         ok(f"{what} in sync with its registry")
+
+
+def ecds_paths(bootstrap: object) -> set[str]:
+    """The files under /etc/gateway/ecds/ an Envoy bootstrap's filters load."""
+    found: set[str] = set()
+    if isinstance(bootstrap, dict):
+        source = bootstrap.get("path_config_source")
+        path = source.get("path") if isinstance(source, dict) else None
+        if isinstance(path, str) and path.startswith("/etc/gateway/ecds/"):
+            found.add(path.removeprefix("/etc/gateway/ecds/"))
+        for value in bootstrap.values():
+            found |= ecds_paths(value)
+    elif isinstance(bootstrap, list):
+        for value in bootstrap:
+            found |= ecds_paths(value)
+    return found
+
+
+def check_k8s_base_ecds(tmp: Path) -> None:
+    """The base ships the module's ECDS file as the Secret gateway-ecds
+    (its configuration holds the cache secret), rendered out of band: its
+    registry must render, the Deployment must mount exactly the files
+    envoy/gateway.yaml loads, and no rendered file is committed."""
+    base = DEPLOY / "k8s/base"
+    out = tmp / "k8s"
+    run_python(str(ENVOY / "render-ecds.py"), "--registry", str(base / "config/registry.toml"),
+               "--cache-secret-placeholder", "--out", str(out))
+    rendered = sorted(p.name for p in out.glob("*.json"))
+    wanted = sorted(ecds_paths(yaml.safe_load((ENVOY / "gateway.yaml").read_text())))
+    docs = [d for d in yaml.safe_load_all((base / "gateway.yaml").read_text()) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "ecds")
+    mounted = sorted(item["path"] for item in volume.get("secret", {}).get("items", []))
+    before = len(failures)
+    if rendered != wanted:
+        fail(f"render-ecds.py renders {rendered} from the base registry; envoy/gateway.yaml loads {wanted}")
+    if mounted != wanted or volume.get("secret", {}).get("secretName") != "gateway-ecds":
+        fail(f"deploy/k8s/base/gateway.yaml: the ecds volume should be Secret gateway-ecds with {wanted}, is {volume}")
+    committed = sorted(str(p.relative_to(base)) for p in (base / "config").rglob("*.json"))
+    if committed:
+        fail(f"deploy/k8s/base: {committed} committed; the module's ECDS file is the Secret gateway-ecds (delete them)")
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    if any(g.get("name") == "gateway-ecds" for g in kustomization.get("configMapGenerator", [])):
+        fail("deploy/k8s/base/kustomization.yaml: a ConfigMap gateway-ecds; the ECDS file is the Secret gateway-ecds")
+    if len(failures) == before:
+        ok(f"deploy/k8s/base: the module's ECDS file ({', '.join(wanted)}) renders from its registry "
+           f"and is mounted from the Secret gateway-ecds, as envoy/gateway.yaml loads it")
 
 
 def check_generated() -> None:
@@ -272,25 +361,29 @@ def check_generated() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "envoy"
         run_python(render, "--registry", str(ENVOY / "registry.example.toml"), "--cache-secret-placeholder", "--out", str(out))
-        same_dir_files(out, ENVOY / "ecds", ["tenant-auth.json", "admission-open.json", "llm-policy.json", "admission.json"],
+        same_dir_files(out, ENVOY / "ecds", ["llm-gateway.json"],
                        "envoy/ecds/*.json",
-                       "envoy/render-ecds.py --registry envoy/registry.example.toml --cache-secret-placeholder --out envoy/ecds")
+                       "envoy/render-ecds.py --registry envoy/registry.example.toml --cache-secret-placeholder --out envoy/ecds",
+                       stale_glob="*.json")
+        check_k8s_base_ecds(Path(tmp))
         base = DEPLOY / "k8s/base/config"
-        out = Path(tmp) / "k8s"
-        run_python(render, "--registry", str(base / "registry.toml"), "--only", "tenant-auth", "--only", "admission-open",
-                   "--only", "admission", "--out", str(out))
-        same_dir_files(out, base / "ecds", ["tenant-auth.json", "admission-open.json", "admission.json"],
-                       "deploy/k8s/base/config/ecds/*.json",
-                       "envoy/render-ecds.py --registry deploy/k8s/base/config/registry.toml "
-                       "--only tenant-auth --only admission-open --only admission --out deploy/k8s/base/config/ecds")
-        istio = DEPLOY / "k8s/overlays/istio"
+        istio = ISTIO
         out = Path(tmp) / "istio"
         out.mkdir()
         run_python(str(istio / "render-filters.py"), "--registry", str(base / "registry.toml"), "--out-dir", str(out))
-        same_dir_files(out, istio, ["wasmplugins.yaml", "envoyfilter-llm-policy.example.yaml"],
+        same_dir_files(out, istio, [ISTIO_FILTER_FILE, ISTIO_CONFIG_FILE],
                        "deploy/k8s/overlays/istio filter resources",
                        "deploy/k8s/overlays/istio/render-filters.py --registry deploy/k8s/base/config/registry.toml "
-                       "--out-dir deploy/k8s/overlays/istio")
+                       "--out-dir deploy/k8s/overlays/istio",
+                       stale_glob="wasmplugin*.yaml")
+        resources = yaml.safe_load((istio / "kustomization.yaml").read_text()).get("resources", [])
+        if ISTIO_FILTER_FILE not in resources or ISTIO_CONFIG_FILE in resources:
+            fail(f"deploy/k8s/overlays/istio/kustomization.yaml: resources must hold {ISTIO_FILTER_FILE} "
+                 f"and not {ISTIO_CONFIG_FILE} (it carries the cache secret)")
+        stale = sorted(p.name for p in istio.glob("envoyfilter-*.yaml")
+                       if p.name not in (ISTIO_FILTER_FILE, ISTIO_CONFIG_FILE, "envoyfilter-ratelimit.yaml"))
+        if stale:
+            fail(f"deploy/k8s/overlays/istio: {stale} no longer rendered (the gateway module replaced the filters); delete")
     # Each deployment's registry names the replicas the way its platform does.
     expect = {
         ENVOY / "registry.example.toml": r"vllm-(latency|throughput)-\d:8000",
@@ -346,7 +439,9 @@ def check_kinds(paths: list[str]) -> None:
 # ---------------------------------------------------------------- Istio EnvoyFilters
 
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 ROUTER = "envoy.filters.http.router"
+TRACEPARENT = "x-gateway-traceparent"
 
 # A gateway's HTTP filters as istiod builds them (pilot/pkg/networking/core,
 # buildHTTPConnectionManager): WasmPlugins by phase, between Istio's own
@@ -364,10 +459,6 @@ ISTIO_GATEWAY_CHAIN = [
     ("envoy.filters.http.cors", "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"),
     (ROUTER, "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
 ]
-
-# The gateway chain, by the filters' own names (what a WasmPlugin's root id
-# and the EnvoyFilter's filter are called).
-GATEWAY_ORDER = ["tenant-auth", "admission-open", "llm-policy", "admission", ROUTER]
 
 
 def render_ecds():
@@ -420,6 +511,10 @@ def apply_http_filter_patch(filters: list[dict], patch: dict, extensions: dict[s
     ECDS gets the EXTENSION_CONFIG of its name, as Envoy would receive it."""
     value = dict(patch["patch"]["value"])
     if "config_discovery" in value:
+        if value["name"] not in extensions:
+            fail(f"the HTTP filter {value['name']} is configured by ECDS, and no EnvoyFilter "
+                 f"(nor {ISTIO_CONFIG_FILE}) has its EXTENSION_CONFIG")
+            return True
         value = {"name": value["name"], "typed_config": extensions[value["name"]]}
     operation = patch["patch"]["operation"]
     if operation == "ADD":
@@ -448,24 +543,53 @@ def role(filter: dict) -> str:
     return config.get("root_id") or filter["name"]
 
 
+def handles_traceparent(filter: dict) -> bool:
+    """A header_mutation that removes or sets x-gateway-traceparent."""
+    typed = filter.get("typed_config", {})
+    if typed.get("@type") != HEADER_MUTATION_TYPE:
+        return False
+    for mutation in typed.get("mutations", {}).get("request_mutations", []):
+        if mutation.get("remove", "").lower() == TRACEPARENT:
+            return True
+        if mutation.get("append", {}).get("header", {}).get("key", "").lower() == TRACEPARENT:
+            return True
+    return False
+
+
+def overlay_documents() -> list[dict]:
+    """The overlay's own resources (in kustomization order), then the
+    out-of-band configuration of the module: what the cluster holds once
+    both are applied."""
+    resources = yaml.safe_load((ISTIO / "kustomization.yaml").read_text()).get("resources", [])
+    paths = [ISTIO / r for r in resources if (ISTIO / r).is_file()] + [ISTIO / ISTIO_CONFIG_FILE]
+    return [d for path in paths for d in yaml.safe_load_all(path.read_text()) if d]
+
+
 def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
-    """The Istio overlay as the gateway's Envoy would get it: the
-    WasmPlugins placed as istiod places them, the EnvoyFilter patches
-    applied as istiod applies them, the modules as istio-agent hands them
-    over (the built ones). The chain must be the gateway's order, and Envoy
-    must accept the listener (validate mode starts every VM and configures
-    every plugin, so the placeholder cache secret is swapped for a valid
-    throwaway one)."""
-    istio = DEPLOY / "k8s/overlays/istio"
-    modules = render_ecds().FILTERS
-    missing = sorted({m for m in modules.values() if not (wasm_dir / m).is_file()})
+    """The Istio overlay as the gateway's Envoy would get it: WasmPlugins
+    (if any) placed as istiod places them, the EnvoyFilter patches applied
+    as istiod applies them, the modules as istio-agent hands them over (the
+    built ones). The chain must be the gateway module right before the
+    router, with allow_on_headers_stop_iteration and a client-sent
+    x-gateway-traceparent removed before it, and Envoy must accept the
+    listener (validate mode starts every VM and configures every plugin, so
+    the placeholder cache secret is swapped for a valid throwaway one)."""
+    ecds = render_ecds()
+    modules = {**ecds.FILTERS, ecds.GATEWAY: ecds.GATEWAY_WASM}
+    # What may be a gateway filter: the module, or any of the separate filters.
+    gateway_roles = set(modules) | {ROUTER}
+    expected = [ecds.GATEWAY, ROUTER]
+    docs = overlay_documents()
+    plugins = [d for d in docs if d.get("kind") == "WasmPlugin"]
+    patches = [p for d in docs if d.get("kind") == "EnvoyFilter" for p in d["spec"]["configPatches"]]
+    needed = {modules[p["spec"]["pluginName"]] for p in plugins}
+    needed |= {modules[p["patch"]["value"]["name"]] for p in patches if p["applyTo"] == "EXTENSION_CONFIG"}
+    missing = sorted(m for m in needed if not (wasm_dir / m).is_file())
     if missing:
         fail(f"{wasm_dir}: modules {missing} not built (make wasm): the Istio chain cannot be checked")
         return
-    cluster = yaml.safe_load((istio / "envoyfilter-ratelimit.yaml").read_text())["spec"]["configPatches"][0]["patch"]["value"]
-    plugins = [p for p in yaml.safe_load_all((istio / "wasmplugins.yaml").read_text()) if p]
+    clusters = [p["patch"]["value"] for p in patches if p["applyTo"] == "CLUSTER"]
     filters = istio_gateway_filters(plugins, wasm_dir, modules)
-    patches = yaml.safe_load((istio / "envoyfilter-llm-policy.example.yaml").read_text())["spec"]["configPatches"]
     extensions = {}
     for patch in patches:
         if patch["applyTo"] != "EXTENSION_CONFIG":
@@ -476,21 +600,37 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
         wasm["config"]["vm_config"]["code"] = {"local": {"filename": str(wasm_dir / modules[name])}}
         configuration = wasm["config"]["configuration"]
         inner = json.loads(configuration["value"])
-        inner["cache_secret"] = secrets.token_hex(32)
+        for section in (inner, inner.get("policy")):
+            if isinstance(section, dict) and "cache_secret" in section:
+                section["cache_secret"] = secrets.token_hex(32)
         configuration["value"] = json.dumps(inner)
         extensions[name] = {"@type": typed["type_url"], **wasm}
     for patch in patches:
         if patch["applyTo"] == "HTTP_FILTER" and not apply_http_filter_patch(filters, patch, extensions):
             fail(f"istiod would skip the EnvoyFilter patch of {patch['patch']['value']['name']}: "
                  f"no filter {patch['match']['listener']['filterChain']['filter']['subFilter']['name']} in the chain")
-    chain = [role(f) for f in filters if role(f) in GATEWAY_ORDER]
-    if chain != GATEWAY_ORDER:
-        fail(f"the Istio gateway's chain is {chain}, not {GATEWAY_ORDER}")
+    chain = [role(f) for f in filters if role(f) in gateway_roles]
+    if chain != expected:
+        fail(f"the Istio gateway's chain is {chain}, not {expected}")
+    roles = [role(f) for f in filters]
+    if ecds.GATEWAY in roles:
+        at = roles.index(ecds.GATEWAY)
+        module = filters[at]["typed_config"].get("config", {})
+        if module.get("allow_on_headers_stop_iteration") is not True:
+            fail(f"the {ecds.GATEWAY} filter lacks allow_on_headers_stop_iteration: true "
+                 "(Envoy would never hand it the body: every inference request hangs)")
+        if module.get("failure_policy") != "FAIL_RELOAD":
+            fail(f"the {ecds.GATEWAY} filter's failure_policy is {module.get('failure_policy')}, not FAIL_RELOAD")
+        if at + 1 < len(roles) and roles[at + 1] != ROUTER:
+            fail(f"the {ecds.GATEWAY} filter is followed by {roles[at + 1]}, not the router")
+        if at == 0 or not handles_traceparent(filters[at - 1]):
+            fail(f"no header_mutation right before {ecds.GATEWAY} removes or sets a client-sent {TRACEPARENT} "
+                 "(the module reads it before stripping the gateway's headers)")
     with tempfile.TemporaryDirectory() as tmp:
         bootstrap = {
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
-                "clusters": [cluster],
+                "clusters": clusters,
                 "listeners": [{
                     "name": "check",
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
@@ -514,9 +654,10 @@ def check_istio_envoy(envoy: str, wasm_dir: Path) -> None:
         fail(f"Envoy refuses the Istio gateway's listener: {run.stdout.strip()} {run.stderr.strip()}")
     elif "Deprecated field" in run.stderr:
         fail(f"the Istio gateway's listener uses deprecated fields: {run.stderr.strip()}")
-    else:
-        ok(f"the Istio gateway's chain as istiod builds it is {' -> '.join(chain)}; envoy --mode validate "
-           f"accepts it with the built modules and the ratelimit cluster")
+    elif not failures:
+        ok(f"the Istio gateway's chain as istiod builds it is {' -> '.join(chain)} "
+           f"(allow_on_headers_stop_iteration, {TRACEPARENT} from clients removed before it); "
+           f"envoy --mode validate accepts it with the built module and the ratelimit cluster")
 
 
 def main(argv: list[str]) -> int:

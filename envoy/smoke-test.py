@@ -2,11 +2,11 @@
 """Runs envoy/gateway.yaml for real, against the built binaries, on loopback.
 
 Where `envoy --mode validate` only checks that the bootstrap parses, this
-starts the reference configuration with the built .wasm filters, the real
+starts the reference configuration with the built gateway module, the real
 ratelimit-service and four mock-vllm replicas (two per pool), and checks
 what a deployment relies on:
 
-  - the three ECDS files load (no config_fail) and the listeners serve;
+  - the module's ECDS file loads (no config_fail) and the listeners serve;
   - 401 without / with a wrong key, 403 for a model the tenant may not use;
   - a valid key is admitted (x-ratelimit-* headers) and lands on the pool
     its tier allows, with a cache_salt added, even when it asks for another
@@ -338,7 +338,7 @@ def run(args, procs: Processes, tmp: Path) -> None:
         return admin_get(admin, "/ready").strip() == "LIVE"
 
     wait_until("Envoy /ready", ready, timeout=60)
-    for name in ("tenant-auth", "llm-policy", "admission"):
+    for name in ("llm-gateway",):
         check(stat(admin, f"{name}.config_reload") >= 1 and stat(admin, f"{name}.config_fail") == 0,
               f"ECDS config of {name} loaded")
     ports = listener_ports(admin)
@@ -393,10 +393,10 @@ def run(args, procs: Processes, tmp: Path) -> None:
     check(request(f"{ops}/config_dump")[0] == 404, "ops /config_dump -> 404 (admin API not exposed)")
 
     print("registry change through ECDS (atomic rename), no restart")
-    before = stat(admin, "tenant-auth.config_reload")
+    before = stat(admin, "llm-gateway.config_reload")
     registry.write_text(registry_text(example, pools, digests, revoke=True))
     render_ecds(registry, root / "ecds", args.wasm_dir, cache_secret)
-    wait_until("tenant-auth to reload", lambda: stat(admin, "tenant-auth.config_reload") > before)
+    wait_until("llm-gateway to reload", lambda: stat(admin, "llm-gateway.config_reload") > before)
     status, _, body = request(f"{gateway}/v1/chat/completions", chat(), team)
     check(status == 401 and error_code(body) == "revoked_api_key", f"revoked key -> 401 revoked_api_key ({status} {error_code(body)})")
     check(envoy.poll() is None, "Envoy kept running")
@@ -425,7 +425,7 @@ def main() -> int:
     args = parser.parse_args()
 
     needed = [args.envoy, args.ratelimit_service, args.mock_vllm] + [
-        args.wasm_dir / w for w in ("tenant_auth.wasm", "llm_policy.wasm", "admission_filter.wasm")
+        args.wasm_dir / w for w in ("llm_gateway.wasm",)
     ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:

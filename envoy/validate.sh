@@ -2,10 +2,10 @@
 # Validates envoy/gateway.yaml with the real Envoy, offline.
 #
 #   envoy/validate.sh           envoy --mode validate on gateway.yaml, and a
-#                               check that envoy/ecds/*.json are what
+#                               check that envoy/ecds/llm-gateway.json is what
 #                               render-ecds.py makes of registry.example.toml
 #   envoy/validate.sh --smoke   also runs gateway.yaml for real against the
-#                               built filters, ratelimit-service and mock-vllm
+#                               built module, ratelimit-service and mock-vllm
 #                               (envoy/smoke-test.py); skipped if not built
 #
 # gateway.yaml refers to absolute paths under /etc/gateway/ (ECDS files,
@@ -38,10 +38,16 @@ fi
 stage=$(mktemp -d "${TMPDIR:-/tmp}/gateway-validate.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
-# 1. The committed examples are exactly what the renderer produces.
+# 1. The committed example is exactly what the renderer produces (the
+# gateway module, render-ecds.py's default), and nothing else is there.
 "$python" "$here/render-ecds.py" --registry "$here/registry.example.toml" \
   --cache-secret-placeholder --out "$stage/rendered" >/dev/null
-for f in tenant-auth llm-policy admission; do
+stale=$(cd "$here/ecds" && ls *.json | grep -vx 'llm-gateway.json' || true)
+if [[ -n $stale ]]; then
+  echo "validate.sh: envoy/ecds holds files render-ecds.py no longer makes: $stale" >&2
+  exit 1
+fi
+for f in llm-gateway; do
   if ! cmp -s "$stage/rendered/$f.json" "$here/ecds/$f.json"; then
     echo "validate.sh: envoy/ecds/$f.json is stale; regenerate with:" >&2
     echo "  envoy/render-ecds.py --registry envoy/registry.example.toml --cache-secret-placeholder --out envoy/ecds" >&2
@@ -50,7 +56,7 @@ for f in tenant-auth llm-policy admission; do
   "$python" -c 'import json, sys; d = json.load(open(sys.argv[1])); json.loads(d["resources"][0]["typed_config"]["config"]["configuration"]["value"])' \
     "$here/ecds/$f.json"
 done
-echo "ok: envoy/ecds/*.json are valid JSON, in sync with registry.example.toml"
+echo "ok: envoy/ecds/llm-gateway.json is valid JSON, in sync with registry.example.toml"
 
 # 2. envoy --mode validate, with /etc/gateway/ staged under $stage.
 mkdir -p "$stage/etc/ecds" "$stage/etc/tls"

@@ -47,7 +47,7 @@ fn the_istio_gateway_chain_is_the_gateway_order() {
     ]);
     assert!(
         out.contains(
-            "tenant-auth -> admission-open -> llm-policy -> admission -> envoy.filters.http.router"
+            "llm-gateway -> envoy.filters.http.router"
         ),
         "{out}"
     );

@@ -1,31 +1,38 @@
 #!/usr/bin/env python3
-"""Render the Istio resources that put the three filters on the gateway.
+"""Render the Istio resources that put the gateway module on the gateway.
 
-Istio hands each filter the same JSON configuration the ECDS files carry
-(envoy/render-ecds.py, whose loading code this reuses): the whole registry,
-plus the cache secret for llm-policy and the ratelimit cluster for admission
-(and for llm-policy's `limits_cluster`, the pools' real max_model_len).
+The gateway is one proxy-wasm module, llm-gateway (llm_gateway.wasm):
+authentication, policy and two-phase admission in one VM per worker. Istio
+hands it the same JSON configuration its ECDS file carries everywhere else
+(envoy/render-ecds.py's `gateway_config` and `ecds_resource`, which this
+imports): the whole registry, the cache secret, the ratelimit cluster.
 
-  tenant-auth, admission -> WasmPlugin (phases AUTHN and STATS), written to
-                            wasmplugins.yaml, part of the overlay.
-  llm-policy             -> EnvoyFilter (ECDS extension config + HTTP filter
-                            inserted before admission's), written with a placeholder
-                            cache secret to envoyfilter-llm-policy.example.yaml.
+  envoyfilter-llm-gateway.yaml                 part of the overlay: the module's
+      HTTP filter, inserted right before the router and configured by ECDS
+      (no secret in it); and before it a header_mutation filter that removes a
+      client-sent x-gateway-traceparent.
+  envoyfilter-llm-gateway-config.example.yaml  NOT part of the overlay: the
+      module's Wasm configuration as an ECDS extension config, with a
+      placeholder cache secret (which the module refuses).
 
-Why llm-policy is not a WasmPlugin: it holds the request headers until it
-has read the body (the pool and the prefix key come from the body), which
-needs Envoy's PluginConfig.allow_on_headers_stop_iteration. WasmPlugin has no
-such field, and without it Envoy never hands the body to the filter: every
-inference request would hang. The EnvoyFilter form sets it and still lets
-istio-agent fetch the module from the OCI registry.
+Why not a WasmPlugin: the module holds the request headers until it has read
+the body (the pool and the prefix key come from the body), which needs
+Envoy's PluginConfig.allow_on_headers_stop_iteration. WasmPlugin has no such
+field, and istiod applies EnvoyFilter EXTENSION_CONFIG patches with ADD only,
+so the config istiod builds for a WasmPlugin cannot be patched to carry it.
+Without it Envoy never hands the body to the module: every inference request
+would hang. The EnvoyFilter form sets it and still lets istio-agent fetch the
+module from the OCI registry.
 
-    render-filters.py --registry REGISTRY.toml --out-dir DIR           # committed files
-    render-filters.py --registry REGISTRY.toml --only llm-policy \\
-        --cache-secret-file SECRET | kubectl apply -f -                 # the real llm-policy
+Why two resources: the configuration holds the cache secret, so it is applied
+out of band (`kubectl apply -k` never resets it to the placeholder), while the
+filter itself is part of the overlay. Until the configuration is applied, the
+filter has none (no default config, initial_fetch_timeout 0s): the gateway's
+listener does not serve at all, never unauthenticated.
 
-The llm-policy resource holds the cache secret, so it is applied out of
-band: `kubectl apply -k` never resets it to the placeholder (which the filter
-refuses, keeping the gateway closed).
+    render-filters.py --registry REGISTRY.toml --out-dir DIR        # committed files
+    render-filters.py --registry REGISTRY.toml \\
+        --cache-secret-file SECRET | kubectl apply -f -              # the real configuration
 """
 
 from __future__ import annotations
@@ -39,36 +46,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RENDER_ECDS = HERE.parents[3] / "envoy" / "render-ecds.py"
 
-GATEWAY = "llm-gateway"
+GATEWAY = "llm-gateway"  # the Gateway API Gateway (and the namespace)
 NAMESPACE = "llm-gateway"
 OCI = "oci://registry.example.com/llm-gateway/wasm-{name}:0.1.0"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+ROUTER = "envoy.filters.http.router"
+TRACEPARENT = "x-gateway-traceparent"
 
-# WasmPlugin -> (Istio phase, priority within the phase). Istio orders a
-# gateway's HTTP filters: AUTHN plugins, istio authn, AUTHZ plugins, RBAC,
-# STATS plugins, unspecified-phase plugins, grpc_stats, fault, cors, stats,
-# router (pilot/pkg/networking/core, buildHTTPConnectionManager); the
-# EnvoyFilter then inserts llm-policy before admission. So the chain is
-# tenant-auth -> admission-open -> llm-policy -> admission, as in
-# envoy/gateway.yaml (deploy/checks.py istio-envoy builds it so and runs it
-# through Envoy).
-WASM_PLUGINS = {
-    "tenant-auth": ("AUTHN", 100),
-    # Two-phase admission's first half, on the headers: after tenant-auth,
-    # before llm-policy (which is inserted right before admission).
-    "admission-open": ("AUTHZ", 100),
-    "admission": ("STATS", 100),
-}
-
-# The module each plugin runs (admission-open is admission with phase "open").
-MODULES = {"admission-open": "admission"}
-
-COMMENTS = {
-    "tenant-auth": "Who is calling: API key / JWT / mTLS SPIFFE -> x-tenant-id, x-tenant-tier.",
-    "llm-policy": "What is asked: model allowlist, context caps, cache_salt, x-prefix-key, x-llm-pool.",
-    "admission-open": "Admission on the headers: request count and concurrency slot before the body is read.",
-    "admission": "Admission through ratelimit-service (cluster `ratelimit`, added by envoyfilter-ratelimit.yaml).",
-}
+FILTER_FILE = "envoyfilter-llm-gateway.yaml"
+CONFIG_FILE = "envoyfilter-llm-gateway-config.example.yaml"
 
 HEADER = """# GENERATED by render-filters.py from deploy/k8s/base/config/registry.toml;
 # edit the registry and re-render (deploy/check.sh fails when this is stale).
@@ -89,88 +76,32 @@ def indented_json(value, indent: int) -> str:
     return "\n".join(pad + line if i else line for i, line in enumerate(lines))
 
 
-def wasm_plugin(name: str, config: dict) -> str:
-    phase, priority = WASM_PLUGINS[name]
-    return f"""# {COMMENTS[name]}
-apiVersion: extensions.istio.io/v1alpha1
-kind: WasmPlugin
-metadata:
-  name: {name}
-  namespace: {NAMESPACE}
-spec:
-  targetRefs:
-  - group: gateway.networking.k8s.io
-    kind: Gateway
-    name: {GATEWAY}
-  # An OCI image holding the module (deploy/docker/Dockerfile, target wasm-plugin).
-  # Pin it in production by the image's MANIFEST digest (what `crane digest` or
-  # `docker buildx imagetools inspect` prints), not the .wasm file's hash: Istio
-  # compares `sha256` with the OCI manifest digest. Either
-  # `url: oci://registry.example.com/...@sha256:<manifest digest>`, or keep the
-  # tag and add `sha256: <manifest digest>`. Build the image for one platform
-  # without attestations (`docker buildx build --platform linux/amd64
-  # --provenance=false`), or its digest is an index's.
-  url: {OCI.format(name=MODULES.get(name, name))}
-  imagePullPolicy: IfNotPresent
-  type: HTTP
-  pluginName: {name}
-  phase: {phase}
-  priority: {priority}
-  # A plugin whose VM fails is replaced by a fresh one for the next request
-  # (Istio >= 1.27); one that cannot load refuses requests: the gateway never
-  # serves unauthenticated or unmetered traffic.
-  failStrategy: FAIL_RELOAD
-  pluginConfig: {indented_json(config, 4)}
-"""
-
-
-# Where llm-policy goes: right before admission's filter. Istio names a
-# WasmPlugin's HTTP filter <namespace>.<name> and applies EnvoyFilter patches
-# to the listener it has built, WasmPlugins included, so INSERT_BEFORE finds
-# it. `operation: ADD` with `filterClass: AUTHZ` does not work: istiod
-# ignores filterClass (istio/istio#51177) and appends the filter after the
-# router, which Envoy refuses (the listener is rejected).
-INSERT_BEFORE = f"{NAMESPACE}.admission"
-
-
-def llm_policy_filter(ecds, config: dict) -> str:
-    # The ECDS renderer's Wasm config, as every other form runs it; only the
-    # code differs: istio-agent downloads the OCI module and rewrites this
-    # to a local file.
-    typed = ecds.ecds_resource("llm-policy", "", config)["resources"][0]["typed_config"]
-    typed["config"]["vm_config"]["code"] = {
-        "remote": {"http_uri": {"uri": OCI.format(name="llm-policy"), "timeout": "60s"}}
-    }
-    wasm = {"config": typed["config"]}
-    return f"""# {COMMENTS["llm-policy"]}
+def gateway_filter(module: str) -> str:
+    """The module's HTTP filter (configured by ECDS) and the header_mutation
+    before it, as EnvoyFilter HTTP_FILTER patches applied in this order."""
+    return f"""# The gateway module (authentication -> policy -> two-phase admission) on the
+# Istio gateway. Its configuration comes by ECDS from the extension config of
+# the same name, applied out of band ({CONFIG_FILE}:
+# it holds the cache secret). Until that exists the listener waits for it
+# (initial_fetch_timeout 0s, no default config) and serves nothing: the
+# gateway never runs unauthenticated.
 # An EnvoyFilter, not a WasmPlugin: see render-filters.py. Needs Istio 1.28
-# or later: PluginConfig.allow_on_headers_stop_iteration is new in the
-# Envoy it ships (older proxies ignore the field, and every inference
-# request would hang).
+# or later (the configuration sets PluginConfig.allow_on_headers_stop_iteration,
+# new in the Envoy that release ships).
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata:
-  name: llm-policy
+  name: {module}
   namespace: {NAMESPACE}
 spec:
   workloadSelector:
     labels:
       gateway.networking.k8s.io/gateway-name: {GATEWAY}
   configPatches:
-  # The filter's configuration, served to the gateway by ECDS.
-  - applyTo: EXTENSION_CONFIG
-    patch:
-      operation: ADD
-      value:
-        name: llm-policy
-        typed_config:
-          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-          type_url: {WASM_TYPE}
-          value: {indented_json(wasm, 12)}
-  # The filter itself, right before admission's (the WasmPlugin
-  # {INSERT_BEFORE}, phase STATS): after tenant-auth (AUTHN) and
-  # admission-open (AUTHZ). Not `operation: ADD` with a filterClass: istiod
-  # ignores filterClass and would append it after the router.
+  # The module, right before the router: after Istio's own filters (and any
+  # WasmPlugin), whatever their phases. Not `operation: ADD` with a
+  # filterClass: istiod ignores filterClass (istio/istio#51177) and appends
+  # the filter after the router, which Envoy refuses.
   - applyTo: HTTP_FILTER
     match:
       context: GATEWAY
@@ -179,16 +110,82 @@ spec:
           filter:
             name: envoy.filters.network.http_connection_manager
             subFilter:
-              name: {INSERT_BEFORE}
+              name: {ROUTER}
     patch:
       operation: INSERT_BEFORE
       value:
-        name: llm-policy
+        name: {module}
         config_discovery:
           config_source:
             ads: {{}}
             initial_fetch_timeout: 0s
           type_urls: ["{WASM_TYPE}"]
+  # {TRACEPARENT} is the gateway's own header: envoy/gateway.yaml sets it
+  # to Envoy's span (%TRACE_ID%/%SPAN_ID%) before the module, which reads it
+  # first and hands it to ratelimit-service. Istio 1.28's Envoy has no
+  # %SPAN_ID%, so here it is only removed: the module sees no traceparent
+  # (admission calls carry none, as with the separate filters before) rather
+  # than one a client made up.
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+            subFilter:
+              name: {module}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: {module}.traceparent
+        typed_config:
+          "@type": {HEADER_MUTATION_TYPE}
+          mutations:
+            request_mutations:
+            - remove: {TRACEPARENT}
+"""
+
+
+def gateway_config_filter(ecds, module: str, wasm: str, config: dict) -> str:
+    # The ECDS renderer's Wasm config, as every other form runs it; only the
+    # code differs: istio-agent downloads the OCI module and rewrites this
+    # to a local file.
+    typed = ecds.ecds_resource(module, "", config)["resources"][0]["typed_config"]
+    typed["config"]["vm_config"]["code"] = {
+        "remote": {"http_uri": {"uri": OCI.format(name=module), "timeout": "60s"}}
+    }
+    if not typed["config"].get("allow_on_headers_stop_iteration"):
+        raise SystemExit(f"render-filters: render-ecds.py no longer sets allow_on_headers_stop_iteration for {module}")
+    value = {"config": typed["config"]}
+    return f"""# The gateway module's configuration ({wasm}): the registry, the cache
+# secret, the ratelimit cluster; served to the gateway by ECDS under the name
+# the HTTP filter of {FILTER_FILE} asks for.
+# The module comes from an OCI image (deploy/docker/Dockerfile, target
+# wasm-plugin, MODULE={wasm.removesuffix(".wasm")}), fetched by istio-agent. Pin it in production by
+# the image's MANIFEST digest (`crane digest`, `docker buildx imagetools
+# inspect`), not the .wasm file's hash: `uri: oci://registry.example.com/...@sha256:<digest>`.
+# Build it for one platform without attestations (`docker buildx build
+# --platform linux/amd64 --provenance=false`), or the digest is an index's.
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: {module}-config
+  namespace: {NAMESPACE}
+spec:
+  workloadSelector:
+    labels:
+      gateway.networking.k8s.io/gateway-name: {GATEWAY}
+  configPatches:
+  - applyTo: EXTENSION_CONFIG
+    patch:
+      operation: ADD
+      value:
+        name: {module}
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: {WASM_TYPE}
+          value: {indented_json(value, 12)}
 """
 
 
@@ -196,44 +193,40 @@ def main(argv: list[str]) -> int:
     ecds = load_render_ecds()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", required=True, type=Path)
-    parser.add_argument("--out-dir", type=Path, help="write the committed files here (default: stdout, needs --only)")
-    parser.add_argument("--only", choices=["tenant-auth", "admission-open", "llm-policy", "admission"], action="append")
-    parser.add_argument("--cache-secret-file", help="llm-policy's cache secret (default: the placeholder)")
+    parser.add_argument("--out-dir", type=Path,
+                        help="write the committed files here (default: print the configuration resource)")
+    parser.add_argument("--cache-secret-file", help="the module's cache secret (default: the placeholder)")
     parser.add_argument("--ratelimit-cluster", default="ratelimit")
     args = parser.parse_args(argv)
     if args.out_dir is not None and args.cache_secret_file:
         parser.error("--out-dir writes committed files, which keep the placeholder secret")
-    if args.out_dir is None and not args.only:
-        parser.error("without --out-dir, name what to print with --only")
     try:
         registry = ecds.load_registry(args.registry)
         secret = ecds.PLACEHOLDER_SECRET
         if args.cache_secret_file:
             secret = ecds.read_cache_secret(argparse.Namespace(cache_secret_placeholder=False, cache_secret_file=args.cache_secret_file))
+        config = ecds.gateway_config(registry, secret, args.ratelimit_cluster)
     except ecds.RenderError as e:
         print(f"render-filters: {e}", file=sys.stderr)
         return 1
-    configs = ecds.filter_configs(registry, secret, args.ratelimit_cluster)
-    docs = {name: wasm_plugin(name, configs[name]) for name in WASM_PLUGINS}
-    docs["llm-policy"] = llm_policy_filter(ecds, configs["llm-policy"])
+    config_doc = gateway_config_filter(ecds, ecds.GATEWAY, ecds.GATEWAY_WASM, config)
     if args.out_dir is None:
-        order = [n for n in ("tenant-auth", "admission-open", "llm-policy", "admission") if n in args.only]
-        sys.stdout.write("---\n".join(docs[n] for n in order))
+        sys.stdout.write(config_doc)
         return 0
-    plugins = args.out_dir / "wasmplugins.yaml"
-    plugins.write_text(HEADER + "---\n".join(docs[n] for n in WASM_PLUGINS))
-    example = args.out_dir / "envoyfilter-llm-policy.example.yaml"
-    example.write_text(
+    filter_path = args.out_dir / FILTER_FILE
+    filter_path.write_text(HEADER + gateway_filter(ecds.GATEWAY))
+    config_path = args.out_dir / CONFIG_FILE
+    config_path.write_text(
         HEADER
         + "# NOT part of kustomization.yaml: it holds the cache secret (here a placeholder\n"
-        + "# llm-policy refuses). Apply the real one out of band:\n"
+        + "# the module refuses). Apply the real one out of band:\n"
         + "#   deploy/k8s/overlays/istio/render-filters.py --registry deploy/k8s/base/config/registry.toml \\\n"
-        + "#     --only llm-policy --cache-secret-file cache_secret | kubectl apply -f -\n"
+        + "#     --cache-secret-file cache_secret | kubectl apply -f -\n"
         + "# Restrict who may read EnvoyFilter objects in this namespace (RBAC): the\n"
         + "# secret is in its spec.\n"
-        + docs["llm-policy"]
+        + config_doc
     )
-    print(f"wrote {plugins} and {example}")
+    print(f"wrote {filter_path} and {config_path}")
     return 0
 
 
