@@ -46,9 +46,7 @@ fn the_istio_gateway_chain_is_the_gateway_order() {
         wasm.to_str().expect("utf-8 path"),
     ]);
     assert!(
-        out.contains(
-            "llm-gateway -> envoy.filters.http.router"
-        ),
+        out.contains("llm-gateway -> envoy.filters.http.router"),
         "{out}"
     );
 }

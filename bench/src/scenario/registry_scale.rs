@@ -1,9 +1,11 @@
 //! `registry-scale`: the whole gateway on a registry of real size. A
 //! registry of `--tenants` tenants (one API key each, plus the bench
 //! tenant) is generated; the full chain (Envoy with every filter,
-//! ratelimit-service, mock pools) starts on it twice: with every filter given
-//! the whole registry, as the filters were configured before, and with each
-//! filter given the part of it it reads (`envoy/render-ecds.py`). Each side
+//! ratelimit-service, mock pools) starts on it three times: as separate
+//! filters each given the whole registry (as they were configured before),
+//! as separate filters each given the part of it it reads
+//! (`envoy/render-ecds.py --module filters`), and as the one gateway module,
+//! which compiles the registry once per worker. Each side
 //! reports how long it takes to start and to apply a registry change, what
 //! Envoy and ratelimit-service hold in memory, how many bytes the filters'
 //! configs are, and the p50 of authenticated requests with random tenants'
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use tenant_registry::api_key_digest_hex;
-use testbed::{FilterSet, Testbed};
+use testbed::{FilterModule, FilterSet, Testbed};
 
 use super::{Settings, registry, require_built};
 use crate::error::BenchError;
@@ -137,6 +139,35 @@ fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64)
     Ok((at(0.5), at(0.99)))
 }
 
+/// How a side packages the chain and its configuration.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    /// Separate filters, each given the whole registry.
+    WholeToEveryFilter,
+    /// Separate filters, each given the part it reads.
+    PartsToEachFilter,
+    /// The gateway module: the whole registry once.
+    OneModule,
+}
+
+impl Form {
+    fn label(self) -> &'static str {
+        match self {
+            Form::WholeToEveryFilter => "filters, whole registry each",
+            Form::PartsToEachFilter => "filters, each its part",
+            Form::OneModule => "one module",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Form::WholeToEveryFilter => "whole",
+            Form::PartsToEachFilter => "parts",
+            Form::OneModule => "module",
+        }
+    }
+}
+
 /// The registry a side starts on, and the change it then applies.
 struct Registries {
     start: String,
@@ -144,16 +175,19 @@ struct Registries {
 }
 
 fn measure(
-    label: &'static str,
-    whole_registry: bool,
+    form: Form,
     registries: &Registries,
     args: &ScaleArgs,
     settings: &Settings,
 ) -> Result<Side, BenchError> {
-    let side = if whole_registry { "whole" } else { "parts" };
+    let (label, side) = (form.label(), form.dir());
     let mut config = settings.testbed(side, FilterSet::ALL);
     config.registry_toml = registries.start.clone();
-    config.whole_registry = whole_registry;
+    config.whole_registry = matches!(form, Form::WholeToEveryFilter);
+    config.module = match form {
+        Form::OneModule => FilterModule::Gateway,
+        _ => FilterModule::Filters,
+    };
     eprintln!(
         "registry-scale: starting `{label}` on {} tenants",
         args.tenants
@@ -188,12 +222,13 @@ fn measure(
 
 impl ScaleReport {
     fn markdown(&self) -> String {
-        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         let mut out = format!(
             "# registry-scale: {} tenants\n\n\
              The full chain on a registry of {} tenants (one API key each), \
-             Envoy with {} workers. Baseline: every filter gets the whole \
-             registry. Variant: each filter gets the part it reads.\n\n\
+             Envoy with {} workers. Baseline: separate filters, each given the \
+             whole registry. Variants: each filter given the part it reads; \
+             the one gateway module (the whole registry once). Ratios are to \
+             the baseline.\n\n\
              Reproduce: `{}`\n\nHost: {} CPUs, {} {}, testbed binaries `{}`, commit {}\n\n",
             self.tenants,
             self.tenants,
@@ -205,37 +240,42 @@ impl ScaleReport {
             self.host.testbed_profile,
             self.host.commit.as_deref().unwrap_or("unknown")
         );
-        let [whole, parts] = [&self.sides[0], &self.sides[1]];
-        let rows: [(&str, f64, f64); 7] = [
-            ("start (s)", whole.start_s, parts.start_s),
-            ("registry reload (s)", whole.reload_s, parts.reload_s),
-            (
-                "Envoy resident (MiB)",
-                mib(whole.envoy_resident_bytes),
-                mib(parts.envoy_resident_bytes),
-            ),
-            (
-                "ratelimit-service resident (MiB)",
-                mib(whole.ratelimit_resident_bytes),
-                mib(parts.ratelimit_resident_bytes),
-            ),
-            (
-                "filter configs, ECDS (MiB)",
-                mib(whole.ecds_bytes),
-                mib(parts.ecds_bytes),
-            ),
-            ("auth p50 (ms)", whole.auth_p50_ms, parts.auth_p50_ms),
-            ("auth p99 (ms)", whole.auth_p99_ms, parts.auth_p99_ms),
+        fn mib(bytes: u64) -> f64 {
+            bytes as f64 / (1024.0 * 1024.0)
+        }
+        let rows: [(&str, fn(&Side) -> f64); 7] = [
+            ("start (s)", |s| s.start_s),
+            ("registry reload (s)", |s| s.reload_s),
+            ("Envoy resident (MiB)", |s| mib(s.envoy_resident_bytes)),
+            ("ratelimit-service resident (MiB)", |s| {
+                mib(s.ratelimit_resident_bytes)
+            }),
+            ("filter configs, ECDS (MiB)", |s| mib(s.ecds_bytes)),
+            ("auth p50 (ms)", |s| s.auth_p50_ms),
+            ("auth p99 (ms)", |s| s.auth_p99_ms),
         ];
-        let _ = writeln!(out, "| | {} | {} | ratio |", whole.label, parts.label);
-        let _ = writeln!(out, "|---|---:|---:|---:|");
-        for (what, before, after) in rows {
-            let ratio = if before > 0.0 {
-                after / before
-            } else {
-                f64::NAN
-            };
-            let _ = writeln!(out, "| {what} | {before:.2} | {after:.2} | {ratio:.3} |");
+        let Some((baseline, others)) = self.sides.split_first() else {
+            return out;
+        };
+        let _ = write!(out, "| | {}", baseline.label);
+        for side in others {
+            let _ = write!(out, " | {} | ratio", side.label);
+        }
+        let _ = writeln!(out, " |");
+        let _ = writeln!(out, "|---|---:{}|", "|---:|---:".repeat(others.len()));
+        for (what, value) in rows {
+            let before = value(baseline);
+            let _ = write!(out, "| {what} | {before:.2}");
+            for side in others {
+                let after = value(side);
+                let ratio = if before > 0.0 {
+                    after / before
+                } else {
+                    f64::NAN
+                };
+                let _ = write!(out, " | {after:.2} | {ratio:.3}");
+            }
+            let _ = writeln!(out, " |");
         }
         out
     }
@@ -255,16 +295,14 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
     };
     // One after the other, not side by side: two gateways of this size at
     // once would measure each other's memory and CPU.
-    let sides = vec![
-        measure(
-            "whole registry to every filter",
-            true,
-            &registries,
-            args,
-            settings,
-        )?,
-        measure("each filter its part", false, &registries, args, settings)?,
-    ];
+    let sides = [
+        Form::WholeToEveryFilter,
+        Form::PartsToEachFilter,
+        Form::OneModule,
+    ]
+    .into_iter()
+    .map(|form| measure(form, &registries, args, settings))
+    .collect::<Result<Vec<_>, _>>()?;
     let root = testbed::Paths::locate().map(|p| p.root).unwrap_or_default();
     let report = ScaleReport {
         tenants: args.tenants,
