@@ -243,7 +243,8 @@ impl ScaleReport {
         fn mib(bytes: u64) -> f64 {
             bytes as f64 / (1024.0 * 1024.0)
         }
-        let rows: [(&str, fn(&Side) -> f64); 7] = [
+        type Row = (&'static str, fn(&Side) -> f64);
+        let rows: [Row; 7] = [
             ("start (s)", |s| s.start_s),
             ("registry reload (s)", |s| s.reload_s),
             ("Envoy resident (MiB)", |s| mib(s.envoy_resident_bytes)),
