@@ -301,6 +301,21 @@ pub fn set_tick_period(period: Duration) -> HostResult<()> {
     })
 }
 
+/// A root context's tick period, set with the host only when it changes.
+#[derive(Debug, Default)]
+pub struct TickPeriod(Option<Duration>);
+
+impl TickPeriod {
+    /// Ticks every `period` from now on (a no-op when that is already so).
+    pub fn set(&mut self, period: Duration) -> HostResult<()> {
+        if self.0 != Some(period) {
+            set_tick_period(period)?;
+            self.0 = Some(period);
+        }
+        Ok(())
+    }
+}
+
 /// Makes `context_id` the context later host calls act for.
 pub fn set_effective_context(context_id: u32) -> HostResult<()> {
     check("set_effective_context", unsafe {

@@ -18,12 +18,11 @@ use std::rc::Rc;
 
 use admission_filter::worker::{AdmissionStream, Reporter, Shared, header_text};
 use admission_filter::{FilterPhase, admit_request, open_request};
-use filter_common::host::{self, send_error};
-use filter_common::{headers, non_utf8_header};
+use filter_common::headers;
+use filter_common::host::{self, TickPeriod, send_error};
+use llm_policy::Policy;
 use llm_policy::buffer_budget::BufferBudget;
-use llm_policy::routing::WORKLOAD_HEADER;
 use llm_policy::stream::{LimitsRefresher, PolicyStream, RequestLine};
-use llm_policy::{Policy, PolicyError};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use tenant_auth::stream::{authenticate, refuse};
@@ -47,8 +46,7 @@ struct GatewayRoot {
     refresher: LimitsRefresher,
     admission: Option<Rc<Shared>>,
     reporter: Reporter,
-    /// The tick period set last.
-    period: Option<std::time::Duration>,
+    tick: TickPeriod,
 }
 
 impl GatewayRoot {
@@ -61,7 +59,7 @@ impl GatewayRoot {
             refresher: LimitsRefresher::default(),
             admission: None,
             reporter: Reporter::default(),
-            period: None,
+            tick: TickPeriod::default(),
         }
     }
 
@@ -73,19 +71,10 @@ impl GatewayRoot {
             (None, Some(_)) => self.refresher.period(),
             (None, None) => return true,
         };
-        if self.period == Some(period) {
-            return true;
-        }
-        match host::set_tick_period(period) {
-            Ok(()) => {
-                self.period = Some(period);
-                true
-            }
-            Err(e) => {
-                log::error!("llm-gateway: {e}");
-                false
-            }
-        }
+        self.tick
+            .set(period)
+            .map_err(|e| log::error!("llm-gateway: {e}"))
+            .is_ok()
     }
 
     fn limits_cluster(&self) -> Option<String> {
@@ -192,26 +181,6 @@ struct GatewayStream {
     context: Option<RequestContext>,
     /// Bytes of a held (cumulative) response body already counted.
     response_fed: usize,
-}
-
-/// Why a request header could not be read as text.
-enum HeaderFault {
-    Host,
-    NonUtf8(&'static str),
-}
-
-fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
-    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
-    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
-}
-
-fn request_line() -> Result<RequestLine, HeaderFault> {
-    Ok(RequestLine {
-        method: request_header(":method")?.unwrap_or_default(),
-        path: request_header(":path")?.unwrap_or_default(),
-        content_length: request_header("content-length")?,
-        workload: request_header(WORKLOAD_HEADER)?,
-    })
 }
 
 impl GatewayStream {
@@ -394,15 +363,9 @@ impl HttpContext for GatewayStream {
             // Identity only.
             return Action::Continue;
         };
-        let line = match request_line() {
+        let line = match RequestLine::read() {
             Ok(line) => line,
-            Err(HeaderFault::NonUtf8(name)) => {
-                send_error(&non_utf8_header(name));
-                return Action::Pause;
-            }
-            Err(HeaderFault::Host) => {
-                return policy.refuse(PolicyError::HostFailure("cannot read the request headers"));
-            }
+            Err(fault) => return policy.header_fault(fault),
         };
         let identity = &context.identity;
         if self.admission.is_some() {

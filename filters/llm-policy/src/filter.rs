@@ -16,15 +16,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use filter_common::headers;
-use filter_common::host::{self, send_error};
-use filter_common::non_utf8_header;
+use filter_common::host::{self, TickPeriod};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
+use crate::Policy;
 use crate::buffer_budget::BufferBudget;
-use crate::routing::WORKLOAD_HEADER;
-use crate::stream::{LimitsRefresher, PolicyStream, RequestLine};
-use crate::{Policy, PolicyError};
+use crate::stream::{HeaderFault, LimitsRefresher, PolicyStream, RequestLine, request_header};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -37,27 +35,16 @@ struct PolicyRoot {
     /// Body bytes this worker holds, in all and per tenant.
     budget: Option<Rc<RefCell<BufferBudget>>>,
     refresher: LimitsRefresher,
-    /// The tick period set last.
-    period: Option<std::time::Duration>,
+    tick: TickPeriod,
 }
 
 impl PolicyRoot {
     /// Ticks as often as the refresher wants (faster until the first answer).
     fn follow_refresher(&mut self) -> bool {
-        let period = self.refresher.period();
-        if self.period == Some(period) {
-            return true;
-        }
-        match host::set_tick_period(period) {
-            Ok(()) => {
-                self.period = Some(period);
-                true
-            }
-            Err(e) => {
-                log::error!("llm-policy: {e}");
-                false
-            }
-        }
+        self.tick
+            .set(self.refresher.period())
+            .map_err(|e| log::error!("llm-policy: {e}"))
+            .is_ok()
     }
 }
 
@@ -124,28 +111,12 @@ struct PolicyFilter {
 
 impl Context for PolicyFilter {}
 
-/// Why a request header could not be read as text.
-enum HeaderFault {
-    Host,
-    NonUtf8(&'static str),
-}
-
-fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
-    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
-    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
-}
-
 /// The tenant tenant-auth named, and the request line.
 fn read_request() -> Result<(Option<String>, Option<String>, RequestLine), HeaderFault> {
     Ok((
         request_header(headers::TENANT_ID)?,
         request_header(headers::TENANT_TIER)?,
-        RequestLine {
-            method: request_header(":method")?.unwrap_or_default(),
-            path: request_header(":path")?.unwrap_or_default(),
-            content_length: request_header("content-length")?,
-            workload: request_header(WORKLOAD_HEADER)?,
-        },
+        RequestLine::read()?,
     ))
 }
 
@@ -170,13 +141,7 @@ impl HttpContext for PolicyFilter {
                 line,
                 end_of_stream,
             ),
-            Err(HeaderFault::NonUtf8(name)) => {
-                send_error(&non_utf8_header(name));
-                Action::Pause
-            }
-            Err(HeaderFault::Host) => self
-                .stream
-                .refuse(PolicyError::HostFailure("cannot read the request headers")),
+            Err(fault) => self.stream.header_fault(fault),
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use admission_proto::v1::{PoolLimitsRequest, PoolLimitsResponse};
 use filter_common::host::{self, send_error};
-use filter_common::{GatewayError, IntoGatewayError};
+use filter_common::{GatewayError, IntoGatewayError, non_utf8_header};
 use prost::Message;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::buffer_budget::BufferBudget;
 use crate::endpoint::{Endpoint, Route};
 use crate::pool_limits::{self, PoolLimits};
+use crate::routing::WORKLOAD_HEADER;
 use crate::upstream_error::{self, MAX_ERROR_BODY, ResponseHead, VIA_UPSTREAM};
 use crate::usage_chunk::UsageChunkFilter;
 use crate::{Decision, Policy, PolicyError, admit, check_body_size, decide_body, local_reply};
@@ -153,6 +154,30 @@ pub struct RequestLine {
     pub path: String,
     pub content_length: Option<String>,
     pub workload: Option<String>,
+}
+
+/// Why a request header could not be read as text.
+pub enum HeaderFault {
+    Host,
+    NonUtf8(&'static str),
+}
+
+/// A request header the policy reads, as text.
+pub fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
+    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
+    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
+}
+
+impl RequestLine {
+    /// The request line and the headers the policy reads, from the host.
+    pub fn read() -> Result<Self, HeaderFault> {
+        Ok(Self {
+            method: request_header(":method")?.unwrap_or_default(),
+            path: request_header(":path")?.unwrap_or_default(),
+            content_length: request_header("content-length")?,
+            workload: request_header(WORKLOAD_HEADER)?,
+        })
+    }
 }
 
 /// An admitted inference request waiting for its body.
@@ -308,6 +333,20 @@ impl PolicyStream {
             .try_borrow()
             .map(|limits| Rc::clone(&limits))
             .unwrap_or_default()
+    }
+
+    /// A header the policy reads could not be: not UTF-8 is 400
+    /// `invalid_header`, a host failure refuses the request.
+    pub fn header_fault(&mut self, fault: HeaderFault) -> Action {
+        match fault {
+            HeaderFault::NonUtf8(name) => {
+                send_error(&non_utf8_header(name));
+                Action::Pause
+            }
+            HeaderFault::Host => {
+                self.refuse(PolicyError::HostFailure("cannot read the request headers"))
+            }
+        }
     }
 
     /// Refuses the request with `error` (the reply is sent, or held).
