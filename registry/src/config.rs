@@ -165,10 +165,10 @@ pub struct Model {
     pub price: Price,
     /// For a LoRA adapter: the base model it runs on.
     #[serde(default)]
-    pub base: Option<String>,
+    pub base: Option<ModelName>,
     /// For a LoRA adapter: the only tenant that may use it.
     #[serde(default)]
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
 }
 
 impl Model {
@@ -345,7 +345,7 @@ pub struct Tenant {
     pub limits: Limits,
     /// Extra limits for one model (keyed by model name), on top of the tenant's.
     #[serde(default)]
-    pub model_limits: BTreeMap<String, Limits>,
+    pub model_limits: BTreeMap<ModelName, Limits>,
     #[serde(default)]
     pub api_keys: Vec<ApiKey>,
     /// SPIFFE IDs of mTLS clients that act as this tenant.

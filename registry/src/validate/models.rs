@@ -31,13 +31,13 @@ pub(super) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
                 {
                     return Err(invalid(
                         format!("{field}.base"),
-                        format!("{base:?} is not a base model in [models]"),
+                        format!("{:?} is not a base model in [models]", base.as_str()),
                     ));
                 }
                 if !config.tenants.iter().any(|t| &t.id == tenant) {
                     return Err(invalid(
                         format!("{field}.tenant"),
-                        format!("unknown tenant {tenant:?}"),
+                        format!("unknown tenant {:?}", tenant.as_str()),
                     ));
                 }
             }
