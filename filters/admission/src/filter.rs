@@ -10,10 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::worker::{AdmissionStream, Reporter, Shared, header_text};
-use crate::{
-    CompiledConfig, FilterPhase, RequestFacts, admit_request, is_inference, open_request,
-    parse_count,
-};
+use crate::{CompiledConfig, FilterPhase, RequestFacts, is_inference, parse_count};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -82,11 +79,6 @@ impl RootContext for AdmissionRoot {
         Some(Box::new(AdmissionFilter {
             stream: AdmissionStream::new(context_id, phase, self.shared.clone()),
             phase,
-            holder: self
-                .shared
-                .as_ref()
-                .map(|s| s.config.holder.clone())
-                .unwrap_or_default(),
         }))
     }
 
@@ -98,7 +90,6 @@ impl RootContext for AdmissionRoot {
 struct AdmissionFilter {
     stream: AdmissionStream,
     phase: FilterPhase,
-    holder: String,
 }
 
 const REQUEST: MapType = MapType::HttpRequestHeaders;
@@ -139,24 +130,16 @@ impl HttpContext for AdmissionFilter {
             host::send_error(&filter_common::host_failure());
             return Action::Pause;
         }
-        let facts = facts();
-        let request = match self.phase {
-            // On the headers, before llm-policy buffers the body: only
-            // inference requests are counted, as the later phase would.
-            FilterPhase::Open => {
-                let method = header_text(REQUEST, ":method").unwrap_or_default();
-                let path = header_text(REQUEST, ":path").unwrap_or_default();
-                if !is_inference(&method, &path) {
-                    return Action::Continue;
-                }
-                open_request(&facts, &self.holder)
+        // On the headers, before llm-policy buffers the body: only
+        // inference requests are counted, as the later phase would.
+        if self.phase == FilterPhase::Open {
+            let method = header_text(REQUEST, ":method").unwrap_or_default();
+            let path = header_text(REQUEST, ":path").unwrap_or_default();
+            if !is_inference(&method, &path) {
+                return Action::Continue;
             }
-            phase => admit_request(&facts, &self.holder, phase),
-        };
-        match request {
-            Some(request) => self.stream.admit(&facts, &request),
-            None => Action::Continue,
         }
+        self.stream.admit(&facts()).unwrap_or(Action::Continue)
     }
 
     /// The body as it goes to the pool (llm-policy has rewritten it): the

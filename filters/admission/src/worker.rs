@@ -28,7 +28,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{
     Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
-    digest_bytes, rate_limit_headers, unavailable,
+    admit_request, digest_bytes, open_request, rate_limit_headers, unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -271,15 +271,26 @@ impl AdmissionStream {
         self.shared.is_some()
     }
 
-    /// Sends `request` (built from `facts`) to the service. `Pause` while
-    /// it is asked; `Continue` when the request goes on unmetered (fail
-    /// open); `Pause` after a refusal was sent (fail closed).
-    pub fn admit(&mut self, facts: &RequestFacts, request: &AdmitRequest) -> Action {
+    /// Asks the service to admit this phase of the request `facts`
+    /// describe. `None` when there is nothing to admit (no tenant, or no
+    /// model after the OPEN phase); else `Pause` while it is asked,
+    /// `Continue` when the request goes on unmetered (fail open), `Pause`
+    /// after a refusal was sent (fail closed).
+    pub fn admit(&mut self, facts: &RequestFacts) -> Option<Action> {
         let Some(shared) = self.shared.clone() else {
             log::error!("admission: not configured; refusing");
             send_error(&filter_common::host_failure());
-            return Action::Pause;
+            return Some(Action::Pause);
         };
+        let holder = &shared.config.holder;
+        let request = match self.phase {
+            FilterPhase::Open => open_request(facts, holder),
+            phase => admit_request(facts, holder, phase),
+        }?;
+        Some(self.send(&shared, facts, &request))
+    }
+
+    fn send(&mut self, shared: &Shared, facts: &RequestFacts, request: &AdmitRequest) -> Action {
         self.tier = facts.tier.clone().unwrap_or_default();
         self.credential = facts.credential.clone().unwrap_or_default();
         self.request_sha256 = facts.request_sha256.clone();
@@ -296,7 +307,7 @@ impl AdmissionStream {
                 self.admit_token = Some(token);
                 Action::Pause
             }
-            Err(e) => self.on_service_unavailable(&shared, &format!("Admit not sent: {e}")),
+            Err(e) => self.on_service_unavailable(shared, &format!("Admit not sent: {e}")),
         }
     }
 

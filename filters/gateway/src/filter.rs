@@ -16,8 +16,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use admission_filter::FilterPhase;
 use admission_filter::worker::{AdmissionStream, Reporter, Shared, header_text};
-use admission_filter::{FilterPhase, admit_request, open_request};
 use filter_common::headers;
 use filter_common::host::{self, TickPeriod, send_error};
 use llm_policy::Policy;
@@ -152,11 +152,6 @@ impl RootContext for GatewayRoot {
         });
         Some(Box::new(GatewayStream {
             gateway: self.gateway.clone(),
-            holder: self
-                .admission
-                .as_ref()
-                .map(|s| s.config.holder.clone())
-                .unwrap_or_default(),
             flow: Flow::new(admission.is_some()),
             policy,
             admission,
@@ -172,8 +167,6 @@ impl RootContext for GatewayRoot {
 
 struct GatewayStream {
     gateway: Option<Rc<Gateway>>,
-    /// Name of this Envoy in leases.
-    holder: String,
     flow: Flow,
     policy: Option<PolicyStream>,
     /// The OPEN and the RESERVE lease, when admission runs.
@@ -212,11 +205,10 @@ impl GatewayStream {
         else {
             return;
         };
-        let facts = context.admission_facts(None);
-        let Some(request) = open_request(&facts, &self.holder) else {
+        let Some(action) = open.admit(&context.admission_facts(None)) else {
             return;
         };
-        if open.admit(&facts, &request) == Action::Continue {
+        if action == Action::Continue {
             // Fail open: unmetered on this phase, nothing to wait for.
             return;
         }
@@ -238,12 +230,8 @@ impl GatewayStream {
         else {
             return self.flow.reserve_answered(true);
         };
-        let facts = context.admission_facts(decision);
-        let Some(request) = admit_request(&facts, &self.holder, FilterPhase::Reserve) else {
-            return self.flow.reserve_answered(true);
-        };
-        match reserve.admit(&facts, &request) {
-            Action::Continue => self.flow.reserve_answered(true),
+        match reserve.admit(&context.admission_facts(decision)) {
+            None | Some(Action::Continue) => self.flow.reserve_answered(true),
             _ if reserve.is_waiting() => {
                 self.flow.reserve_sent();
                 Next::Wait
