@@ -414,6 +414,7 @@ impl HttpContext for GatewayStream {
             .policy
             .as_ref()
             .is_some_and(PolicyStream::holds_error_body);
+        let mut whole_chunk = None;
         if let Some((open, reserve)) = self.admission.as_mut() {
             // While the policy holds an error body, each callback sees all
             // of it so far: count only what is new.
@@ -432,9 +433,16 @@ impl HttpContext for GatewayStream {
             };
             reserve.response_chunk(&chunk, new, end_of_stream);
             open.response_chunk(&[], new, end_of_stream);
+            // The whole chunk, as the policy would read it: handed over
+            // rather than copied out of the host a second time.
+            if from == 0 && chunk.len() == body_size && body_size > 0 {
+                whole_chunk = Some(chunk);
+            }
         }
         let action = match self.policy.as_mut() {
-            Some(policy) => policy.on_response_body(body_size, end_of_stream),
+            Some(policy) => {
+                policy.on_response_body(body_size, end_of_stream, whole_chunk.as_deref())
+            }
             None => Action::Continue,
         };
         // Held on: the next callback repeats these bytes.

@@ -158,7 +158,7 @@ impl HttpContext for PolicyFilter {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let action = self.stream.on_response_body(body_size, end_of_stream);
+        let action = self.stream.on_response_body(body_size, end_of_stream, None);
         self.publish_sent_digest();
         action
     }

@@ -658,14 +658,25 @@ impl PolicyStream {
         Action::Continue
     }
 
-    pub fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    /// A response body chunk of `body_size` bytes; `read`: those bytes when
+    /// the caller already copied them out of the host (else they are read
+    /// here, only if this phase needs them).
+    pub fn on_response_body(
+        &mut self,
+        body_size: usize,
+        end_of_stream: bool,
+        read: Option<&[u8]>,
+    ) -> Action {
         if let Some(status) = self.error_status {
             return self.rewrite_error(status, body_size, end_of_stream);
         }
         let Some(usage_chunk) = self.usage_chunk.as_mut() else {
             return Action::Continue;
         };
-        let chunk = match host::buffer(BufferType::HttpResponseBody, 0, body_size) {
+        let chunk = match read.map_or_else(
+            || host::buffer(BufferType::HttpResponseBody, 0, body_size),
+            |bytes| Ok(Some(bytes.to_vec())),
+        ) {
             Ok(chunk) => chunk.unwrap_or_default(),
             Err(e) => {
                 // Cannot see the stream: let it pass untouched from here on.
