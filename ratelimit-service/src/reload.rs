@@ -64,7 +64,7 @@ pub fn load(path: &Path, audit_keyed: bool) -> Result<Registry, ReloadError> {
     // What only this service reads is checked here: the filters never see
     // the audit trail's redaction patterns.
     crate::audit::redact::check(&registry).map_err(invalid)?;
-    if !audit_keyed && let Some(t) = registry.tenants().iter().position(|t| t.audit.encrypt) {
+    if !audit_keyed && let Some(t) = registry.tenants().iter().position(|t| t.audit().encrypt) {
         return Err(invalid(RegistryError::Invalid {
             field: format!("tenants[{t}].audit.encrypt"),
             reason: "needs ratelimit-service --audit-key-file (AUDIT_KEY_FILE)".into(),

@@ -330,7 +330,7 @@ pub struct Tenant {
     #[serde(default)]
     pub disabled: bool,
     /// Allowed models: exact names, `*` wildcards, or `group:<name>`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_list")]
     pub models: Vec<String>,
     /// Fair-share weight; overrides the tier's.
     #[serde(default)]
@@ -340,20 +340,53 @@ pub struct Tenant {
     pub pools: Option<Vec<PoolName>>,
     #[serde(default)]
     pub cache_profile: Option<CacheProfile>,
-    /// Overrides of the tier's limits.
-    #[serde(default)]
-    pub limits: Limits,
+    /// Overrides of the tier's limits; read them with [`Tenant::limits`].
+    /// Boxed and absent when unset, as most are: every filter VM holds every
+    /// tenant, and an inline `Limits` is most of a tenant's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Box<Limits>>,
     /// Extra limits for one model (keyed by model name), on top of the tenant's.
     #[serde(default)]
     pub model_limits: BTreeMap<ModelName, Limits>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_list")]
     pub api_keys: Vec<ApiKey>,
     /// SPIFFE IDs of mTLS clients that act as this tenant.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_list")]
     pub spiffe_ids: Vec<String>,
-    /// How this tenant's per-request audit trail is kept.
-    #[serde(default)]
-    pub audit: AuditPolicy,
+    /// How this tenant's per-request audit trail is kept; read it with
+    /// [`Tenant::audit`]. Absent when the defaults apply, for the same
+    /// reason as `limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Box<AuditPolicy>>,
+}
+
+/// A tenant's list, at its exact length. serde grows a list from room for
+/// four; every filter VM holds every tenant, and with 100,000 tenants of one
+/// key each that spare room was a quarter of the VM.
+fn exact_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut list = Vec::<T>::deserialize(deserializer)?;
+    list.shrink_to_fit();
+    Ok(list)
+}
+
+static NO_LIMITS: Limits = Limits::NONE;
+static DEFAULT_AUDIT: std::sync::LazyLock<AuditPolicy> =
+    std::sync::LazyLock::new(AuditPolicy::default);
+
+impl Tenant {
+    /// The tenant's own limits (none set when the registry gives none).
+    pub fn limits(&self) -> &Limits {
+        self.limits.as_deref().unwrap_or(&NO_LIMITS)
+    }
+
+    /// The tenant's audit policy (the defaults when the registry gives none).
+    pub fn audit(&self) -> &AuditPolicy {
+        self.audit.as_deref().unwrap_or(&DEFAULT_AUDIT)
+    }
 }
 
 /// A tenant's audit trail: one record per request, in its own partition.

@@ -20,6 +20,7 @@
 
 mod config;
 mod error;
+mod index;
 mod limits;
 mod models;
 mod names;
@@ -33,13 +34,14 @@ pub use names::{ModelName, PoolName, TenantId, TierName};
 pub use validate::valid_id;
 
 use hashbrown::HashMap;
+use index::TenantIndex;
 use sha2::{Digest, Sha256};
 
 /// A validated registry with lookup indexes.
 #[derive(Debug, Clone)]
 pub struct Registry {
     config: RegistryConfig,
-    tenant_index: HashMap<TenantId, usize>,
+    tenant_index: TenantIndex,
     key_index: HashMap<[u8; 32], KeyRef>,
     spiffe_index: HashMap<String, usize>,
 }
@@ -79,20 +81,25 @@ impl Registry {
     }
 
     /// Validates `config` and builds the indexes.
-    pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+    pub fn new(mut config: RegistryConfig) -> Result<Self, RegistryError> {
         validate::validate(&config)?;
-        let mut tenant_index = HashMap::with_capacity(config.tenants.len());
-        let mut key_index = HashMap::new();
+        // Parsing grows the list by doubling: up to a third of it would be
+        // spare room, kept for the life of every filter VM.
+        config.tenants.shrink_to_fit();
+        let keys = config.tenants.iter().map(|t| t.api_keys.len()).sum();
+        let tenant_index = TenantIndex::new(&config.tenants);
+        let mut key_index = HashMap::with_capacity(keys);
         let mut spiffe_index = HashMap::new();
         for (t, tenant) in config.tenants.iter().enumerate() {
-            tenant_index.insert(tenant.id.clone(), t);
             for (k, key) in tenant.api_keys.iter().enumerate() {
-                let field = format!("tenants[{t}].api_keys[{k}]");
-                let digest = validate::parse_digest(&key.sha256, &field)?;
+                // Named only when something is wrong: a registry of real
+                // size has a hundred thousand keys.
+                let field = || format!("tenants[{t}].api_keys[{k}]");
+                let digest = validate::parse_digest(&key.sha256, field)?;
                 let expires_at = key
                     .expires_at
                     .as_deref()
-                    .map(|s| validate::parse_rfc3339(s, &format!("{field}.expires_at")))
+                    .map(|s| validate::parse_rfc3339(s, &format!("{}.expires_at", field())))
                     .transpose()?;
                 let entry = KeyRef {
                     tenant: t,
@@ -101,7 +108,7 @@ impl Registry {
                 };
                 if key_index.insert(digest, entry).is_some() {
                     return Err(RegistryError::Invalid {
-                        field: format!("{field}.sha256"),
+                        field: format!("{}.sha256", field()),
                         reason: "digest already belongs to another key".into(),
                     });
                 }
@@ -127,14 +134,17 @@ impl Registry {
         &self.config
     }
 
+    /// API keys, of every tenant.
+    pub fn key_count(&self) -> usize {
+        self.key_index.len()
+    }
+
     pub fn tenants(&self) -> &[Tenant] {
         &self.config.tenants
     }
 
     pub fn tenant(&self, id: &str) -> Option<&Tenant> {
-        self.tenant_index
-            .get(id)
-            .and_then(|&i| self.config.tenants.get(i))
+        self.tenant_index.find(&self.config.tenants, id)
     }
 
     /// The tier of a tenant (validation guarantees it exists).
@@ -158,8 +168,8 @@ impl Registry {
     /// The tenant's limits: its own overrides over its tier's.
     pub fn effective_limits(&self, tenant: &Tenant) -> Limits {
         match self.tier_of(tenant) {
-            Some(tier) => tenant.limits.over(&tier.limits),
-            None => tenant.limits.clone(),
+            Some(tier) => tenant.limits().over(&tier.limits),
+            None => tenant.limits().clone(),
         }
     }
 
@@ -188,6 +198,16 @@ impl Registry {
         match self.tier_of(tenant) {
             Some(tier) if !tier.pools.is_empty() => tier.pools.clone(),
             _ => self.config.pools.keys().cloned().collect(),
+        }
+    }
+
+    /// Whether [`Self::allowed_pools`] names at least one pool, without
+    /// building the list.
+    pub fn has_pool(&self, tenant: &Tenant) -> bool {
+        match (&tenant.pools, self.tier_of(tenant)) {
+            (Some(pools), _) => !pools.is_empty(),
+            (None, Some(tier)) if !tier.pools.is_empty() => true,
+            _ => !self.config.pools.is_empty(),
         }
     }
 

@@ -126,6 +126,17 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// No limit at all (what `Default` gives, usable in a `static`).
+    pub const NONE: Limits = Limits {
+        rpm: None,
+        tpm: None,
+        max_concurrency: None,
+        daily_budget_usd: None,
+        monthly_budget_usd: None,
+        budget_alert_ratio: None,
+        windows: Vec::new(),
+    };
+
     /// The shorthand fields as windows.
     pub(crate) fn shorthands(&self) -> impl Iterator<Item = ((Unit, Per), f64)> {
         [

@@ -167,7 +167,7 @@ fn errors_name_the_field() {
 #[test]
 fn audit_policy_defaults_to_hashes_only_with_every_redaction() {
     let reg = sample();
-    let audit = &reg.tenant("hobby").unwrap().audit;
+    let audit = &reg.tenant("hobby").unwrap().audit();
     assert_eq!(audit.retention_days, 30);
     assert!(!audit.log_prompts && !audit.encrypt);
     assert_eq!(audit.redact, PiiKind::ALL.to_vec());

@@ -238,12 +238,61 @@ pub struct Testbed {
     paths: Paths,
     layout: envoy::EnvoyLayout,
     stopped_ratelimit: Option<std::collections::HashMap<String, SocketAddr>>,
+    /// How long each step of `start` took.
+    pub startup: Startup,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
+/// How long each step of [`Testbed::start`] took, in order: what a registry
+/// of real size costs where (the registry-scale bench reports it).
+#[derive(Debug, Clone, Default)]
+pub struct Startup {
+    pub steps: Vec<(StartupStep, Duration)>,
+    lap: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupStep {
+    /// The testbed's own work: the registry checked, the mock pools
+    /// started, their addresses written into the registry.
+    Harness,
+    /// ratelimit-service started on the registry, until it listens.
+    Ratelimit,
+    /// `envoy/render-ecds.py` wrote the filters' configs.
+    Render,
+    /// Envoy started, until every VM on every worker is configured.
+    Envoy,
+}
+
+impl Startup {
+    fn begin() -> Self {
+        Self {
+            steps: Vec::new(),
+            lap: Some(std::time::Instant::now()),
+        }
+    }
+
+    /// Ends `step`: it took the time since the previous step ended.
+    fn done(&mut self, step: StartupStep) {
+        let now = std::time::Instant::now();
+        let took = self.lap.map_or(Duration::ZERO, |start| now - start);
+        self.steps.push((step, took));
+        self.lap = Some(now);
+    }
+
+    pub fn took(&self, step: StartupStep) -> Duration {
+        self.steps
+            .iter()
+            .filter(|(s, _)| *s == step)
+            .map(|(_, d)| *d)
+            .sum()
+    }
+}
+
 impl Testbed {
     pub fn start(config: TestbedConfig) -> Result<Self, TestbedError> {
+        let mut startup = Startup::begin();
         let paths = Paths::locate()?;
         let (dir, temp) = match &config.run_dir {
             Some(dir) => {
@@ -263,17 +312,21 @@ impl Testbed {
         let registry_toml = with_replicas(&config.registry_toml, &replicas)?;
         let registry_path = dir.join("registry.toml");
         write_registry(&registry_path, &registry_toml)?;
+        startup.done(StartupStep::Harness);
         let ratelimit = if config.ratelimit {
             Some(start_ratelimit(&paths, &config, &registry_path, &dir)?)
         } else {
             None
         };
+        startup.done(StartupStep::Ratelimit);
         let ratelimit_grpc = ratelimit.as_ref().map(|p| p.addr("grpc")).transpose()?;
         let ecds_dir = dir.join("ecds");
         std::fs::create_dir_all(&ecds_dir).map_err(|e| TestbedError::io(&ecds_dir, e))?;
         let shipped = envoy::shipped_bootstrap(&paths.root)?;
+        let filters = render_filters(&paths, &config, &dir, &ecds_dir)?;
+        startup.done(StartupStep::Render);
         let layout = envoy::EnvoyLayout {
-            filters: render_filters(&paths, &config, &dir, &ecds_dir)?,
+            filters,
             routes_by_policy: config.filters.llm_policy,
             pools: config
                 .pools
@@ -298,8 +351,10 @@ impl Testbed {
             otlp: config.otlp,
         };
         let envoy = envoy::start(&paths.envoy, &shipped, &layout, &dir, &ecds_dir)?;
+        startup.done(StartupStep::Envoy);
         Ok(Self {
             envoy,
+            startup,
             ratelimit,
             replicas,
             config,

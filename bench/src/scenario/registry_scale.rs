@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use tenant_registry::api_key_digest_hex;
-use testbed::{FilterModule, FilterSet, Testbed};
+use testbed::{FilterModule, FilterSet, StartupStep, Testbed};
 
 use super::{Settings, registry, require_built};
 use crate::error::BenchError;
@@ -32,6 +32,10 @@ pub struct ScaleArgs {
     /// Authenticated requests timed per side, each with a random tenant's key.
     #[arg(long, default_value_t = 400)]
     pub requests: usize,
+    /// The forms to measure, in this order (the first is the baseline of
+    /// the ratios); all three by default.
+    #[arg(long = "form", value_enum)]
+    pub forms: Vec<Form>,
 }
 
 /// What one side measured.
@@ -41,6 +45,13 @@ struct Side {
     /// `Testbed::start` until Envoy is ready: registry written, filter configs
     /// rendered, every service started, every VM on every worker configured.
     start_s: f64,
+    /// Of `start_s`: the testbed's own work (registry checked, mock pools
+    /// started), ratelimit-service until it listens, `render-ecds.py`, and
+    /// Envoy until every VM is configured.
+    harness_s: f64,
+    ratelimit_s: f64,
+    render_s: f64,
+    envoy_s: f64,
     /// A registry change (one tenant added) until Envoy applied every filter's
     /// new config.
     reload_s: f64,
@@ -140,13 +151,16 @@ fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64)
 }
 
 /// How a side packages the chain and its configuration.
-#[derive(Debug, Clone, Copy)]
-enum Form {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Form {
     /// Separate filters, each given the whole registry.
+    #[value(name = "whole")]
     WholeToEveryFilter,
     /// Separate filters, each given the part it reads.
+    #[value(name = "parts")]
     PartsToEachFilter,
     /// The gateway module: the whole registry once.
+    #[value(name = "module")]
     OneModule,
 }
 
@@ -195,6 +209,13 @@ fn measure(
     let started = Instant::now();
     let mut tb = Testbed::start(config).map_err(|e| testbed_error(side, e))?;
     let start_s = started.elapsed().as_secs_f64();
+    let took = |step| tb.startup.took(step).as_secs_f64();
+    let (harness_s, ratelimit_s, render_s, envoy_s) = (
+        took(StartupStep::Harness),
+        took(StartupStep::Ratelimit),
+        took(StartupStep::Render),
+        took(StartupStep::Envoy),
+    );
     let (auth_p50_ms, auth_p99_ms) = auth_latency(&tb, args.tenants, args.requests)?;
     let envoy_resident_bytes = tb.envoy.process.resident_bytes().unwrap_or(0);
     let ratelimit_resident_bytes = tb
@@ -211,6 +232,10 @@ fn measure(
     Ok(Side {
         label,
         start_s,
+        harness_s,
+        ratelimit_s,
+        render_s,
+        envoy_s,
         reload_s,
         envoy_resident_bytes,
         ratelimit_resident_bytes,
@@ -244,8 +269,12 @@ impl ScaleReport {
             bytes as f64 / (1024.0 * 1024.0)
         }
         type Row = (&'static str, fn(&Side) -> f64);
-        let rows: [Row; 7] = [
+        let rows: [Row; 11] = [
             ("start (s)", |s| s.start_s),
+            ("… testbed's own work (s)", |s| s.harness_s),
+            ("… ratelimit-service (s)", |s| s.ratelimit_s),
+            ("… render-ecds.py (s)", |s| s.render_s),
+            ("… Envoy until configured (s)", |s| s.envoy_s),
             ("registry reload (s)", |s| s.reload_s),
             ("Envoy resident (MiB)", |s| mib(s.envoy_resident_bytes)),
             ("ratelimit-service resident (MiB)", |s| {
@@ -296,14 +325,19 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
     };
     // One after the other, not side by side: two gateways of this size at
     // once would measure each other's memory and CPU.
-    let sides = [
-        Form::WholeToEveryFilter,
-        Form::PartsToEachFilter,
-        Form::OneModule,
-    ]
-    .into_iter()
-    .map(|form| measure(form, &registries, args, settings))
-    .collect::<Result<Vec<_>, _>>()?;
+    let forms = if args.forms.is_empty() {
+        vec![
+            Form::WholeToEveryFilter,
+            Form::PartsToEachFilter,
+            Form::OneModule,
+        ]
+    } else {
+        args.forms.clone()
+    };
+    let sides = forms
+        .into_iter()
+        .map(|form| measure(form, &registries, args, settings))
+        .collect::<Result<Vec<_>, _>>()?;
     let root = testbed::Paths::locate().map(|p| p.root).unwrap_or_default();
     let report = ScaleReport {
         tenants: args.tenants,

@@ -403,3 +403,55 @@ pub fn dispatch_grpc_call(
 pub fn plugin_configuration() -> HostResult<Option<Vec<u8>>> {
     buffer(BufferType::PluginConfiguration, 0, usize::MAX)
 }
+
+/// The plugin's configuration as a reader that copies it out of the host a
+/// slice at a time (wrap it in a `BufReader`). A configuration of many
+/// megabytes, a registry of real size, is parsed as it streams instead of
+/// first being copied whole into the VM, whose memory never shrinks again:
+/// every VM of every worker would keep that copy's pages.
+#[derive(Debug)]
+pub struct PluginConfiguration {
+    offset: usize,
+    /// What `on_configure` was told the configuration's size is.
+    size: usize,
+}
+
+impl PluginConfiguration {
+    pub fn new(size: usize) -> Self {
+        Self { offset: 0, size }
+    }
+}
+
+impl std::io::Read for PluginConfiguration {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        // The host clamps a slice that runs past the end, but not one that
+        // starts past it: never ask for that.
+        let want = into.len().min(self.size.saturating_sub(self.offset));
+        if want == 0 {
+            return Ok(0);
+        }
+        let slice = buffer(BufferType::PluginConfiguration, self.offset, want)
+            .map_err(std::io::Error::other)?
+            .unwrap_or_default();
+        let n = slice.len().min(want);
+        for (to, from) in into.iter_mut().zip(&slice).take(n) {
+            *to = *from;
+        }
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+/// Bytes of linear memory this VM holds: it grows and never shrinks, so
+/// this is the high-water mark of everything the filter ever allocated.
+/// `None` off wasm (native tests).
+pub fn vm_memory_bytes() -> Option<usize> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Some(core::arch::wasm32::memory_size(0).saturating_mul(64 * 1024))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        None
+    }
+}

@@ -70,6 +70,11 @@ impl Gateway {
         Self::compile(serde_json::from_slice(bytes)?)
     }
 
+    /// Parses the configuration as it streams from `reader`.
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
+        Self::compile(serde_json::from_reader(reader)?)
+    }
+
     pub fn compile(config: GatewayConfig) -> Result<Self, ConfigError> {
         if config.admission.is_some() && config.policy.is_none() {
             return Err(ConfigError::Invalid {
@@ -105,9 +110,9 @@ impl Gateway {
     pub fn audit_prompt_bytes(&self, tenant: &str) -> usize {
         self.registry
             .tenant(tenant)
-            .filter(|t| t.audit.log_prompts)
+            .filter(|t| t.audit().log_prompts)
             .map_or(0, |t| {
-                usize::try_from(t.audit.max_prompt_bytes).unwrap_or(0)
+                usize::try_from(t.audit().max_prompt_bytes).unwrap_or(0)
             })
     }
 }

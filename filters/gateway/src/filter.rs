@@ -30,6 +30,10 @@ use tenant_auth::stream::{authenticate, refuse};
 use crate::context::RequestContext;
 use crate::{Flow, Gateway, Next};
 
+/// Bytes of configuration copied out of the host per call while it is
+/// parsed: the whole of it never sits in the VM at once.
+const CONFIG_SLICE_BYTES: usize = 64 * 1024;
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
@@ -100,21 +104,28 @@ impl Context for GatewayRoot {
 }
 
 impl RootContext for GatewayRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) | Err(_) => {
-                log::error!("llm-gateway: no configuration given");
-                return false;
-            }
-        };
-        let mut gateway = match Gateway::from_json(&bytes) {
+    fn on_configure(&mut self, size: usize) -> bool {
+        if size == 0 {
+            log::error!("llm-gateway: no configuration given");
+            return false;
+        }
+        let config = std::io::BufReader::with_capacity(
+            CONFIG_SLICE_BYTES,
+            host::PluginConfiguration::new(size),
+        );
+        let mut gateway = match Gateway::from_reader(config) {
             Ok(gateway) => gateway,
             Err(e) => {
                 log::error!("llm-gateway: configuration refused: {e}");
                 return false;
             }
         };
+        log::info!(
+            "llm-gateway: configured: {} tenants, {} API keys; VM memory {} MiB",
+            gateway.registry.tenants().len(),
+            gateway.registry.key_count(),
+            host::vm_memory_bytes().unwrap_or(0) >> 20
+        );
         self.policy = gateway.policy.take().map(Rc::new);
         self.budget = self.policy.as_deref().map(PolicyStream::budget_for);
         self.admission = gateway

@@ -29,7 +29,7 @@ pub const SHARED_CHAIN_SEED: &[u8] = b"llm-gateway/trusted-prefix-chain/v1";
 const ROLE_END: u8 = 0x1f;
 const SEGMENT_END: u8 = 0x1e;
 
-/// What one tenant's requests carry, derived once at config load.
+/// What one tenant's requests carry, derived per request by [`KeyDeriver`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantCacheKeys {
     /// The `cache_salt` to force (strict), or `None` to strip it (trusted).
@@ -57,9 +57,51 @@ impl TenantCacheKeys {
 
 /// `hex(HMAC-SHA256(secret, tenant_id))`; `None` only if the MAC refuses the key.
 pub fn tenant_salt(secret: &[u8], tenant_id: &str) -> Option<String> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
-    mac.update(tenant_id.as_bytes());
-    Some(hex::encode(mac.finalize().into_bytes()))
+    KeyDeriver::new(secret).map(|d| d.salt(tenant_id))
+}
+
+/// Derives a tenant's cache keys from the cache secret when a request needs
+/// them: two hashes of a few bytes per request, where deriving every
+/// tenant's keys at load cost seconds and megabytes per VM with a registry
+/// of 100,000 tenants (bench/README.md, registry-scale).
+#[derive(Clone)]
+pub struct KeyDeriver {
+    /// Keyed once: a clone skips the key schedule on every request.
+    mac: Hmac<Sha256>,
+    trusted: TenantCacheKeys,
+}
+
+impl std::fmt::Debug for KeyDeriver {
+    // The MAC holds the secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDeriver { .. }")
+    }
+}
+
+impl KeyDeriver {
+    /// `None` only if the MAC refuses the key.
+    pub fn new(secret: &[u8]) -> Option<Self> {
+        Some(Self {
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?,
+            trusted: TenantCacheKeys::trusted(),
+        })
+    }
+
+    /// `hex(HMAC-SHA256(secret, tenant_id))`.
+    pub fn salt(&self, tenant_id: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(tenant_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The keys of `tenant_id`'s requests under its cache profile.
+    pub fn keys(&self, strict: bool, tenant_id: &str) -> TenantCacheKeys {
+        if strict {
+            TenantCacheKeys::strict(self.salt(tenant_id))
+        } else {
+            self.trusted.clone()
+        }
+    }
 }
 
 /// The first `limit` bytes of the prompt's first sequence, as the chain sees it.
@@ -162,6 +204,19 @@ mod tests {
             tenant_salt(b"Jefe", "what do ya want for nothing?").unwrap(),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn the_deriver_gives_each_profile_its_keys() {
+        let deriver = KeyDeriver::new(SECRET).unwrap();
+        assert_eq!(
+            deriver.keys(true, "acme"),
+            TenantCacheKeys::strict(tenant_salt(SECRET, "acme").unwrap())
+        );
+        assert_ne!(deriver.keys(true, "acme"), deriver.keys(true, "globex"));
+        assert_eq!(deriver.keys(false, "acme"), TenantCacheKeys::trusted());
+        assert_eq!(deriver.keys(false, "globex"), TenantCacheKeys::trusted());
+        assert!(!format!("{deriver:?}").contains("0123"));
     }
 
     #[test]

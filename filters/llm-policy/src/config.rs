@@ -18,14 +18,13 @@
 //! asked every 2 s for the pools' real `max_model_len` ([`crate::pool_limits`]);
 //! without it the registry's caps alone apply.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError, TenantId};
+use tenant_registry::{CacheProfile, Registry, RegistryConfig, RegistryError, Tenant};
 use thiserror::Error;
 
-use crate::cache_key::{self, TenantCacheKeys};
+use crate::cache_key::{KeyDeriver, TenantCacheKeys};
 
 /// Prefix-chain blocks behind the affinity key when the config names none.
 pub const DEFAULT_PREFIX_KEY_BLOCKS: u32 = 4;
@@ -97,8 +96,8 @@ pub struct Policy {
     /// Shared with the other phases of the gateway module: one compiled
     /// registry per VM.
     pub registry: Arc<Registry>,
-    /// Salt and chain seed per tenant id, derived once at load.
-    tenant_keys: BTreeMap<TenantId, TenantCacheKeys>,
+    /// A tenant's salt and chain seed, derived when a request needs them.
+    keys: KeyDeriver,
     pub prefix_key_blocks: usize,
     /// Bytes of prompt per prefix-chain block.
     pub block_bytes: usize,
@@ -134,38 +133,30 @@ impl Policy {
             ));
         }
         for (i, tenant) in registry.tenants().iter().enumerate() {
-            if registry.allowed_pools(tenant).is_empty() {
+            if !registry.has_pool(tenant) {
                 return Err(invalid(
                     format!("registry.tenants[{i}].pools"),
                     "the tenant may use no pool (configure [pools] or the tier's pools)",
                 ));
             }
         }
-        let mut tenant_keys = BTreeMap::new();
-        for tenant in registry.tenants() {
-            let keys = match registry.cache_profile(tenant) {
-                CacheProfile::Strict => {
-                    let salt = cache_key::tenant_salt(&secret, &tenant.id)
-                        .ok_or_else(|| invalid("cache_secret", "not usable as an HMAC key"))?;
-                    TenantCacheKeys::strict(salt)
-                }
-                CacheProfile::Trusted => TenantCacheKeys::trusted(),
-            };
-            tenant_keys.insert(tenant.id.clone(), keys);
-        }
+        let keys = KeyDeriver::new(&secret)
+            .ok_or_else(|| invalid("cache_secret", "not usable as an HMAC key"))?;
         let block_tokens =
             usize::try_from(registry.config().gateway.prefix_block_tokens).unwrap_or(usize::MAX);
         Ok(Self {
             registry,
-            tenant_keys,
+            keys,
             prefix_key_blocks: usize::try_from(config.prefix_key_blocks).unwrap_or(1),
             block_bytes: block_tokens.saturating_mul(BLOCK_CHARS_PER_TOKEN),
             limits_cluster: config.limits_cluster,
         })
     }
 
-    pub fn tenant_keys(&self, tenant_id: &str) -> Option<&TenantCacheKeys> {
-        self.tenant_keys.get(tenant_id)
+    /// The cache keys of `tenant`'s requests, under its cache profile.
+    pub fn tenant_keys(&self, tenant: &Tenant) -> TenantCacheKeys {
+        let strict = self.registry.cache_profile(tenant) == CacheProfile::Strict;
+        self.keys.keys(strict, &tenant.id)
     }
 }
 
@@ -211,8 +202,9 @@ mod tests {
         let p = load(&config_json()).unwrap();
         assert_eq!(p.prefix_key_blocks, 4);
         assert_eq!(p.block_bytes, 16 * 4);
-        assert!(p.tenant_keys("acme").unwrap().salt.is_some());
-        assert!(p.tenant_keys("shared").unwrap().salt.is_none());
+        let keys = |id: &str| p.tenant_keys(p.registry.tenant(id).unwrap());
+        assert!(keys("acme").salt.is_some());
+        assert!(keys("shared").salt.is_none());
         assert_eq!(p.limits_cluster, None);
         let with = config_json().replacen('{', r#"{"limits_cluster":"ratelimit","#, 1);
         assert_eq!(

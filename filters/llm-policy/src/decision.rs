@@ -235,9 +235,7 @@ pub fn decide_body(
         pool_max_model_len: pool_limits.max_model_len(registry, &pool, &request.model),
     };
     let budget = limits::output_budget(endpoint, request.max_tokens, &estimate, &caps)?;
-    let keys = policy
-        .tenant_keys(&tenant.id)
-        .ok_or_else(|| PolicyError::UnknownTenant(tenant.id.to_string()))?;
+    let keys = policy.tenant_keys(tenant);
     let chain_bytes = policy.block_bytes.saturating_mul(policy.prefix_key_blocks);
     let stream_bytes = cache_key::prefix_stream(&request.prompt, chain_bytes);
     let prefix_key = cache_key::prefix_key(

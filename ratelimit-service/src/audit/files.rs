@@ -266,7 +266,7 @@ pub async fn sweep_forever(
             sweep(&root, today, |tenant| {
                 registry.tenant(tenant).map_or_else(
                     || tenant_registry::AuditPolicy::default().retention_days,
-                    |t| t.audit.retention_days,
+                    |t| t.audit().retention_days,
                 )
             })
         })

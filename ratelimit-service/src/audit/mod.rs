@@ -144,8 +144,8 @@ impl AuditTrail {
         self.registry
             .current()
             .tenant(tenant)
-            .filter(|t| t.audit.log_prompts && t.audit.retention_days > 0)
-            .map_or(0, |t| t.audit.max_prompt_bytes)
+            .filter(|t| t.audit().log_prompts && t.audit().retention_days > 0)
+            .map_or(0, |t| t.audit().max_prompt_bytes)
     }
 
     /// Queues a record; waits while the writer is a full queue behind.
@@ -198,7 +198,7 @@ impl Writer {
             .registry
             .current()
             .tenant(&record.tenant)
-            .map(|t| t.audit.clone())
+            .map(|t| t.audit().clone())
             .unwrap_or_default();
         if policy.retention_days == 0 {
             return Ok(());

@@ -107,7 +107,7 @@ const ORDER: [PiiKind; 4] = [
 /// A custom pattern that does not compile: the field that named it.
 pub fn check(registry: &Registry) -> Result<(), RegistryError> {
     for (t, tenant) in registry.tenants().iter().enumerate() {
-        for (i, pattern) in tenant.audit.redact_patterns.iter().enumerate() {
+        for (i, pattern) in tenant.audit().redact_patterns.iter().enumerate() {
             compile_custom(pattern).map_err(|reason| RegistryError::Invalid {
                 field: format!("tenants[{t}].audit.redact_patterns[{i}]"),
                 reason,

@@ -22,16 +22,20 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
     tenants::validate(config)
 }
 
-pub(crate) fn parse_digest(hex_digest: &str, field: &str) -> Result<[u8; 32], RegistryError> {
+/// `field` names the key, built only for an error.
+pub(crate) fn parse_digest(
+    hex_digest: &str,
+    field: impl Fn() -> String,
+) -> Result<[u8; 32], RegistryError> {
     let mut out = [0u8; 32];
     if hex_digest.len() != 64 || hex_digest.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(invalid(
-            format!("{field}.sha256"),
+            format!("{}.sha256", field()),
             "expected 64 lower-case hex characters (the SHA-256 of the key, never the key)",
         ));
     }
     hex::decode_to_slice(hex_digest, &mut out)
-        .map_err(|e| invalid(format!("{field}.sha256"), e.to_string()))?;
+        .map_err(|e| invalid(format!("{}.sha256", field()), e.to_string()))?;
     Ok(out)
 }
 

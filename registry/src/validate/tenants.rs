@@ -45,7 +45,7 @@ pub(super) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
                 ));
             }
         }
-        check_limits(&tenant.limits, &format!("{field}.limits"))?;
+        check_limits(tenant.limits(), &format!("{field}.limits"))?;
         for (model, limits) in &tenant.model_limits {
             if !config.models.contains_key(model.as_str()) {
                 return Err(invalid(
@@ -72,8 +72,8 @@ pub(super) fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
             }
         }
         // Held in the filter per request and carried in its report.
-        if tenant.audit.log_prompts
-            && !(1..=MAX_AUDIT_PROMPT_BYTES).contains(&tenant.audit.max_prompt_bytes)
+        if tenant.audit().log_prompts
+            && !(1..=MAX_AUDIT_PROMPT_BYTES).contains(&tenant.audit().max_prompt_bytes)
         {
             return Err(invalid(
                 format!("{field}.audit.max_prompt_bytes"),
