@@ -152,19 +152,34 @@ def chain_filters(chain: set[str]) -> list[str]:
 # What each filter reads of the registry; the rest stays out of its config.
 # With many tenants the registry is most of every ECDS file, parsed by every
 # VM on every worker: admission reads no tenant at all, tenant-auth only who
-# a credential names, llm-policy everything but credentials and audit.
+# a credential names, llm-policy everything but credentials and audit. No
+# filter reads what only ratelimit-service enforces (a tenant's limits and
+# weight), nor when a key was made.
+SERVICE_TENANT_FIELDS = {"limits", "model_limits", "weight"}
+SERVICE_KEY_FIELDS = {"created_at"}
 AUTH_TENANT_FIELDS = {"id", "tier", "disabled", "api_keys", "spiffe_ids"}
-POLICY_TENANT_SKIPS = {"api_keys", "spiffe_ids", "audit"}
+POLICY_TENANT_SKIPS = {"api_keys", "spiffe_ids", "audit"} | SERVICE_TENANT_FIELDS
 ADMISSION_SECTIONS = {"tiers", "pools"}
 
 
+def filters_tenant(tenant: dict) -> dict:
+    """`tenant` without what only ratelimit-service reads."""
+    kept = {k: v for k, v in tenant.items() if k not in SERVICE_TENANT_FIELDS}
+    if "api_keys" in kept:
+        kept["api_keys"] = [{k: v for k, v in key.items() if k not in SERVICE_KEY_FIELDS} for key in kept["api_keys"]]
+    return kept
+
+
 def registry_for(name: str, registry: dict) -> dict:
-    """The part of `registry` the filter `name` reads."""
-    tenants = registry.get("tenants", [])
+    """The part of `registry` the filter `name` reads ("llm-gateway": what
+    its phases read, together)."""
+    tenants = [filters_tenant(t) for t in registry.get("tenants", [])]
     if name == "tenant-auth":
         return {**registry, "tenants": [{k: v for k, v in t.items() if k in AUTH_TENANT_FIELDS} for t in tenants]}
     if name == "llm-policy":
         return {**registry, "tenants": [{k: v for k, v in t.items() if k not in POLICY_TENANT_SKIPS} for t in tenants]}
+    if name == GATEWAY:
+        return {**registry, "tenants": tenants}
     return {k: v for k, v in registry.items() if k in ADMISSION_SECTIONS}
 
 
@@ -201,8 +216,8 @@ def filter_configs(registry: dict, cache_secret: str, cluster: str, chain: set[s
 
 
 def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN)) -> dict:
-    """The gateway module's JSON: the whole registry once, and a section per
-    phase of `chain` (authentication always runs; admission needs the
+    """The gateway module's JSON: the registry once (what its phases read),
+    and a section per phase of `chain` (authentication always runs; admission needs the
     policy, since it admits what the policy decided)."""
     unknown = chain - set(CHAIN)
     if unknown:
@@ -213,7 +228,7 @@ def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[s
         raise RenderError("--module gateway: admission needs llm-policy in the chain")
     if not cluster and "admission" in chain:
         raise RenderError("admission needs ratelimit-service: give --ratelimit-cluster")
-    config: dict = {"registry": registry, "auth": {}}
+    config: dict = {"registry": registry_for(GATEWAY, registry), "auth": {}}
     if "llm-policy" in chain:
         config["policy"] = {"cache_secret": cache_secret, **({"limits_cluster": cluster} if cluster else {})}
     if "admission" in chain:

@@ -50,3 +50,62 @@ fn the_istio_gateway_chain_is_the_gateway_order() {
         "{out}"
     );
 }
+
+/// The module's config carries the registry once, without what no phase
+/// reads: a tenant's limits and weight are ratelimit-service's, and with a
+/// registry of real size they were bytes every VM of every worker parsed.
+#[test]
+fn the_module_gets_only_what_its_phases_read() {
+    let paths = Paths::locate().expect("make build first");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = std::fs::read_to_string(paths.root.join("envoy/registry.example.toml"))
+        .expect("example registry");
+    let registry = format!(
+        "{example}\n[[tenants]]\nid = \"metered\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
+         weight = 2.0\nlimits = {{ rpm = 10 }}\n\
+         model_limits = {{ \"llama-3.1-8b-instruct\" = {{ tpm = 1000 }} }}\n\
+         api_keys = [{{ id = \"m1\", sha256 = \"{}\", created_at = \"2026-01-01T00:00:00Z\" }}]\n",
+        "ab".repeat(32)
+    );
+    let registry_path = dir.path().join("registry.toml");
+    std::fs::write(&registry_path, registry).expect("write registry");
+    let out = Command::new(&paths.python)
+        .arg(paths.root.join("envoy/render-ecds.py"))
+        .arg("--registry")
+        .arg(&registry_path)
+        .arg("--cache-secret-placeholder")
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "render-ecds.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ecds: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("llm-gateway.json")).expect("module config rendered"),
+    )
+    .expect("ECDS is JSON");
+    let config = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .expect("a string configuration");
+    let config: serde_json::Value = serde_json::from_str(config).expect("config is JSON");
+    let tenants = config["registry"]["tenants"].as_array().expect("tenants");
+    let metered = tenants
+        .iter()
+        .find(|t| t["id"] == "metered")
+        .expect("every tenant is there");
+    for field in ["limits", "model_limits", "weight"] {
+        assert!(
+            metered.get(field).is_none(),
+            "{field} reached the module: {metered}"
+        );
+    }
+    assert_eq!(metered["tier"], "standard");
+    let key = &metered["api_keys"][0];
+    assert_eq!(key["sha256"], "ab".repeat(32));
+    assert!(key.get("created_at").is_none(), "{key}");
+    // The tiers' limits stay: the policy reads the caps beside them.
+    assert!(config["registry"]["tiers"]["standard"]["limits"].is_object());
+}

@@ -56,6 +56,9 @@ struct Side {
     /// new config.
     reload_s: f64,
     envoy_resident_bytes: u64,
+    /// The filters' wasm VMs on one worker, as each logged its memory once
+    /// configured (the high-water mark of its linear memory), summed.
+    filter_vm_mib_per_worker: f64,
     ratelimit_resident_bytes: u64,
     /// The filters' ECDS files, together.
     ecds_bytes: u64,
@@ -150,6 +153,38 @@ fn auth_latency(tb: &Testbed, tenants: usize, count: usize) -> Result<(f64, f64)
     Ok((at(0.5), at(0.99)))
 }
 
+/// The filters' memory on one Envoy worker (MiB), from Envoy's log: each
+/// filter VM logs `<filter>: configured: …; VM memory N MiB` once
+/// configured. Per thread, the last such line of each VM is summed (the
+/// main thread configures a VM twice, once to validate); the largest sum
+/// is the answer. `None` when no VM logged it.
+fn filter_memory_per_worker(log: &str) -> Option<f64> {
+    let mut last: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    for line in log.lines() {
+        let Some((_, memory)) = line.split_once("; VM memory ") else {
+            continue;
+        };
+        let Some(mib) = memory
+            .strip_suffix(" MiB")
+            .and_then(|n| n.trim().parse::<f64>().ok())
+        else {
+            continue;
+        };
+        // [time][thread][level][logger] … wasm log <vm id> <root id>: …
+        let thread = line.split(['[', ']']).nth(3).unwrap_or("");
+        let vm = line
+            .split_once("wasm log ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .unwrap_or("");
+        last.insert((thread, vm), mib);
+    }
+    let mut per_thread: std::collections::BTreeMap<&str, f64> = Default::default();
+    for ((thread, _), mib) in last {
+        *per_thread.entry(thread).or_default() += mib;
+    }
+    per_thread.into_values().reduce(f64::max)
+}
+
 /// How a side packages the chain and its configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Form {
@@ -218,6 +253,8 @@ fn measure(
     );
     let (auth_p50_ms, auth_p99_ms) = auth_latency(&tb, args.tenants, args.requests)?;
     let envoy_resident_bytes = tb.envoy.process.resident_bytes().unwrap_or(0);
+    let envoy_log = std::fs::read_to_string(tb.run_dir().join("envoy.log")).unwrap_or_default();
+    let filter_vm_mib_per_worker = filter_memory_per_worker(&envoy_log).unwrap_or(f64::NAN);
     let ratelimit_resident_bytes = tb
         .ratelimit
         .as_ref()
@@ -238,6 +275,7 @@ fn measure(
         envoy_s,
         reload_s,
         envoy_resident_bytes,
+        filter_vm_mib_per_worker,
         ratelimit_resident_bytes,
         ecds_bytes,
         auth_p50_ms,
@@ -269,7 +307,7 @@ impl ScaleReport {
             bytes as f64 / (1024.0 * 1024.0)
         }
         type Row = (&'static str, fn(&Side) -> f64);
-        let rows: [Row; 11] = [
+        let rows: [Row; 12] = [
             ("start (s)", |s| s.start_s),
             ("… testbed's own work (s)", |s| s.harness_s),
             ("… ratelimit-service (s)", |s| s.ratelimit_s),
@@ -277,6 +315,9 @@ impl ScaleReport {
             ("… Envoy until configured (s)", |s| s.envoy_s),
             ("registry reload (s)", |s| s.reload_s),
             ("Envoy resident (MiB)", |s| mib(s.envoy_resident_bytes)),
+            ("filter VMs per worker (MiB)", |s| {
+                s.filter_vm_mib_per_worker
+            }),
             ("ratelimit-service resident (MiB)", |s| {
                 mib(s.ratelimit_resident_bytes)
             }),
@@ -353,4 +394,30 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
     let [md, json] = write_results(out_dir, "registry-scale", markdown, &report)?;
     eprintln!("wrote {} and {}", md.display(), json.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_memory_sums_each_vm_of_a_worker_once() {
+        let line = |thread: &str, vm: &str, mib: u32| {
+            format!(
+                "[2026-11-29 13:50:40.426][{thread}][info][wasm] [context.cc:1151] wasm log \
+                 {vm} {vm}: {vm}: configured: 3 tenants; VM memory {mib} MiB"
+            )
+        };
+        let log = [
+            line("1", "tenant-auth", 50),
+            line("1", "tenant-auth", 10),
+            line("1", "llm-policy", 7),
+            line("2", "tenant-auth", 12),
+            line("2", "llm-policy", 8),
+            "[2026-11-29][2][info][wasm] wasm log llm-policy llm-policy: pool limits".into(),
+        ]
+        .join("\n");
+        assert_eq!(filter_memory_per_worker(&log), Some(20.0));
+        assert_eq!(filter_memory_per_worker("no such line"), None);
+    }
 }

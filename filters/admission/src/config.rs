@@ -110,7 +110,12 @@ pub struct CompiledConfig {
 
 impl CompiledConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: AdmissionConfig = serde_json::from_slice(bytes)?;
+        Self::from_reader(bytes)
+    }
+
+    /// Parses and compiles the configuration as it streams from `reader`.
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
+        let config: AdmissionConfig = serde_json::from_reader(reader)?;
         Self::compile(&config.registry, config.phase, config.settings)
     }
 

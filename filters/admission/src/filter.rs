@@ -43,13 +43,14 @@ impl Context for AdmissionRoot {
 }
 
 impl RootContext for AdmissionRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Ok(Some(bytes)) = host::plugin_configuration() else {
+    fn on_configure(&mut self, size: usize) -> bool {
+        if size == 0 {
             log::error!("admission: no configuration given");
             return false;
-        };
-        match CompiledConfig::from_json(&bytes) {
+        }
+        match CompiledConfig::from_reader(host::configuration(size)) {
             Ok(config) => {
+                host::log_configured("admission", format_args!("{:?} phase", config.phase));
                 if let Err(e) = host::set_tick_period(config.report_flush) {
                     log::error!("admission: {e}");
                     return false;

@@ -399,13 +399,27 @@ pub fn dispatch_grpc_call(
     })
 }
 
-/// The plugin's configuration bytes.
-pub fn plugin_configuration() -> HostResult<Option<Vec<u8>>> {
-    buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+/// The plugin's configuration, `size` bytes as `on_configure` was told, to
+/// parse as it streams: see [`PluginConfiguration`].
+pub fn configuration(size: usize) -> std::io::BufReader<PluginConfiguration> {
+    std::io::BufReader::with_capacity(CONFIG_SLICE_BYTES, PluginConfiguration::new(size))
+}
+
+/// Bytes of configuration copied out of the host per call while it is
+/// parsed: the whole of it never sits in the VM at once.
+const CONFIG_SLICE_BYTES: usize = 64 * 1024;
+
+/// Logs that `filter` is configured, with what it holds and the VM's
+/// memory (the registry-scale bench reads this line).
+pub fn log_configured(filter: &str, holds: std::fmt::Arguments<'_>) {
+    log::info!(
+        "{filter}: configured: {holds}; VM memory {} MiB",
+        vm_memory_bytes().unwrap_or(0) >> 20
+    );
 }
 
 /// The plugin's configuration as a reader that copies it out of the host a
-/// slice at a time (wrap it in a `BufReader`). A configuration of many
+/// slice at a time. A configuration of many
 /// megabytes, a registry of real size, is parsed as it streams instead of
 /// first being copied whole into the VM, whose memory never shrinks again:
 /// every VM of every worker would keep that copy's pages.

@@ -67,7 +67,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::compile(serde_json::from_slice(bytes)?)
+        Self::from_reader(bytes)
     }
 
     /// Parses the configuration as it streams from `reader`.

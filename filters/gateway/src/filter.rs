@@ -30,10 +30,6 @@ use tenant_auth::stream::{authenticate, refuse};
 use crate::context::RequestContext;
 use crate::{Flow, Gateway, Next};
 
-/// Bytes of configuration copied out of the host per call while it is
-/// parsed: the whole of it never sits in the VM at once.
-const CONFIG_SLICE_BYTES: usize = 64 * 1024;
-
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
@@ -109,22 +105,20 @@ impl RootContext for GatewayRoot {
             log::error!("llm-gateway: no configuration given");
             return false;
         }
-        let config = std::io::BufReader::with_capacity(
-            CONFIG_SLICE_BYTES,
-            host::PluginConfiguration::new(size),
-        );
-        let mut gateway = match Gateway::from_reader(config) {
+        let mut gateway = match Gateway::from_reader(host::configuration(size)) {
             Ok(gateway) => gateway,
             Err(e) => {
                 log::error!("llm-gateway: configuration refused: {e}");
                 return false;
             }
         };
-        log::info!(
-            "llm-gateway: configured: {} tenants, {} API keys; VM memory {} MiB",
-            gateway.registry.tenants().len(),
-            gateway.registry.key_count(),
-            host::vm_memory_bytes().unwrap_or(0) >> 20
+        host::log_configured(
+            "llm-gateway",
+            format_args!(
+                "{} tenants, {} API keys",
+                gateway.registry.tenants().len(),
+                gateway.registry.key_count()
+            ),
         );
         self.policy = gateway.policy.take().map(Rc::new);
         self.budget = self.policy.as_deref().map(PolicyStream::budget_for);

@@ -108,8 +108,13 @@ pub struct Policy {
 impl Policy {
     /// Parses and validates the plugin configuration.
     pub fn from_json(text: &[u8]) -> Result<Self, ConfigError> {
+        Self::from_reader(text)
+    }
+
+    /// Parses and compiles the configuration as it streams from `reader`.
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
         let config: FilterConfig =
-            serde_json::from_slice(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            serde_json::from_reader(reader).map_err(|e| ConfigError::Parse(e.to_string()))?;
         Self::compile(config)
     }
 

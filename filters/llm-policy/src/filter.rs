@@ -57,16 +57,17 @@ impl Context for PolicyRoot {
 }
 
 impl RootContext for PolicyRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) | Err(_) => {
-                log::error!("llm-policy: no configuration given");
-                return false;
-            }
-        };
-        match Policy::from_json(&bytes) {
+    fn on_configure(&mut self, size: usize) -> bool {
+        if size == 0 {
+            log::error!("llm-policy: no configuration given");
+            return false;
+        }
+        match Policy::from_reader(host::configuration(size)) {
             Ok(policy) => {
+                host::log_configured(
+                    "llm-policy",
+                    format_args!("{} tenants", policy.registry.tenants().len()),
+                );
                 self.budget = Some(PolicyStream::budget_for(&policy));
                 if policy.limits_cluster.is_some() && !self.follow_refresher() {
                     return false;

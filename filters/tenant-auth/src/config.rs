@@ -53,7 +53,12 @@ pub enum ConfigError {
 
 impl AuthConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Ok(serde_json::from_slice(bytes)?)
+        Self::from_reader(bytes)
+    }
+
+    /// Parses the configuration as it streams from `reader`.
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
+        Ok(serde_json::from_reader(reader)?)
     }
 }
 

@@ -23,16 +23,17 @@ struct AuthRoot {
 impl Context for AuthRoot {}
 
 impl RootContext for AuthRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match host::plugin_configuration() {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) | Err(_) => {
-                log::error!("tenant-auth: no configuration given");
-                return false;
-            }
-        };
-        match Authenticator::from_json(&bytes) {
+    fn on_configure(&mut self, size: usize) -> bool {
+        if size == 0 {
+            log::error!("tenant-auth: no configuration given");
+            return false;
+        }
+        match Authenticator::from_reader(host::configuration(size)) {
             Ok(authenticator) => {
+                host::log_configured(
+                    "tenant-auth",
+                    format_args!("{} tenants", authenticator.registry().tenants().len()),
+                );
                 self.authenticator = Some(Rc::new(authenticator));
                 true
             }

@@ -78,7 +78,16 @@ impl Authenticator {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::new(AuthConfig::from_json(bytes)?)
+        Self::from_reader(bytes)
+    }
+
+    /// Parses and compiles the configuration as it streams from `reader`.
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
+        Self::new(AuthConfig::from_reader(reader)?)
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn realm(&self) -> &str {
