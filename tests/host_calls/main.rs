@@ -1,0 +1,385 @@
+//! The gateway module (`llm_gateway.wasm`, as built for Envoy) under a mock
+//! proxy-wasm host: the glue between its phases and the host, checked call
+//! by call. Envoy reaches this glue too (the e2e suite), but only here can a
+//! test hold the OPEN answer back while the body arrives, count the slices
+//! of configuration the module reads, or hand it a byte no HTTP client
+//! sends, and see exactly which host calls follow.
+
+use std::path::PathBuf;
+
+use admission_proto::v1::{
+    AdmitRequest, AdmitResponse, CompleteBatchRequest, Decision, Outcome, Phase,
+};
+use mock_host::{Action, MockHost, Stream};
+use prost::Message;
+use tenant_registry::{Registry, api_key_digest_hex};
+
+const KEY: &str = "sk-host-calls-acme";
+const MODEL: &str = "m";
+
+fn wasm() -> PathBuf {
+    testbed::Paths::locate()
+        .and_then(|p| p.wasm("llm_gateway"))
+        .expect("the module is built (make wasm)")
+}
+
+/// The module's configuration over a registry of `extra` tenants besides
+/// `acme` (one key each): every phase on.
+fn config(extra: usize) -> Vec<u8> {
+    let mut toml = format!(
+        r#"
+[tiers.free]
+pools = ["latency"]
+max_output_tokens = 64
+
+[models."{MODEL}"]
+max_context_tokens = 4096
+
+[pools.latency]
+class = "latency"
+
+[[tenants]]
+id = "acme"
+tier = "free"
+models = ["{MODEL}"]
+api_keys = [{{ id = "k1", sha256 = "{}" }}]
+"#,
+        api_key_digest_hex(KEY)
+    );
+    for i in 0..extra {
+        toml.push_str(&format!(
+            "\n[[tenants]]\nid = \"t{i}\"\ntier = \"free\"\nmodels = [\"{MODEL}\"]\n\
+             api_keys = [{{ id = \"k\", sha256 = \"{}\" }}]\n",
+            api_key_digest_hex(&format!("sk-t{i}"))
+        ));
+    }
+    let registry = Registry::from_toml(&toml).expect("a valid registry");
+    serde_json::to_vec(&serde_json::json!({
+        "registry": registry.config(),
+        "auth": {},
+        "policy": { "cache_secret": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
+        "admission": { "cluster": "ratelimit" },
+    }))
+    .expect("JSON")
+}
+
+fn configured() -> MockHost {
+    let mut host = MockHost::load(&wasm()).expect("the module loads");
+    assert!(
+        host.configure(&config(0)).expect("no trap"),
+        "{:?}",
+        host.state().logs
+    );
+    host
+}
+
+fn chat_headers(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut bearer = b"Bearer ".to_vec();
+    bearer.extend_from_slice(key);
+    vec![
+        (":method", b"POST".to_vec()),
+        (":path", b"/v1/chat/completions".to_vec()),
+        (":authority", b"gateway".to_vec()),
+        ("content-type", b"application/json".to_vec()),
+        ("authorization", bearer),
+        ("x-request-id", b"req-1".to_vec()),
+    ]
+}
+
+fn begin(host: &mut MockHost, key: &[u8]) -> Stream {
+    let headers = chat_headers(key);
+    let borrowed: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    host.begin_stream(&borrowed).expect("no trap")
+}
+
+fn chat_body() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "model": MODEL,
+        "messages": [{ "role": "user", "content": "hello" }],
+        "max_tokens": 8,
+    }))
+    .expect("JSON")
+}
+
+/// The Admit request of gRPC call `n`, which must be an Admit.
+fn admit_request(host: &MockHost, n: usize) -> (u32, AdmitRequest) {
+    let call = host
+        .state()
+        .grpc_calls
+        .get(n)
+        .expect("that many gRPC calls");
+    assert_eq!(call.method, "Admit", "{call:?}");
+    assert_eq!(call.cluster, "ratelimit");
+    (
+        call.token,
+        AdmitRequest::decode(call.message.as_slice()).expect("an AdmitRequest"),
+    )
+}
+
+fn admitted(lease: &str) -> Vec<u8> {
+    AdmitResponse {
+        decision: Decision::Admitted as i32,
+        lease_id: lease.into(),
+        lease_ttl_ms: 30_000,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn the_configuration_is_read_in_slices_never_whole() {
+    let mut host = MockHost::load(&wasm()).expect("the module loads");
+    let config = config(1_000);
+    assert!(
+        config.len() > 4 * 64 * 1024,
+        "a configuration of several slices"
+    );
+    assert!(host.configure(&config).expect("no trap"));
+    let reads = &host.state().configuration_reads;
+    assert!(reads.len() >= config.len() / (64 * 1024), "{reads:?}");
+    let mut next = 0;
+    for &(start, max) in reads {
+        assert_eq!(start, next, "read in order, without gaps: {reads:?}");
+        assert!(max <= 64 * 1024, "a slice of at most 64 KiB: {reads:?}");
+        next = (start + max).min(config.len());
+    }
+    assert_eq!(next, config.len(), "read to the end");
+    let line = host.state().logs_with("configured:");
+    assert_eq!(line.len(), 1, "{:?}", host.state().logs);
+    assert!(line[0].contains("1001 tenants, 1001 API keys"), "{line:?}");
+    assert!(line[0].contains("VM memory"), "{line:?}");
+}
+
+#[test]
+fn a_configuration_that_is_missing_or_bad_is_refused_naming_why() {
+    let mut host = MockHost::load(&wasm()).expect("the module loads");
+    assert!(!host.configure(b"").expect("no trap"));
+    assert!(
+        !host
+            .configure(br#"{"registry": {}, "nope": 1}"#)
+            .expect("no trap")
+    );
+    assert!(
+        !host.state().logs_with("unknown field `nope`").is_empty(),
+        "{:?}",
+        host.state().logs
+    );
+    // Cut off mid-stream: refused, not half-loaded.
+    let whole = config(10);
+    assert!(!host.configure(&whole[..whole.len() / 2]).expect("no trap"));
+}
+
+#[test]
+fn a_non_utf8_key_is_refused_and_the_vm_lives_on() {
+    let mut host = configured();
+    let stream = begin(&mut host, b"sk-\xff\xfe-not-text");
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let reply = host
+        .state()
+        .local_replies
+        .last()
+        .expect("a refusal")
+        .clone();
+    // Refused as a malformed header, in the OpenAI shape, naming it.
+    assert_eq!(reply.status, 400, "{}", reply.body_text());
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(body["error"]["code"], "invalid_header", "{body}");
+    assert_eq!(body["error"]["param"], "authorization", "{body}");
+    assert!(
+        host.state().grpc_calls.is_empty(),
+        "no Admit for an unauthenticated request"
+    );
+    host.end_stream(stream).expect("no trap");
+    // The same VM serves the next request.
+    let stream = begin(&mut host, KEY.as_bytes());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let (_, open) = admit_request(&host, 0);
+    assert_eq!(open.tenant, "acme");
+    assert_eq!(open.phase, Phase::Open as i32);
+}
+
+#[test]
+fn nothing_goes_upstream_until_both_admissions_answer() {
+    let mut host = configured();
+    let stream = begin(&mut host, KEY.as_bytes());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let (open_token, open) = admit_request(&host, 0);
+    assert_eq!(open.phase, Phase::Open as i32);
+    assert_eq!(open.request_id, "req-1");
+    // The whole body arrives while OPEN is out: held, no second call yet.
+    let body = chat_body();
+    assert_eq!(
+        host.request_body(stream, &body, true).expect("no trap"),
+        Action::Pause
+    );
+    assert_eq!(host.state().grpc_calls.len(), 1, "RESERVE waits for OPEN");
+    assert!(host.state().resumed.is_empty());
+    host.answer_grpc(open_token, &admitted("lease-open"))
+        .expect("no trap");
+    // OPEN admitted: RESERVE goes out with what the policy decided.
+    let (reserve_token, reserve) = admit_request(&host, 1);
+    assert_eq!(reserve.phase, Phase::Reserve as i32);
+    assert_eq!(
+        (reserve.model.as_str(), reserve.pool.as_str()),
+        (MODEL, "latency")
+    );
+    assert_eq!(reserve.max_tokens, 8);
+    assert!(reserve.estimated_prompt_tokens > 0);
+    assert!(host.state().resumed.is_empty(), "still held");
+    host.answer_grpc(reserve_token, &admitted("lease-reserve"))
+        .expect("no trap");
+    assert_eq!(host.state().resumed, vec![0], "the request resumed once");
+    assert!(host.state().local_replies.is_empty());
+    let state = host.state();
+    assert_eq!(
+        state.request_header("x-llm-pool"),
+        Some(b"latency".as_slice())
+    );
+    assert!(state.request_header("x-prefix-key").is_some());
+    assert_eq!(
+        state.request_header("x-tenant-id"),
+        Some(b"acme".as_slice())
+    );
+    // The body the upstream gets carries the tenant's cache salt.
+    let sent: serde_json::Value = serde_json::from_slice(&state.request_body).expect("JSON body");
+    assert_eq!(
+        sent["cache_salt"].as_str().map(str::len),
+        Some(64),
+        "{sent}"
+    );
+}
+
+#[test]
+fn a_body_refusal_waits_for_the_open_answer_and_releases_its_lease() {
+    let mut host = configured();
+    let stream = begin(&mut host, KEY.as_bytes());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let (open_token, _) = admit_request(&host, 0);
+    // A body the policy refuses, while OPEN is out: the refusal is held.
+    assert_eq!(
+        host.request_body(stream, b"{not json", true)
+            .expect("no trap"),
+        Action::Pause
+    );
+    assert!(
+        host.state().local_replies.is_empty(),
+        "sent before OPEN answered"
+    );
+    host.answer_grpc(open_token, &admitted("lease-open"))
+        .expect("no trap");
+    let reply = host
+        .state()
+        .local_replies
+        .last()
+        .expect("the refusal, now")
+        .clone();
+    assert_eq!(reply.status, 400, "{}", reply.body_text());
+    assert!(host.state().resumed.is_empty(), "never let through");
+    assert_eq!(
+        host.state().grpc_calls.len(),
+        1,
+        "no RESERVE for a refused body"
+    );
+    host.end_stream(stream).expect("no trap");
+    // The OPEN lease is reported released with the next flush.
+    let released = reported(&mut host);
+    assert!(
+        released
+            .iter()
+            .any(|r| r.lease_id == "lease-open" && r.outcome == Outcome::Released as i32),
+        "{released:?}"
+    );
+}
+
+#[test]
+fn a_failed_open_call_fails_closed_in_the_openai_shape() {
+    let mut host = configured();
+    let stream = begin(&mut host, KEY.as_bytes());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let (open_token, _) = admit_request(&host, 0);
+    host.fail_grpc(open_token, 14, "unavailable")
+        .expect("no trap");
+    let reply = host
+        .state()
+        .local_replies
+        .last()
+        .expect("a refusal")
+        .clone();
+    assert!(
+        reply.status >= 500,
+        "{} {}",
+        reply.status,
+        reply.body_text()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(host.state().resumed.is_empty());
+}
+
+/// The leases a flush reported, in order.
+fn reported(host: &mut MockHost) -> Vec<admission_proto::v1::CompleteRequest> {
+    for _ in 0..5 {
+        host.advance(std::time::Duration::from_millis(50));
+        host.tick().expect("no trap");
+    }
+    host.state()
+        .grpc_calls
+        .iter()
+        .filter(|c| c.method == "CompleteBatch")
+        .flat_map(|c| {
+            CompleteBatchRequest::decode(c.message.as_slice())
+                .expect("a CompleteBatchRequest")
+                .reports
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_that_hangs_up_after_admission_is_reported_not_forgotten() {
+    let mut host = configured();
+    let stream = begin(&mut host, KEY.as_bytes());
+    host.request_headers(stream, false).expect("no trap");
+    let (open_token, _) = admit_request(&host, 0);
+    host.request_body(stream, &chat_body(), true)
+        .expect("no trap");
+    host.answer_grpc(open_token, &admitted("lease-open"))
+        .expect("no trap");
+    let (reserve_token, _) = admit_request(&host, 1);
+    host.answer_grpc(reserve_token, &admitted("lease-reserve"))
+        .expect("no trap");
+    assert_eq!(host.state().resumed, vec![0]);
+    // The client goes away before any response: both leases are reported.
+    host.end_stream(stream).expect("no trap");
+    let reports = reported(&mut host);
+    let outcome = |lease: &str| {
+        reports
+            .iter()
+            .find(|r| r.lease_id == lease)
+            .map(|r| Outcome::try_from(r.outcome).expect("a known outcome"))
+    };
+    assert_eq!(
+        outcome("lease-open"),
+        Some(Outcome::Released),
+        "{reports:?}"
+    );
+    assert_eq!(
+        outcome("lease-reserve"),
+        Some(Outcome::ClientCancelled),
+        "{reports:?}"
+    );
+}
