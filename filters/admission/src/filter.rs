@@ -101,10 +101,10 @@ const REQUEST: MapType = MapType::HttpRequestHeaders;
 fn facts() -> RequestFacts {
     let text = |name| header_text(REQUEST, name);
     RequestFacts {
-        tenant: text(headers::TENANT_ID),
-        tier: text(headers::TENANT_TIER),
-        model: text(headers::MODEL),
-        pool: text(headers::POOL),
+        tenant: text(headers::TENANT_ID).map(Into::into),
+        tier: text(headers::TENANT_TIER).map(Into::into),
+        model: text(headers::MODEL).map(Into::into),
+        pool: text(headers::POOL).map(Into::into),
         prompt_tokens: parse_count(text(headers::PROMPT_TOKENS).as_deref()),
         max_tokens: parse_count(text(headers::MAX_TOKENS).as_deref()),
         request_id: text(headers::REQUEST_ID),

@@ -1,17 +1,20 @@
-//! What the admission request is built from: the headers `tenant-auth` and
+//! What the admission request is built from: the gateway module's request
+//! context, or for the standalone filter the headers `tenant-auth` and
 //! `llm-policy` set (clients cannot forge them: tenant-auth strips them).
 
 use admission_proto::v1::{AdmitRequest, Phase};
+use tenant_registry::{ModelName, PoolName, TenantId, TierName};
 
 use crate::config::FilterPhase;
 
-/// Request facts read from gateway headers.
+/// What an Admit call says about a request. The names are the registry's
+/// types; they become plain strings only in the proto.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFacts {
-    pub tenant: Option<String>,
-    pub tier: Option<String>,
-    pub model: Option<String>,
-    pub pool: Option<String>,
+    pub tenant: Option<TenantId>,
+    pub tier: Option<TierName>,
+    pub model: Option<ModelName>,
+    pub pool: Option<PoolName>,
     pub prompt_tokens: Option<u32>,
     pub max_tokens: Option<u32>,
     pub request_id: Option<String>,
@@ -42,6 +45,11 @@ pub fn parse_count(text: Option<&str>) -> Option<u32> {
     text.and_then(|s| s.parse().ok())
 }
 
+/// A name for the proto, which carries none as an empty string.
+fn text(name: Option<&str>) -> String {
+    name.unwrap_or_default().to_owned()
+}
+
 /// Paths of the endpoints that run inference (what llm-policy polices).
 const INFERENCE_PATHS: &[&str] = &[
     "/v1/chat/completions",
@@ -61,8 +69,8 @@ pub fn is_inference(method: &str, path: &str) -> bool {
 /// before the body is read. `None` without a tenant (tenant-auth refused).
 pub fn open_request(facts: &RequestFacts, holder: &str) -> Option<AdmitRequest> {
     Some(AdmitRequest {
-        tenant: facts.tenant.clone()?,
-        tier: facts.tier.clone().unwrap_or_default(),
+        tenant: facts.tenant.as_ref()?.to_string(),
+        tier: text(facts.tier.as_deref()),
         request_id: facts.request_id.clone().unwrap_or_default(),
         holder: holder.to_owned(),
         phase: Phase::Open as i32,
@@ -79,16 +87,16 @@ pub fn admit_request(
     holder: &str,
     phase: FilterPhase,
 ) -> Option<AdmitRequest> {
-    let model = facts.model.clone()?;
+    let model = facts.model.as_ref()?.to_string();
     let phase = match phase {
         FilterPhase::Reserve => Phase::Reserve,
         FilterPhase::Full | FilterPhase::Open => Phase::Full,
     };
     Some(AdmitRequest {
-        tenant: facts.tenant.clone()?,
-        tier: facts.tier.clone().unwrap_or_default(),
+        tenant: facts.tenant.as_ref()?.to_string(),
+        tier: text(facts.tier.as_deref()),
         model,
-        pool: facts.pool.clone().unwrap_or_default(),
+        pool: text(facts.pool.as_deref()),
         estimated_prompt_tokens: facts.prompt_tokens.unwrap_or(0),
         max_tokens: facts.max_tokens.unwrap_or(0),
         request_id: facts.request_id.clone().unwrap_or_default(),

@@ -291,7 +291,7 @@ impl AdmissionStream {
     }
 
     fn send(&mut self, shared: &Shared, facts: &RequestFacts, request: &AdmitRequest) -> Action {
-        self.tier = facts.tier.clone().unwrap_or_default();
+        self.tier = facts.tier.as_deref().unwrap_or_default().to_owned();
         self.credential = facts.credential.clone().unwrap_or_default();
         self.request_sha256 = facts.request_sha256.clone();
         self.traceparent = facts.traceparent();

@@ -4,7 +4,7 @@
 
 use filter_common::headers;
 use serde_json::Value;
-use tenant_registry::Tenant;
+use tenant_registry::{ModelName, PoolName, Tenant};
 
 use crate::body::{self, ParsedRequest, Piece, Segment};
 use crate::cache_key;
@@ -37,8 +37,8 @@ pub struct Request<'a> {
 /// The outcome for a request that goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub model: String,
-    pub pool: String,
+    pub model: ModelName,
+    pub pool: PoolName,
     pub workload: Workload,
     /// Hex prefix-affinity key.
     pub prefix_key: String,
@@ -65,9 +65,9 @@ impl Decision {
     /// Headers set on the upstream request (gateway-owned names).
     pub fn upstream_headers(&self) -> [(&'static str, String); 7] {
         [
-            (headers::POOL, self.pool.clone()),
+            (headers::POOL, self.pool.to_string()),
             (headers::PREFIX_KEY, self.prefix_key.clone()),
-            (headers::MODEL, self.model.clone()),
+            (headers::MODEL, self.model.to_string()),
             (headers::PROMPT_TOKENS, self.prompt_tokens.to_string()),
             (headers::MAX_TOKENS, self.reserved_output_tokens.to_string()),
             (headers::STREAM, self.stream.to_string()),
@@ -256,7 +256,7 @@ pub fn decide_body(
         .saturating_mul(estimate.sequences);
     Ok(Decision {
         body: rewrite::apply(&request.object, &edits).map(String::into_bytes),
-        model: request.model,
+        model: request.model.into(),
         pool,
         workload,
         prefix_key: hex::encode(prefix_key),

@@ -84,7 +84,7 @@ pub fn choose_pool(
     registry: &Registry,
     tenant: &Tenant,
     workload: Workload,
-) -> Result<String, PolicyError> {
+) -> Result<PoolName, PolicyError> {
     let pools = &registry.config().pools;
     let allowed: Vec<PoolName> = registry
         .allowed_pools(tenant)
@@ -100,7 +100,7 @@ pub fn choose_pool(
                 .is_some_and(|p| p.class == preferred)
         })
         .or_else(|| allowed.first())
-        .map(|name| name.to_string())
+        .cloned()
         .ok_or(PolicyError::NoPool)
 }
 
@@ -137,7 +137,7 @@ mod tests {
         );
     }
 
-    fn pool(tenant: &str, w: Workload) -> String {
+    fn pool(tenant: &str, w: Workload) -> PoolName {
         let p = policy();
         let t = p.registry.tenant(tenant).unwrap().clone();
         choose_pool(&p.registry, &t, w).unwrap()

@@ -20,6 +20,7 @@ use filter_common::{GatewayError, IntoGatewayError, non_utf8_header};
 use prost::Message;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use sha2::{Digest, Sha256};
+use tenant_registry::TenantId;
 
 use crate::buffer_budget::BufferBudget;
 use crate::endpoint::{Endpoint, Route};
@@ -182,7 +183,7 @@ impl RequestLine {
 
 /// An admitted inference request waiting for its body.
 struct Pending {
-    tenant_id: String,
+    tenant_id: TenantId,
     endpoint: Endpoint,
     workload: Option<String>,
 }
@@ -405,7 +406,7 @@ impl PolicyStream {
             return self.refuse(e);
         }
         self.pending = Some(Pending {
-            tenant_id: admitted.tenant.id.to_string(),
+            tenant_id: admitted.tenant.id.clone(),
             endpoint,
             workload: line.workload,
         });
@@ -493,7 +494,7 @@ impl PolicyStream {
             return Action::Continue;
         };
         let Some(tenant) = policy.registry.tenant(&pending.tenant_id) else {
-            return self.refuse(PolicyError::UnknownTenant(pending.tenant_id));
+            return self.refuse(PolicyError::UnknownTenant(pending.tenant_id.to_string()));
         };
         let limits = self.pool_limits();
         let mut decision = match decide_body(

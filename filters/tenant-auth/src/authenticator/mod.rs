@@ -1,6 +1,6 @@
 //! From a request's credential to a tenant identity.
 
-use tenant_registry::{Registry, api_key_digest};
+use tenant_registry::{Registry, TenantId, TierName, api_key_digest};
 
 use std::sync::Arc;
 
@@ -30,8 +30,8 @@ impl AuthMethod {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub tenant_id: String,
-    pub tier: String,
+    pub tenant_id: TenantId,
+    pub tier: TierName,
     pub method: AuthMethod,
     /// Key id (API key) or subject handle, for logs; never the secret.
     pub credential_id: String,
@@ -164,8 +164,8 @@ impl Authenticator {
             return Err(AuthError::TenantDisabled);
         }
         Ok(Identity {
-            tenant_id: tenant.id.to_string(),
-            tier: tenant.tier.to_string(),
+            tenant_id: tenant.id.clone(),
+            tier: tenant.tier.clone(),
             method,
             credential_id,
         })
