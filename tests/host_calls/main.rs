@@ -92,6 +92,28 @@ fn begin(host: &mut MockHost, key: &[u8]) -> Stream {
     host.begin_stream(&borrowed).expect("no trap")
 }
 
+/// Starts acme's chat request: its headers are held while the OPEN Admit,
+/// the first gRPC call, is out. Returns the stream, the call's token and
+/// its request.
+fn open(host: &mut MockHost) -> (Stream, u32, AdmitRequest) {
+    let stream = begin(host, KEY.as_bytes());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    let (token, request) = admit_request(host, 0);
+    (stream, token, request)
+}
+
+/// The last reply the module sent itself.
+fn last_reply(host: &MockHost) -> mock_host::LocalReply {
+    host.state()
+        .local_replies
+        .last()
+        .expect("a local reply")
+        .clone()
+}
+
 fn chat_body() -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "model": MODEL,
@@ -177,12 +199,7 @@ fn a_non_utf8_key_is_refused_and_the_vm_lives_on() {
         host.request_headers(stream, false).expect("no trap"),
         Action::Pause
     );
-    let reply = host
-        .state()
-        .local_replies
-        .last()
-        .expect("a refusal")
-        .clone();
+    let reply = last_reply(&host);
     // Refused as a malformed header, in the OpenAI shape, naming it.
     assert_eq!(reply.status, 400, "{}", reply.body_text());
     let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
@@ -194,27 +211,17 @@ fn a_non_utf8_key_is_refused_and_the_vm_lives_on() {
     );
     host.end_stream(stream).expect("no trap");
     // The same VM serves the next request.
-    let stream = begin(&mut host, KEY.as_bytes());
-    assert_eq!(
-        host.request_headers(stream, false).expect("no trap"),
-        Action::Pause
-    );
-    let (_, open) = admit_request(&host, 0);
-    assert_eq!(open.tenant, "acme");
-    assert_eq!(open.phase, Phase::Open as i32);
+    let (_, _, admit) = open(&mut host);
+    assert_eq!(admit.tenant, "acme");
+    assert_eq!(admit.phase, Phase::Open as i32);
 }
 
 #[test]
 fn nothing_goes_upstream_until_both_admissions_answer() {
     let mut host = configured();
-    let stream = begin(&mut host, KEY.as_bytes());
-    assert_eq!(
-        host.request_headers(stream, false).expect("no trap"),
-        Action::Pause
-    );
-    let (open_token, open) = admit_request(&host, 0);
-    assert_eq!(open.phase, Phase::Open as i32);
-    assert_eq!(open.request_id, "req-1");
+    let (stream, open_token, admit) = open(&mut host);
+    assert_eq!(admit.phase, Phase::Open as i32);
+    assert_eq!(admit.request_id, "req-1");
     // The whole body arrives while OPEN is out: held, no second call yet.
     let body = chat_body();
     assert_eq!(
@@ -261,12 +268,7 @@ fn nothing_goes_upstream_until_both_admissions_answer() {
 #[test]
 fn a_body_refusal_waits_for_the_open_answer_and_releases_its_lease() {
     let mut host = configured();
-    let stream = begin(&mut host, KEY.as_bytes());
-    assert_eq!(
-        host.request_headers(stream, false).expect("no trap"),
-        Action::Pause
-    );
-    let (open_token, _) = admit_request(&host, 0);
+    let (stream, open_token, _) = open(&mut host);
     // A body the policy refuses, while OPEN is out: the refusal is held.
     assert_eq!(
         host.request_body(stream, b"{not json", true)
@@ -279,12 +281,7 @@ fn a_body_refusal_waits_for_the_open_answer_and_releases_its_lease() {
     );
     host.answer_grpc(open_token, &admitted("lease-open"))
         .expect("no trap");
-    let reply = host
-        .state()
-        .local_replies
-        .last()
-        .expect("the refusal, now")
-        .clone();
+    let reply = last_reply(&host);
     assert_eq!(reply.status, 400, "{}", reply.body_text());
     assert!(host.state().resumed.is_empty(), "never let through");
     assert_eq!(
@@ -306,20 +303,10 @@ fn a_body_refusal_waits_for_the_open_answer_and_releases_its_lease() {
 #[test]
 fn a_failed_open_call_fails_closed_in_the_openai_shape() {
     let mut host = configured();
-    let stream = begin(&mut host, KEY.as_bytes());
-    assert_eq!(
-        host.request_headers(stream, false).expect("no trap"),
-        Action::Pause
-    );
-    let (open_token, _) = admit_request(&host, 0);
+    let (_, open_token, _) = open(&mut host);
     host.fail_grpc(open_token, 14, "unavailable")
         .expect("no trap");
-    let reply = host
-        .state()
-        .local_replies
-        .last()
-        .expect("a refusal")
-        .clone();
+    let reply = last_reply(&host);
     assert!(
         reply.status >= 500,
         "{} {}",
@@ -352,9 +339,7 @@ fn reported(host: &mut MockHost) -> Vec<admission_proto::v1::CompleteRequest> {
 #[test]
 fn a_client_that_hangs_up_after_admission_is_reported_not_forgotten() {
     let mut host = configured();
-    let stream = begin(&mut host, KEY.as_bytes());
-    host.request_headers(stream, false).expect("no trap");
-    let (open_token, _) = admit_request(&host, 0);
+    let (stream, open_token, _) = open(&mut host);
     host.request_body(stream, &chat_body(), true)
         .expect("no trap");
     host.answer_grpc(open_token, &admitted("lease-open"))
