@@ -173,14 +173,14 @@ def filters_tenant(tenant: dict) -> dict:
 def registry_for(name: str, registry: dict) -> dict:
     """The part of `registry` the filter `name` reads ("llm-gateway": what
     its phases read, together)."""
+    if name not in ("tenant-auth", "llm-policy", GATEWAY):
+        return {k: v for k, v in registry.items() if k in ADMISSION_SECTIONS}
     tenants = [filters_tenant(t) for t in registry.get("tenants", [])]
     if name == "tenant-auth":
         return {**registry, "tenants": [{k: v for k, v in t.items() if k in AUTH_TENANT_FIELDS} for t in tenants]}
     if name == "llm-policy":
         return {**registry, "tenants": [{k: v for k, v in t.items() if k not in POLICY_TENANT_SKIPS} for t in tenants]}
-    if name == GATEWAY:
-        return {**registry, "tenants": tenants}
-    return {k: v for k, v in registry.items() if k in ADMISSION_SECTIONS}
+    return {**registry, "tenants": tenants}
 
 
 def filter_configs(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN),

@@ -3,6 +3,7 @@
 //! VM holds the index, so it keeps 4 bytes per tenant and hashes the id it
 //! finds in the tenant list.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
@@ -31,19 +32,20 @@ impl TenantIndex {
             table: HashTable::with_capacity(tenants.len()),
             hasher: DefaultHashBuilder::default(),
         };
+        let hasher = &index.hasher;
         for (position, tenant) in tenants.iter().enumerate() {
             let Ok(position) = u32::try_from(position) else {
                 break;
             };
-            if index.find(tenants, &tenant.id).is_some() {
-                continue;
+            let id = tenant.id.as_str();
+            // One hash and one probe: an id already there keeps its place.
+            if let Entry::Vacant(slot) = index.table.entry(
+                hasher.hash_one(id),
+                |&p| at(tenants, p).is_some_and(|t| t.id.as_str() == id),
+                |&p| hash_at(hasher, tenants, p),
+            ) {
+                slot.insert(position);
             }
-            let hasher = &index.hasher;
-            index
-                .table
-                .insert_unique(hasher.hash_one(tenant.id.as_str()), position, |&p| {
-                    hash_at(hasher, tenants, p)
-                });
         }
         index
     }

@@ -246,10 +246,11 @@ pub struct Testbed {
 
 /// How long each step of [`Testbed::start`] took, in order: what a registry
 /// of real size costs where (the registry-scale bench reports it).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Startup {
     pub steps: Vec<(StartupStep, Duration)>,
-    lap: Option<std::time::Instant>,
+    /// When the step under way began.
+    lap: std::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,16 +270,15 @@ impl Startup {
     fn begin() -> Self {
         Self {
             steps: Vec::new(),
-            lap: Some(std::time::Instant::now()),
+            lap: std::time::Instant::now(),
         }
     }
 
     /// Ends `step`: it took the time since the previous step ended.
     fn done(&mut self, step: StartupStep) {
         let now = std::time::Instant::now();
-        let took = self.lap.map_or(Duration::ZERO, |start| now - start);
-        self.steps.push((step, took));
-        self.lap = Some(now);
+        self.steps.push((step, now - self.lap));
+        self.lap = now;
     }
 
     pub fn took(&self, step: StartupStep) -> Duration {

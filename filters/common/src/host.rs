@@ -414,7 +414,7 @@ const CONFIG_SLICE_BYTES: usize = 64 * 1024;
 pub fn log_configured(filter: &str, holds: std::fmt::Arguments<'_>) {
     log::info!(
         "{filter}: configured: {holds}; VM memory {} MiB",
-        vm_memory_bytes().unwrap_or(0) >> 20
+        vm_memory_bytes() >> 20
     );
 }
 
@@ -458,14 +458,6 @@ impl std::io::Read for PluginConfiguration {
 
 /// Bytes of linear memory this VM holds: it grows and never shrinks, so
 /// this is the high-water mark of everything the filter ever allocated.
-/// `None` off wasm (native tests).
-pub fn vm_memory_bytes() -> Option<usize> {
-    #[cfg(target_arch = "wasm32")]
-    {
-        Some(core::arch::wasm32::memory_size(0).saturating_mul(64 * 1024))
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        None
-    }
+pub fn vm_memory_bytes() -> usize {
+    core::arch::wasm32::memory_size(0).saturating_mul(64 * 1024)
 }

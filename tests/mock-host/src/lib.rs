@@ -186,10 +186,7 @@ impl MockHost {
         let context = self.next_context;
         self.next_context += 1;
         let state = self.state_mut();
-        state.request_headers = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
-            .collect();
+        state.request_headers = owned_pairs(headers);
         state.response_headers.clear();
         state.request_body.clear();
         state.response_body.clear();
@@ -204,11 +201,7 @@ impl MockHost {
         end_of_stream: bool,
     ) -> Result<Action, HostError> {
         let count = len(&self.state().request_headers);
-        let action = self.call::<(i32, i32, i32), i32>(
-            "proxy_on_request_headers",
-            (stream.context, count, i32::from(end_of_stream)),
-        )?;
-        Ok(action_of(action))
+        self.stream_callback("proxy_on_request_headers", stream, count, end_of_stream)
     }
 
     /// A chunk of request body arrives: Envoy buffers it with what came
@@ -222,11 +215,7 @@ impl MockHost {
     ) -> Result<Action, HostError> {
         self.state_mut().request_body.extend_from_slice(chunk);
         let size = len(&self.state().request_body);
-        let action = self.call::<(i32, i32, i32), i32>(
-            "proxy_on_request_body",
-            (stream.context, size, i32::from(end_of_stream)),
-        )?;
-        Ok(action_of(action))
+        self.stream_callback("proxy_on_request_body", stream, size, end_of_stream)
     }
 
     /// The upstream's response headers.
@@ -236,16 +225,9 @@ impl MockHost {
         headers: &[(&str, &[u8])],
         end_of_stream: bool,
     ) -> Result<Action, HostError> {
-        self.state_mut().response_headers = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
-            .collect();
+        self.state_mut().response_headers = owned_pairs(headers);
         let count = len(&self.state().response_headers);
-        let action = self.call::<(i32, i32, i32), i32>(
-            "proxy_on_response_headers",
-            (stream.context, count, i32::from(end_of_stream)),
-        )?;
-        Ok(action_of(action))
+        self.stream_callback("proxy_on_response_headers", stream, count, end_of_stream)
     }
 
     /// A chunk of response body; unlike the request, each chunk is handed on
@@ -257,9 +239,21 @@ impl MockHost {
         end_of_stream: bool,
     ) -> Result<Action, HostError> {
         self.state_mut().response_body = chunk.to_vec();
+        self.stream_callback("proxy_on_response_body", stream, len(chunk), end_of_stream)
+    }
+
+    /// A stream callback: `(context, headers or bytes, end_of_stream)` in,
+    /// the module's action out.
+    fn stream_callback(
+        &mut self,
+        callback: &'static str,
+        stream: Stream,
+        size: i32,
+        end_of_stream: bool,
+    ) -> Result<Action, HostError> {
         let action = self.call::<(i32, i32, i32), i32>(
-            "proxy_on_response_body",
-            (stream.context, len(chunk), i32::from(end_of_stream)),
+            callback,
+            (stream.context, size, i32::from(end_of_stream)),
         )?;
         Ok(action_of(action))
     }
@@ -326,6 +320,13 @@ impl MockHost {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stream {
     context: i32,
+}
+
+fn owned_pairs(headers: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
+        .collect()
 }
 
 fn action_of(code: i32) -> Action {
