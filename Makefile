@@ -13,17 +13,16 @@ PYTHON ?= python3
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 WASM_TARGET := wasm32-wasip1
-FILTERS := -p tenant-auth -p llm-policy -p admission-filter
-# The whole chain as one module. It links the filters' crates without their
-# standalone entry points, so it builds in its own cargo invocation (one
-# invocation unifies features, and the entry points would clash).
+# The gateway module (the whole chain, one cdylib); its phases are the
+# libraries tenant-auth, llm-policy and admission-filter.
 GATEWAY_CRATE := -p llm-gateway
+PHASES := -p tenant-auth -p llm-policy -p admission-filter
 # Test-only: a filter that traps on request, for the FAIL_RELOAD e2e test.
 TEST_WASM := -p crash-probe
 CARGO ?= cargo
 BENCH_ARGS ?= auth
 
-FILTER_LOGIC := -p tenant-auth -p llm-policy -p admission-filter -p filter-common -p tenant-registry
+FILTER_LOGIC := $(PHASES) -p filter-common -p tenant-registry
 
 .PHONY: all setup build build-tests wasm run vllm-cpu test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
 
@@ -68,8 +67,7 @@ $(ENVOY):
 ## Build ---------------------------------------------------------------------
 
 wasm: .make/wasm-target
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(FILTERS) $(TEST_WASM)
-	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(GATEWAY_CRATE)
+	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(GATEWAY_CRATE) $(TEST_WASM)
 	@ls -l target/$(WASM_TARGET)/wasm/*.wasm
 
 build: setup wasm
@@ -113,9 +111,7 @@ test-native: build-tests vllm-cpu
 test-wasm: .make/wasm-target
 	@command -v node >/dev/null || { echo "node is required for test-wasm"; exit 1; }
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
-	  $(CARGO) test --target $(WASM_TARGET) $(FILTER_LOGIC)
-	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-runner.mjs" \
-	  $(CARGO) test --target $(WASM_TARGET) $(GATEWAY_CRATE)
+	  $(CARGO) test --target $(WASM_TARGET) $(FILTER_LOGIC) $(GATEWAY_CRATE)
 
 # The shipped Prometheus alert rules: syntax, and promtool unit tests of when
 # each fires (that they use exported metric names is an e2e test).
@@ -136,9 +132,9 @@ test-e2e: build-tests
 lint: .make/wasm-target
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	# The proxy-wasm glue only compiles for wasm32: lint it there too.
-	$(CARGO) clippy --target $(WASM_TARGET) $(FILTERS) -- -D warnings
-	$(CARGO) clippy --target $(WASM_TARGET) $(GATEWAY_CRATE) -- -D warnings
+	# The proxy-wasm glue (the module's adapter, each phase's host side) only
+	# compiles for wasm32: lint it there too.
+	$(CARGO) clippy --target $(WASM_TARGET) $(GATEWAY_CRATE) $(PHASES) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

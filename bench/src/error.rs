@@ -7,7 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum BenchError {
     #[error(
-        "the {filter} filter is not built ({path} is missing).\n\
+        "the {filter} module is not built ({path} is missing).\n\
          Build it with: cargo build --target wasm32-wasip1 --profile wasm -p {package}"
     )]
     FilterNotBuilt {

@@ -32,24 +32,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Benchmark {
-    /// tenant-auth against no filters.
+    /// Authentication alone (the module's auth phase) against no filter.
     Auth,
-    /// tenant-auth + llm-policy against tenant-auth, per body size.
+    /// Authentication + policy against authentication, per body size.
     Policy {
         /// Request body sizes in bytes.
         #[arg(long, value_delimiter = ',', default_values_t = [1024, 65536])]
         sizes: Vec<usize>,
     },
-    /// Full chain (admission + ratelimit-service) against tenant-auth + llm-policy.
+    /// Full chain (admission + ratelimit-service) against authentication + policy.
     Admission,
-    /// The full chain as one module against three filters, and each against no filter.
+    /// The full chain (the gateway module) against no filter: full / none.
     Module,
     /// ratelimit-service alone over gRPC: Admit + Complete, in memory vs --redis.
     AdmissionRpc(scenario::admission_rpc::RpcArgs),
     /// Fair admission queue (VTC) vs FIFO: noisy neighbour, weights, bursts, long prompts.
     Fairness(fairness::FairnessArgs),
-    /// A registry of real size: start, reload, memory, auth latency, with
-    /// every filter given the whole registry vs each filter its part.
+    /// A registry of real size: start, reload, memory, auth latency.
     RegistryScale(scenario::registry_scale::ScaleArgs),
 }
 

@@ -63,6 +63,12 @@ pub struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// `open`, `reserve` or `full`.
+    pub phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabel {
     pub pool: String,
 }
@@ -84,6 +90,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub admitted: Family<TenantLabel, Counter>,
+    pub admit_calls: Family<PhaseLabel, Counter>,
     pub rejected: Family<RejectLabel, Counter>,
     pub tokens: Family<TokenLabel, Counter>,
     pub spend_usd: Family<TenantLabel, Counter<f64, AtomicU64>>,
@@ -119,6 +126,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("ratelimit");
         let m = Self {
             admitted: Family::default(),
+            admit_calls: Family::default(),
             rejected: Family::default(),
             tokens: Family::default(),
             spend_usd: Family::default(),
@@ -143,6 +151,11 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("admitted", "Requests admitted", m.admitted.clone());
+        r.register(
+            "admit_calls",
+            "Admit calls by admission phase: open and reserve (two calls per request), or full (one)",
+            m.admit_calls.clone(),
+        );
         r.register(
             "rejected",
             "Requests rejected, by reason",

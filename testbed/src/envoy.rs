@@ -189,20 +189,13 @@ fn routes(shipped: &[Value], layout: &EnvoyLayout) -> Result<Vec<Value>, Testbed
     Ok(routes)
 }
 
-/// The shipped chain's module (`render-ecds.py --module gateway`).
+/// The shipped chain's module (`render-ecds.py`).
 const GATEWAY_MODULE: &str = "llm-gateway";
-/// The shipped filter that sets `x-gateway-traceparent`.
-const TRACEPARENT_FILTER: &str = "envoy.filters.http.header_mutation";
-/// The same chain as separate filters (`--module filters`): tenant-auth
-/// goes before the traceparent filter (it strips gateway headers, and the
-/// traceparent must survive it), the rest where the module stands.
-const AUTH_FILTER: &str = "tenant-auth";
-const FILTERS_AFTER_TRACEPARENT: [&str; 3] = ["admission-open", "llm-policy", "admission"];
 
 /// The shipped HTTP filters with the wasm filters the layout renders: the
-/// module at its shipped place, or the separate filters in its stead; a
-/// filter the gateway does not know (a test's probe) first; Envoy's native
-/// rate limit filter (commented out in the shipped file) before the router.
+/// module at its shipped place (left out when no phase runs); a filter the
+/// gateway does not know (a test's probe) first; Envoy's native rate limit
+/// filter (commented out in the shipped file) before the router.
 fn http_filters(
     shipped: &[Value],
     layout: &EnvoyLayout,
@@ -220,31 +213,17 @@ fn http_filters(
             }
         })
     };
-    let gateway_filter = |name: &str| {
-        name == GATEWAY_MODULE || name == AUTH_FILTER || FILTERS_AFTER_TRACEPARENT.contains(&name)
-    };
     let mut filters: Vec<Value> = layout
         .filters
         .iter()
-        .filter(|name| !gateway_filter(name))
+        .filter(|name| name.as_str() != GATEWAY_MODULE)
         .map(|name| ecds(name))
         .collect();
     for filter in shipped {
         match name_of(filter) {
-            TRACEPARENT_FILTER => {
-                if layout.runs(AUTH_FILTER) {
-                    filters.push(ecds(AUTH_FILTER));
-                }
-                filters.push(filter.clone());
-            }
             GATEWAY_MODULE => {
                 if layout.runs(GATEWAY_MODULE) {
                     filters.push(ecds(GATEWAY_MODULE));
-                }
-                for name in FILTERS_AFTER_TRACEPARENT {
-                    if layout.runs(name) {
-                        filters.push(ecds(name));
-                    }
                 }
             }
             _ => filters.push(filter.clone()),
@@ -551,9 +530,6 @@ mod tests {
         shipped_bootstrap(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()
     }
 
-    const SEPARATE_FILTERS: [&str; 4] =
-        ["tenant-auth", "admission-open", "llm-policy", "admission"];
-
     /// The layout of a full gateway with the shipped pools and limits.
     fn full_layout() -> EnvoyLayout {
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -693,34 +669,13 @@ mod tests {
         assert!(clusters[0]["health_checks"].is_array());
     }
 
-    /// The chain as separate filters: tenant-auth before the traceparent
-    /// header (it strips gateway headers), the rest where the module stands.
-    #[test]
-    fn bootstrap_of_the_separate_filters() {
-        let layout = EnvoyLayout {
-            filters: SEPARATE_FILTERS.map(String::from).to_vec(),
-            ..full_layout()
-        };
-        assert_eq!(
-            filter_names(&render(&layout)),
-            [
-                "tenant-auth",
-                "envoy.filters.http.header_mutation",
-                "admission-open",
-                "llm-policy",
-                "admission",
-                "envoy.filters.http.router"
-            ]
-        );
-    }
-
-    /// A partial chain (the benchmarks' and some tests'): the shipped
-    /// filters it does not run are left out, a probe goes first, and
-    /// without the policy the default pool takes what no filter routed.
+    /// A partial chain (the benchmarks' and some tests'): a probe goes
+    /// first, and without the policy the default pool takes what no filter
+    /// routed.
     #[test]
     fn bootstrap_of_a_partial_chain() {
         let layout = EnvoyLayout {
-            filters: vec!["crash-probe".into(), "tenant-auth".into()],
+            filters: vec!["crash-probe".into(), GATEWAY_MODULE.into()],
             routes_by_policy: false,
             mtls: None,
             native_ratelimit_domain: Some("d".into()),
@@ -732,8 +687,8 @@ mod tests {
             filter_names(&config),
             [
                 "crash-probe",
-                "tenant-auth",
                 "envoy.filters.http.header_mutation",
+                GATEWAY_MODULE,
                 "envoy.filters.http.ratelimit",
                 "envoy.filters.http.router"
             ]

@@ -1,4 +1,4 @@
-//! The local testbed: real Envoy with the built filters, ratelimit-service
+//! The local testbed: real Envoy with the built gateway module, ratelimit-service
 //! and mock vLLM pools on loopback ports, all owned by one [`Testbed`] value
 //! that stops every process when dropped.
 //!
@@ -67,7 +67,7 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap_or_else(|_| reqwest::blocking::Client::new())
 }
 
-/// Which filters sit in the chain, in this order.
+/// Which phases of the gateway module run (all off: Envoy with no filter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FilterSet {
     pub tenant_auth: bool,
@@ -91,35 +91,6 @@ impl FilterSet {
         llm_policy: false,
         admission: false,
     };
-}
-
-/// How the chain's filters are packaged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterModule {
-    /// One module per filter: tenant-auth, llm-policy, admission (twice).
-    Filters,
-    /// The whole chain as one module, `llm-gateway`: one VM per worker.
-    Gateway,
-}
-
-impl FilterModule {
-    /// The shipped form, the gateway module, unless `GATEWAY_MODULE=filters`
-    /// asks every testbed (the e2e suite, `make run`, the benchmarks) for
-    /// the separate filters.
-    pub fn from_env() -> Self {
-        match std::env::var("GATEWAY_MODULE").as_deref() {
-            Ok("filters") => FilterModule::Filters,
-            _ => FilterModule::Gateway,
-        }
-    }
-
-    /// `render-ecds.py --module`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilterModule::Filters => "filters",
-            FilterModule::Gateway => "gateway",
-        }
-    }
 }
 
 /// A pool of vLLM replicas: mocks the testbed starts, and servers it does
@@ -162,8 +133,6 @@ pub struct TestbedConfig {
     /// Server secret for tenant cache salts.
     pub cache_secret: String,
     pub filters: FilterSet,
-    /// One module per filter, or the gateway module.
-    pub module: FilterModule,
     pub pools: Vec<PoolSpec>,
     /// Start ratelimit-service (needed by the admission filter).
     pub ratelimit: bool,
@@ -184,10 +153,6 @@ pub struct TestbedConfig {
     /// Test-only filter modules (crate names built by `make wasm`, e.g.
     /// `crash_probe`) placed first in the chain, with an empty config.
     pub probe_filters: Vec<String>,
-    /// Every filter gets the whole registry, as before each got only the
-    /// part it reads (`render-ecds.py --whole-registry`; the registry-scale
-    /// benchmark's baseline).
-    pub whole_registry: bool,
     /// OTLP/gRPC collector for traces: Envoy's (and, with
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
@@ -199,7 +164,6 @@ impl TestbedConfig {
             registry_toml: registry_toml.into(),
             cache_secret: "testbed-cache-secret-0123456789abcdef".to_owned(),
             filters: FilterSet::ALL,
-            module: FilterModule::from_env(),
             pools: vec![PoolSpec::new("latency", 2), PoolSpec::new("throughput", 2)],
             ratelimit: true,
             ratelimit_args: Vec::new(),
@@ -211,7 +175,6 @@ impl TestbedConfig {
             native_ratelimit_domain: None,
             request_timeout: Duration::from_secs(120),
             probe_filters: Vec::new(),
-            whole_registry: false,
             otlp: None,
         }
     }
@@ -646,19 +609,16 @@ fn render_filters(
     ecds_dir: &Path,
 ) -> Result<Vec<String>, TestbedError> {
     let mut chain = Vec::new();
-    for (runs, name, module) in [
-        (config.filters.tenant_auth, "tenant-auth", "tenant_auth"),
-        (config.filters.llm_policy, "llm-policy", "llm_policy"),
-        (config.filters.admission, "admission", "admission_filter"),
+    for (runs, phase) in [
+        (config.filters.tenant_auth, "tenant-auth"),
+        (config.filters.llm_policy, "llm-policy"),
+        (config.filters.admission, "admission"),
     ] {
         if runs {
-            if config.module == FilterModule::Filters {
-                paths.wasm(module)?;
-            }
-            chain.push(name);
+            chain.push(phase);
         }
     }
-    if config.module == FilterModule::Gateway && !chain.is_empty() {
+    if !chain.is_empty() {
         paths.wasm("llm_gateway")?;
     }
     let secret = dir.join("cache_secret");
@@ -676,14 +636,10 @@ fn render_filters(
         .arg("--wasm-dir")
         .arg(paths.target.join("wasm32-wasip1/wasm"))
         .args(["--chain", &chain.join(",")])
-        .args(["--module", config.module.as_str()])
         // A failed VM is replaced quickly: tests crash VMs on purpose.
         .args(["--reload-backoff", "0.2s:5s"]);
     if !config.ratelimit {
         command.args(["--ratelimit-cluster", ""]);
-    }
-    if config.whole_registry {
-        command.arg("--whole-registry");
     }
     for probe in &config.probe_filters {
         let mut arg = std::ffi::OsString::from(format!("{}=", probe.replace('_', "-")));

@@ -171,7 +171,7 @@ fn a_regulated_tenants_requests_leave_a_sealed_redacted_trail_only_it_can_read()
     let (_, _, third) = send(&tb, "audit-t", "audit-answer-2", &plain);
     assert_eq!(third.status, 200, "{}", third.text);
     // rpm = 3: the fourth is refused, and the refusal is a record too.
-    let (_, _, refused) = send(&tb, "audit-t", "audit-refused-1", &plain);
+    let (req_r, _, refused) = send(&tb, "audit-t", "audit-refused-1", &plain);
     refused.assert_error(429, "rate_limit_exceeded");
     let (plain_req, plain_resp, other) = send(&tb, "plain-t", "plain-answer-1", &plain);
     assert_eq!(other.status, 200, "{}", other.text);
@@ -236,11 +236,12 @@ fn a_regulated_tenants_requests_leave_a_sealed_redacted_trail_only_it_can_read()
         (Some("rejected"), Some("requests_per_minute"), Some(429)),
         "{r}"
     );
-    // Refused on its headers, by the request count taken before the body is
-    // read (two-phase admission): the model and body are not known yet.
+    // A small body comes with its headers: the request is admitted (here
+    // refused) in one call once the body is in, so the record names the
+    // model and the digest of the body sent.
     assert_eq!(
         (r["model"].as_str(), r["request_sha256"].as_str()),
-        (Some(""), Some("")),
+        (Some(MODEL), Some(req_r.as_str())),
         "{r}"
     );
     for rid in ["audit-answer-1", "audit-stream-1", "audit-answer-2"] {

@@ -400,14 +400,21 @@ fn a_storm_of_hostile_requests_leaves_every_worker_serving() {
             reply.head
         );
     }
-    // ...and no filter VM ever failed (a failure would have been reloaded).
-    for filter in ["tenant-auth", "llm-policy", "admission"] {
-        assert_eq!(
-            envoy_stat(&tb, &format!("wasm.{filter}.vm_reload")),
-            0,
-            "{filter} VM failed during the storm"
-        );
-    }
+    // ...and the module's VM never failed (a failure would have been
+    // reloaded, and counted in this series, which exists from the start).
+    let reloads = client()
+        .get(format!(
+            "http://{}/stats?filter=^wasm\\.llm-gateway\\.vm_reload$",
+            tb.envoy.admin
+        ))
+        .send()
+        .and_then(|r| r.text())
+        .expect("Envoy's stats");
+    assert_eq!(
+        reloads.trim(),
+        "wasm.llm-gateway.vm_reload: 0",
+        "the module's VM failed during the storm"
+    );
 }
 
 #[test]
@@ -819,5 +826,109 @@ fn a_tenant_over_its_limits_is_refused_before_its_body_is_read() {
             .contains("x-ratelimit-remaining-requests: 0"),
         "{}",
         refused.head
+    );
+}
+
+/// A chat request of `tenant` with its small body in the same write as its
+/// headers, as a client sends one.
+fn whole_request(tenant: &str) -> Vec<u8> {
+    let body = chat_body("hi", 2).to_string();
+    let mut request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        key(tenant),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    request
+}
+
+/// ratelimit-service's Admit calls so far, by phase: open, reserve, full.
+fn admit_calls(tb: &Testbed) -> [f64; 3] {
+    let text = ratelimit_metrics(tb);
+    ["open", "reserve", "full"].map(|phase| {
+        metric(&text, "ratelimit_admit_calls_total", &[("phase", phase)]).unwrap_or(0.0)
+    })
+}
+
+#[test]
+fn a_small_body_with_its_headers_is_admitted_in_one_call() {
+    let _serial = serial();
+    let tb = start_with(config(FAST));
+    let before = admit_calls(&tb);
+    for _ in 0..3 {
+        let reply = raw(tb.envoy.gateway, &whole_request("acct-t"));
+        assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
+        // One call still answers with every limit it counted.
+        let head = reply.head.to_ascii_lowercase();
+        assert!(head.contains("x-ratelimit-remaining-requests"), "{head}");
+    }
+    let after = admit_calls(&tb);
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [0.0, 0.0, 3.0],
+        "Admit calls by phase (open, reserve, full)"
+    );
+    // A tenant over its limits is still refused: by the one call.
+    assert_eq!(raw(tb.envoy.gateway, &whole_request("rpm1-t")).status, 200);
+    raw(tb.envoy.gateway, &whole_request("rpm1-t")).assert_openai(
+        429,
+        Some("rate_limit_exceeded"),
+        "over RPM, in one call",
+    );
+}
+
+#[test]
+fn waiting_for_small_bodies_without_an_admission_is_bounded_per_tenant() {
+    let _serial = serial();
+    let mut config = config(FAST);
+    // One worker: the bound is per worker.
+    config.envoy_concurrency = 1;
+    let tb = start_with(config);
+    let gw = tb.envoy.gateway;
+    // Headers announcing a small body, and not one byte of it.
+    let headers_only = |tenant: &str| {
+        let mut c = TcpStream::connect(gw).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+                key(tenant)
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+        c
+    };
+    // gate-t may run one request at a time. Sixteen (the default cap) wait
+    // for their bodies without an admission...
+    let mut held: Vec<TcpStream> = (0..16).map(|_| headers_only("gate-t")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(admit_calls(&tb), [0.0, 0.0, 0.0], "none admitted yet");
+    // ...the next is admitted on its headers and takes gate-t's one slot...
+    held.push(headers_only("gate-t"));
+    assert!(
+        eventually(Duration::from_secs(3), || admit_calls(&tb)[0] == 1.0),
+        "the 17th was not admitted on its headers"
+    );
+    // ...so the one after is refused on its headers, at once.
+    let started = Instant::now();
+    let mut refused = headers_only("gate-t");
+    read_reply(&mut refused).assert_openai(429, Some("rate_limit_exceeded"), "over concurrency");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Another tenant is not affected.
+    assert_eq!(raw(gw, &whole_request("other-t")).status, 200);
+    // Gone, they free both the slot and the places.
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || raw(gw, &whole_request("gate-t"))
+            .status
+            == 200),
+        "gate-t never served again"
     );
 }

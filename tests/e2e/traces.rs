@@ -67,10 +67,10 @@ fn the_services_spans_join_the_gateways_trace_with_the_tenants_attributes() {
         ["trace-fresh-1", "trace-client-1"].iter().all(|rid| {
             gateway_span(&spans, rid).is_some_and(|g| {
                 let mine = service_spans(&spans, &g.trace_id);
-                // Two-phase admission: an OPEN and a RESERVE Admit, and the
-                // settle of each lease.
-                mine.iter().filter(|s| s.name == "ratelimit.admit").count() >= 2
-                    && mine.iter().filter(|s| s.name == "ratelimit.settle").count() >= 2
+                // A small body is admitted in one call (FULL), and its one
+                // lease settled.
+                mine.iter().filter(|s| s.name == "ratelimit.admit").count() >= 1
+                    && mine.iter().filter(|s| s.name == "ratelimit.settle").count() >= 1
             })
         })
     });
@@ -107,12 +107,12 @@ fn the_services_spans_join_the_gateways_trace_with_the_tenants_attributes() {
                 assert_eq!(span.attr("decision"), "admitted", "{span:?}");
             }
         }
-        let reserve = service_spans(&spans, &gateway.trace_id)
+        let full = service_spans(&spans, &gateway.trace_id)
             .into_iter()
-            .find(|s| s.name == "ratelimit.admit" && s.attr("phase") == "reserve")
-            .expect("the RESERVE admit span");
-        assert_eq!(reserve.attr("model"), MODEL);
-        assert_eq!(reserve.attr("pool"), gateway.attr("pool"));
+            .find(|s| s.name == "ratelimit.admit" && s.attr("phase") == "full")
+            .expect("the FULL admit span");
+        assert_eq!(full.attr("model"), MODEL);
+        assert_eq!(full.attr("pool"), gateway.attr("pool"));
     }
     // A client's own trace is continued, not replaced.
     let continued = gateway_span(&spans, "trace-client-1").expect("gateway span");

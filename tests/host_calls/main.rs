@@ -26,6 +26,11 @@ fn wasm() -> PathBuf {
 /// The module's configuration over a registry of `extra` tenants besides
 /// `acme` (one key each): every phase on.
 fn config(extra: usize) -> Vec<u8> {
+    config_with(extra, serde_json::json!({ "cluster": "ratelimit" }))
+}
+
+/// [`config`] with `admission` as the admission phase's settings.
+fn config_with(extra: usize, admission: serde_json::Value) -> Vec<u8> {
     let mut toml = format!(
         r#"
 [tiers.free]
@@ -58,15 +63,19 @@ api_keys = [{{ id = "k1", sha256 = "{}" }}]
         "registry": registry.config(),
         "auth": {},
         "policy": { "cache_secret": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" },
-        "admission": { "cluster": "ratelimit" },
+        "admission": admission,
     }))
     .expect("JSON")
 }
 
 fn configured() -> MockHost {
+    configured_with(&config(0))
+}
+
+fn configured_with(config: &[u8]) -> MockHost {
     let mut host = MockHost::load(&wasm()).expect("the module loads");
     assert!(
-        host.configure(&config(0)).expect("no trap"),
+        host.configure(config).expect("no trap"),
         "{:?}",
         host.state().logs
     );
@@ -87,7 +96,17 @@ fn chat_headers(key: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn begin(host: &mut MockHost, key: &[u8]) -> Stream {
-    let headers = chat_headers(key);
+    begin_with(host, chat_headers(key))
+}
+
+/// Starts acme's chat request announcing a body of `length` bytes.
+fn begin_announcing(host: &mut MockHost, length: usize) -> Stream {
+    let mut headers = chat_headers(KEY.as_bytes());
+    headers.push(("content-length", length.to_string().into_bytes()));
+    begin_with(host, headers)
+}
+
+fn begin_with(host: &mut MockHost, headers: Vec<(&'static str, Vec<u8>)>) -> Stream {
     let borrowed: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
     host.begin_stream(&borrowed).expect("no trap")
 }
@@ -367,4 +386,115 @@ fn a_client_that_hangs_up_after_admission_is_reported_not_forgotten() {
         Some(Outcome::ClientCancelled),
         "{reports:?}"
     );
+}
+
+#[test]
+fn a_small_body_that_comes_with_its_headers_is_admitted_in_one_call() {
+    let mut host = configured();
+    let body = chat_body();
+    let stream = begin_announcing(&mut host, body.len());
+    assert_eq!(
+        host.request_headers(stream, false).expect("no trap"),
+        Action::Pause
+    );
+    assert!(
+        host.state().grpc_calls.is_empty(),
+        "no admission before the small body"
+    );
+    // As Envoy hands it on: the whole body without its end, then the end.
+    assert_eq!(
+        host.request_body(stream, &body, false).expect("no trap"),
+        Action::Pause
+    );
+    assert!(host.state().grpc_calls.is_empty(), "the body is all here");
+    assert_eq!(
+        host.request_body(stream, &[], true).expect("no trap"),
+        Action::Pause
+    );
+    // One FULL call: the request count, the slot, the tokens, the queue.
+    assert_eq!(host.state().grpc_calls.len(), 1);
+    let (token, full) = admit_request(&host, 0);
+    assert_eq!(full.phase, Phase::Full as i32);
+    assert_eq!((full.tenant.as_str(), full.model.as_str()), ("acme", MODEL));
+    assert_eq!(full.pool, "latency");
+    assert_eq!(full.max_tokens, 8);
+    assert!(full.estimated_prompt_tokens > 0);
+    assert!(host.state().resumed.is_empty(), "held until admitted");
+    host.answer_grpc(token, &admitted("lease-full"))
+        .expect("no trap");
+    assert_eq!(host.state().resumed, vec![0], "the request resumed once");
+    assert_eq!(
+        host.state().request_header("x-llm-pool"),
+        Some(b"latency".as_slice())
+    );
+    // The one lease is billed, not just released.
+    host.end_stream(stream).expect("no trap");
+    let reports = reported(&mut host);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].lease_id, "lease-full");
+    assert_eq!(reports[0].outcome, Outcome::ClientCancelled as i32);
+}
+
+#[test]
+fn a_small_body_that_trickles_in_is_admitted_on_what_came() {
+    let mut host = configured();
+    let body = chat_body();
+    let stream = begin_announcing(&mut host, body.len());
+    host.request_headers(stream, false).expect("no trap");
+    assert!(host.state().grpc_calls.is_empty());
+    let (head, rest) = body.split_at(10);
+    // Part of the body, not the end of it: OPEN goes out now.
+    assert_eq!(
+        host.request_body(stream, head, false).expect("no trap"),
+        Action::Pause
+    );
+    let (open_token, open) = admit_request(&host, 0);
+    assert_eq!(open.phase, Phase::Open as i32);
+    host.request_body(stream, rest, true).expect("no trap");
+    assert_eq!(host.state().grpc_calls.len(), 1, "RESERVE waits for OPEN");
+    host.answer_grpc(open_token, &admitted("lease-open"))
+        .expect("no trap");
+    let (reserve_token, reserve) = admit_request(&host, 1);
+    assert_eq!(reserve.phase, Phase::Reserve as i32);
+    host.answer_grpc(reserve_token, &admitted("lease-reserve"))
+        .expect("no trap");
+    assert_eq!(host.state().resumed, vec![0]);
+}
+
+#[test]
+fn past_its_waiters_a_tenant_is_admitted_on_the_headers() {
+    let mut host = configured_with(&config_with(
+        0,
+        serde_json::json!({ "cluster": "ratelimit", "one_call_max_waiting_per_tenant": 1 }),
+    ));
+    let length = chat_body().len();
+    // The first request waits for its body with no admission...
+    let first = begin_announcing(&mut host, length);
+    host.request_headers(first, false).expect("no trap");
+    assert!(host.state().grpc_calls.is_empty());
+    // ...the second may not: it is admitted on its headers, where acme's
+    // concurrency limit holds.
+    let second = begin_announcing(&mut host, length);
+    host.request_headers(second, false).expect("no trap");
+    let (_, open) = admit_request(&host, 0);
+    assert_eq!(open.phase, Phase::Open as i32);
+    // Once the first has gone its place is free again.
+    host.end_stream(first).expect("no trap");
+    let third = begin_announcing(&mut host, length);
+    host.request_headers(third, false).expect("no trap");
+    assert_eq!(host.state().grpc_calls.len(), 1, "the third waits");
+}
+
+#[test]
+fn a_large_or_unannounced_body_is_admitted_on_the_headers() {
+    for length in [Some(16 * 1024 + 1), None] {
+        let mut host = configured();
+        let stream = match length {
+            Some(length) => begin_announcing(&mut host, length),
+            None => begin(&mut host, KEY.as_bytes()),
+        };
+        host.request_headers(stream, false).expect("no trap");
+        let (_, open) = admit_request(&host, 0);
+        assert_eq!(open.phase, Phase::Open as i32, "{length:?}");
+    }
 }

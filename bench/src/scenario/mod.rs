@@ -163,48 +163,16 @@ pub fn chat_recipe_of_size(label: &str, body_bytes: usize) -> RequestRecipe {
     chat_recipe(label, &english_like(body_bytes.saturating_sub(envelope)))
 }
 
-/// Fails early, with the build command, when the gateway module is not built.
-pub fn require_gateway_built() -> Result<(), BenchError> {
-    let paths = Paths::locate().map_err(BenchError::Locate)?;
-    match paths.wasm("llm_gateway") {
-        Err(TestbedError::MissingArtifact(path)) => Err(BenchError::FilterNotBuilt {
-            filter: "llm-gateway",
-            package: "llm-gateway",
-            path,
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Fails early, with the build command, when the chain needs something not built.
 pub fn require_built(filters: FilterSet) -> Result<(), BenchError> {
     let paths = Paths::locate().map_err(BenchError::Locate)?;
-    let filter_modules = [
-        (
-            filters.tenant_auth,
-            "tenant-auth",
-            "tenant-auth",
-            "tenant_auth",
-        ),
-        (filters.llm_policy, "llm-policy", "llm-policy", "llm_policy"),
-        (
-            filters.admission,
-            "admission",
-            "admission-filter",
-            "admission_filter",
-        ),
-    ];
-    for (needed, filter, package, module) in filter_modules {
-        if !needed {
-            continue;
-        }
-        if let Err(TestbedError::MissingArtifact(path)) = paths.wasm(module) {
-            return Err(BenchError::FilterNotBuilt {
-                filter,
-                package,
-                path,
-            });
-        }
+    let any_phase = filters.tenant_auth || filters.llm_policy || filters.admission;
+    if any_phase && let Err(TestbedError::MissingArtifact(path)) = paths.wasm("llm_gateway") {
+        return Err(BenchError::FilterNotBuilt {
+            filter: "llm-gateway",
+            package: "llm-gateway",
+            path,
+        });
     }
     let mut binaries = vec!["mock-vllm"];
     if filters.admission {

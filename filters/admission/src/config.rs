@@ -7,7 +7,9 @@ use serde::Deserialize;
 use tenant_registry::{FailMode, RegistryConfig};
 use thiserror::Error;
 
-/// The standalone filter's configuration.
+/// Admission alone with its own registry and phase, in JSON: how tests
+/// build a [`CompiledConfig`] (the gateway module compiles one from its
+/// `admission` section and the shared registry).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionConfig {
@@ -20,9 +22,8 @@ pub struct AdmissionConfig {
     pub settings: AdmissionSettings,
 }
 
-/// Admission's own settings: the standalone filter's configuration besides
-/// the registry and the phase, and the `admission` section of the gateway
-/// module's (which runs both phases itself).
+/// Admission's own settings: the `admission` section of the gateway
+/// module's configuration (the module runs both phases itself).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionSettings {
@@ -46,12 +47,26 @@ pub struct AdmissionSettings {
     /// Name of this Envoy in leases, for the service's logs.
     #[serde(default = "default_holder")]
     pub holder: String,
+    /// Largest body, as announced by `content-length`, whose request is
+    /// admitted in one call once the body is in, instead of on its headers
+    /// and again after the policy (a small body comes with its headers:
+    /// refusing it unread saves nothing, and each call costs a round trip).
+    /// 0: every request is admitted on its headers.
+    #[serde(default = "default_one_call_body_bytes")]
+    pub one_call_max_body_bytes: u64,
+    /// Most requests of one tenant, per worker, that wait for their body
+    /// without an admission; past it a request is admitted on its headers,
+    /// where the tenant's concurrency limit holds (a client announcing a
+    /// small body and sending none cannot hold streams without end).
+    #[serde(default = "default_one_call_waiting")]
+    pub one_call_max_waiting_per_tenant: u32,
 }
 
-/// Two-phase admission runs this module twice: `open` before llm-policy (on
-/// the headers: the request count and concurrency slot, so a tenant over
-/// either is refused before its body is buffered) and `reserve` after it
-/// (tokens, budgets, the pool queue). `full` does everything after the body.
+/// Which part of admission an Admit lease does. The gateway module takes two
+/// per request: `open` on the headers (the request count and concurrency
+/// slot, so a tenant over either is refused before its body is buffered)
+/// and `reserve` after the policy (tokens, budgets, the pool queue). `full`
+/// does everything in one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterPhase {
@@ -82,6 +97,12 @@ fn default_flush_ms() -> u64 {
 fn default_holder() -> String {
     "envoy".to_owned()
 }
+fn default_one_call_body_bytes() -> u64 {
+    16 * 1024
+}
+fn default_one_call_waiting() -> u32 {
+    16
+}
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -103,6 +124,9 @@ pub struct CompiledConfig {
     pub report_flush: Duration,
     pub holder: String,
     pub phase: FilterPhase,
+    /// See [`AdmissionSettings::one_call_max_body_bytes`].
+    pub one_call_max_body_bytes: u64,
+    pub one_call_max_waiting_per_tenant: u32,
     fail_modes: HashMap<String, FailMode>,
     admit_timeouts: HashMap<String, Duration>,
     default_admit_timeout: Duration,
@@ -167,6 +191,8 @@ impl CompiledConfig {
             report_flush: Duration::from_millis(config.report_flush_ms),
             holder: config.holder,
             phase,
+            one_call_max_body_bytes: config.one_call_max_body_bytes,
+            one_call_max_waiting_per_tenant: config.one_call_max_waiting_per_tenant,
             fail_modes,
             admit_timeouts,
             default_admit_timeout: Duration::from_millis(30_000) + slack,
@@ -220,6 +246,8 @@ max_queue_wait_ms = 3000
         assert_eq!(c.cluster, "ratelimit");
         assert_eq!(c.renew_interval, Duration::from_secs(2));
         assert_eq!(c.report_flush, Duration::from_millis(5));
+        assert_eq!(c.one_call_max_body_bytes, 16 * 1024);
+        assert_eq!(c.one_call_max_waiting_per_tenant, 16);
         assert_eq!(
             c.admit_timeout(FilterPhase::Full, "latency"),
             Duration::from_millis(4_000)

@@ -1,6 +1,5 @@
-//! What the admission request is built from: the gateway module's request
-//! context, or for the standalone filter the headers `tenant-auth` and
-//! `llm-policy` set (clients cannot forge them: tenant-auth strips them).
+//! What the admission request is built from: the facts the gateway
+//! module's earlier phases established (identity, decision), as values.
 
 use admission_proto::v1::{AdmitRequest, Phase};
 use tenant_registry::{ModelName, PoolName, TenantId, TierName};
@@ -39,30 +38,9 @@ impl RequestFacts {
     }
 }
 
-/// A token count as a header carries it; anything but a plain `u32` is
-/// none (the standalone filters pass counts as header text).
-pub fn parse_count(text: Option<&str>) -> Option<u32> {
-    text.and_then(|s| s.parse().ok())
-}
-
 /// A name for the proto, which carries none as an empty string.
 fn text(name: Option<&str>) -> String {
     name.unwrap_or_default().to_owned()
-}
-
-/// Paths of the endpoints that run inference (what llm-policy polices).
-const INFERENCE_PATHS: &[&str] = &[
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-];
-
-/// Whether a request will be inference, judged on its method and path as the
-/// OPEN phase must, before llm-policy has read the body.
-pub fn is_inference(method: &str, path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
-    method == "POST" && INFERENCE_PATHS.contains(&path)
 }
 
 /// The OPEN Admit on the headers: the request and its concurrency slot,
@@ -171,13 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn garbage_numbers_count_as_zero() {
-        assert_eq!(parse_count(Some("-5")), None);
-        assert_eq!(parse_count(Some("12x")), None);
-        assert_eq!(parse_count(Some("120")), Some(120));
+    fn an_unknown_count_is_zero() {
         let r = admit_request(
             &RequestFacts {
-                prompt_tokens: parse_count(Some("-5")),
+                prompt_tokens: None,
                 ..facts()
             },
             "e",
@@ -191,15 +166,6 @@ mod tests {
 #[cfg(test)]
 mod phase_tests {
     use super::*;
-
-    #[test]
-    fn inference_is_known_from_method_and_path() {
-        assert!(is_inference("POST", "/v1/chat/completions"));
-        assert!(is_inference("POST", "/v1/responses?x=1"));
-        assert!(!is_inference("GET", "/v1/chat/completions"));
-        assert!(!is_inference("GET", "/v1/models"));
-        assert!(!is_inference("POST", "/v1/chat/completions/extra"));
-    }
 
     #[test]
     fn open_and_reserve_requests() {

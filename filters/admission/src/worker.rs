@@ -1,5 +1,4 @@
-//! The admission phase's host side, shared by the standalone `admission`
-//! filter and the gateway module: the worker's report buffer and leases
+//! The admission phase's host side, run by the gateway module: the worker's report buffer and leases
 //! ([`Shared`], flushed by the root's [`Reporter`]) and one Admit lease's
 //! life on a stream ([`AdmissionStream`]).
 //!
@@ -27,8 +26,8 @@ use prost::Message;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{
-    Admission, AuditCapture, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts, UsageTracker,
-    admit_request, digest_bytes, open_request, rate_limit_headers, unavailable,
+    Admission, AuditCapture, BodyWaiters, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts,
+    UsageTracker, admit_request, digest_bytes, open_request, rate_limit_headers, unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
@@ -63,6 +62,8 @@ pub struct Shared {
     leases: RefCell<HashSet<String>>,
     /// Reports of ended requests, waiting for the next flush.
     reports: RefCell<ReportBuffer<CompleteRequest>>,
+    /// Requests waiting for their body to be admitted in one call.
+    pub waiters: RefCell<BodyWaiters>,
 }
 
 impl Shared {
@@ -70,11 +71,12 @@ impl Shared {
     /// (defines the failure counters: call from `on_configure`).
     pub fn new(config: CompiledConfig, root_id: u32) -> Rc<Self> {
         Rc::new(Self {
-            config,
             counters: FailureCounters::define(),
             root_id,
             leases: RefCell::new(HashSet::new()),
             reports: RefCell::new(ReportBuffer::default()),
+            waiters: RefCell::new(BodyWaiters::new(config.one_call_max_waiting_per_tenant)),
+            config,
         })
     }
 
@@ -269,6 +271,15 @@ impl AdmissionStream {
 
     pub fn is_configured(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Makes this lease another phase; before its call is sent (the
+    /// module turns its RESERVE lease into a FULL one when no OPEN was
+    /// sent: the request is admitted in one call).
+    pub fn set_phase(&mut self, phase: FilterPhase) {
+        if self.admit_token.is_none() && self.lease.is_none() {
+            self.phase = phase;
+        }
     }
 
     /// Asks the service to admit this phase of the request `facts`

@@ -16,8 +16,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use admission_filter::FilterPhase;
 use admission_filter::worker::{AdmissionStream, Reporter, Shared, header_text};
+use admission_filter::{FilterPhase, body_fits_one_call};
 use filter_common::headers;
 use filter_common::host::{self, TickPeriod, send_error};
 use llm_policy::Policy;
@@ -160,6 +160,8 @@ impl RootContext for GatewayRoot {
             flow: Flow::new(admission.is_some()),
             policy,
             admission,
+            shared: self.admission.clone(),
+            waits_for_body: None,
             context: None,
             response_fed: 0,
         }))
@@ -176,6 +178,11 @@ struct GatewayStream {
     policy: Option<PolicyStream>,
     /// The OPEN and the RESERVE lease, when admission runs.
     admission: Option<(AdmissionStream, AdmissionStream)>,
+    /// The worker's admission state, when admission runs.
+    shared: Option<Rc<Shared>>,
+    /// The request waits for its body, this many bytes as announced, to be
+    /// admitted in one call (it holds a place among its tenant's waiters).
+    waits_for_body: Option<u64>,
     context: Option<RequestContext>,
     /// Bytes of a held (cumulative) response body already counted.
     response_fed: usize,
@@ -204,6 +211,46 @@ impl GatewayStream {
         }
     }
 
+    /// Whether the inference request waits for its small body to be
+    /// admitted in one call instead of on its headers (see
+    /// `admission_filter::one_call`); if so it took a place among its
+    /// tenant's waiters.
+    fn wait_for_body(&mut self, announced: Option<&str>, end_of_stream: bool) -> bool {
+        let (Some(shared), Some(context)) = (self.shared.as_ref(), self.context.as_ref()) else {
+            return false;
+        };
+        if end_of_stream {
+            return false;
+        }
+        let Some(length) = body_fits_one_call(announced, shared.config.one_call_max_body_bytes)
+        else {
+            return false;
+        };
+        if !shared
+            .waiters
+            .borrow_mut()
+            .join(&context.identity.tenant_id)
+        {
+            return false;
+        }
+        self.waits_for_body = Some(length);
+        true
+    }
+
+    /// Gives back the request's place among the waiters; whether it had one.
+    fn stop_waiting(&mut self) -> bool {
+        if self.waits_for_body.take().is_none() {
+            return false;
+        }
+        if let (Some(shared), Some(context)) = (self.shared.as_ref(), self.context.as_ref()) {
+            shared
+                .waiters
+                .borrow_mut()
+                .leave(&context.identity.tenant_id);
+        }
+        true
+    }
+
     /// Sends the OPEN admission of an inference request.
     fn send_open(&mut self) {
         let (Some((open, _)), Some(context)) = (self.admission.as_mut(), self.context.as_ref())
@@ -228,13 +275,18 @@ impl GatewayStream {
         }
     }
 
-    /// Sends the RESERVE admission of the decided request; what comes next.
+    /// Sends the RESERVE admission of the decided request (FULL when no
+    /// OPEN was sent: one call admits it); what comes next.
     fn send_reserve(&mut self) -> Next {
+        let one_call = self.stop_waiting();
         let decision = self.policy.as_ref().and_then(PolicyStream::decision);
         let (Some((_, reserve)), Some(context)) = (self.admission.as_mut(), self.context.as_ref())
         else {
             return self.flow.reserve_answered(true);
         };
+        if one_call {
+            reserve.set_phase(FilterPhase::Full);
+        }
         match reserve.admit(&context.admission_facts(decision)) {
             None | Some(Action::Continue) => self.flow.reserve_answered(true),
             _ if reserve.is_waiting() => {
@@ -360,6 +412,8 @@ impl HttpContext for GatewayStream {
             Ok(line) => line,
             Err(fault) => return policy.header_fault(fault),
         };
+        // Kept: the policy drops the header (it may rewrite the body).
+        let announced = line.content_length.clone();
         let identity = &context.identity;
         if self.admission.is_some() {
             policy.keep_body(gateway.audit_prompt_bytes(&identity.tenant_id));
@@ -371,7 +425,7 @@ impl HttpContext for GatewayStream {
             end_of_stream,
         );
         let inference = action == Action::Continue || policy.awaits_body();
-        if inference {
+        if inference && !self.wait_for_body(announced.as_deref(), end_of_stream) {
             // The policy's checks on the headers passed: count the request
             // and take its concurrency slot while the body comes in.
             self.send_open();
@@ -380,12 +434,27 @@ impl HttpContext for GatewayStream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.policy.as_ref() {
+            None => return Action::Continue,
+            Some(policy) if !policy.awaits_body() => return self.after_body(),
+            Some(_) => {}
+        }
+        // Envoy hands a body that came whole on without its end, then the
+        // end alone: only a body still short of what was announced trickles.
+        let short = self
+            .waits_for_body
+            .is_some_and(|length| (body_size as u64) < length);
+        if !end_of_stream && short && self.stop_waiting() {
+            // The small body did not come whole with its headers: the
+            // request is admitted on what came, as a larger one would be.
+            self.send_open();
+            if self.flow.is_over() {
+                return Action::Pause;
+            }
+        }
         let Some(policy) = self.policy.as_mut() else {
             return Action::Continue;
         };
-        if !policy.awaits_body() {
-            return self.after_body();
-        }
         let action = policy.on_request_body(body_size, end_of_stream);
         self.after_policy(action)
     }
@@ -467,6 +536,7 @@ impl HttpContext for GatewayStream {
     }
 
     fn on_log(&mut self) {
+        self.stop_waiting();
         let sent = self
             .policy
             .as_mut()

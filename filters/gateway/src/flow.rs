@@ -1,13 +1,14 @@
-//! The order of a request's asynchronous steps. In the three-filter chain
-//! Envoy's filter manager ordered them; in one module the request is held
-//! until all that gates it has answered, whatever order the answers come in:
+//! The order of a request's asynchronous steps: the request is held until
+//! all that gates it has answered, whatever order the answers come in:
 //!
 //! - the OPEN admission (request count, concurrency slot), sent on the
 //!   headers so a tenant over either is refused while its body is still
-//!   arriving;
+//!   arriving; a request whose small body comes with its headers sends
+//!   none (`admission_filter::one_call`);
 //! - the policy's decision, made when the body is complete;
 //! - the RESERVE admission (tokens, budget, the pool's fair queue), which
-//!   needs the decision and comes after the OPEN answer.
+//!   needs the decision and comes after the OPEN answer; FULL, both in one
+//!   call, when no OPEN was sent.
 //!
 //! Pure: the filter reports what happened and does what [`Next`] says.
 
@@ -88,6 +89,11 @@ impl Flow {
     /// Whether the request was let go to the pool.
     pub fn has_gone(&self) -> bool {
         self.next() == Next::Go
+    }
+
+    /// Whether the request was answered here: nothing more is done for it.
+    pub fn is_over(&self) -> bool {
+        self.next() == Next::Stop
     }
 
     fn next(&self) -> Next {

@@ -31,8 +31,9 @@ pub const DEFAULT_PREFIX_KEY_BLOCKS: u32 = 4;
 /// Characters per estimated token when cutting the prompt into blocks.
 pub const BLOCK_CHARS_PER_TOKEN: usize = 4;
 
-/// The standalone filter's JSON configuration, as written in Envoy's
-/// plugin config.
+/// The policy alone with its own registry, in JSON: how tests, fuzzers and
+/// tools build one (the gateway module shares one registry between its
+/// phases and reads only [`PolicySettings`] from its `policy` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
@@ -42,8 +43,8 @@ pub struct FilterConfig {
     pub settings: PolicySettings,
 }
 
-/// The policy's own settings: the standalone filter's configuration besides
-/// the registry, and the `policy` section of the gateway module's.
+/// The policy's own settings: the `policy` section of the gateway module's
+/// configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {

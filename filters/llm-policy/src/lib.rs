@@ -1,4 +1,4 @@
-//! llm-policy: the second gateway filter. After tenant-auth has named the
+//! llm-policy: the gateway module's second phase. After tenant-auth has named the
 //! tenant, it decides what the request may do and where it goes:
 //!
 //! - [`endpoint`]: which OpenAI endpoint (unknown API paths are refused);
@@ -16,10 +16,9 @@
 //! - [`usage_chunk`]: drops the forced usage chunk from a client's stream;
 //! - [`decision`]: all of the above as one function;
 //! - [`error`]: refusals and their OpenAI replies; [`config`]: the plugin config;
-//! - `stream` (wasm only): the phase's host side, shared by the standalone
-//!   filter and the gateway module.
+//! - `stream` (wasm only): the phase's host side, run by the gateway module.
 //!
-//! Everything but `stream` and `filter` (the proxy-wasm glue, wasm32 only) is plain data
+//! Everything but `stream` (the proxy-wasm glue, wasm32 only) is plain data
 //! in, plain data out, and unit-tested natively.
 
 // A panic kills the wasm VM of an Envoy worker: code that runs there may not
@@ -53,8 +52,6 @@ pub mod tokens;
 pub mod upstream_error;
 pub mod usage_chunk;
 
-#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
-mod filter;
 #[cfg(target_arch = "wasm32")]
 pub mod stream;
 #[cfg(test)]

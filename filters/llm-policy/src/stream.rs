@@ -1,5 +1,4 @@
-//! The policy phase's host side, shared by the standalone `llm-policy`
-//! filter and the gateway module: the pools' limits learned by the root
+//! The policy phase's host side, run by the gateway module: the pools' limits learned by the root
 //! ([`LimitsRefresher`]) and one request's way through the policy
 //! ([`PolicyStream`]): headers, the buffered body, the decision applied,
 //! and on the way back the pool's errors in OpenAI's shape and the forced

@@ -10,7 +10,9 @@ use thiserror::Error;
 
 use crate::jwt::{JwtKeyError, JwtVerifier};
 
-/// What Envoy passes as the plugin configuration of the standalone filter.
+/// Authentication alone with its own registry, in JSON: how tests, fuzzers
+/// and tenantctl build an [`crate::Authenticator`] (the gateway module
+/// shares one registry between its phases).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -19,8 +21,8 @@ pub struct AuthConfig {
     pub settings: AuthSettings,
 }
 
-/// Authentication's own settings: the standalone filter's configuration
-/// besides the registry, and the `auth` section of the gateway module's.
+/// Authentication's own settings: the `auth` section of the gateway
+/// module's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
@@ -67,7 +69,7 @@ pub(crate) fn jwt_verifier(registry: &Registry) -> Result<JwtVerifier, ConfigErr
     Ok(JwtVerifier::new(&registry.config().jwt_issuers)?)
 }
 
-/// Compiles a standalone configuration's registry.
+/// Compiles the registry of an [`AuthConfig`].
 pub(crate) fn compile_registry(config: RegistryConfig) -> Result<Arc<Registry>, ConfigError> {
     Ok(Arc::new(Registry::new(config)?))
 }

@@ -1,10 +1,9 @@
-//! `tenant-auth`: the first filter of the chain. It strips client-sent
+//! `tenant-auth`: the gateway module's first phase. It strips client-sent
 //! gateway headers, then names the tenant of every request from an API key,
 //! a JWT, or the mTLS peer's SPIFFE ID.
 //!
-//! Everything except `stream` and `filter` (wasm only) is host-agnostic and
-//! tested natively; `stream` adapts the host to [`Authenticator`] for the
-//! standalone filter (`filter`) and the gateway module alike.
+//! Everything except `stream` (wasm only) is host-agnostic and tested
+//! natively; `stream` adapts the host to [`Authenticator`] for the module.
 
 // A panic kills the wasm VM of an Envoy worker: code that runs there may not
 // panic (the same block in every crate compiled into the filters; checked by
@@ -25,8 +24,6 @@ mod error;
 mod jwt;
 mod request_id;
 
-#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
-mod filter;
 #[cfg(target_arch = "wasm32")]
 pub mod stream;
 

@@ -1,5 +1,4 @@
-//! The authentication phase's host side, shared by the standalone
-//! `tenant-auth` filter and the gateway module: reads what the host knows
+//! The authentication phase's host side, run by the gateway module: reads what the host knows
 //! about the request, hands it to [`Authenticator`], and writes the outcome
 //! back.
 //!

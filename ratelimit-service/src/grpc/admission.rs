@@ -19,6 +19,7 @@ use crate::limiter::{
 };
 use crate::limits::plan::{AdmitInput, AdmitPhase};
 use crate::limits::{Per, ScopeViews};
+use crate::metrics::PhaseLabel;
 use crate::pool::models::PoolModels;
 use crate::telemetry;
 
@@ -271,6 +272,13 @@ impl Admission for AdmissionService {
             Ok(pb::Phase::Full) => AdmitPhase::Full,
             Err(_) => return Err(Status::invalid_argument("unknown admission phase")),
         };
+        self.limiter
+            .metrics()
+            .admit_calls
+            .get_or_create(&PhaseLabel {
+                phase: phase_label(phase),
+            })
+            .inc();
         let cx = admit_span(&r, phase);
         // Kept for the audit record of a refusal.
         let refusal = RefusalFacts {

@@ -124,8 +124,7 @@ spec:
   # to Envoy's span (%TRACE_ID%/%SPAN_ID%) before the module, which reads it
   # first and hands it to ratelimit-service. Istio 1.28's Envoy has no
   # %SPAN_ID%, so here it is only removed: the module sees no traceparent
-  # (admission calls carry none, as with the separate filters before) rather
-  # than one a client made up.
+  # (admission calls carry none) rather than one a client made up.
   - applyTo: HTTP_FILTER
     match:
       context: GATEWAY
