@@ -224,16 +224,10 @@ fn stage_prebuilt(root: &Path) -> Option<String> {
             .arg(&from)
             .arg(stage.join("bin").join(bin)));
     }
-    for module in [
-        "llm_gateway",
-        "tenant_auth",
-        "llm_policy",
-        "admission_filter",
-    ] {
-        let from = target.join(format!("wasm32-wasip1/wasm/{module}.wasm"));
-        std::fs::copy(&from, stage.join(format!("wasm/{module}.wasm")))
-            .unwrap_or_else(|e| panic!("{}: {e} (run make build)", from.display()));
-    }
+    let module = "llm_gateway.wasm";
+    let from = target.join("wasm32-wasip1/wasm").join(module);
+    std::fs::copy(&from, stage.join("wasm").join(module))
+        .unwrap_or_else(|e| panic!("{}: {e} (run make build)", from.display()));
     Some(PREBUILT.to_owned())
 }
 
