@@ -132,7 +132,8 @@ def module_registry(registry: dict) -> dict:
     return {**registry, "tenants": [module_tenant(t) for t in registry.get("tenants", [])]}
 
 
-def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN)) -> dict:
+def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN),
+                   one_call_max_body_bytes: int | None = None) -> dict:
     """The gateway module's JSON: the registry once (what its phases read),
     and a section per phase of `chain` (authentication always runs; admission needs the
     policy, since it admits what the policy decided)."""
@@ -150,6 +151,8 @@ def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[s
         config["policy"] = {"cache_secret": cache_secret, **({"limits_cluster": cluster} if cluster else {})}
     if "admission" in chain:
         config["admission"] = {"cluster": cluster}
+        if one_call_max_body_bytes is not None:
+            config["admission"]["one_call_max_body_bytes"] = one_call_max_body_bytes
     return config
 
 
@@ -233,6 +236,9 @@ def main(argv: list[str]) -> int:
                         help="Envoy cluster of ratelimit-service (empty: none, so no admission)")
     parser.add_argument("--chain", default=",".join(CHAIN),
                         help=f"comma-separated phases to run, from {','.join(CHAIN)} (default: all)")
+    parser.add_argument("--one-call-max-body-bytes", type=int, metavar="N",
+                        help="largest announced body admitted in one call once it is in "
+                             "(default: the module's, 16384; 0: every request is admitted on its headers)")
     parser.add_argument("--reload-backoff", default=":".join(DEFAULT_RELOAD_BACKOFF),
                         help="BASE:MAX backoff before a failed VM is replaced (default 1s:30s)")
     parser.add_argument("--probe-filter", action="append", default=[], metavar="NAME=WASM",
@@ -248,7 +254,9 @@ def main(argv: list[str]) -> int:
         if chain:
             # Only the policy carries the secret: identity alone needs none.
             secret = read_cache_secret(args) if "llm-policy" in chain else ""
-            config = gateway_config(registry, secret, args.ratelimit_cluster, chain)
+            if args.one_call_max_body_bytes is not None and args.one_call_max_body_bytes < 0:
+                raise RenderError("--one-call-max-body-bytes: must be >= 0")
+            config = gateway_config(registry, secret, args.ratelimit_cluster, chain, args.one_call_max_body_bytes)
             resources.append((GATEWAY, f"{wasm_dir}/{GATEWAY_WASM}", config))
         args.out.mkdir(parents=True, exist_ok=True)
         for name, wasm, config in resources:

@@ -153,6 +153,9 @@ pub struct TestbedConfig {
     /// Test-only filter modules (crate names built by `make wasm`, e.g.
     /// `crash_probe`) placed first in the chain, with an empty config.
     pub probe_filters: Vec<String>,
+    /// The module's `admission.one_call_max_body_bytes` (`None`: its
+    /// default; 0: every request admitted on its headers, two calls).
+    pub one_call_max_body_bytes: Option<u64>,
     /// OTLP/gRPC collector for traces: Envoy's (and, with
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
@@ -175,6 +178,7 @@ impl TestbedConfig {
             native_ratelimit_domain: None,
             request_timeout: Duration::from_secs(120),
             probe_filters: Vec::new(),
+            one_call_max_body_bytes: None,
             otlp: None,
         }
     }
@@ -640,6 +644,9 @@ fn render_filters(
         .args(["--reload-backoff", "0.2s:5s"]);
     if !config.ratelimit {
         command.args(["--ratelimit-cluster", ""]);
+    }
+    if let Some(bytes) = config.one_call_max_body_bytes {
+        command.arg(format!("--one-call-max-body-bytes={bytes}"));
     }
     for probe in &config.probe_filters {
         let mut arg = std::ffi::OsString::from(format!("{}=", probe.replace('_', "-")));
