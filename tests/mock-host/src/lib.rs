@@ -16,7 +16,7 @@ mod abi;
 use std::collections::HashMap;
 use std::path::Path;
 
-use wasmi::{Engine, Instance, Linker, Module, Store, TypedFunc};
+use wasmi::{CallHook, Config, Engine, Instance, Linker, Module, Store, TypedFunc};
 
 pub use abi::{BufferType, MapType};
 
@@ -53,6 +53,15 @@ pub struct GrpcCall {
     pub timeout_ms: u32,
 }
 
+/// Crossings between the host and the module, counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Crossings {
+    /// Host calls the module made.
+    pub into_host: u64,
+    /// Calls of the host into the module.
+    pub into_module: u64,
+}
+
 /// Everything the host knows and everything the module did, in order.
 #[derive(Debug, Default)]
 pub struct HostState {
@@ -78,6 +87,10 @@ pub struct HostState {
     pub logs: Vec<(u32, String)>,
     pub metrics: Vec<String>,
     pub tick_period_ms: Option<u32>,
+    /// Calls the module made to the host, and the host made into the
+    /// module (callbacks, and allocations for what the host hands over):
+    /// each is a crossing Envoy pays for, whatever the module does inside.
+    pub crossings: Crossings,
     next_token: u32,
     random: u8,
 }
@@ -125,6 +138,9 @@ pub enum HostError {
 }
 
 /// One VM of a filter module, as on one Envoy worker.
+/// Fuel the module starts with: more than any test spends.
+const FUEL: u64 = 1 << 62;
+
 pub struct MockHost {
     store: Store<HostState>,
     instance: Instance,
@@ -142,12 +158,23 @@ impl MockHost {
             path: wasm.display().to_string(),
             source,
         })?;
-        let engine = Engine::default();
+        // Fuel counts the instructions the module executes (one unit for
+        // most): what a request costs inside the VM, exactly.
+        let engine = Engine::new(Config::default().consume_fuel(true));
         let module = Module::new(&engine, &bytes).map_err(HostError::Load)?;
         let mut linker = Linker::<HostState>::new(&engine);
         abi::link(&mut linker).map_err(HostError::Load)?;
         let mut store = Store::new(&engine, HostState::default());
+        store.call_hook(|state, hook| {
+            match hook {
+                CallHook::CallingHost => state.crossings.into_host += 1,
+                CallHook::CallingWasm => state.crossings.into_module += 1,
+                CallHook::ReturningFromHost | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
         store.data_mut().now_nanos = 1_767_225_600_000_000_000; // 2026-01-01
+        store.set_fuel(FUEL).map_err(HostError::Load)?;
         let instance = linker
             .instantiate_and_start(&mut store, &module)
             .map_err(HostError::Load)?;
@@ -162,6 +189,11 @@ impl MockHost {
         let vm_size = len(&host.store.data().vm_configuration);
         host.call::<(i32, i32), i32>("proxy_on_vm_start", (ROOT_CONTEXT, vm_size))?;
         Ok(host)
+    }
+
+    /// Instructions the module has executed so far (fuel spent).
+    pub fn instructions(&self) -> u64 {
+        FUEL - self.store.get_fuel().unwrap_or(FUEL)
     }
 
     pub fn state(&self) -> &HostState {
