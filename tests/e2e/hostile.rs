@@ -782,20 +782,7 @@ fn a_tenant_over_its_limits_is_refused_before_its_body_is_read() {
     let tb = start_with(config(FAST));
     let gw = tb.envoy.gateway;
     // Headers announcing a large body, and not one byte of it.
-    let headers_only = |tenant: &str| {
-        let mut c = TcpStream::connect(gw).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        c.write_all(
-            format!(
-                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n",
-                key(tenant)
-            )
-            .as_bytes(),
-        )
-        .expect("send");
-        c
-    };
+    let headers_only = |tenant: &str| headers_only(gw, tenant, 60_000);
     // The first request holds gate-t's only slot while its body is awaited.
     let holder = headers_only("gate-t");
     std::thread::sleep(Duration::from_millis(300));
@@ -827,6 +814,23 @@ fn a_tenant_over_its_limits_is_refused_before_its_body_is_read() {
         "{}",
         refused.head
     );
+}
+
+/// A connection that sent `tenant`'s chat request headers announcing a
+/// body of `length` bytes, and not one byte of it.
+fn headers_only(gw: SocketAddr, tenant: &str, length: usize) -> TcpStream {
+    let mut c = TcpStream::connect(gw).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n",
+            key(tenant)
+        )
+        .as_bytes(),
+    )
+    .expect("send");
+    c
 }
 
 /// A chat request of `tenant` with its small body in the same write as its
@@ -891,20 +895,7 @@ fn waiting_for_small_bodies_without_an_admission_is_bounded_per_tenant() {
     let tb = start_with(config);
     let gw = tb.envoy.gateway;
     // Headers announcing a small body, and not one byte of it.
-    let headers_only = |tenant: &str| {
-        let mut c = TcpStream::connect(gw).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        c.write_all(
-            format!(
-                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
-                key(tenant)
-            )
-            .as_bytes(),
-        )
-        .expect("send");
-        c
-    };
+    let headers_only = |tenant: &str| headers_only(gw, tenant, 100);
     // gate-t may run one request at a time. Sixteen (the default cap) wait
     // for their bodies without an admission...
     let mut held: Vec<TcpStream> = (0..16).map(|_| headers_only("gate-t")).collect();
