@@ -152,6 +152,8 @@ def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[s
     if "admission" in chain:
         config["admission"] = {"cluster": cluster}
         if one_call_max_body_bytes is not None:
+            if one_call_max_body_bytes < 0:
+                raise RenderError("--one-call-max-body-bytes: must be >= 0")
             config["admission"]["one_call_max_body_bytes"] = one_call_max_body_bytes
     return config
 
@@ -254,8 +256,6 @@ def main(argv: list[str]) -> int:
         if chain:
             # Only the policy carries the secret: identity alone needs none.
             secret = read_cache_secret(args) if "llm-policy" in chain else ""
-            if args.one_call_max_body_bytes is not None and args.one_call_max_body_bytes < 0:
-                raise RenderError("--one-call-max-body-bytes: must be >= 0")
             config = gateway_config(registry, secret, args.ratelimit_cluster, chain, args.one_call_max_body_bytes)
             resources.append((GATEWAY, f"{wasm_dir}/{GATEWAY_WASM}", config))
         args.out.mkdir(parents=True, exist_ok=True)

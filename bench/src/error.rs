@@ -7,14 +7,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum BenchError {
     #[error(
-        "the {filter} module is not built ({path} is missing).\n\
-         Build it with: cargo build --target wasm32-wasip1 --profile wasm -p {package}"
+        "the gateway module is not built ({path} is missing).\n\
+         Build it with: make wasm"
     )]
-    FilterNotBuilt {
-        filter: &'static str,
-        package: &'static str,
-        path: PathBuf,
-    },
+    ModuleNotBuilt { path: PathBuf },
     #[error(
         "{binary} is not built ({path} is missing).\n\
          Build it with: cargo build --release -p {binary} and run with TESTBED_PROFILE=release"

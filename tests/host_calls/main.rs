@@ -157,6 +157,17 @@ fn admit_request(host: &MockHost, n: usize) -> (u32, AdmitRequest) {
     )
 }
 
+/// What the policy decided for [`chat_body`], as an Admit after the body
+/// carries it: the model, the pool, the output reserve and a prompt count.
+fn assert_carries_the_decision(admit: &AdmitRequest) {
+    assert_eq!(
+        (admit.model.as_str(), admit.pool.as_str()),
+        (MODEL, "latency")
+    );
+    assert_eq!(admit.max_tokens, 8);
+    assert!(admit.estimated_prompt_tokens > 0);
+}
+
 fn admitted(lease: &str) -> Vec<u8> {
     AdmitResponse {
         decision: Decision::Admitted as i32,
@@ -254,12 +265,7 @@ fn nothing_goes_upstream_until_both_admissions_answer() {
     // OPEN admitted: RESERVE goes out with what the policy decided.
     let (reserve_token, reserve) = admit_request(&host, 1);
     assert_eq!(reserve.phase, Phase::Reserve as i32);
-    assert_eq!(
-        (reserve.model.as_str(), reserve.pool.as_str()),
-        (MODEL, "latency")
-    );
-    assert_eq!(reserve.max_tokens, 8);
-    assert!(reserve.estimated_prompt_tokens > 0);
+    assert_carries_the_decision(&reserve);
     assert!(host.state().resumed.is_empty(), "still held");
     host.answer_grpc(reserve_token, &admitted("lease-reserve"))
         .expect("no trap");
@@ -415,10 +421,8 @@ fn a_small_body_that_comes_with_its_headers_is_admitted_in_one_call() {
     assert_eq!(host.state().grpc_calls.len(), 1);
     let (token, full) = admit_request(&host, 0);
     assert_eq!(full.phase, Phase::Full as i32);
-    assert_eq!((full.tenant.as_str(), full.model.as_str()), ("acme", MODEL));
-    assert_eq!(full.pool, "latency");
-    assert_eq!(full.max_tokens, 8);
-    assert!(full.estimated_prompt_tokens > 0);
+    assert_eq!(full.tenant, "acme");
+    assert_carries_the_decision(&full);
     assert!(host.state().resumed.is_empty(), "held until admitted");
     host.answer_grpc(token, &admitted("lease-full"))
         .expect("no trap");

@@ -168,11 +168,7 @@ pub fn require_built(filters: FilterSet) -> Result<(), BenchError> {
     let paths = Paths::locate().map_err(BenchError::Locate)?;
     let any_phase = filters.tenant_auth || filters.llm_policy || filters.admission;
     if any_phase && let Err(TestbedError::MissingArtifact(path)) = paths.wasm("llm_gateway") {
-        return Err(BenchError::FilterNotBuilt {
-            filter: "llm-gateway",
-            package: "llm-gateway",
-            path,
-        });
+        return Err(BenchError::ModuleNotBuilt { path });
     }
     let mut binaries = vec!["mock-vllm"];
     if filters.admission {

@@ -31,7 +31,7 @@ pub struct ScaleArgs {
     pub requests: usize,
 }
 
-/// What one side measured.
+/// What the run measured.
 #[derive(Debug, Serialize)]
 struct Side {
     label: &'static str,
@@ -67,7 +67,7 @@ struct ScaleReport {
     generated_at: String,
     command: String,
     host: Host,
-    sides: Vec<Side>,
+    module: Side,
 }
 
 /// The key of generated tenant `i`: local and throwaway, as the bench key.
@@ -279,28 +279,9 @@ impl ScaleReport {
             ("auth p50 (ms)", |s| s.auth_p50_ms),
             ("auth p99 (ms)", |s| s.auth_p99_ms),
         ];
-        let Some((baseline, others)) = self.sides.split_first() else {
-            return out;
-        };
-        let _ = write!(out, "| | {}", baseline.label);
-        for side in others {
-            let _ = write!(out, " | {} | ratio", side.label);
-        }
-        let _ = writeln!(out, " |");
-        let _ = writeln!(out, "|---|---:{}|", "|---:|---:".repeat(others.len()));
+        let _ = writeln!(out, "| | {} |\n|---|---:|", self.module.label);
         for (what, value) in rows {
-            let before = value(baseline);
-            let _ = write!(out, "| {what} | {before:.2}");
-            for side in others {
-                let after = value(side);
-                let ratio = if before > 0.0 {
-                    after / before
-                } else {
-                    f64::NAN
-                };
-                let _ = write!(out, " | {after:.2} | {ratio:.3}");
-            }
-            let _ = writeln!(out, " |");
+            let _ = writeln!(out, "| {what} | {:.2} |", value(&self.module));
         }
         out
     }
@@ -318,7 +299,7 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
         start: generated_registry(args.tenants, 0),
         changed: generated_registry(args.tenants, 1),
     };
-    let sides = vec![measure(&registries, args, settings)?];
+    let module = measure(&registries, args, settings)?;
     let root = testbed::Paths::locate().map(|p| p.root).unwrap_or_default();
     let report = ScaleReport {
         tenants: args.tenants,
@@ -327,7 +308,7 @@ pub fn run(args: &ScaleArgs, settings: &Settings, out_dir: &Path) -> Result<(), 
         generated_at: now_utc(),
         command: reproduce_command(),
         host: Host::current(&root, settings.envoy_concurrency),
-        sides,
+        module,
     };
     let markdown = report.markdown();
     print!("{markdown}");

@@ -7,17 +7,14 @@ use serde::Deserialize;
 use tenant_registry::{FailMode, RegistryConfig};
 use thiserror::Error;
 
-/// Admission alone with its own registry and phase, in JSON: how tests
-/// build a [`CompiledConfig`] (the gateway module compiles one from its
+/// Admission alone with its own registry, in JSON: how tests build a
+/// [`CompiledConfig`] (the gateway module compiles one from its
 /// `admission` section and the shared registry).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionConfig {
     /// The tenant registry: tiers give the failure mode, pools the queue wait.
     pub registry: RegistryConfig,
-    /// Which part of admission this filter instance does.
-    #[serde(default)]
-    pub phase: FilterPhase,
     #[serde(flatten)]
     pub settings: AdmissionSettings,
 }
@@ -67,10 +64,8 @@ pub struct AdmissionSettings {
 /// slot, so a tenant over either is refused before its body is buffered)
 /// and `reserve` after the policy (tokens, budgets, the pool queue). `full`
 /// does everything in one call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterPhase {
-    #[default]
     Full,
     Open,
     Reserve,
@@ -123,7 +118,6 @@ pub struct CompiledConfig {
     pub report_timeout: Duration,
     pub report_flush: Duration,
     pub holder: String,
-    pub phase: FilterPhase,
     /// See [`AdmissionSettings::one_call_max_body_bytes`].
     pub one_call_max_body_bytes: u64,
     pub one_call_max_waiting_per_tenant: u32,
@@ -140,14 +134,13 @@ impl CompiledConfig {
     /// Parses and compiles the configuration as it streams from `reader`.
     pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigError> {
         let config: AdmissionConfig = serde_json::from_reader(reader)?;
-        Self::compile(&config.registry, config.phase, config.settings)
+        Self::compile(&config.registry, config.settings)
     }
 
-    /// Compiles the settings of one `phase` against `registry` (only its
-    /// tiers and pools are read).
+    /// Compiles the settings against `registry` (only its tiers and pools
+    /// are read).
     pub fn compile(
         registry: &RegistryConfig,
-        phase: FilterPhase,
         config: AdmissionSettings,
     ) -> Result<Self, ConfigError> {
         if config.cluster.is_empty() {
@@ -190,7 +183,6 @@ impl CompiledConfig {
             report_timeout: Duration::from_millis(config.report_timeout_ms),
             report_flush: Duration::from_millis(config.report_flush_ms),
             holder: config.holder,
-            phase,
             one_call_max_body_bytes: config.one_call_max_body_bytes,
             one_call_max_waiting_per_tenant: config.one_call_max_waiting_per_tenant,
             fail_modes,

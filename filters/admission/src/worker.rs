@@ -1,6 +1,7 @@
-//! The admission phase's host side, run by the gateway module: the worker's report buffer and leases
-//! ([`Shared`], flushed by the root's [`Reporter`]) and one Admit lease's
-//! life on a stream ([`AdmissionStream`]).
+//! The admission phase's host side, run by the gateway module: the
+//! worker's report buffer and leases ([`Shared`], flushed by the root's
+//! [`Reporter`]) and one Admit lease's life on a stream
+//! ([`AdmissionStream`]).
 //!
 //! Reports and lease renewals are dispatched from the root context: a call
 //! owned by a stream context is cancelled when that stream ends, and a

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use admission_filter::{AdmissionSettings, CompiledConfig, FilterPhase};
+use admission_filter::{AdmissionSettings, CompiledConfig};
 use llm_policy::{Policy, PolicySettings};
 use serde::Deserialize;
 use tenant_auth::{AuthSettings, Authenticator};
@@ -90,11 +90,7 @@ impl Gateway {
             .transpose()?;
         let admission = config
             .admission
-            .map(|settings| {
-                // The phase in the compiled settings is unused: the module
-                // runs OPEN and RESERVE itself.
-                CompiledConfig::compile(registry.config(), FilterPhase::Reserve, settings)
-            })
+            .map(|settings| CompiledConfig::compile(registry.config(), settings))
             .transpose()?;
         Ok(Self {
             registry,
