@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use testbed::{FilterSet, Testbed, TestbedConfig};
 
+use crate::cpu::{CpuSample, CpuShare, CpuTally};
 use crate::error::BenchError;
 use crate::load::{
     ClosedLoop, Endpoint, OpenLoop, PhaseProgress, PhaseRecorder, PhaseSummary, RequestRecipe,
@@ -136,6 +137,7 @@ impl SideBySide {
             plan.rates.iter().map(|_| Tally::default()).collect(),
         ];
         let mut saturation = [Tally::default(), Tally::default()];
+        let mut cpu = [CpuTally::default(), CpuTally::default()];
         for round in 0..plan.rounds {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             let turn = format!("round {}/{}", round + 1, plan.rounds);
@@ -163,16 +165,23 @@ impl SideBySide {
                 };
                 let label = format!("{turn} {} saturation x{}", sides[i].label, plan.connections);
                 let progress = PhaseProgress::new(&label, load.duration);
+                let before = CpuSample::take(&sides[i].testbed);
                 let recorder: PhaseRecorder =
                     run_closed_loop(Arc::clone(&endpoints[i]), load, &progress).await;
+                cpu[i].add(&before, &CpuSample::take(&sides[i].testbed));
                 progress.finish();
                 saturation[i].add(recorder);
             }
         }
         let [fixed_variant, fixed_baseline] = fixed;
         let [sat_variant, sat_baseline] = saturation;
-        let variant = self.variant.result(plan, fixed_variant, sat_variant);
-        let baseline = self.baseline.result(plan, fixed_baseline, sat_baseline);
+        let [cpu_variant, cpu_baseline] = cpu;
+        let variant = self
+            .variant
+            .result(plan, fixed_variant, sat_variant, &cpu_variant);
+        let baseline = self
+            .baseline
+            .result(plan, fixed_baseline, sat_baseline, &cpu_baseline);
         Ok(Comparison {
             ratios: Ratios::of(&variant, &baseline),
             recipe: recipe.clone(),
@@ -202,8 +211,16 @@ impl Running {
         })
     }
 
-    fn result(&self, plan: &LoadPlan, fixed: Vec<Tally>, saturation: Tally) -> ContenderResult {
+    fn result(
+        &self,
+        plan: &LoadPlan,
+        fixed: Vec<Tally>,
+        saturation: Tally,
+        cpu: &CpuTally,
+    ) -> ContenderResult {
+        let saturation = saturation.into_phase();
         ContenderResult {
+            saturation_cpu: cpu.per_request(saturation.merged.ok),
             label: self.label.clone(),
             filters: self.filters.clone(),
             fixed_rate: plan
@@ -215,7 +232,7 @@ impl Running {
                     phase: tally.into_phase(),
                 })
                 .collect(),
-            saturation: saturation.into_phase(),
+            saturation,
         }
     }
 }
@@ -290,6 +307,8 @@ pub struct ContenderResult {
     pub filters: String,
     pub fixed_rate: Vec<RatePhase>,
     pub saturation: Phase,
+    /// CPU per process over the saturation phases, and per request.
+    pub saturation_cpu: Vec<CpuShare>,
 }
 
 #[derive(Debug, Clone, Serialize)]

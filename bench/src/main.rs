@@ -3,6 +3,7 @@
 //! filter, drives the same request against both in alternating turns, prints
 //! a markdown report and writes it (with JSON) to `bench/results/`.
 
+mod cpu;
 mod error;
 mod fairness;
 mod harness;

@@ -212,6 +212,7 @@ fn comparison_markdown(out: &mut String, c: &Comparison) {
         "| p99 at saturation | {} | |\n",
         ratio(r.saturation_p99)
     );
+    cpu_markdown(out, v, b);
     let errors: u64 = [v, b]
         .iter()
         .flat_map(|s| {
@@ -228,6 +229,48 @@ fn comparison_markdown(out: &mut String, c: &Comparison) {
             "**{errors} requests failed; see the errors column and the JSON.**\n"
         );
     }
+}
+
+/// CPU per request at saturation, by process, both sides and the difference:
+/// which process pays for what the variant adds.
+fn cpu_markdown(out: &mut String, v: &ContenderResult, b: &ContenderResult) {
+    if v.saturation_cpu.is_empty() && b.saturation_cpu.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "CPU per request at saturation (µs, user + system, all rounds):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| process | {} | {} | {} − {} |",
+        v.label, b.label, v.label, b.label
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let us = |side: &ContenderResult, process: &str| {
+        side.saturation_cpu
+            .iter()
+            .find(|s| s.process == process)
+            .map_or(0.0, |s| s.per_request_us)
+    };
+    let mut processes: Vec<&str> = Vec::new();
+    for share in v.saturation_cpu.iter().chain(&b.saturation_cpu) {
+        if !processes.contains(&share.process.as_str()) {
+            processes.push(&share.process);
+        }
+    }
+    let (mut total_v, mut total_b) = (0.0, 0.0);
+    for process in processes {
+        let (pv, pb) = (us(v, process), us(b, process));
+        total_v += pv;
+        total_b += pb;
+        let _ = writeln!(out, "| {process} | {pv:.0} | {pb:.0} | {:+.0} |", pv - pb);
+    }
+    let _ = writeln!(
+        out,
+        "| **all** | **{total_v:.0}** | **{total_b:.0}** | **{:+.0}** |\n",
+        total_v - total_b
+    );
 }
 
 fn phase_row(out: &mut String, side: &ContenderResult, load: &str, s: &PhaseSummary) {

@@ -367,6 +367,20 @@ impl Testbed {
         p.addr("admin").ok().map(|a| format!("http://{a}"))
     }
 
+    /// CPU time each of the testbed's parts has used so far: Envoy,
+    /// ratelimit-service (when running) and the mock replicas together
+    /// (external servers are not counted). A part that has exited reads zero.
+    pub fn cpu_times(&self) -> Vec<(&'static str, Duration)> {
+        let of = |p: &ManagedProcess| p.cpu_time().unwrap_or_default();
+        let mut parts = vec![("envoy", of(&self.envoy.process))];
+        if let Some(ratelimit) = &self.ratelimit {
+            parts.push(("ratelimit-service", of(ratelimit)));
+        }
+        let mocks = self.replicas.iter().filter_map(|r| r.process.as_ref());
+        parts.push(("mock vLLM", mocks.map(of).sum()));
+        parts
+    }
+
     pub fn replica_urls(&self, pool: &str) -> Vec<String> {
         self.replicas
             .iter()

@@ -165,6 +165,15 @@ impl ManagedProcess {
         Some(kib * 1024)
     }
 
+    /// CPU time the process has used so far, user and system (`utime` +
+    /// `stime` of `/proc/<pid>/stat`); `None` once it has exited. A group's
+    /// forked workers are not counted: benchmarks sample single processes.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = i32::try_from(self.child.id()).ok()?;
+        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+        Some(ticks_to_duration(stat.utime + stat.stime))
+    }
+
     /// The last lines of the process's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -235,9 +244,52 @@ fn parse_listening(line: &str) -> HashMap<String, SocketAddr> {
         .collect()
 }
 
+/// CPU time this process (the caller) has used so far, user and system.
+pub fn own_cpu_time() -> Option<Duration> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some(ticks_to_duration(stat.utime + stat.stime))
+}
+
+/// Clock ticks (`/proc` CPU times) as a duration.
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_listening;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn cpu_time_grows_while_the_process_works_and_ends_with_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut busy = Command::new("sh");
+        busy.args(["-c", "while :; do :; done"]);
+        let mut process = super::ManagedProcess::spawn("busy", busy, dir.path()).expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut used = Duration::ZERO;
+        while used < Duration::from_millis(200) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            used = process.cpu_time().expect("running process has a CPU time");
+        }
+        assert!(used >= Duration::from_millis(200), "only {used:?} of CPU");
+        let start = super::own_cpu_time().expect("own CPU time");
+        let mut spins = 0u64;
+        while super::own_cpu_time().expect("own CPU time") <= start && Instant::now() < deadline {
+            spins = std::hint::black_box(spins + 1);
+        }
+        assert!(
+            super::own_cpu_time().expect("own CPU time") > start,
+            "own time did not grow"
+        );
+        process.stop();
+        assert_eq!(
+            process.cpu_time(),
+            None,
+            "a stopped process reads no CPU time"
+        );
+    }
 
     #[test]
     fn listening_line() {
