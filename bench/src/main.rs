@@ -45,6 +45,8 @@ enum Benchmark {
     Admission,
     /// The full chain (the gateway module) against no filter: full / none.
     Module,
+    /// This build of the module against another build (`--baseline DIR`), full chain both.
+    Builds(scenario::builds::BuildsArgs),
     /// ratelimit-service alone over gRPC: Admit + Complete, in memory vs --redis.
     AdmissionRpc(scenario::admission_rpc::RpcArgs),
     /// Fair admission queue (VTC) vs FIFO: noisy neighbour, weights, bursts, long prompts.
@@ -151,6 +153,7 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
         Benchmark::Policy { sizes } => scenario::policy::run(&settings, sizes)?,
         Benchmark::Admission => scenario::admission::run(&settings)?,
         Benchmark::Module => scenario::module::run(&settings)?,
+        Benchmark::Builds(args) => scenario::builds::run(&settings, args)?,
         Benchmark::AdmissionRpc(args) => {
             return scenario::admission_rpc::run(args, &settings, &cli.load.out_dir()?);
         }

@@ -159,6 +159,9 @@ pub struct TestbedConfig {
     /// OTLP/gRPC collector for traces: Envoy's (and, with
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
+    /// A directory holding another build of `llm_gateway.wasm` (benchmarks
+    /// compare two builds side by side); `None`: `make wasm`'s output.
+    pub module_dir: Option<PathBuf>,
 }
 
 impl TestbedConfig {
@@ -180,6 +183,7 @@ impl TestbedConfig {
             probe_filters: Vec::new(),
             one_call_max_body_bytes: None,
             otlp: None,
+            module_dir: None,
         }
     }
 }
@@ -636,8 +640,12 @@ fn render_filters(
             chain.push(phase);
         }
     }
+    let module_dir = config
+        .module_dir
+        .clone()
+        .unwrap_or_else(|| paths.wasm_dir());
     if !chain.is_empty() {
-        paths.wasm("llm_gateway")?;
+        paths::existing(module_dir.join("llm_gateway.wasm"))?;
     }
     let secret = dir.join("cache_secret");
     std::fs::write(&secret, &config.cache_secret).map_err(|e| TestbedError::io(&secret, e))?;
@@ -652,7 +660,7 @@ fn render_filters(
         .arg("--cache-secret-file")
         .arg(&secret)
         .arg("--wasm-dir")
-        .arg(paths.target.join("wasm32-wasip1/wasm"))
+        .arg(&module_dir)
         .args(["--chain", &chain.join(",")])
         // A failed VM is replaced quickly: tests crash VMs on purpose.
         .args(["--reload-backoff", "0.2s:5s"]);

@@ -61,17 +61,19 @@ impl Paths {
         existing(self.target.join(&self.profile).join(name))
     }
 
+    /// Where `make wasm` puts the filter modules (`--profile wasm`).
+    pub fn wasm_dir(&self) -> PathBuf {
+        self.target.join("wasm32-wasip1/wasm")
+    }
+
     /// A filter module built with `--profile wasm`.
     pub fn wasm(&self, crate_name: &str) -> Result<PathBuf, TestbedError> {
-        existing(
-            self.target
-                .join("wasm32-wasip1/wasm")
-                .join(format!("{crate_name}.wasm")),
-        )
+        existing(self.wasm_dir().join(format!("{crate_name}.wasm")))
     }
 }
 
-fn existing(path: PathBuf) -> Result<PathBuf, TestbedError> {
+/// `path`, or the error naming it when it is not there.
+pub(crate) fn existing(path: PathBuf) -> Result<PathBuf, TestbedError> {
     if path.exists() {
         Ok(path)
     } else {

@@ -109,3 +109,50 @@ fn the_module_gets_only_what_its_phases_read() {
     // The tiers' limits stay: the policy reads the caps beside them.
     assert!(config["registry"]["tiers"]["standard"]["limits"].is_object());
 }
+
+/// `gateway-bench builds` compares two builds of the module side by side:
+/// the testbed must run the build in `module_dir`, and refuse a directory
+/// without one rather than fall back to the workspace's build unnoticed.
+#[test]
+fn the_testbed_runs_the_module_build_it_is_given() {
+    use gateway_e2e::{FilterSet, chat, post, registry, start_with};
+    use testbed::{PoolSpec, TestbedConfig, TestbedError};
+
+    let keys = test_keys::TestKeys::generate();
+    let paths = Paths::locate().expect("make build first");
+    let config_in = |dir: &std::path::Path| {
+        let mut config = TestbedConfig::new(registry(&keys));
+        config.filters = FilterSet::AUTH_ONLY;
+        config.ratelimit = false;
+        config.pools = vec![PoolSpec::new("latency", 1), PoolSpec::new("throughput", 1)];
+        config.module_dir = Some(dir.to_owned());
+        config
+    };
+
+    let empty = tempfile::tempdir().expect("temp dir");
+    match testbed::Testbed::start(config_in(empty.path())) {
+        Err(TestbedError::MissingArtifact(path)) => {
+            assert_eq!(path, empty.path().join("llm_gateway.wasm"));
+        }
+        other => panic!("a directory without the module must be refused: {other:?}"),
+    }
+
+    let other_build = tempfile::tempdir().expect("temp dir");
+    let copy = other_build.path().join("llm_gateway.wasm");
+    std::fs::copy(paths.wasm("llm_gateway").expect("make wasm first"), &copy)
+        .expect("copy the module");
+    let tb = start_with(config_in(other_build.path()));
+    let ecds = std::fs::read_to_string(tb.run_dir().join("ecds/llm-gateway.json"))
+        .expect("the module's ECDS file");
+    assert!(
+        ecds.contains(&*copy.to_string_lossy()),
+        "Envoy loads the copy, not the workspace's build: {ecds}"
+    );
+    let served = post(
+        &tb,
+        "/v1/chat/completions",
+        &[("authorization", "Bearer sk-acme-live")],
+        &chat("llama-3.1-8b-instruct", "hello there", 4),
+    );
+    assert_eq!(served.status, 200, "{}", served.text);
+}

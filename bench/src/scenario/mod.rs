@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod admission_rpc;
 pub mod auth;
+pub mod builds;
 pub mod module;
 pub mod policy;
 pub mod registry_scale;
