@@ -264,8 +264,12 @@ impl ScaleReport {
         let rows: [Row; 12] = [
             ("start (s)", |s| s.start_s),
             ("… testbed's own work (s)", |s| s.harness_s),
-            ("… ratelimit-service (s)", |s| s.ratelimit_s),
-            ("… render-ecds.py (s)", |s| s.render_s),
+            ("… ratelimit-service (s), beside the renderer", |s| {
+                s.ratelimit_s
+            }),
+            ("… render-ecds.py (s), beside ratelimit-service", |s| {
+                s.render_s
+            }),
             ("… Envoy until configured (s)", |s| s.envoy_s),
             ("registry reload (s)", |s| s.reload_s),
             ("Envoy resident (MiB)", |s| mib(s.envoy_resident_bytes)),
