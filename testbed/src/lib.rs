@@ -160,7 +160,8 @@ pub struct TestbedConfig {
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
     /// A directory holding another build of `llm_gateway.wasm` (benchmarks
-    /// compare two builds side by side); `None`: `make wasm`'s output.
+    /// compare two builds side by side), relative to the caller's working
+    /// directory or absolute; `None`: `make wasm`'s output.
     pub module_dir: Option<PathBuf>,
 }
 
@@ -674,10 +675,12 @@ fn render_filters(
             chain.push(phase);
         }
     }
-    let module_dir = config
-        .module_dir
-        .clone()
-        .unwrap_or_else(|| paths.wasm_dir());
+    // Envoy reads the path the renderer writes, from its own working
+    // directory: a relative `module_dir` would not resolve there.
+    let module_dir = match &config.module_dir {
+        Some(dir) => std::path::absolute(dir).map_err(|e| TestbedError::io(dir, e))?,
+        None => paths.wasm_dir(),
+    };
     if !chain.is_empty() {
         paths::existing(module_dir.join("llm_gateway.wasm"))?;
     }

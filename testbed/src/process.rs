@@ -170,8 +170,7 @@ impl ManagedProcess {
     /// forked workers are not counted: benchmarks sample single processes.
     pub fn cpu_time(&self) -> Option<Duration> {
         let pid = i32::try_from(self.child.id()).ok()?;
-        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-        Some(ticks_to_duration(stat.utime + stat.stime))
+        cpu_time_of(procfs::process::Process::new(pid))
     }
 
     /// The last lines of the process's log, for error messages.
@@ -246,13 +245,17 @@ fn parse_listening(line: &str) -> HashMap<String, SocketAddr> {
 
 /// CPU time this process (the caller) has used so far, user and system.
 pub fn own_cpu_time() -> Option<Duration> {
-    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-    Some(ticks_to_duration(stat.utime + stat.stime))
+    cpu_time_of(procfs::process::Process::myself())
 }
 
-/// Clock ticks (`/proc` CPU times) as a duration.
-pub fn ticks_to_duration(ticks: u64) -> Duration {
-    Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
+/// `utime` + `stime` of a process's `/proc/<pid>/stat`, clock ticks made a
+/// duration; `None` when the process is gone or its stat unreadable.
+fn cpu_time_of(process: procfs::ProcResult<procfs::process::Process>) -> Option<Duration> {
+    let stat = process.ok()?.stat().ok()?;
+    let ticks = stat.utime + stat.stime;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / procfs::ticks_per_second() as f64,
+    ))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! build settings costs or saves, side by side in one run: build the
 //! baseline, copy its `llm_gateway.wasm` aside, make the change, rebuild.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use testbed::FilterSet;
@@ -31,7 +31,7 @@ pub fn run(settings: &Settings, args: &BuildsArgs) -> Result<Report, BenchError>
     let recipe = chat_recipe("chat completion, small body", "Say hello in one word.");
     let baseline = {
         let mut config = settings.testbed("baseline-build", FilterSet::ALL);
-        config.module_dir = Some(absolute(&args.baseline));
+        config.module_dir = Some(args.baseline.clone());
         config
     };
     let comparison = compare(
@@ -51,11 +51,6 @@ pub fn run(settings: &Settings, args: &BuildsArgs) -> Result<Report, BenchError>
         ),
         vec![comparison],
     ))
-}
-
-/// The renderer runs in another directory: a relative path would not resolve.
-fn absolute(dir: &Path) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
 }
 
 #[cfg(test)]
