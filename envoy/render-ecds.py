@@ -158,7 +158,10 @@ def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[s
     return config
 
 
-def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAULT_RELOAD_BACKOFF) -> dict:
+def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAULT_RELOAD_BACKOFF,
+                  stop_iteration_on_headers: bool | None = None) -> dict:
+    if stop_iteration_on_headers is None:
+        stop_iteration_on_headers = name in STOP_ITERATION_ON_HEADERS
     return {
         "resources": [
             {
@@ -186,7 +189,7 @@ def ecds_resource(name: str, wasm_path: str, config: dict, reload_backoff=DEFAUL
                         # Reloads show as wasm.<module>.vm_reload (alerted).
                         "failure_policy": "FAIL_RELOAD",
                         "reload_config": {"backoff": {"base_interval": reload_backoff[0], "max_interval": reload_backoff[1]}},
-                        **({"allow_on_headers_stop_iteration": True} if name in STOP_ITERATION_ON_HEADERS else {}),
+                        **({"allow_on_headers_stop_iteration": True} if stop_iteration_on_headers else {}),
                     },
                 },
             }
@@ -222,6 +225,19 @@ def parse_probe(text: str) -> tuple[str, str]:
     return name, wasm
 
 
+def parse_probe_config(text: str, probes: dict[str, str]) -> tuple[str, dict]:
+    name, sep, raw = text.partition("=")
+    if not sep or name not in probes:
+        raise RenderError(f"--probe-config {text!r}: want NAME=JSON, NAME one of the --probe-filter names")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise RenderError(f"--probe-config {name}: not JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise RenderError(f"--probe-config {name}: want a JSON object")
+    return name, config
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", required=True, type=Path, help="registry TOML")
@@ -245,22 +261,27 @@ def main(argv: list[str]) -> int:
                         help="BASE:MAX backoff before a failed VM is replaced (default 1s:30s)")
     parser.add_argument("--probe-filter", action="append", default=[], metavar="NAME=WASM",
                         help="tests only: a module placed first in the chain, with an empty config (repeatable)")
+    parser.add_argument("--probe-config", action="append", default=[], metavar="NAME=JSON",
+                        help="tests only: the configuration of the --probe-filter NAME instead of {} (repeatable)")
     args = parser.parse_args(argv)
     try:
         registry = load_registry(args.registry)
         chain = {name.strip() for name in args.chain.split(",") if name.strip()}
         backoff = parse_backoff(args.reload_backoff)
         probes = [parse_probe(p) for p in args.probe_filter]
+        probe_configs = dict(parse_probe_config(c, dict(probes)) for c in args.probe_config)
         wasm_dir = args.wasm_dir.rstrip("/")
-        resources = [(name, wasm, {}) for name, wasm in probes]
+        resources = [(name, wasm, probe_configs.get(name, {})) for name, wasm in probes]
         if chain:
             # Only the policy carries the secret: identity alone needs none.
             secret = read_cache_secret(args) if "llm-policy" in chain else ""
             config = gateway_config(registry, secret, args.ratelimit_cluster, chain, args.one_call_max_body_bytes)
             resources.append((GATEWAY, f"{wasm_dir}/{GATEWAY_WASM}", config))
         args.out.mkdir(parents=True, exist_ok=True)
+        # Probes may hold the headers for the body, as the module does.
+        holds_headers = STOP_ITERATION_ON_HEADERS | {name for name, _ in probes}
         for name, wasm, config in resources:
-            resource = ecds_resource(name, wasm, config, backoff)
+            resource = ecds_resource(name, wasm, config, backoff, stop_iteration_on_headers=name in holds_headers)
             write_atomically(args.out / f"{name}.json", json.dumps(resource, indent=2) + "\n")
             print(f"wrote {args.out / f'{name}.json'}")
     except RenderError as e:

@@ -7,7 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum BenchError {
     #[error(
-        "the gateway module is not built ({path} is missing).\n\
+        "a wasm module is not built ({path} is missing).\n\
          Build it with: make wasm"
     )]
     ModuleNotBuilt { path: PathBuf },

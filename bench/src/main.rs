@@ -45,6 +45,8 @@ enum Benchmark {
     Admission,
     /// The full chain (the gateway module) against no filter: full / none.
     Module,
+    /// What Envoy charges a wasm filter: per filter, crossing, instruction, gRPC call, held body.
+    HostCosts,
     /// This build of the module against another build (`--baseline DIR`), full chain both.
     Builds(scenario::builds::BuildsArgs),
     /// ratelimit-service alone over gRPC: Admit + Complete, in memory vs --redis.
@@ -153,6 +155,7 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
         Benchmark::Policy { sizes } => scenario::policy::run(&settings, sizes)?,
         Benchmark::Admission => scenario::admission::run(&settings)?,
         Benchmark::Module => scenario::module::run(&settings)?,
+        Benchmark::HostCosts => scenario::host_costs::run(&settings)?,
         Benchmark::Builds(args) => scenario::builds::run(&settings, args)?,
         Benchmark::AdmissionRpc(args) => {
             return scenario::admission_rpc::run(args, &settings, &cli.load.out_dir()?);

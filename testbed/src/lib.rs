@@ -153,6 +153,8 @@ pub struct TestbedConfig {
     /// Test-only filter modules (crate names built by `make wasm`, e.g.
     /// `crash_probe`) placed first in the chain, with an empty config.
     pub probe_filters: Vec<String>,
+    /// The probes' plugin configuration instead of `{}` (every probe's).
+    pub probe_config: Option<serde_json::Value>,
     /// The module's `admission.one_call_max_body_bytes` (`None`: its
     /// default; 0: every request admitted on its headers, two calls).
     pub one_call_max_body_bytes: Option<u64>,
@@ -182,6 +184,7 @@ impl TestbedConfig {
             native_ratelimit_domain: None,
             request_timeout: Duration::from_secs(120),
             probe_filters: Vec::new(),
+            probe_config: None,
             one_call_max_body_bytes: None,
             otlp: None,
             module_dir: None,
@@ -708,9 +711,13 @@ fn render_filters(
         command.arg(format!("--one-call-max-body-bytes={bytes}"));
     }
     for probe in &config.probe_filters {
-        let mut arg = std::ffi::OsString::from(format!("{}=", probe.replace('_', "-")));
+        let name = probe.replace('_', "-");
+        let mut arg = std::ffi::OsString::from(format!("{name}="));
         arg.push(paths.wasm(probe)?);
         command.arg("--probe-filter").arg(arg);
+        if let Some(probe_config) = &config.probe_config {
+            command.arg(format!("--probe-config={name}={probe_config}"));
+        }
     }
     let out = command
         .output()

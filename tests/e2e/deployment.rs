@@ -156,3 +156,56 @@ fn the_testbed_runs_the_module_build_it_is_given() {
     );
     assert_eq!(served.status, 200, "{}", served.text);
 }
+
+/// A test probe gets the configuration it is given (what `gateway-bench
+/// host-costs` asks of it) and may hold the headers for the body, as the
+/// module; a configuration for a probe that is not there is refused.
+#[test]
+fn the_renderer_gives_a_probe_its_configuration() {
+    let paths = Paths::locate().expect("make build first");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let render = |probe_config: &str| {
+        Command::new(&paths.python)
+            .arg(paths.root.join("envoy/render-ecds.py"))
+            .arg("--registry")
+            .arg(paths.root.join("envoy/registry.example.toml"))
+            .arg("--cache-secret-placeholder")
+            .args(["--chain", ""])
+            .args(["--probe-filter", "crash-probe=/wasm/crash_probe.wasm"])
+            .arg(format!("--probe-config={probe_config}"))
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .expect("python runs")
+    };
+    let out = render(r#"crash-probe={"spin_rounds":20000}"#);
+    assert!(
+        out.status.success(),
+        "render-ecds.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ecds: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("crash-probe.json")).expect("probe config rendered"),
+    )
+    .expect("ECDS is JSON");
+    let config = &ecds["resources"][0]["typed_config"]["config"];
+    assert_eq!(config["configuration"]["value"], r#"{"spin_rounds":20000}"#);
+    assert_eq!(config["allow_on_headers_stop_iteration"], true);
+    assert!(
+        !dir.path().join("llm-gateway.json").exists(),
+        "an empty chain renders no module"
+    );
+    for refused in [
+        r#"other={"spin_rounds":1}"#,
+        "crash-probe=[1]",
+        "crash-probe={",
+    ] {
+        let out = render(refused);
+        assert!(!out.status.success(), "{refused} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--probe-config"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -520,6 +520,7 @@ fn a_request_crosses_between_host_and_module_a_known_number_of_times() {
     // one-time work (lazily built tables).
     for n in 0..2 {
         let (crossings, instructions) = (host.state().crossings, host.instructions());
+        let calls_before = host.state().host_calls.clone();
         let stream = begin_announcing(&mut host, body.len());
         host.request_headers(stream, false).expect("no trap");
         host.request_body(stream, &body, false).expect("no trap");
@@ -541,10 +542,19 @@ fn a_request_crosses_between_host_and_module_a_known_number_of_times() {
             now.into_module - crossings.into_module,
         );
         // Printed for whoever makes the module cheaper (--nocapture).
+        let by_function: Vec<String> = host
+            .state()
+            .host_calls
+            .iter()
+            .map(|(name, count)| (name, count - calls_before.get(name).unwrap_or(&0)))
+            .filter(|(_, count)| *count > 0)
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect();
         eprintln!(
             "request {n}: {into_host} host calls, {into_module} calls into the module, \
-             {} wasm instructions",
-            host.instructions() - instructions
+             {} wasm instructions; host calls: {}",
+            host.instructions() - instructions,
+            by_function.join(", ")
         );
         assert_eq!(
             into_host + into_module,
@@ -552,4 +562,61 @@ fn a_request_crosses_between_host_and_module_a_known_number_of_times() {
             "{into_host} host calls + {into_module} calls into the module"
         );
     }
+}
+
+/// The crash probe's work, which `gateway-bench host-costs` prices in
+/// Envoy: each extra header read is exactly two crossings (the host call
+/// and the allocation of its answer), and a spin round a steady number of
+/// instructions. Envoy's CPU added per request, divided by these, is the
+/// price of a crossing and of an instruction (bench/README.md).
+#[test]
+fn the_probe_spends_a_known_amount_of_work_per_unit() {
+    let probe = testbed::Paths::locate()
+        .and_then(|p| p.wasm("crash_probe"))
+        .expect("the probe is built (make wasm)");
+    let measure = |config: &str| -> (u64, u64) {
+        let mut host = MockHost::load(&probe).expect("the probe loads");
+        assert!(
+            host.configure(config.as_bytes()).expect("no trap"),
+            "{config}"
+        );
+        let mut spent = (0, 0);
+        // The second request is measured, as for the module.
+        for _ in 0..2 {
+            let (crossings, instructions) = (host.state().crossings, host.instructions());
+            let stream = begin(&mut host, KEY.as_bytes());
+            assert_eq!(
+                host.request_headers(stream, true).expect("no trap"),
+                Action::Continue
+            );
+            host.end_stream(stream).expect("no trap");
+            let now = host.state().crossings;
+            spent = (
+                now.into_host + now.into_module - crossings.into_host - crossings.into_module,
+                host.instructions() - instructions,
+            );
+        }
+        spent
+    };
+    let plain = measure("{}");
+    let reads = measure(r#"{"header_reads":50}"#);
+    let spin = measure(r#"{"spin_rounds":20000}"#);
+    assert_eq!(reads.0 - plain.0, 100, "two crossings per read");
+    assert_eq!(spin.0, plain.0, "spinning crosses nothing");
+    let per_round = (spin.1 - plain.1) as f64 / 20_000.0;
+    eprintln!(
+        "probe: {} crossings, {} instructions per request; {per_round:.2} instructions per spin round",
+        plain.0, plain.1
+    );
+    assert!(
+        (5.0..=30.0).contains(&per_round),
+        "{per_round} instructions per round"
+    );
+    let mut refused = MockHost::load(&probe).expect("the probe loads");
+    assert!(
+        !refused
+            .configure(br#"{"spin_rounds":10000001}"#)
+            .expect("no trap"),
+        "work past the cap is refused"
+    );
 }

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod admission_rpc;
 pub mod auth;
 pub mod builds;
+pub mod host_costs;
 pub mod module;
 pub mod policy;
 pub mod registry_scale;
@@ -40,7 +41,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// A testbed with `filters` on the bench registry and fast mock pools.
     /// A testbed with `filters` on the bench registry and fast mock pools;
     /// `side` names its log directory when logs are kept.
     pub fn testbed(&self, side: &str, filters: FilterSet) -> TestbedConfig {
@@ -181,6 +181,15 @@ pub fn require_built(filters: FilterSet) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+/// A wasm module other than the gateway's (a test filter) must be built.
+pub fn require_wasm(name: &str) -> Result<(), BenchError> {
+    let paths = Paths::locate().map_err(BenchError::Locate)?;
+    match paths.wasm(name) {
+        Err(TestbedError::MissingArtifact(path)) => Err(BenchError::ModuleNotBuilt { path }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -109,54 +109,72 @@ fn encode(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
     let wasi = "wasi_snapshot_preview1";
     linker.func_wrap(wasi, "random_get", |mut c: Host<'_>, ptr: i32, len: i32| {
-        let state = c.data_mut();
-        let bytes: Vec<u8> = (0..at(len))
-            .map(|_| {
-                state.random = state.random.wrapping_mul(31).wrapping_add(17);
-                state.random
-            })
-            .collect();
-        write(&mut c, ptr, &bytes).map(|()| OK)
+        c.data_mut().tally("random_get");
+        {
+            let state = c.data_mut();
+            let bytes: Vec<u8> = (0..at(len))
+                .map(|_| {
+                    state.random = state.random.wrapping_mul(31).wrapping_add(17);
+                    state.random
+                })
+                .collect();
+            write(&mut c, ptr, &bytes).map(|()| OK)
+        }
     })?;
-    linker.func_wrap(wasi, "environ_get", |_: Host<'_>, _: i32, _: i32| OK)?;
+    linker.func_wrap(wasi, "environ_get", |mut c: Host<'_>, _: i32, _: i32| {
+        c.data_mut().tally("environ_get");
+        OK
+    })?;
     linker.func_wrap(
         wasi,
         "environ_sizes_get",
         |mut c: Host<'_>, count: i32, size: i32| {
-            write_u32(&mut c, count, 0)?;
-            write_u32(&mut c, size, 0).map(|()| OK)
+            c.data_mut().tally("environ_sizes_get");
+            {
+                write_u32(&mut c, count, 0)?;
+                write_u32(&mut c, size, 0).map(|()| OK)
+            }
         },
     )?;
     linker.func_wrap(
         wasi,
         "clock_time_get",
         |mut c: Host<'_>, _id: i32, _precision: i64, ret: i32| {
-            let now = c.data().now_nanos;
-            write(&mut c, ret, &now.to_le_bytes()).map(|()| OK)
+            c.data_mut().tally("clock_time_get");
+            {
+                let now = c.data().now_nanos;
+                write(&mut c, ret, &now.to_le_bytes()).map(|()| OK)
+            }
         },
     )?;
     linker.func_wrap(
         wasi,
         "fd_write",
         |mut c: Host<'_>, _fd: i32, iovs: i32, count: i32, written: i32| {
-            let mut text = Vec::new();
-            for i in 0..count {
-                let iov = read(&c, iovs + i * 8, 8)?;
-                let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-                let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                text.extend(read(&c, ptr, len)?);
+            c.data_mut().tally("fd_write");
+            {
+                let mut text = Vec::new();
+                for i in 0..count {
+                    let iov = read(&c, iovs + i * 8, 8)?;
+                    let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+                    let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+                    text.extend(read(&c, ptr, len)?);
+                }
+                let n = text.len() as u32;
+                c.data_mut()
+                    .logs
+                    .push((u32::MAX, String::from_utf8_lossy(&text).into_owned()));
+                write_u32(&mut c, written, n).map(|()| OK)
             }
-            let n = text.len() as u32;
-            c.data_mut()
-                .logs
-                .push((u32::MAX, String::from_utf8_lossy(&text).into_owned()));
-            write_u32(&mut c, written, n).map(|()| OK)
         },
     )?;
     linker.func_wrap(
         wasi,
         "proc_exit",
-        |_: Host<'_>, code: i32| -> Result<(), Error> { Err(Error::i32_exit(code)) },
+        |mut c: Host<'_>, code: i32| -> Result<(), Error> {
+            c.data_mut().tally("proc_exit");
+            Err(Error::i32_exit(code))
+        },
     )?;
 
     let env = "env";
@@ -164,17 +182,23 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
         env,
         "proxy_log",
         |mut c: Host<'_>, level: i32, ptr: i32, len: i32| {
-            let line = String::from_utf8_lossy(&read(&c, ptr, len)?).into_owned();
-            c.data_mut().logs.push((level as u32, line));
-            Ok::<_, Error>(OK)
+            c.data_mut().tally("proxy_log");
+            {
+                let line = String::from_utf8_lossy(&read(&c, ptr, len)?).into_owned();
+                c.data_mut().logs.push((level as u32, line));
+                Ok::<_, Error>(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_set_tick_period_milliseconds",
         |mut c: Host<'_>, ms: i32| {
-            c.data_mut().tick_period_ms = Some(ms as u32);
-            OK
+            c.data_mut().tally("proxy_set_tick_period_milliseconds");
+            {
+                c.data_mut().tick_period_ms = Some(ms as u32);
+                OK
+            }
         },
     )?;
     linker.func_wrap(
@@ -189,189 +213,247 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
          hp: i32,
          hl: i32,
          _grpc: i32| {
-            let body = read(&c, bp, bl)?;
-            let headers = filter_common::wire::decode_pairs(&read(&c, hp, hl)?)
-                .ok_or_else(|| Error::new("malformed local reply headers"))?;
-            c.data_mut().local_replies.push(LocalReply {
-                status: status as u32,
-                body,
-                headers,
-            });
-            Ok::<_, Error>(OK)
+            c.data_mut().tally("proxy_send_local_response");
+            {
+                let body = read(&c, bp, bl)?;
+                let headers = filter_common::wire::decode_pairs(&read(&c, hp, hl)?)
+                    .ok_or_else(|| Error::new("malformed local reply headers"))?;
+                c.data_mut().local_replies.push(LocalReply {
+                    status: status as u32,
+                    body,
+                    headers,
+                });
+                Ok::<_, Error>(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_set_buffer_bytes",
         |mut c: Host<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32| {
-            let bytes = read(&c, ptr, len)?;
-            let state = c.data_mut();
-            let buffer = match kind {
-                0 => &mut state.request_body,
-                1 => &mut state.response_body,
-                _ => return Ok::<_, Error>(BAD_ARGUMENT),
-            };
-            let start = at(start).min(buffer.len());
-            let end = start.saturating_add(at(size)).min(buffer.len());
-            buffer.splice(start..end, bytes);
-            Ok(OK)
+            c.data_mut().tally("proxy_set_buffer_bytes");
+            {
+                let bytes = read(&c, ptr, len)?;
+                let state = c.data_mut();
+                let buffer = match kind {
+                    0 => &mut state.request_body,
+                    1 => &mut state.response_body,
+                    _ => return Ok::<_, Error>(BAD_ARGUMENT),
+                };
+                let start = at(start).min(buffer.len());
+                let end = start.saturating_add(at(size)).min(buffer.len());
+                buffer.splice(start..end, bytes);
+                Ok(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_replace_header_map_value",
         |mut c: Host<'_>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
-            let (name, value) = (read(&c, kp, kl)?, read(&c, vp, vl)?);
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-            headers.push((name, value));
-            Ok(OK)
+            c.data_mut().tally("proxy_replace_header_map_value");
+            {
+                let (name, value) = (read(&c, kp, kl)?, read(&c, vp, vl)?);
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                headers.push((name, value));
+                Ok(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_add_header_map_value",
         |mut c: Host<'_>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
-            let (name, value) = (read(&c, kp, kl)?, read(&c, vp, vl)?);
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            headers.push((name, value));
-            Ok(OK)
+            c.data_mut().tally("proxy_add_header_map_value");
+            {
+                let (name, value) = (read(&c, kp, kl)?, read(&c, vp, vl)?);
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                headers.push((name, value));
+                Ok(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_remove_header_map_value",
         |mut c: Host<'_>, map: i32, kp: i32, kl: i32| {
-            let name = read(&c, kp, kl)?;
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-            Ok(OK)
+            c.data_mut().tally("proxy_remove_header_map_value");
+            {
+                let name = read(&c, kp, kl)?;
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+                Ok(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_set_header_map_pairs",
         |mut c: Host<'_>, map: i32, ptr: i32, len: i32| {
-            let pairs = filter_common::wire::decode_pairs(&read(&c, ptr, len)?)
-                .ok_or_else(|| Error::new("malformed header pairs"))?;
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            *headers = pairs;
-            Ok(OK)
+            c.data_mut().tally("proxy_set_header_map_pairs");
+            {
+                let pairs = filter_common::wire::decode_pairs(&read(&c, ptr, len)?)
+                    .ok_or_else(|| Error::new("malformed header pairs"))?;
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                *headers = pairs;
+                Ok(OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_header_map_value",
         |mut c: Host<'_>, map: i32, kp: i32, kl: i32, ret_ptr: i32, ret_size: i32| {
-            let name = read(&c, kp, kl)?;
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            let Some(value) = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-                .map(|(_, v)| v.clone())
-            else {
-                return Ok(NOT_FOUND);
-            };
-            hand_over(&mut c, &value, ret_ptr, ret_size)
+            c.data_mut().tally("proxy_get_header_map_value");
+            {
+                let name = read(&c, kp, kl)?;
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                let Some(value) = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+                    .map(|(_, v)| v.clone())
+                else {
+                    return Ok(NOT_FOUND);
+                };
+                hand_over(&mut c, &value, ret_ptr, ret_size)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_header_map_pairs",
         |mut c: Host<'_>, map: i32, ret_ptr: i32, ret_size: i32| {
-            let Some(headers) = headers_of(c.data_mut(), map) else {
-                return Ok::<_, Error>(BAD_ARGUMENT);
-            };
-            let encoded = encode(headers);
-            hand_over(&mut c, &encoded, ret_ptr, ret_size)
+            c.data_mut().tally("proxy_get_header_map_pairs");
+            {
+                let Some(headers) = headers_of(c.data_mut(), map) else {
+                    return Ok::<_, Error>(BAD_ARGUMENT);
+                };
+                let encoded = encode(headers);
+                hand_over(&mut c, &encoded, ret_ptr, ret_size)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_buffer_bytes",
         |mut c: Host<'_>, kind: i32, start: i32, max: i32, ret_ptr: i32, ret_size: i32| {
-            let (start, max) = (at(start), at(max));
-            let state = c.data_mut();
-            let buffer = match kind {
-                0 => &state.request_body,
-                1 => &state.response_body,
-                5 => &state.grpc_receive,
-                6 => &state.vm_configuration,
-                7 => {
-                    state.configuration_reads.push((start, max));
-                    &state.plugin_configuration
+            c.data_mut().tally("proxy_get_buffer_bytes");
+            {
+                let (start, max) = (at(start), at(max));
+                let state = c.data_mut();
+                let buffer = match kind {
+                    0 => &state.request_body,
+                    1 => &state.response_body,
+                    5 => &state.grpc_receive,
+                    6 => &state.vm_configuration,
+                    7 => {
+                        state.configuration_reads.push((start, max));
+                        &state.plugin_configuration
+                    }
+                    _ => return Ok::<_, Error>(NOT_FOUND),
+                };
+                if start > buffer.len() {
+                    return Ok(BAD_ARGUMENT);
                 }
-                _ => return Ok::<_, Error>(NOT_FOUND),
-            };
-            if start > buffer.len() {
-                return Ok(BAD_ARGUMENT);
+                let end = start.saturating_add(max).min(buffer.len());
+                let slice = buffer[start..end].to_vec();
+                hand_over(&mut c, &slice, ret_ptr, ret_size)
             }
-            let end = start.saturating_add(max).min(buffer.len());
-            let slice = buffer[start..end].to_vec();
-            hand_over(&mut c, &slice, ret_ptr, ret_size)
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_property",
         |mut c: Host<'_>, pp: i32, pl: i32, ret_ptr: i32, ret_size: i32| {
-            let path = read(&c, pp, pl)?;
-            let Some(value) = c.data().properties.get(&path).cloned() else {
-                return Ok::<_, Error>(NOT_FOUND);
-            };
-            hand_over(&mut c, &value, ret_ptr, ret_size)
+            c.data_mut().tally("proxy_get_property");
+            {
+                let path = read(&c, pp, pl)?;
+                let Some(value) = c.data().properties.get(&path).cloned() else {
+                    return Ok::<_, Error>(NOT_FOUND);
+                };
+                hand_over(&mut c, &value, ret_ptr, ret_size)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_set_property",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32| OK,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_set_property");
+            OK
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_current_time_nanoseconds",
         |mut c: Host<'_>, ret: i32| {
-            let now = c.data().now_nanos;
-            write(&mut c, ret, &now.to_le_bytes()).map(|()| OK)
+            c.data_mut().tally("proxy_get_current_time_nanoseconds");
+            {
+                let now = c.data().now_nanos;
+                write(&mut c, ret, &now.to_le_bytes()).map(|()| OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_define_metric",
         |mut c: Host<'_>, _kind: i32, np: i32, nl: i32, ret: i32| {
-            let name = String::from_utf8_lossy(&read(&c, np, nl)?).into_owned();
-            let state = c.data_mut();
-            state.metrics.push(name);
-            let id = state.metrics.len() as u32;
-            write_u32(&mut c, ret, id).map(|()| OK)
+            c.data_mut().tally("proxy_define_metric");
+            {
+                let name = String::from_utf8_lossy(&read(&c, np, nl)?).into_owned();
+                let state = c.data_mut();
+                state.metrics.push(name);
+                let id = state.metrics.len() as u32;
+                write_u32(&mut c, ret, id).map(|()| OK)
+            }
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_increment_metric",
-        |_: Host<'_>, _: i32, _: i64| OK,
+        |mut c: Host<'_>, _: i32, _: i64| {
+            c.data_mut().tally("proxy_increment_metric");
+            OK
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_continue_stream",
         |mut c: Host<'_>, kind: i32| {
-            c.data_mut().resumed.push(kind as u32);
+            c.data_mut().tally("proxy_continue_stream");
+            {
+                c.data_mut().resumed.push(kind as u32);
+                OK
+            }
+        },
+    )?;
+    linker.func_wrap(env, "proxy_close_stream", |mut c: Host<'_>, _: i32| {
+        c.data_mut().tally("proxy_close_stream");
+        OK
+    })?;
+    linker.func_wrap(env, "proxy_done", |mut c: Host<'_>| {
+        c.data_mut().tally("proxy_done");
+        OK
+    })?;
+    linker.func_wrap(
+        env,
+        "proxy_set_effective_context",
+        |mut c: Host<'_>, _: i32| {
+            c.data_mut().tally("proxy_set_effective_context");
             OK
         },
     )?;
-    linker.func_wrap(env, "proxy_close_stream", |_: Host<'_>, _: i32| OK)?;
-    linker.func_wrap(env, "proxy_done", |_: Host<'_>| OK)?;
-    linker.func_wrap(env, "proxy_set_effective_context", |_: Host<'_>, _: i32| OK)?;
     linker.func_wrap(
         env,
         "proxy_grpc_call",
@@ -388,55 +470,80 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
          msgl: i32,
          timeout: i32,
          token_ptr: i32| {
-            let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-            let (cluster, service, method) = (
-                text(read(&c, up, ul)?),
-                text(read(&c, sp, sl)?),
-                text(read(&c, mp, ml)?),
-            );
-            let message = read(&c, msgp, msgl)?;
-            let state = c.data_mut();
-            state.next_token += 1;
-            let token = state.next_token;
-            state.grpc_calls.push(GrpcCall {
-                token,
-                cluster,
-                service,
-                method,
-                message,
-                timeout_ms: timeout as u32,
-            });
-            write_u32(&mut c, token_ptr, token).map(|()| OK)
+            c.data_mut().tally("proxy_grpc_call");
+            {
+                let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+                let (cluster, service, method) = (
+                    text(read(&c, up, ul)?),
+                    text(read(&c, sp, sl)?),
+                    text(read(&c, mp, ml)?),
+                );
+                let message = read(&c, msgp, msgl)?;
+                let state = c.data_mut();
+                state.next_token += 1;
+                let token = state.next_token;
+                state.grpc_calls.push(GrpcCall {
+                    token,
+                    cluster,
+                    service,
+                    method,
+                    message,
+                    timeout_ms: timeout as u32,
+                });
+                write_u32(&mut c, token_ptr, token).map(|()| OK)
+            }
         },
     )?;
-    linker.func_wrap(env, "proxy_grpc_cancel", |_: Host<'_>, _: i32| OK)?;
-    linker.func_wrap(env, "proxy_grpc_close", |_: Host<'_>, _: i32| OK)?;
+    linker.func_wrap(env, "proxy_grpc_cancel", |mut c: Host<'_>, _: i32| {
+        c.data_mut().tally("proxy_grpc_cancel");
+        OK
+    })?;
+    linker.func_wrap(env, "proxy_grpc_close", |mut c: Host<'_>, _: i32| {
+        c.data_mut().tally("proxy_grpc_close");
+        OK
+    })?;
     linker.func_wrap(
         env,
         "proxy_get_status",
         |mut c: Host<'_>, code_ptr: i32, msg_ptr: i32, msg_size: i32| {
-            let (code, message) = c.data().grpc_status.clone();
-            write_u32(&mut c, code_ptr, code)?;
-            hand_over(&mut c, &message, msg_ptr, msg_size)
+            c.data_mut().tally("proxy_get_status");
+            {
+                let (code, message) = c.data().grpc_status.clone();
+                write_u32(&mut c, code_ptr, code)?;
+                hand_over(&mut c, &message, msg_ptr, msg_size)
+            }
         },
     )?;
     // Not used by the gateway's filters: present so the module links.
     linker.func_wrap(
         env,
         "proxy_grpc_stream",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+        |mut c: Host<'_>,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32| {
+            c.data_mut().tally("proxy_grpc_stream");
             UNIMPLEMENTED
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_grpc_send",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_grpc_send");
+            UNIMPLEMENTED
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_http_call",
-        |_: Host<'_>,
+        |mut c: Host<'_>,
          _: i32,
          _: i32,
          _: i32,
@@ -446,42 +553,66 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
          _: i32,
          _: i32,
          _: i32,
-         _: i32| UNIMPLEMENTED,
+         _: i32| {
+            c.data_mut().tally("proxy_http_call");
+            UNIMPLEMENTED
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_call_foreign_function",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_call_foreign_function");
+            UNIMPLEMENTED
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_get_shared_data",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| NOT_FOUND,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_get_shared_data");
+            NOT_FOUND
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_set_shared_data",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_set_shared_data");
+            UNIMPLEMENTED
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_register_shared_queue",
-        |_: Host<'_>, _: i32, _: i32, _: i32| UNIMPLEMENTED,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_register_shared_queue");
+            UNIMPLEMENTED
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_resolve_shared_queue",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| NOT_FOUND,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_resolve_shared_queue");
+            NOT_FOUND
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_enqueue_shared_queue",
-        |_: Host<'_>, _: i32, _: i32, _: i32| NOT_FOUND,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_enqueue_shared_queue");
+            NOT_FOUND
+        },
     )?;
     linker.func_wrap(
         env,
         "proxy_dequeue_shared_queue",
-        |_: Host<'_>, _: i32, _: i32, _: i32| NOT_FOUND,
+        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
+            c.data_mut().tally("proxy_dequeue_shared_queue");
+            NOT_FOUND
+        },
     )?;
     Ok(())
 }

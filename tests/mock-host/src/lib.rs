@@ -13,7 +13,7 @@
 
 mod abi;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use wasmi::{CallHook, Config, Engine, Instance, Linker, Module, Store, TypedFunc};
@@ -91,11 +91,18 @@ pub struct HostState {
     /// module (callbacks, and allocations for what the host hands over):
     /// each is a crossing Envoy pays for, whatever the module does inside.
     pub crossings: Crossings,
+    /// The module's host calls by ABI function name, counted: which of
+    /// the crossings are worth saving.
+    pub host_calls: BTreeMap<&'static str, u64>,
     next_token: u32,
     random: u8,
 }
 
 impl HostState {
+    fn tally(&mut self, function: &'static str) {
+        *self.host_calls.entry(function).or_default() += 1;
+    }
+
     /// Log lines containing `needle`.
     pub fn logs_with(&self, needle: &str) -> Vec<&str> {
         self.logs
