@@ -15,7 +15,13 @@
 //!   at once): Envoy's side of a call such as the gateway's Admit. Both
 //!   sides run ratelimit-service;
 //! - `hold / probe`: the same filter holding the headers until the whole
-//!   body is in and reading it, as the gateway's policy does.
+//!   body is in and reading it, as the gateway's policy does;
+//! - `rewrite / hold`: the held body replaced by a longer one, its
+//!   `content-length` set and the route matched again, as the policy does;
+//! - `writes / probe`: 12 request headers written (as many as the module
+//!   writes on a request and its response);
+//! - `respond / probe`: four response headers written and each response
+//!   chunk read, as admission does (`x-ratelimit-*`, usage).
 //!
 //! With the gateway module's crossings and instructions per request (also
 //! from `tests/host_calls`), these prices say what a change to the module
@@ -34,6 +40,8 @@ const PROBE: &str = "crash_probe";
 pub const HEADER_READS: u32 = 50;
 /// Xorshift rounds of the `spin` side.
 pub const SPIN_ROUNDS: u32 = 20_000;
+/// Request headers the `writes` side writes.
+pub const HEADER_WRITES: u32 = 12;
 
 fn probe(settings: &Settings, side: &str, work: serde_json::Value) -> TestbedConfig {
     let mut config = settings.testbed(side, FilterSet::NONE);
@@ -97,6 +105,44 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
             &recipe,
             &settings.plan,
         )?,
+        compare(
+            Contender::new(
+                "rewrite",
+                probe(
+                    settings,
+                    "rewrite",
+                    json!({ "hold_body": true, "rewrite_body": true }),
+                ),
+            ),
+            Contender::new(
+                "hold",
+                probe(settings, "hold", json!({ "hold_body": true })),
+            ),
+            &recipe,
+            &settings.plan,
+        )?,
+        compare(
+            Contender::new(
+                "writes",
+                probe(
+                    settings,
+                    "writes",
+                    json!({ "header_writes": HEADER_WRITES }),
+                ),
+            ),
+            Contender::new("probe", plain()),
+            &recipe,
+            &settings.plan,
+        )?,
+        compare(
+            Contender::new(
+                "respond",
+                probe(settings, "respond", json!({ "respond": true })),
+            ),
+            Contender::new("probe", plain()),
+            &recipe,
+            &settings.plan,
+        )?,
     ];
     Ok(settings.report(
         "host-costs",
@@ -109,9 +155,12 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
              {SPIN_ROUNDS} xorshift rounds against the plain probe; the probe holding each \
              request for one unary gRPC call to ratelimit-service (an unknown method, answered \
              at once) against the plain probe, both with the service running; the probe holding \
-             the headers until the body is in and reading it against the plain probe. Envoy's \
-             CPU per request added, divided by the work, prices a crossing, a wasm instruction, \
-             Envoy's side of a gRPC call and holding a body (bench/README.md, \"host-costs\").",
+             the headers until the body is in and reading it against the plain probe; the held \
+             body rewritten longer, its length set and its route matched again against the held \
+             body; {HEADER_WRITES} request headers written against the plain probe; four \
+             response headers written and the response read against the plain probe. Envoy's \
+             CPU per request added, divided by the work, prices each (bench/README.md, \
+             \"host-costs\").",
             2 * HEADER_READS
         ),
         comparisons,

@@ -22,11 +22,21 @@ pub struct Work {
     pub spin_rounds: u32,
     pub grpc_call: bool,
     pub hold_body: bool,
+    /// With `hold_body`: the body replaced by a longer one, its length
+    /// set and the route matched again, as the policy does.
+    pub rewrite_body: bool,
+    pub header_writes: u32,
+    pub respond: bool,
 }
 
 impl Work {
     pub const MAX_HEADER_READS: u32 = 1_000;
     pub const MAX_SPIN_ROUNDS: u32 = 10_000_000;
+    pub const MAX_HEADER_WRITES: u32 = 64;
+    /// Response headers `respond` writes, as admission's `x-ratelimit-*`.
+    pub const RESPONSE_HEADERS: u32 = 4;
+    /// Bytes `rewrite_body` adds (whitespace: the JSON stays valid).
+    pub const REWRITE_PADDING: usize = 48;
 
     /// The work a configuration asks for; empty means none.
     pub fn from_config(config: &[u8]) -> Result<Self, String> {
@@ -39,6 +49,15 @@ impl Work {
         }
         if work.spin_rounds > Self::MAX_SPIN_ROUNDS {
             return Err(format!("spin_rounds: at most {}", Self::MAX_SPIN_ROUNDS));
+        }
+        if work.header_writes > Self::MAX_HEADER_WRITES {
+            return Err(format!(
+                "header_writes: at most {}",
+                Self::MAX_HEADER_WRITES
+            ));
+        }
+        if work.rewrite_body && !work.hold_body {
+            return Err("rewrite_body: needs hold_body".to_owned());
         }
         Ok(work)
     }
@@ -182,6 +201,14 @@ mod filter {
                     )
                     .is_ok();
             }
+            for i in 0..self.work.header_writes {
+                let name = format!("x-probe-{i}");
+                let _ = hostcalls::set_map_value_bytes(
+                    MapType::HttpRequestHeaders,
+                    &name,
+                    Some(b"probe"),
+                );
+            }
             self.holding = self.work.hold_body && !end_of_stream;
             self.action()
         }
@@ -189,10 +216,45 @@ mod filter {
         fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
             if self.holding && end_of_stream {
                 // Read whole, as the gateway's policy reads a body.
-                let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+                let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+                if self.work.rewrite_body
+                    && let Ok(Some(mut body)) = body
+                {
+                    body.extend_from_slice(&[b' '; Work::REWRITE_PADDING]);
+                    let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, body_size, &body);
+                    let length = body.len().to_string();
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpRequestHeaders,
+                        "content-length",
+                        Some(length.as_bytes()),
+                    );
+                    let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+                }
                 self.holding = false;
             }
             self.action()
+        }
+
+        fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+            if self.work.respond {
+                for i in 0..Work::RESPONSE_HEADERS {
+                    let name = format!("x-probe-limit-{i}");
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpResponseHeaders,
+                        &name,
+                        Some(b"100"),
+                    );
+                }
+            }
+            Action::Continue
+        }
+
+        /// Each chunk read as it passes, as admission reads it for usage.
+        fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+            if self.work.respond && body_size > 0 {
+                let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size);
+            }
+            Action::Continue
         }
     }
 }
@@ -210,13 +272,15 @@ mod tests {
             Ok(Work {
                 header_reads: 50,
                 spin_rounds: 20_000,
-                grpc_call: false,
-                hold_body: false,
+                ..Work::default()
             })
         );
         assert!(Work::from_config(br#"{"header_reads":1001}"#).is_err());
         assert!(Work::from_config(br#"{"spin_rounds":10000001}"#).is_err());
         assert!(Work::from_config(br#"{"reads":1}"#).is_err());
+        assert!(Work::from_config(br#"{"header_writes":65}"#).is_err());
+        assert!(Work::from_config(br#"{"rewrite_body":true}"#).is_err());
+        assert!(Work::from_config(br#"{"rewrite_body":true,"hold_body":true}"#).is_ok());
         assert!(
             Work::from_config(br#"{"grpc_call":true}"#)
                 .expect("valid")
