@@ -4,7 +4,8 @@
 //! registries, and the Istio gateway's chain, built as istiod builds it
 //! with the built modules, is the gateway's order and loads in Envoy.
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::process::{Command, Output};
 
 use testbed::Paths;
 
@@ -24,6 +25,19 @@ fn checks(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Runs the shipped renderer, `envoy/render-ecds.py`, with `args`.
+fn render_ecds<I, S>(paths: &Paths, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(&paths.python)
+        .arg(paths.root.join("envoy/render-ecds.py"))
+        .args(args)
+        .output()
+        .expect("python runs")
 }
 
 #[test]
@@ -69,15 +83,16 @@ fn the_module_gets_only_what_its_phases_read() {
     );
     let registry_path = dir.path().join("registry.toml");
     std::fs::write(&registry_path, registry).expect("write registry");
-    let out = Command::new(&paths.python)
-        .arg(paths.root.join("envoy/render-ecds.py"))
-        .arg("--registry")
-        .arg(&registry_path)
-        .arg("--cache-secret-placeholder")
-        .arg("--out")
-        .arg(dir.path())
-        .output()
-        .expect("python runs");
+    let out = render_ecds(
+        &paths,
+        [
+            OsStr::new("--registry"),
+            registry_path.as_os_str(),
+            OsStr::new("--cache-secret-placeholder"),
+            OsStr::new("--out"),
+            dir.path().as_os_str(),
+        ],
+    );
     assert!(
         out.status.success(),
         "render-ecds.py failed: {}",
@@ -164,19 +179,22 @@ fn the_testbed_runs_the_module_build_it_is_given() {
 fn the_renderer_gives_a_probe_its_configuration() {
     let paths = Paths::locate().expect("make build first");
     let dir = tempfile::tempdir().expect("temp dir");
+    let registry = paths.root.join("envoy/registry.example.toml");
     let render = |probe_config: &str| {
-        Command::new(&paths.python)
-            .arg(paths.root.join("envoy/render-ecds.py"))
-            .arg("--registry")
-            .arg(paths.root.join("envoy/registry.example.toml"))
-            .arg("--cache-secret-placeholder")
-            .args(["--chain", ""])
-            .args(["--probe-filter", "crash-probe=/wasm/crash_probe.wasm"])
-            .arg(format!("--probe-config={probe_config}"))
-            .arg("--out")
-            .arg(dir.path())
-            .output()
-            .expect("python runs")
+        let probe_config = format!("--probe-config={probe_config}");
+        render_ecds(
+            &paths,
+            [
+                OsStr::new("--registry"),
+                registry.as_os_str(),
+                OsStr::new("--cache-secret-placeholder"),
+                OsStr::new("--chain="),
+                OsStr::new("--probe-filter=crash-probe=/wasm/crash_probe.wasm"),
+                OsStr::new(&probe_config),
+                OsStr::new("--out"),
+                dir.path().as_os_str(),
+            ],
+        )
     };
     let out = render(r#"crash-probe={"spin_rounds":20000}"#);
     assert!(

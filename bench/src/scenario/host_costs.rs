@@ -43,17 +43,67 @@ pub const SPIN_ROUNDS: u32 = 20_000;
 /// Request headers the `writes` side writes.
 pub const HEADER_WRITES: u32 = 12;
 
-fn probe(settings: &Settings, side: &str, work: serde_json::Value) -> TestbedConfig {
-    let mut config = settings.testbed(side, FilterSet::NONE);
-    config.probe_filters = vec![PROBE.to_owned()];
-    config.probe_config = Some(work);
-    config
+/// One kind of work priced: the probe doing it against the same testbed
+/// without it.
+struct Pricing {
+    side: &'static str,
+    work: serde_json::Value,
+    /// The baseline's side and the probe's work there; `None`: no filter.
+    baseline: Option<(&'static str, serde_json::Value)>,
+    /// Both sides run ratelimit-service (the `ratelimit` cluster).
+    service: bool,
 }
 
-/// [`probe`] with ratelimit-service running (the `ratelimit` cluster).
-fn probe_with_service(settings: &Settings, side: &str, work: serde_json::Value) -> TestbedConfig {
-    let mut config = probe(settings, side, work);
-    config.ratelimit = true;
+impl Pricing {
+    fn against_plain(side: &'static str, work: serde_json::Value) -> Self {
+        Self {
+            side,
+            work,
+            baseline: Some(("probe", json!({}))),
+            service: false,
+        }
+    }
+}
+
+fn pricings() -> Vec<Pricing> {
+    let hold = json!({ "hold_body": true });
+    vec![
+        Pricing {
+            baseline: None,
+            ..Pricing::against_plain("probe", json!({}))
+        },
+        Pricing::against_plain("reads", json!({ "header_reads": HEADER_READS })),
+        Pricing::against_plain("spin", json!({ "spin_rounds": SPIN_ROUNDS })),
+        Pricing {
+            service: true,
+            ..Pricing::against_plain("call", json!({ "grpc_call": true }))
+        },
+        Pricing::against_plain("hold", hold.clone()),
+        Pricing {
+            baseline: Some(("hold", hold)),
+            ..Pricing::against_plain(
+                "rewrite",
+                json!({ "hold_body": true, "rewrite_body": true }),
+            )
+        },
+        Pricing::against_plain("writes", json!({ "header_writes": HEADER_WRITES })),
+        Pricing::against_plain("respond", json!({ "respond": true })),
+    ]
+}
+
+/// A testbed with the probe doing `work` (no filter at all when `None`).
+fn testbed(
+    settings: &Settings,
+    side: &str,
+    work: Option<serde_json::Value>,
+    service: bool,
+) -> TestbedConfig {
+    let mut config = settings.testbed(side, FilterSet::NONE);
+    if let Some(work) = work {
+        config.probe_filters = vec![PROBE.to_owned()];
+        config.probe_config = Some(work);
+    }
+    config.ratelimit = service;
     config
 }
 
@@ -61,89 +111,27 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
     require_built(FilterSet::ALL)?;
     require_wasm(PROBE)?;
     let recipe = chat_recipe("chat completion, small body", "Say hello in one word.");
-    let plain = || probe(settings, "probe", json!({}));
-    let comparisons = vec![
-        compare(
-            Contender::new("probe", plain()),
-            Contender::new("none", settings.testbed("none", FilterSet::NONE)),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "reads",
-                probe(settings, "reads", json!({ "header_reads": HEADER_READS })),
-            ),
-            Contender::new("probe", plain()),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "spin",
-                probe(settings, "spin", json!({ "spin_rounds": SPIN_ROUNDS })),
-            ),
-            Contender::new("probe", plain()),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "call",
-                probe_with_service(settings, "call", json!({ "grpc_call": true })),
-            ),
-            Contender::new("probe", probe_with_service(settings, "probe", json!({}))),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "hold",
-                probe(settings, "hold", json!({ "hold_body": true })),
-            ),
-            Contender::new("probe", plain()),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "rewrite",
-                probe(
-                    settings,
-                    "rewrite",
-                    json!({ "hold_body": true, "rewrite_body": true }),
+    let comparisons = pricings()
+        .into_iter()
+        .map(|pricing| {
+            let (baseline, baseline_work) = match pricing.baseline {
+                Some((side, work)) => (side, Some(work)),
+                None => ("none", None),
+            };
+            compare(
+                Contender::new(
+                    pricing.side,
+                    testbed(settings, pricing.side, Some(pricing.work), pricing.service),
                 ),
-            ),
-            Contender::new(
-                "hold",
-                probe(settings, "hold", json!({ "hold_body": true })),
-            ),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "writes",
-                probe(
-                    settings,
-                    "writes",
-                    json!({ "header_writes": HEADER_WRITES }),
+                Contender::new(
+                    baseline,
+                    testbed(settings, baseline, baseline_work, pricing.service),
                 ),
-            ),
-            Contender::new("probe", plain()),
-            &recipe,
-            &settings.plan,
-        )?,
-        compare(
-            Contender::new(
-                "respond",
-                probe(settings, "respond", json!({ "respond": true })),
-            ),
-            Contender::new("probe", plain()),
-            &recipe,
-            &settings.plan,
-        )?,
-    ];
+                &recipe,
+                &settings.plan,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(settings.report(
         "host-costs",
         "what Envoy charges a wasm filter: per filter, host crossing, wasm instruction, gRPC call \
@@ -165,4 +153,27 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
         ),
         comparisons,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typo in a knob would only show when Envoy refuses the probe's
+    /// configuration, minutes into a run.
+    #[test]
+    fn every_priced_work_is_one_the_probe_accepts() {
+        for pricing in pricings() {
+            let works =
+                std::iter::once(&pricing.work).chain(pricing.baseline.iter().map(|(_, w)| w));
+            for work in works {
+                let text = serde_json::to_vec(work).expect("JSON");
+                assert!(
+                    crash_probe::Work::from_config(&text).is_ok(),
+                    "{}: {work}",
+                    pricing.side
+                );
+            }
+        }
+    }
 }

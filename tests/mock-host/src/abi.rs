@@ -514,36 +514,25 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
             }
         },
     )?;
-    // Not used by the gateway's filters: present so the module links.
+    // Not used by the gateway's filters: present so the module links. Of
+    // these only the foreign function (`clear_route_cache`) is called, and
+    // counted in `host_calls`.
     linker.func_wrap(
         env,
         "proxy_grpc_stream",
-        |mut c: Host<'_>,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32| {
-            c.data_mut().tally("proxy_grpc_stream");
+        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
             UNIMPLEMENTED
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_grpc_send",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_grpc_send");
-            UNIMPLEMENTED
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
     )?;
     linker.func_wrap(
         env,
         "proxy_http_call",
-        |mut c: Host<'_>,
+        |_: Host<'_>,
          _: i32,
          _: i32,
          _: i32,
@@ -553,10 +542,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
          _: i32,
          _: i32,
          _: i32,
-         _: i32| {
-            c.data_mut().tally("proxy_http_call");
-            UNIMPLEMENTED
-        },
+         _: i32| UNIMPLEMENTED,
     )?;
     linker.func_wrap(
         env,
@@ -569,50 +555,32 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
     linker.func_wrap(
         env,
         "proxy_get_shared_data",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_get_shared_data");
-            NOT_FOUND
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| NOT_FOUND,
     )?;
     linker.func_wrap(
         env,
         "proxy_set_shared_data",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_set_shared_data");
-            UNIMPLEMENTED
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
     )?;
     linker.func_wrap(
         env,
         "proxy_register_shared_queue",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_register_shared_queue");
-            UNIMPLEMENTED
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32| UNIMPLEMENTED,
     )?;
     linker.func_wrap(
         env,
         "proxy_resolve_shared_queue",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_resolve_shared_queue");
-            NOT_FOUND
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32| NOT_FOUND,
     )?;
     linker.func_wrap(
         env,
         "proxy_enqueue_shared_queue",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_enqueue_shared_queue");
-            NOT_FOUND
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32| NOT_FOUND,
     )?;
     linker.func_wrap(
         env,
         "proxy_dequeue_shared_queue",
-        |mut c: Host<'_>, _: i32, _: i32, _: i32| {
-            c.data_mut().tally("proxy_dequeue_shared_queue");
-            NOT_FOUND
-        },
+        |_: Host<'_>, _: i32, _: i32, _: i32| NOT_FOUND,
     )?;
     Ok(())
 }
