@@ -5,6 +5,7 @@
 //! with the built modules, is the gateway's order and loads in Envoy.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use testbed::Paths;
@@ -38,6 +39,17 @@ where
         .args(args)
         .output()
         .expect("python runs")
+}
+
+/// The ECDS file `file` a successful render (`out`) wrote, as JSON.
+fn rendered(out: &Output, file: &Path) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "render-ecds.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{} rendered: {e}", file.display()));
+    serde_json::from_slice(&bytes).expect("ECDS is JSON")
 }
 
 #[test]
@@ -93,15 +105,7 @@ fn the_module_gets_only_what_its_phases_read() {
             dir.path().as_os_str(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "render-ecds.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ecds: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("llm-gateway.json")).expect("module config rendered"),
-    )
-    .expect("ECDS is JSON");
+    let ecds = rendered(&out, &dir.path().join("llm-gateway.json"));
     let config = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"]
         .as_str()
         .expect("a string configuration");
@@ -197,15 +201,7 @@ fn the_renderer_gives_a_probe_its_configuration() {
         )
     };
     let out = render(r#"crash-probe={"spin_rounds":20000}"#);
-    assert!(
-        out.status.success(),
-        "render-ecds.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ecds: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("crash-probe.json")).expect("probe config rendered"),
-    )
-    .expect("ECDS is JSON");
+    let ecds = rendered(&out, &dir.path().join("crash-probe.json"));
     let config = &ecds["resources"][0]["typed_config"]["config"];
     assert_eq!(config["configuration"]["value"], r#"{"spin_rounds":20000}"#);
     assert_eq!(config["allow_on_headers_stop_iteration"], true);

@@ -47,6 +47,8 @@ pub const HEADER_WRITES: u32 = 12;
 /// without it.
 struct Pricing {
     side: &'static str,
+    /// What the side does more than its baseline, for the report.
+    what: String,
     work: serde_json::Value,
     /// The baseline's side and the probe's work there; `None`: no filter.
     baseline: Option<(&'static str, serde_json::Value)>,
@@ -55,9 +57,10 @@ struct Pricing {
 }
 
 impl Pricing {
-    fn against_plain(side: &'static str, work: serde_json::Value) -> Self {
+    fn against_plain(side: &'static str, what: &str, work: serde_json::Value) -> Self {
         Self {
             side,
+            what: what.to_owned(),
             work,
             baseline: Some(("probe", json!({}))),
             service: false,
@@ -70,24 +73,59 @@ fn pricings() -> Vec<Pricing> {
     vec![
         Pricing {
             baseline: None,
-            ..Pricing::against_plain("probe", json!({}))
+            ..Pricing::against_plain(
+                "probe",
+                "reads one header and passes everything, against no filter",
+                json!({}),
+            )
         },
-        Pricing::against_plain("reads", json!({ "header_reads": HEADER_READS })),
-        Pricing::against_plain("spin", json!({ "spin_rounds": SPIN_ROUNDS })),
+        Pricing::against_plain(
+            "reads",
+            &format!(
+                "reads `:path` {HEADER_READS} more times ({} crossings: a host call and an \
+                 allocation callback each)",
+                2 * HEADER_READS
+            ),
+            json!({ "header_reads": HEADER_READS }),
+        ),
+        Pricing::against_plain(
+            "spin",
+            &format!("runs {SPIN_ROUNDS} xorshift rounds"),
+            json!({ "spin_rounds": SPIN_ROUNDS }),
+        ),
         Pricing {
             service: true,
-            ..Pricing::against_plain("call", json!({ "grpc_call": true }))
+            ..Pricing::against_plain(
+                "call",
+                "holds each request for one unary gRPC call to ratelimit-service (an unknown \
+                 method, answered at once), both sides running the service",
+                json!({ "grpc_call": true }),
+            )
         },
-        Pricing::against_plain("hold", hold.clone()),
+        Pricing::against_plain(
+            "hold",
+            "holds the headers until the body is in, and reads it",
+            hold.clone(),
+        ),
         Pricing {
             baseline: Some(("hold", hold)),
             ..Pricing::against_plain(
                 "rewrite",
+                "rewrites the held body longer, sets its length and has its route matched \
+                 again, against the probe holding it",
                 json!({ "hold_body": true, "rewrite_body": true }),
             )
         },
-        Pricing::against_plain("writes", json!({ "header_writes": HEADER_WRITES })),
-        Pricing::against_plain("respond", json!({ "respond": true })),
+        Pricing::against_plain(
+            "writes",
+            &format!("writes {HEADER_WRITES} request headers"),
+            json!({ "header_writes": HEADER_WRITES }),
+        ),
+        Pricing::against_plain(
+            "respond",
+            "writes four response headers and reads the response",
+            json!({ "respond": true }),
+        ),
     ]
 }
 
@@ -111,7 +149,17 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
     require_built(FilterSet::ALL)?;
     require_wasm(PROBE)?;
     let recipe = chat_recipe("chat completion, small body", "Say hello in one word.");
-    let comparisons = pricings()
+    let pricings = pricings();
+    let question = format!(
+        "The test-only crash probe, against the plain probe unless said: {}. Envoy's CPU per \
+         request added, divided by the work, prices each (bench/README.md, \"host-costs\").",
+        pricings
+            .iter()
+            .map(|p| format!("`{}` {}", p.side, p.what))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let comparisons = pricings
         .into_iter()
         .map(|pricing| {
             let (baseline, baseline_work) = match pricing.baseline {
@@ -136,21 +184,7 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
         "host-costs",
         "what Envoy charges a wasm filter: per filter, host crossing, wasm instruction, gRPC call \
          and held body",
-        &format!(
-            "The test-only crash probe (reads one header, passes everything) against no filter; \
-             the probe reading `:path` {HEADER_READS} more times ({} crossings: a host call and \
-             an allocation callback each) against the plain probe; the probe running \
-             {SPIN_ROUNDS} xorshift rounds against the plain probe; the probe holding each \
-             request for one unary gRPC call to ratelimit-service (an unknown method, answered \
-             at once) against the plain probe, both with the service running; the probe holding \
-             the headers until the body is in and reading it against the plain probe; the held \
-             body rewritten longer, its length set and its route matched again against the held \
-             body; {HEADER_WRITES} request headers written against the plain probe; four \
-             response headers written and the response read against the plain probe. Envoy's \
-             CPU per request added, divided by the work, prices each (bench/README.md, \
-             \"host-costs\").",
-            2 * HEADER_READS
-        ),
+        &question,
         comparisons,
     ))
 }

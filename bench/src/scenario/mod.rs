@@ -166,11 +166,10 @@ pub fn chat_recipe_of_size(label: &str, body_bytes: usize) -> RequestRecipe {
 
 /// Fails early, with the build command, when the chain needs something not built.
 pub fn require_built(filters: FilterSet) -> Result<(), BenchError> {
-    let paths = Paths::locate().map_err(BenchError::Locate)?;
-    let any_phase = filters.tenant_auth || filters.llm_policy || filters.admission;
-    if any_phase && let Err(TestbedError::MissingArtifact(path)) = paths.wasm("llm_gateway") {
-        return Err(BenchError::ModuleNotBuilt { path });
+    if filters.tenant_auth || filters.llm_policy || filters.admission {
+        require_wasm("llm_gateway")?;
     }
+    let paths = Paths::locate().map_err(BenchError::Locate)?;
     let mut binaries = vec!["mock-vllm"];
     if filters.admission {
         binaries.push("ratelimit-service");
@@ -183,7 +182,7 @@ pub fn require_built(filters: FilterSet) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A wasm module other than the gateway's (a test filter) must be built.
+/// The wasm module `name` (the gateway's, or a test filter) must be built.
 pub fn require_wasm(name: &str) -> Result<(), BenchError> {
     let paths = Paths::locate().map_err(BenchError::Locate)?;
     match paths.wasm(name) {

@@ -8,24 +8,35 @@
 //! answering 503. It is never part of a deployment.
 //!
 //! It also prices what Envoy charges a wasm filter (`gateway-bench
-//! host-costs`): its plugin configuration may ask for work on every
-//! request's headers, `{"header_reads": N, "spin_rounds": M}`: read
-//! `:path` N more times (a host call and an allocation callback each: two
-//! crossings) and run M rounds of a xorshift (wasm instructions and
-//! nothing else). Both are capped so a typo cannot hang a worker.
+//! host-costs`): its plugin configuration, a [`Work`], may ask for one
+//! kind of work on every request, each done as the gateway module does it.
+//! Counts are capped so a typo cannot hang a worker.
 
-/// Work asked of the probe on every request's headers.
+/// Work asked of the probe on every request; empty, none.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Work {
+    /// More reads of `:path`: a host call and an allocation callback
+    /// each, so two crossings.
     pub header_reads: u32,
+    /// Rounds of a xorshift: wasm instructions and nothing else.
     pub spin_rounds: u32,
+    /// The request held for one unary call to the `ratelimit` cluster, to a
+    /// method ratelimit-service does not have: it answers UNIMPLEMENTED at
+    /// once, so what is priced is Envoy's side of a call, as for the
+    /// module's Admit.
     pub grpc_call: bool,
+    /// The headers held until the whole body is in, and the body read, as
+    /// the policy does (the renderer gives probes
+    /// `allow_on_headers_stop_iteration`, as the module).
     pub hold_body: bool,
     /// With `hold_body`: the body replaced by a longer one, its length
     /// set and the route matched again, as the policy does.
     pub rewrite_body: bool,
+    /// Request headers written.
     pub header_writes: u32,
+    /// Four response headers written and each response chunk read, as
+    /// admission does (`x-ratelimit-*`, usage).
     pub respond: bool,
 }
 
@@ -136,6 +147,13 @@ mod filter {
         }
     }
 
+    /// Writes `count` headers `x-probe-<i>` into `map`.
+    fn write_headers(map: MapType, count: u32) {
+        for i in 0..count {
+            let _ = hostcalls::set_map_value_bytes(map, &format!("x-probe-{i}"), Some(b"probe"));
+        }
+    }
+
     struct Probe {
         work: Work,
         /// The gRPC call is out.
@@ -201,14 +219,7 @@ mod filter {
                     )
                     .is_ok();
             }
-            for i in 0..self.work.header_writes {
-                let name = format!("x-probe-{i}");
-                let _ = hostcalls::set_map_value_bytes(
-                    MapType::HttpRequestHeaders,
-                    &name,
-                    Some(b"probe"),
-                );
-            }
+            write_headers(MapType::HttpRequestHeaders, self.work.header_writes);
             self.holding = self.work.hold_body && !end_of_stream;
             self.action()
         }
@@ -237,14 +248,7 @@ mod filter {
 
         fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
             if self.work.respond {
-                for i in 0..Work::RESPONSE_HEADERS {
-                    let name = format!("x-probe-limit-{i}");
-                    let _ = hostcalls::set_map_value_bytes(
-                        MapType::HttpResponseHeaders,
-                        &name,
-                        Some(b"100"),
-                    );
-                }
+                write_headers(MapType::HttpResponseHeaders, Work::RESPONSE_HEADERS);
             }
             Action::Continue
         }
