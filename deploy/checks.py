@@ -7,6 +7,7 @@
     checks.py generated         committed generated files equal a fresh render
     checks.py kinds FILE...     every object's apiVersion/kind is one this project means to use
     checks.py istio-envoy ENVOY WASM_DIR  the Istio gateway's chain, built as istiod builds it, is the gateway module before the router and passes envoy --mode validate
+    checks.py istio-kinds [FILE...]  every Istio object (default: those under deploy/k8s) fits Istio's own typed models (tools/istio-models)
 
 Each prints one `ok:` line per check, or `FAIL:` lines and exits 1.
 Needs Python 3.11+ and PyYAML.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -426,6 +428,46 @@ def check_kinds(paths: list[str]) -> None:
         ok(f"{count} objects: known apiVersion/kind, namespaced where they must be ({', '.join(Path(p).name for p in paths)})")
 
 
+# ---------------------------------------------------------------- Istio kinds
+
+ISTIO_MODELS = ROOT / "tools/istio-models"
+
+
+def manifests() -> list[Path]:
+    """Every Kubernetes manifest shipped under deploy/k8s, examples included."""
+    return sorted(p for p in (DEPLOY / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def check_istio_kinds(paths: list[str]) -> None:
+    """Runs tools/istio-models/validate.py on the files in the root
+    tools/istio-models/install.sh built (Python 3.14 and Istio's models; this
+    Python is older), in a chroot: as root, or as root of a user namespace."""
+    root = Path(subprocess.run([str(ISTIO_MODELS / "install.sh"), "--print-root"], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    rootfs = root / "rootfs"
+    if not (root / ".llm-gateway-install-ok").exists():
+        fail(f"no Istio models at {root}: run tools/istio-models/install.sh (make setup does)")
+        return
+    given = [Path(p).resolve() for p in paths] or manifests()
+    with tempfile.TemporaryDirectory(dir=rootfs / "tmp") as tmp:
+        inside = Path("/tmp") / Path(tmp).name
+        (Path(tmp) / "validate.py").write_bytes((ISTIO_MODELS / "validate.py").read_bytes())
+        args = []
+        for i, path in enumerate(given):
+            (Path(tmp) / f"{i}.yaml").write_bytes(path.read_bytes())
+            args.append(f"{inside / f'{i}.yaml'}={rel(path) if path.is_relative_to(ROOT) else path}")
+        chroot = ["chroot"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "chroot"]
+        run = subprocess.run([*chroot, str(rootfs), "env", "-i", "PYTHONPATH=/opt/istio-models",
+                              "python3", str(inside / "validate.py"), *args],
+                             capture_output=True, text=True)
+    for line in run.stdout.splitlines():
+        if line.startswith("FAIL: "):
+            failures.append(line[len("FAIL: "):])
+        print(line)
+    if run.returncode != 0 and not failures:
+        fail(f"validate.py in {rootfs} exited {run.returncode}: {run.stderr.strip()}")
+
+
 # ---------------------------------------------------------------- Istio EnvoyFilters
 
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
@@ -656,6 +698,9 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     try:
+        if command == "istio-kinds":
+            check_istio_kinds(rest)
+            return 1 if failures else 0
         if command == "istio-envoy":
             check_istio_envoy(rest[0], Path(rest[1]))
             return 1 if failures else 0

@@ -11,14 +11,19 @@ use std::process::{Command, Output};
 use testbed::Paths;
 
 /// Runs `deploy/checks.py` with the project's Python (PyYAML installed by
-/// `make setup`); its `FAIL:` lines are the assertion message.
-fn checks(args: &[&str]) -> String {
+/// `make setup`).
+fn run_checks(args: &[&str]) -> Output {
     let paths = Paths::locate().expect("make build first");
-    let out = Command::new(&paths.python)
+    Command::new(&paths.python)
         .arg(paths.root.join("deploy/checks.py"))
         .args(args)
         .output()
-        .expect("python runs");
+        .expect("python runs")
+}
+
+/// [`run_checks`] that must pass; its `FAIL:` lines are the assertion message.
+fn checks(args: &[&str]) -> String {
+    let out = run_checks(args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -74,6 +79,233 @@ fn the_istio_gateway_chain_is_the_gateway_order() {
     assert!(
         out.contains("llm-gateway -> envoy.filters.http.router"),
         "{out}"
+    );
+}
+
+/// Every Istio object shipped, checked against Istio's own schemas (the
+/// typed models generated from Istio 1.31's CRDs, run by
+/// `tools/istio-models`): fields, types and enums, as an API server with
+/// strict field validation would.
+#[test]
+fn the_istio_objects_fit_istios_own_schemas() {
+    let out = checks(&["istio-kinds"]);
+    for kinds in ["2 DestinationRule", "3 EnvoyFilter", "1 PeerAuthentication"] {
+        assert!(out.contains(kinds), "{kinds} not checked:\n{out}");
+    }
+    assert!(out.contains("fits Istio 1.31's schemas"), "{out}");
+}
+
+/// The schema check can fail, and says where: one mistake per object, each
+/// named by its object and path; the one valid object (a WasmPlugin with
+/// FAIL_RELOAD, which Istio only has from 1.27) passes.
+#[test]
+fn a_mistyped_istio_object_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("mistakes.yaml");
+    let mistakes = "\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: enum, namespace: llm-gateway}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: GATEWAY}
+    patch: {operation: INSERT_BEFOR, value: {name: x, free: form}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: field, namespace: llm-gateway}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: GATEWAY, listenr: {portNumber: 8080}}
+    patch: {operation: ADD, value: {name: x}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: type, namespace: llm-gateway}
+spec:
+  host: ratelimit
+  trafficPolicy: {connectionPool: {http: {http2MaxRequests: many}}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mode, namespace: llm-gateway}
+spec: {mtls: {mode: STRICTT}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gatway
+metadata: {name: kind, namespace: llm-gateway}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: valid, namespace: llm-gateway}
+spec: {url: oci://registry.example.com/llm-gateway:1, failStrategy: FAIL_RELOAD, phase: AUTHN}
+";
+    std::fs::write(&file, mistakes).expect("write manifests");
+    let out = run_checks(&["istio-kinds", file.to_str().expect("utf-8 path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "mistakes passed:\n{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL:")).collect();
+    for named in [
+        "EnvoyFilter/enum: spec.configPatches[0].patch.operation: Input should be",
+        "EnvoyFilter/field: spec.configPatches[0].match.listenr: no such field in the schema",
+        "DestinationRule/type: spec.trafficPolicy.connectionPool.http.http2MaxRequests: Input should be a valid integer",
+        "PeerAuthentication/mode: spec.mtls.mode: Input should be",
+        "Gatway/kind: no Gatway in networking.istio.io/v1",
+    ] {
+        assert!(
+            failed.iter().any(|l| l.contains(named)),
+            "not reported: {named}\n{stdout}"
+        );
+    }
+    assert_eq!(failed.len(), 5, "one line per mistake:\n{stdout}");
+    assert!(!stdout.contains("WasmPlugin/valid"), "{stdout}");
+}
+
+/// Problems of one Kueue object against Kueue's own types (generated from
+/// its CRDs by kopium, in `k8s-crds-kueue`): a wrong type or enum is the
+/// deserialisation error, at its path; fields the types lack are what
+/// serde ignored (they would be dropped silently).
+fn kueue_problems<T: serde::de::DeserializeOwned>(doc: serde_norway::Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path| {
+        // `?` is serde_ignored's step into an Option: not a field.
+        let path = path.to_string().replace(".?", "");
+        // The root's apiVersion and kind are matched before (see kueue_kind).
+        if path != "apiVersion" && path != "kind" {
+            unknown.push(format!("{path}: no such field in the schema"));
+        }
+    };
+    let parsed: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut note));
+    match parsed {
+        Ok(_) => unknown,
+        Err(e) => vec![format!("{}: {}", e.path(), e.inner())],
+    }
+}
+
+/// Every Kueue object of `text` (YAML documents) against Kueue's types, one
+/// line per problem naming the object; other kinds are skipped. Returns the
+/// problems and how many Kueue objects were checked.
+fn kueue_check(text: &str) -> (Vec<String>, usize) {
+    use k8s_crds_kueue::{
+        clusterqueues::ClusterQueue, localqueues::LocalQueue, resourceflavors::ResourceFlavor,
+    };
+    const API_VERSION: &str = "kueue.x-k8s.io/v1beta2";
+    let (mut problems, mut checked) = (Vec::new(), 0);
+    for document in serde_norway::Deserializer::from_str(text) {
+        let doc: serde_norway::Value =
+            serde::Deserialize::deserialize(document).expect("YAML parses");
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
+        if !api_version.starts_with("kueue.x-k8s.io/") {
+            continue;
+        }
+        checked += 1;
+        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let found = if api_version != API_VERSION {
+            vec![format!(
+                "{api_version}: Kueue's served version is {API_VERSION}"
+            )]
+        } else {
+            match kind.as_str() {
+                "ClusterQueue" => kueue_problems::<ClusterQueue>(doc),
+                "LocalQueue" => kueue_problems::<LocalQueue>(doc),
+                "ResourceFlavor" => kueue_problems::<ResourceFlavor>(doc),
+                other => vec![format!(
+                    "no {other} in {API_VERSION} (or not one this project uses)"
+                )],
+            }
+        };
+        problems.extend(found.into_iter().map(|p| format!("{kind}/{name}: {p}")));
+    }
+    (problems, checked)
+}
+
+/// The Kueue objects shipped fit Kueue's own types (v1beta2): every field,
+/// type and enum, as an API server with strict field validation would.
+#[test]
+fn the_kueue_objects_fit_kueues_own_types() {
+    let paths = Paths::locate().expect("make build first");
+    let file = paths.root.join("deploy/k8s/base/kueue.yaml");
+    let text = std::fs::read_to_string(&file).expect("kueue.yaml");
+    let (problems, checked) = kueue_check(&text);
+    assert!(
+        problems.is_empty(),
+        "{}:\n{}",
+        file.display(),
+        problems.join("\n")
+    );
+    assert_eq!(
+        checked, 3,
+        "a ResourceFlavor, a ClusterQueue and a LocalQueue"
+    );
+}
+
+/// The Kueue check can fail, and says where: the v1beta1 version Kueue
+/// deprecated, a wrong enum, a field v1beta2 renamed, a misspelt field deep
+/// in a quota, and a kind Kueue lacks are each named.
+#[test]
+fn a_mistyped_kueue_object_is_refused_naming_the_field() {
+    let mistakes = "\
+apiVersion: kueue.x-k8s.io/v1beta1
+kind: LocalQueue
+metadata: {name: old, namespace: llm-gateway}
+spec: {clusterQueue: llm-serving}
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ClusterQueue
+metadata: {name: enum}
+spec: {queueingStrategy: BestEffortFIFOO}
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ClusterQueue
+metadata: {name: renamed}
+spec: {cohort: gpus}
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ClusterQueue
+metadata: {name: deep}
+spec:
+  resourceGroups:
+  - coveredResources: [cpu]
+    flavors:
+    - name: gpu-inference
+      resources: [{name: cpu, nominalQuota: 40, borrowingLimt: 8}]
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: ClusterQueu
+metadata: {name: kind}
+---
+apiVersion: kueue.x-k8s.io/v1beta2
+kind: LocalQueue
+metadata: {name: valid, namespace: llm-gateway}
+spec: {clusterQueue: llm-serving}
+";
+    let (problems, checked) = kueue_check(mistakes);
+    assert_eq!(checked, 6);
+    for named in [
+        "LocalQueue/old: kueue.x-k8s.io/v1beta1: Kueue's served version is kueue.x-k8s.io/v1beta2",
+        "ClusterQueue/enum: spec.queueingStrategy: unknown variant `BestEffortFIFOO`",
+        "ClusterQueue/renamed: spec.cohort: no such field in the schema",
+        "ClusterQueue/deep: spec.resourceGroups.0.flavors.0.resources.0.borrowingLimt: no such field",
+        "ClusterQueu/kind: no ClusterQueu in kueue.x-k8s.io/v1beta2",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(named)),
+            "not reported: {named}\n{}",
+            problems.join("\n")
+        );
+    }
+    assert_eq!(
+        problems.len(),
+        5,
+        "one per mistake:\n{}",
+        problems.join("\n")
     );
 }
 
