@@ -163,16 +163,17 @@ spec: {url: oci://registry.example.com/llm-gateway:1, failStrategy: FAIL_RELOAD,
     assert!(!stdout.contains("WasmPlugin/valid"), "{stdout}");
 }
 
-/// Problems of one Kueue object against Kueue's own types (generated from
-/// its CRDs by kopium, in `k8s-crds-kueue`): a wrong type or enum is the
-/// deserialisation error, at its path; fields the types lack are what
-/// serde ignored (they would be dropped silently).
-fn kueue_problems<T: serde::de::DeserializeOwned>(doc: serde_norway::Value) -> Vec<String> {
+/// Problems of one object against its kind's type `T`, generated from the
+/// kind's CRD (kopium): a wrong type or enum is the deserialisation error,
+/// at its path; fields the type lacks are what serde ignored (they would be
+/// dropped silently, where an API server with strict field validation
+/// refuses them).
+fn typed_problems<T: serde::de::DeserializeOwned>(doc: serde_norway::Value) -> Vec<String> {
     let mut unknown = Vec::new();
     let mut note = |path: serde_ignored::Path| {
         // `?` is serde_ignored's step into an Option: not a field.
         let path = path.to_string().replace(".?", "");
-        // The root's apiVersion and kind are matched before (see kueue_kind).
+        // The root's apiVersion and kind picked `T` (see objects_of_group).
         if path != "apiVersion" && path != "kind" {
             unknown.push(format!("{path}: no such field in the schema"));
         }
@@ -185,20 +186,20 @@ fn kueue_problems<T: serde::de::DeserializeOwned>(doc: serde_norway::Value) -> V
     }
 }
 
-/// Every Kueue object of `text` (YAML documents) against Kueue's types, one
-/// line per problem naming the object; other kinds are skipped. Returns the
-/// problems and how many Kueue objects were checked.
-fn kueue_check(text: &str) -> (Vec<String>, usize) {
-    use k8s_crds_kueue::{
-        clusterqueues::ClusterQueue, localqueues::LocalQueue, resourceflavors::ResourceFlavor,
-    };
-    const API_VERSION: &str = "kueue.x-k8s.io/v1beta2";
+/// Every object of `text` (YAML documents) in API group `group`, through
+/// `check(apiVersion, kind, object)`; one line per problem, naming the
+/// object. Returns the problems and how many objects were checked.
+fn objects_of_group(
+    text: &str,
+    group: &str,
+    check: impl Fn(&str, &str, serde_norway::Value) -> Vec<String>,
+) -> (Vec<String>, usize) {
     let (mut problems, mut checked) = (Vec::new(), 0);
     for document in serde_norway::Deserializer::from_str(text) {
         let doc: serde_norway::Value =
             serde::Deserialize::deserialize(document).expect("YAML parses");
         let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
-        if !api_version.starts_with("kueue.x-k8s.io/") {
+        if api_version.split('/').next() != Some(group) {
             continue;
         }
         checked += 1;
@@ -207,23 +208,32 @@ fn kueue_check(text: &str) -> (Vec<String>, usize) {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let found = if api_version != API_VERSION {
-            vec![format!(
-                "{api_version}: Kueue's served version is {API_VERSION}"
-            )]
-        } else {
-            match kind.as_str() {
-                "ClusterQueue" => kueue_problems::<ClusterQueue>(doc),
-                "LocalQueue" => kueue_problems::<LocalQueue>(doc),
-                "ResourceFlavor" => kueue_problems::<ResourceFlavor>(doc),
-                other => vec![format!(
-                    "no {other} in {API_VERSION} (or not one this project uses)"
-                )],
-            }
-        };
+        let found = check(&api_version, &kind, doc);
         problems.extend(found.into_iter().map(|p| format!("{kind}/{name}: {p}")));
     }
     (problems, checked)
+}
+
+/// The Kueue objects of `text` against Kueue's own v1beta2 types
+/// (`k8s-crds-kueue`).
+fn kueue_check(text: &str) -> (Vec<String>, usize) {
+    use k8s_crds_kueue::{
+        clusterqueues::ClusterQueue, localqueues::LocalQueue, resourceflavors::ResourceFlavor,
+    };
+    const SERVED: &str = "kueue.x-k8s.io/v1beta2";
+    objects_of_group(text, "kueue.x-k8s.io", |api_version, kind, doc| {
+        if api_version != SERVED {
+            return vec![format!("{api_version}: Kueue's served version is {SERVED}")];
+        }
+        match kind {
+            "ClusterQueue" => typed_problems::<ClusterQueue>(doc),
+            "LocalQueue" => typed_problems::<LocalQueue>(doc),
+            "ResourceFlavor" => typed_problems::<ResourceFlavor>(doc),
+            other => vec![format!(
+                "no {other} in {SERVED} (or not one this project uses)"
+            )],
+        }
+    })
 }
 
 /// The Kueue objects shipped fit Kueue's own types (v1beta2): every field,
@@ -307,6 +317,43 @@ spec: {clusterQueue: llm-serving}
         "one per mistake:\n{}",
         problems.join("\n")
     );
+}
+
+/// An unquoted TOML datetime loads in Python but the Rust registry refuses
+/// it: the renderer refuses it too, naming where it is, and writes nothing.
+#[test]
+fn the_renderer_names_an_unquoted_datetime() {
+    let paths = Paths::locate().expect("make build first");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = std::fs::read_to_string(paths.root.join("envoy/registry.example.toml"))
+        .expect("example registry");
+    let tenants = example.matches("[[tenants]]").count();
+    let registry = format!(
+        "{example}\n[[tenants]]\nid = \"dated\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
+         api_keys = [{{ id = \"d1\", sha256 = \"{}\", created_at = 2026-01-01T00:00:00Z }}]\n",
+        "cd".repeat(32)
+    );
+    let registry_path = dir.path().join("registry.toml");
+    std::fs::write(&registry_path, registry).expect("write registry");
+    let out = render_ecds(
+        &paths,
+        [
+            OsStr::new("--registry"),
+            registry_path.as_os_str(),
+            OsStr::new("--cache-secret-placeholder"),
+            OsStr::new("--out"),
+            dir.path().as_os_str(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rendered: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "tenants[{tenants}].api_keys[0].created_at: quote the instant"
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("llm-gateway.json").exists());
 }
 
 /// The module's config carries the registry once, without what no phase
