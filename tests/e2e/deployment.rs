@@ -46,6 +46,36 @@ where
         .expect("python runs")
 }
 
+/// Renders the example registry with `extra` (TOML) appended into `dir`.
+fn render_example_with(paths: &Paths, dir: &Path, extra: &str) -> Output {
+    let example = std::fs::read_to_string(paths.root.join("envoy/registry.example.toml"))
+        .expect("example registry");
+    let registry_path = dir.join("registry.toml");
+    std::fs::write(&registry_path, format!("{example}\n{extra}")).expect("write registry");
+    render_ecds(
+        paths,
+        [
+            OsStr::new("--registry"),
+            registry_path.as_os_str(),
+            OsStr::new("--cache-secret-placeholder"),
+            OsStr::new("--out"),
+            dir.as_os_str(),
+        ],
+    )
+}
+
+/// Each of `expected` is part of one of the `reported` lines.
+fn assert_each_reported<S: AsRef<str>>(reported: &[S], expected: &[&str]) {
+    let lines: Vec<&str> = reported.iter().map(AsRef::as_ref).collect();
+    for named in expected {
+        assert!(
+            lines.iter().any(|l| l.contains(named)),
+            "not reported: {named}\n{}",
+            lines.join("\n")
+        );
+    }
+}
+
 /// The ECDS file `file` a successful render (`out`) wrote, as JSON.
 fn rendered(out: &Output, file: &Path) -> serde_json::Value {
     assert!(
@@ -147,18 +177,16 @@ spec: {url: oci://registry.example.com/llm-gateway:1, failStrategy: FAIL_RELOAD,
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "mistakes passed:\n{stdout}");
     let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL:")).collect();
-    for named in [
-        "EnvoyFilter/enum: spec.configPatches[0].patch.operation: Input should be",
-        "EnvoyFilter/field: spec.configPatches[0].match.listenr: no such field in the schema",
-        "DestinationRule/type: spec.trafficPolicy.connectionPool.http.http2MaxRequests: Input should be a valid integer",
-        "PeerAuthentication/mode: spec.mtls.mode: Input should be",
-        "Gatway/kind: no Gatway in networking.istio.io/v1",
-    ] {
-        assert!(
-            failed.iter().any(|l| l.contains(named)),
-            "not reported: {named}\n{stdout}"
-        );
-    }
+    assert_each_reported(
+        &failed,
+        &[
+            "EnvoyFilter/enum: spec.configPatches[0].patch.operation: Input should be",
+            "EnvoyFilter/field: spec.configPatches[0].match.listenr: no such field in the schema",
+            "DestinationRule/type: spec.trafficPolicy.connectionPool.http.http2MaxRequests: Input should be a valid integer",
+            "PeerAuthentication/mode: spec.mtls.mode: Input should be",
+            "Gatway/kind: no Gatway in networking.istio.io/v1",
+        ],
+    );
     assert_eq!(failed.len(), 5, "one line per mistake:\n{stdout}");
     assert!(!stdout.contains("WasmPlugin/valid"), "{stdout}");
 }
@@ -298,19 +326,16 @@ spec: {clusterQueue: llm-serving}
 ";
     let (problems, checked) = kueue_check(mistakes);
     assert_eq!(checked, 6);
-    for named in [
-        "LocalQueue/old: kueue.x-k8s.io/v1beta1: Kueue's served version is kueue.x-k8s.io/v1beta2",
-        "ClusterQueue/enum: spec.queueingStrategy: unknown variant `BestEffortFIFOO`",
-        "ClusterQueue/renamed: spec.cohort: no such field in the schema",
-        "ClusterQueue/deep: spec.resourceGroups.0.flavors.0.resources.0.borrowingLimt: no such field",
-        "ClusterQueu/kind: no ClusterQueu in kueue.x-k8s.io/v1beta2",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.starts_with(named)),
-            "not reported: {named}\n{}",
-            problems.join("\n")
-        );
-    }
+    assert_each_reported(
+        &problems,
+        &[
+            "LocalQueue/old: kueue.x-k8s.io/v1beta1: Kueue's served version is kueue.x-k8s.io/v1beta2",
+            "ClusterQueue/enum: spec.queueingStrategy: unknown variant `BestEffortFIFOO`",
+            "ClusterQueue/renamed: spec.cohort: no such field in the schema",
+            "ClusterQueue/deep: spec.resourceGroups.0.flavors.0.resources.0.borrowingLimt: no such field",
+            "ClusterQueu/kind: no ClusterQueu in kueue.x-k8s.io/v1beta2",
+        ],
+    );
     assert_eq!(
         problems.len(),
         5,
@@ -328,23 +353,12 @@ fn the_renderer_names_an_unquoted_datetime() {
     let example = std::fs::read_to_string(paths.root.join("envoy/registry.example.toml"))
         .expect("example registry");
     let tenants = example.matches("[[tenants]]").count();
-    let registry = format!(
-        "{example}\n[[tenants]]\nid = \"dated\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
+    let extra = format!(
+        "[[tenants]]\nid = \"dated\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
          api_keys = [{{ id = \"d1\", sha256 = \"{}\", created_at = 2026-01-01T00:00:00Z }}]\n",
         "cd".repeat(32)
     );
-    let registry_path = dir.path().join("registry.toml");
-    std::fs::write(&registry_path, registry).expect("write registry");
-    let out = render_ecds(
-        &paths,
-        [
-            OsStr::new("--registry"),
-            registry_path.as_os_str(),
-            OsStr::new("--cache-secret-placeholder"),
-            OsStr::new("--out"),
-            dir.path().as_os_str(),
-        ],
-    );
+    let out = render_example_with(&paths, dir.path(), &extra);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "rendered: {stderr}");
     assert!(
@@ -363,27 +377,14 @@ fn the_renderer_names_an_unquoted_datetime() {
 fn the_module_gets_only_what_its_phases_read() {
     let paths = Paths::locate().expect("make build first");
     let dir = tempfile::tempdir().expect("temp dir");
-    let example = std::fs::read_to_string(paths.root.join("envoy/registry.example.toml"))
-        .expect("example registry");
-    let registry = format!(
-        "{example}\n[[tenants]]\nid = \"metered\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
+    let extra = format!(
+        "[[tenants]]\nid = \"metered\"\ntier = \"standard\"\nmodels = [\"*\"]\n\
          weight = 2.0\nlimits = {{ rpm = 10 }}\n\
          model_limits = {{ \"llama-3.1-8b-instruct\" = {{ tpm = 1000 }} }}\n\
          api_keys = [{{ id = \"m1\", sha256 = \"{}\", created_at = \"2026-01-01T00:00:00Z\" }}]\n",
         "ab".repeat(32)
     );
-    let registry_path = dir.path().join("registry.toml");
-    std::fs::write(&registry_path, registry).expect("write registry");
-    let out = render_ecds(
-        &paths,
-        [
-            OsStr::new("--registry"),
-            registry_path.as_os_str(),
-            OsStr::new("--cache-secret-placeholder"),
-            OsStr::new("--out"),
-            dir.path().as_os_str(),
-        ],
-    );
+    let out = render_example_with(&paths, dir.path(), &extra);
     let ecds = rendered(&out, &dir.path().join("llm-gateway.json"));
     let config = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"]
         .as_str()
