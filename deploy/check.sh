@@ -20,7 +20,8 @@
 #      kustomize), core kinds against the Kubernetes OpenAPI schemas
 #      (kubernetes-validate, from PyPI), custom kinds against the list this
 #      project uses, the Istio objects against Istio's typed models
-#      (tools/istio-models), and the Envoy config inside the Istio resources (the
+#      (tools/istio-models), the Kueue and Gateway API objects against their
+#      CRDs' types (tools/crd-check), and the Envoy config inside the Istio resources (the
 #      ratelimit cluster, the gateway module's filter and config) through
 #      envoy --mode validate with the built module
 #   7. bash -n / py_compile of the scripts
@@ -148,6 +149,13 @@ if "$root/tools/istio-models/install.sh"; then
   checks istio-kinds
 else
   skip "tools/istio-models/install.sh failed (root and debootstrap needed): Istio objects not schema-checked"
+fi
+# The Kueue and Gateway API objects against their CRDs' types (tools/crd-check,
+# built once outside the clone).
+if "$root/tools/crd-check/install.sh"; then
+  checks crd-kinds
+else
+  skip "tools/crd-check/install.sh failed: Kueue and Gateway API objects not schema-checked"
 fi
 # What Istio would paste into its Envoy, checked by Envoy itself.
 if [[ -x ${ENVOY:-$venv/bin/envoy} ]]; then

@@ -8,6 +8,7 @@
     checks.py kinds FILE...     every object's apiVersion/kind is one this project means to use
     checks.py istio-envoy ENVOY WASM_DIR  the Istio gateway's chain, built as istiod builds it, is the gateway module before the router and passes envoy --mode validate
     checks.py istio-kinds [FILE...]  every Istio object (default: those under deploy/k8s) fits Istio's own typed models (tools/istio-models)
+    checks.py crd-kinds [FILE...]    every Kueue and Gateway API object (default: those under deploy/k8s) fits its CRD's types (tools/crd-check)
 
 Each prints one `ok:` line per check, or `FAIL:` lines and exits 1.
 Needs Python 3.11+ and PyYAML.
@@ -433,6 +434,17 @@ def check_kinds(paths: list[str]) -> None:
 ISTIO_MODELS = ROOT / "tools/istio-models"
 
 
+def relay(run: subprocess.CompletedProcess, what: str) -> None:
+    """Passes on the report of a checker that speaks this script's `ok:` /
+    `FAIL:` lines; a failure without a FAIL line is its own failure."""
+    for line in run.stdout.splitlines():
+        if line.startswith("FAIL: "):
+            failures.append(line[len("FAIL: "):])
+        print(line)
+    if run.returncode != 0 and not failures:
+        fail(f"{what} exited {run.returncode}: {run.stderr.strip()}")
+
+
 def manifests() -> list[Path]:
     """Every Kubernetes manifest shipped under deploy/k8s, examples included."""
     return sorted(p for p in (DEPLOY / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
@@ -460,12 +472,20 @@ def check_istio_kinds(paths: list[str]) -> None:
         run = subprocess.run([*chroot, str(rootfs), "env", "-i", "PYTHONPATH=/opt/istio-models",
                               "python3", str(inside / "validate.py"), *args],
                              capture_output=True, text=True)
-    for line in run.stdout.splitlines():
-        if line.startswith("FAIL: "):
-            failures.append(line[len("FAIL: "):])
-        print(line)
-    if run.returncode != 0 and not failures:
-        fail(f"validate.py in {rootfs} exited {run.returncode}: {run.stderr.strip()}")
+    relay(run, f"validate.py in {rootfs}")
+
+
+def check_crd_kinds(paths: list[str]) -> None:
+    """Runs tools/crd-check (built by its install.sh) on the files."""
+    installer = str(ROOT / "tools/crd-check/install.sh")
+    binary = subprocess.run([installer, "--print-bin"], check=True, capture_output=True, text=True).stdout.strip()
+    if not Path(binary).exists():
+        fail(f"no {binary}: run tools/crd-check/install.sh (make crd-check)")
+        return
+    given = [Path(p).resolve() for p in paths] or manifests()
+    args = [f"{path}={rel(path) if path.is_relative_to(ROOT) else path}" for path in given]
+    run = subprocess.run([binary, *args], capture_output=True, text=True)
+    relay(run, binary)
 
 
 # ---------------------------------------------------------------- Istio EnvoyFilters
@@ -700,6 +720,9 @@ def main(argv: list[str]) -> int:
     try:
         if command == "istio-kinds":
             check_istio_kinds(rest)
+            return 1 if failures else 0
+        if command == "crd-kinds":
+            check_crd_kinds(rest)
             return 1 if failures else 0
         if command == "istio-envoy":
             check_istio_envoy(rest[0], Path(rest[1]))

@@ -64,6 +64,22 @@ fn render_example_with(paths: &Paths, dir: &Path, extra: &str) -> Output {
     )
 }
 
+/// Runs `checks.py COMMAND` on `manifests` (YAML), which it must refuse;
+/// its `FAIL:` lines.
+fn refused_manifests(command: &str, manifests: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("mistakes.yaml");
+    std::fs::write(&file, manifests).expect("write manifests");
+    let out = run_checks(&[command, file.to_str().expect("utf-8 path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "mistakes passed:\n{stdout}");
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL:"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Each of `expected` is part of one of the `reported` lines.
 fn assert_each_reported<S: AsRef<str>>(reported: &[S], expected: &[&str]) {
     let lines: Vec<&str> = reported.iter().map(AsRef::as_ref).collect();
@@ -130,8 +146,6 @@ fn the_istio_objects_fit_istios_own_schemas() {
 /// FAIL_RELOAD, which Istio only has from 1.27) passes.
 #[test]
 fn a_mistyped_istio_object_is_refused_naming_the_field() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("mistakes.yaml");
     let mistakes = "\
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
@@ -172,11 +186,7 @@ kind: WasmPlugin
 metadata: {name: valid, namespace: llm-gateway}
 spec: {url: oci://registry.example.com/llm-gateway:1, failStrategy: FAIL_RELOAD, phase: AUTHN}
 ";
-    std::fs::write(&file, mistakes).expect("write manifests");
-    let out = run_checks(&["istio-kinds", file.to_str().expect("utf-8 path")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "mistakes passed:\n{stdout}");
-    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL:")).collect();
+    let failed = refused_manifests("istio-kinds", mistakes);
     assert_each_reported(
         &failed,
         &[
@@ -187,108 +197,42 @@ spec: {url: oci://registry.example.com/llm-gateway:1, failStrategy: FAIL_RELOAD,
             "Gatway/kind: no Gatway in networking.istio.io/v1",
         ],
     );
-    assert_eq!(failed.len(), 5, "one line per mistake:\n{stdout}");
-    assert!(!stdout.contains("WasmPlugin/valid"), "{stdout}");
-}
-
-/// Problems of one object against its kind's type `T`, generated from the
-/// kind's CRD (kopium): a wrong type or enum is the deserialisation error,
-/// at its path; fields the type lacks are what serde ignored (they would be
-/// dropped silently, where an API server with strict field validation
-/// refuses them).
-fn typed_problems<T: serde::de::DeserializeOwned>(doc: serde_norway::Value) -> Vec<String> {
-    let mut unknown = Vec::new();
-    let mut note = |path: serde_ignored::Path| {
-        // `?` is serde_ignored's step into an Option: not a field.
-        let path = path.to_string().replace(".?", "");
-        // The root's apiVersion and kind picked `T` (see objects_of_group).
-        if path != "apiVersion" && path != "kind" {
-            unknown.push(format!("{path}: no such field in the schema"));
-        }
-    };
-    let parsed: Result<T, _> =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut note));
-    match parsed {
-        Ok(_) => unknown,
-        Err(e) => vec![format!("{}: {}", e.path(), e.inner())],
-    }
-}
-
-/// Every object of `text` (YAML documents) in API group `group`, through
-/// `check(apiVersion, kind, object)`; one line per problem, naming the
-/// object. Returns the problems and how many objects were checked.
-fn objects_of_group(
-    text: &str,
-    group: &str,
-    check: impl Fn(&str, &str, serde_norway::Value) -> Vec<String>,
-) -> (Vec<String>, usize) {
-    let (mut problems, mut checked) = (Vec::new(), 0);
-    for document in serde_norway::Deserializer::from_str(text) {
-        let doc: serde_norway::Value =
-            serde::Deserialize::deserialize(document).expect("YAML parses");
-        let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
-        if api_version.split('/').next() != Some(group) {
-            continue;
-        }
-        checked += 1;
-        let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let found = check(&api_version, &kind, doc);
-        problems.extend(found.into_iter().map(|p| format!("{kind}/{name}: {p}")));
-    }
-    (problems, checked)
-}
-
-/// The Kueue objects of `text` against Kueue's own v1beta2 types
-/// (`k8s-crds-kueue`).
-fn kueue_check(text: &str) -> (Vec<String>, usize) {
-    use k8s_crds_kueue::{
-        clusterqueues::ClusterQueue, localqueues::LocalQueue, resourceflavors::ResourceFlavor,
-    };
-    const SERVED: &str = "kueue.x-k8s.io/v1beta2";
-    objects_of_group(text, "kueue.x-k8s.io", |api_version, kind, doc| {
-        if api_version != SERVED {
-            return vec![format!("{api_version}: Kueue's served version is {SERVED}")];
-        }
-        match kind {
-            "ClusterQueue" => typed_problems::<ClusterQueue>(doc),
-            "LocalQueue" => typed_problems::<LocalQueue>(doc),
-            "ResourceFlavor" => typed_problems::<ResourceFlavor>(doc),
-            other => vec![format!(
-                "no {other} in {SERVED} (or not one this project uses)"
-            )],
-        }
-    })
-}
-
-/// The Kueue objects shipped fit Kueue's own types (v1beta2): every field,
-/// type and enum, as an API server with strict field validation would.
-#[test]
-fn the_kueue_objects_fit_kueues_own_types() {
-    let paths = Paths::locate().expect("make build first");
-    let file = paths.root.join("deploy/k8s/base/kueue.yaml");
-    let text = std::fs::read_to_string(&file).expect("kueue.yaml");
-    let (problems, checked) = kueue_check(&text);
-    assert!(
-        problems.is_empty(),
-        "{}:\n{}",
-        file.display(),
-        problems.join("\n")
-    );
     assert_eq!(
-        checked, 3,
-        "a ResourceFlavor, a ClusterQueue and a LocalQueue"
+        failed.len(),
+        5,
+        "one line per mistake:\n{}",
+        failed.join("\n")
+    );
+    assert!(
+        !failed.iter().any(|l| l.contains("WasmPlugin/valid")),
+        "{}",
+        failed.join("\n")
     );
 }
 
-/// The Kueue check can fail, and says where: the v1beta1 version Kueue
-/// deprecated, a wrong enum, a field v1beta2 renamed, a misspelt field deep
-/// in a quota, and a kind Kueue lacks are each named.
+/// Every Kueue and Gateway API object shipped, checked against its kind's
+/// own type (generated from Kueue's v1beta2 and Gateway API's v1 CRDs, run by
+/// `tools/crd-check`): fields, types and enums.
 #[test]
-fn a_mistyped_kueue_object_is_refused_naming_the_field() {
+fn the_kueue_and_gateway_api_objects_fit_their_crds() {
+    let out = checks(&["crd-kinds"]);
+    for kinds in [
+        "1 ClusterQueue",
+        "1 Gateway",
+        "1 HTTPRoute",
+        "1 LocalQueue",
+        "1 ResourceFlavor",
+    ] {
+        assert!(out.contains(kinds), "{kinds} not checked:\n{out}");
+    }
+}
+
+/// The CRD check can fail, and says where: a version the cluster does not
+/// serve (Kueue's deprecated v1beta1), a wrong enum, a field v1beta2 renamed,
+/// a misspelt field deep in a quota or a route, a wrong type, and a kind the
+/// group lacks are each named; the valid objects pass.
+#[test]
+fn a_mistyped_kueue_or_gateway_api_object_is_refused_naming_the_field() {
     let mistakes = "\
 apiVersion: kueue.x-k8s.io/v1beta1
 kind: LocalQueue
@@ -323,24 +267,46 @@ apiVersion: kueue.x-k8s.io/v1beta2
 kind: LocalQueue
 metadata: {name: valid, namespace: llm-gateway}
 spec: {clusterQueue: llm-serving}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: type, namespace: llm-gateway}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: eighty, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: field, namespace: llm-gateway}
+spec:
+  parentRefs: [{name: llm-gateway}]
+  rules: [{backendRefs: [{name: vllm-latency-lb, prot: 8000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: llm-gateway}
+spec:
+  parentRefs: [{name: llm-gateway}]
+  rules: [{backendRefs: [{name: vllm-latency-lb, port: 8000}]}]
 ";
-    let (problems, checked) = kueue_check(mistakes);
-    assert_eq!(checked, 6);
+    let failed = refused_manifests("crd-kinds", mistakes);
     assert_each_reported(
-        &problems,
+        &failed,
         &[
-            "LocalQueue/old: kueue.x-k8s.io/v1beta1: Kueue's served version is kueue.x-k8s.io/v1beta2",
+            "LocalQueue/old: kueue.x-k8s.io/v1beta1: the version served is kueue.x-k8s.io/v1beta2",
             "ClusterQueue/enum: spec.queueingStrategy: unknown variant `BestEffortFIFOO`",
             "ClusterQueue/renamed: spec.cohort: no such field in the schema",
-            "ClusterQueue/deep: spec.resourceGroups.0.flavors.0.resources.0.borrowingLimt: no such field",
+            "ClusterQueue/deep: spec.resourceGroups[0].flavors[0].resources[0].borrowingLimt: no such field",
             "ClusterQueu/kind: no ClusterQueu in kueue.x-k8s.io/v1beta2",
+            "Gateway/type: spec.listeners[0].port: invalid type",
+            "HTTPRoute/field: spec.rules[0].backendRefs[0].prot: no such field",
         ],
     );
     assert_eq!(
-        problems.len(),
-        5,
-        "one per mistake:\n{}",
-        problems.join("\n")
+        failed.len(),
+        7,
+        "one line per mistake:\n{}",
+        failed.join("\n")
     );
 }
 

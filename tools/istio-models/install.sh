@@ -25,7 +25,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 suite=forky
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 key="$( { cat "${BASH_SOURCE[0]}" "$here/requirements.txt"; echo "$suite $mirror"; } | sha256sum | cut -c1-12)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/llm-gateway"
+# shellcheck source=../cached.sh
+. "$here/../cached.sh"
 root="$cache/istio-models-$key"
 stamp="$root/.llm-gateway-install-ok"
 
@@ -33,12 +34,7 @@ if [ "${1:-}" = "--print-root" ]; then
   echo "$root"
   exit 0
 fi
-[ -f "$stamp" ] && exit 0
-
-mkdir -p "$cache"
-exec 9>"$root.lock"
-if command -v flock >/dev/null 2>&1; then flock 9; fi
-[ -f "$stamp" ] && exit 0
+install_once "$root" "$stamp"
 
 log() { echo "istio-models: $*" >&2; }
 command -v debootstrap >/dev/null || { log "debootstrap is not installed (make setup)"; exit 1; }

