@@ -56,19 +56,23 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 build() {
   docker build -q "$@" >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
 }
+# shellcheck source=../../tools/rootfs.sh
+. "$root/tools/rootfs.sh"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'unmount_below "$work"; rm -rf --one-file-system "$work"' EXIT
 
 if ! have "$debian"; then
   echo "local-bases: debootstrap $suite -> $debian" >&2
+  status=0
   debootstrap --variant=minbase --include=ca-certificates,python3 \
-    "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
-    || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+    "$suite" "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 || status=$?
+  unmount_below "$work"
+  [ "$status" = 0 ] || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
   rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"*
   tar -C "$work/rootfs" -c . | docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'CMD ["/bin/bash"]' - "$debian" >/dev/null
-  rm -rf "$work/rootfs"
+  rm -rf --one-file-system "$work/rootfs"
 fi
 
 if ! have "$envoy"; then

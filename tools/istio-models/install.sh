@@ -38,14 +38,8 @@ install_once "$root" "$stamp"
 
 log() { echo "istio-models: $*" >&2; }
 command -v debootstrap >/dev/null || { log "debootstrap is not installed (make setup)"; exit 1; }
-# debootstrap mounts the host's /proc (and may mount /sys) inside the root
-# while it installs; an interrupted run can leave them mounted, and a seen
-# run left /proc mounted. Unmount whatever is below the root, deepest first,
-# before anything deletes it: rm -rf must never walk into a host filesystem.
-unmount_below() {
-  awk -v root="$1/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r \
-    | while read -r mount; do umount -l "$mount"; done
-}
+# shellcheck source=../rootfs.sh
+. "$here/../rootfs.sh"
 start=$(date +%s)
 unmount_below "$root"
 rm -rf --one-file-system "$root"
