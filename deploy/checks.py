@@ -458,7 +458,7 @@ def check_istio_kinds(paths: list[str]) -> None:
                                capture_output=True, text=True).stdout.strip())
     rootfs = root / "rootfs"
     if not (root / ".llm-gateway-install-ok").exists():
-        fail(f"no Istio models at {root}: run tools/istio-models/install.sh (make setup does)")
+        fail(f"no Istio models at {root}: run tools/istio-models/install.sh (make istio-models does)")
         return
     given = [Path(p).resolve() for p in paths] or manifests()
     with tempfile.TemporaryDirectory(dir=rootfs / "tmp") as tmp:

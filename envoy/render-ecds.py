@@ -14,7 +14,7 @@ requests in flight finish on the old configuration.
 Only the Python standard library is needed (tomllib needs Python 3.11+), so
 the script runs in a stock `python:3` container (see deploy/docker-compose.yml).
 Where `tomli` is installed it parses the registry instead: the same parser
-as the standard library's tomllib, compiled (mypyc), about 2.5 times faster
+as the standard library's tomllib, compiled (mypyc), about 1.8 times faster
 on a registry of 100,000 tenants (bench/README.md, "render-ecds.py").
 
     render-ecds.py --registry registry.toml --cache-secret-file secret --out /etc/gateway/ecds
