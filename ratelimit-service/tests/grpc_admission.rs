@@ -4,10 +4,13 @@ mod common;
 
 use std::time::Duration;
 
+use admission_proto::v1::admit_stream_request::Kind;
 use admission_proto::v1::{
-    AdmitRequest, CompleteBatchRequest, CompleteRequest, Outcome, Phase, RejectReason, RenewRequest,
+    AdmitCancel, AdmitRequest, AdmitStreamRequest, CompleteBatchRequest, CompleteRequest, Outcome,
+    Phase, RejectReason, RenewRequest,
 };
 use common::*;
+use tokio_stream::wrappers::ReceiverStream;
 use test_support::poll::eventually_async as eventually;
 
 fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
@@ -489,4 +492,134 @@ async fn windows_declared_in_the_registry_are_enforced_and_named() {
     let huge = admit(&mut c, "w", "m", 400, 200).await;
     assert_eq!(reason(&huge), RejectReason::RequestTooLarge);
     assert!(huge.message.contains("per hour"), "{}", huge.message);
+}
+
+/// An admission message on a stream.
+fn on_stream(id: u64, request: AdmitRequest, timeout_ms: u32) -> AdmitStreamRequest {
+    AdmitStreamRequest {
+        id,
+        kind: Some(Kind::Admit(request)),
+        timeout_ms,
+    }
+}
+
+fn cancel(id: u64) -> AdmitStreamRequest {
+    AdmitStreamRequest {
+        id,
+        kind: Some(Kind::Cancel(AdmitCancel {})),
+        timeout_ms: 0,
+    }
+}
+
+#[tokio::test]
+async fn admissions_on_a_stream_are_answered_by_id_in_any_order() {
+    let gate = TestGate::new(GateMode::Admit);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    let (ask, asked) = tokio::sync::mpsc::channel(8);
+    let mut answers = c
+        .admit_stream(ReceiverStream::new(asked))
+        .await
+        .unwrap()
+        .into_inner();
+    ask.send(on_stream(41, admit_req("a", "m", 100, 100), 5_000))
+        .await
+        .unwrap();
+    ask.send(on_stream(42, admit_req("a", "m", 10, 10), 0))
+        .await
+        .unwrap();
+    // Neither admit nor cancel: refused by status, the stream goes on.
+    ask.send(AdmitStreamRequest {
+        id: 43,
+        kind: None,
+        timeout_ms: 0,
+    })
+    .await
+    .unwrap();
+    let mut by_id = std::collections::HashMap::new();
+    for _ in 0..3 {
+        let answer = answers.message().await.unwrap().expect("an answer");
+        by_id.insert(answer.id, answer);
+    }
+    let leases: Vec<String> = [41, 42]
+        .iter()
+        .map(|id| {
+            let answer = &by_id[id];
+            assert_eq!(answer.status_code, 0, "{answer:?}");
+            let response = answer.response.clone().expect("a decision");
+            assert!(admitted(&response), "{response:?}");
+            response.lease_id
+        })
+        .collect();
+    assert_ne!(leases[0], leases[1]);
+    assert_eq!(by_id[&43].status_code, tonic::Code::InvalidArgument as u32);
+    assert!(by_id[&43].response.is_none());
+    assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The leases settle like a call's.
+    for lease in &leases {
+        complete(&mut c, lease, 10, 10, 0).await;
+    }
+    assert_eq!(gate.settled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(in_flight(&h, "a").await, 0);
+}
+
+#[tokio::test]
+async fn a_cancel_or_the_streams_end_leaves_the_queue_and_refunds() {
+    let gate = TestGate::new(GateMode::Block);
+    let h = start(&[], gate.factory()).await;
+    let mut c = h.client().await;
+    let (ask, asked) = tokio::sync::mpsc::channel(8);
+    let mut answers = c
+        .admit_stream(ReceiverStream::new(asked))
+        .await
+        .unwrap()
+        .into_inner();
+    // Tenant `b`: 100 concurrent; the pool's queue holds each up to 2 s.
+    let started = std::time::Instant::now();
+    ask.send(on_stream(1, admit_req("b", "other", 1, 1), 400))
+        .await
+        .unwrap();
+    for id in [2, 3] {
+        ask.send(on_stream(id, admit_req("b", "other", 1, 1), 60_000))
+            .await
+            .unwrap();
+    }
+    let waiting = gate.waiting.clone();
+    let queued = |n: usize| {
+        let waiting = waiting.clone();
+        move || {
+            let waiting = waiting.clone();
+            async move { waiting.load(std::sync::atomic::Ordering::SeqCst) == n }
+        }
+    };
+    assert!(eventually(Duration::from_secs(2), queued(3)).await);
+    ask.send(cancel(2)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), queued(2)).await,
+        "the cancelled admission is still queued"
+    );
+    // The first one's own deadline: answered before it, by id.
+    let answer = answers.message().await.unwrap().expect("an answer");
+    assert_eq!(answer.id, 1);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    assert_eq!(
+        reason(answer.response.as_ref().expect("a decision")),
+        RejectReason::QueueTimeout
+    );
+    assert!(eventually(Duration::from_secs(2), || async { in_flight(&h, "b").await == 1 }).await);
+    // The caller goes away: the stream's last admission leaves too.
+    drop(answers);
+    drop(ask);
+    assert!(
+        eventually(Duration::from_secs(2), queued(0)).await,
+        "the server kept waiting for a stream that is gone"
+    );
+    assert!(eventually(Duration::from_secs(2), || async { in_flight(&h, "b").await == 0 }).await);
+    // RPM was refunded for all three (rpm 1000; a queue timeout refunds
+    // too): the next call sees only its own reservation.
+    let mut req = tonic::Request::new(admit_req("b", "other", 1, 1));
+    req.set_timeout(Duration::from_millis(200));
+    let r = c.admit(req).await.unwrap().into_inner();
+    assert_eq!(reason(&r), RejectReason::QueueTimeout);
+    assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(999));
 }

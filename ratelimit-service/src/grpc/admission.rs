@@ -1,16 +1,17 @@
 //! `llmgateway.admission.v1.Admission` over the [`Limiter`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use admission_proto::v1::{
-    self as pb, AdmitRequest, AdmitResponse, CompleteBatchRequest, CompleteRequest,
+    self as pb, AdmitRequest, AdmitResponse, AdmitStreamRequest, CompleteBatchRequest, CompleteRequest,
     CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit, RenewRequest,
     RenewResponse, admission_server::Admission,
 };
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::admit_stream::{self, AnswerStream};
 use super::{caller_deadline, unavailable};
 use crate::audit::{AuditRecord, Entry};
 use crate::clock::now_ms;
@@ -23,6 +24,7 @@ use crate::metrics::PhaseLabel;
 use crate::pool::models::PoolModels;
 use crate::telemetry;
 
+#[derive(Clone)]
 pub struct AdmissionService {
     limiter: Limiter,
     pool_models: PoolModels,
@@ -255,14 +257,16 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-#[tonic::async_trait]
-impl Admission for AdmissionService {
-    async fn admit(
+impl AdmissionService {
+    /// One admission, asked by an Admit call or by a message on an
+    /// `AdmitStream`: the answer, or the status the call would end with.
+    /// The caller stops waiting at `deadline`; dropping the future leaves
+    /// the queue and refunds.
+    pub(super) async fn decide(
         &self,
-        request: Request<AdmitRequest>,
-    ) -> Result<Response<AdmitResponse>, Status> {
-        let deadline = caller_deadline(request.metadata());
-        let r = request.into_inner();
+        r: AdmitRequest,
+        deadline: Option<Instant>,
+    ) -> Result<AdmitResponse, Status> {
         if r.tenant.is_empty() {
             return Err(Status::invalid_argument("tenant is required"));
         }
@@ -346,7 +350,32 @@ impl Admission for AdmissionService {
                 }
             }
         };
-        Ok(Response::new(response))
+        Ok(response)
+    }
+}
+
+#[tonic::async_trait]
+impl Admission for AdmissionService {
+    async fn admit(
+        &self,
+        request: Request<AdmitRequest>,
+    ) -> Result<Response<AdmitResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        self.decide(request.into_inner(), deadline)
+            .await
+            .map(Response::new)
+    }
+
+    type AdmitStreamStream = AnswerStream;
+
+    async fn admit_stream(
+        &self,
+        request: Request<Streaming<AdmitStreamRequest>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        Ok(Response::new(admit_stream::serve(
+            self.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn complete(

@@ -1,6 +1,7 @@
 //! The gRPC port: the Admission API and Envoy's RateLimitService, side by side.
 
 pub mod admission;
+pub mod admit_stream;
 pub mod rls;
 
 use std::time::{Duration, Instant};
@@ -20,10 +21,15 @@ pub fn unavailable(e: impl std::fmt::Display) -> Status {
 /// When the caller stops waiting, from the `grpc-timeout` header, less a
 /// margin so the answer (e.g. QUEUE_TIMEOUT) still arrives in time.
 pub fn caller_deadline(metadata: &MetadataMap) -> Option<Instant> {
-    const MARGIN: Duration = Duration::from_millis(50);
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let timeout = parse_grpc_timeout(raw)?;
-    Some(Instant::now() + timeout.saturating_sub(MARGIN))
+    Some(deadline_in(parse_grpc_timeout(raw)?))
+}
+
+/// When a caller that waits `timeout` from now stops waiting, less a margin
+/// so the answer (e.g. QUEUE_TIMEOUT) still arrives in time.
+pub fn deadline_in(timeout: Duration) -> Instant {
+    const MARGIN: Duration = Duration::from_millis(50);
+    Instant::now() + timeout.saturating_sub(MARGIN)
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).

@@ -1,0 +1,156 @@
+//! `AdmitStream`: one Envoy worker's Admit calls as messages on one
+//! long-lived stream. Each admission is decided on a task of its own (it
+//! may wait in a pool's fair queue) and answered as soon as it is decided,
+//! in any order, carrying its id back. A cancel aborts that admission's
+//! task; the stream's reset aborts them all. Aborting drops the decision
+//! future exactly where tonic drops a cancelled Admit call's, so a queued
+//! admission leaves its queue and refunds the same way.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use admission_proto::v1::admit_stream_request::Kind;
+use admission_proto::v1::{AdmitStreamRequest, AdmitStreamResponse};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::admission::AdmissionService;
+use super::deadline_in;
+
+/// Admissions one stream may have waiting at once. An Envoy worker holds
+/// one per request it is admitting, far fewer than this; past it an
+/// admission is refused (RESOURCE_EXHAUSTED) rather than held in memory.
+pub const MAX_WAITING: usize = 65_536;
+
+/// Answers decided but not yet taken by the stream's writer: past this the
+/// stream stops reading new admissions until the caller reads.
+const ANSWERS_BUFFERED: usize = 1024;
+
+pub type AnswerStream = Pin<Box<dyn Stream<Item = Result<AdmitStreamResponse, Status>> + Send>>;
+
+/// Serves one stream: the answers, as a stream the caller reads.
+pub fn serve(service: AdmissionService, inbound: Streaming<AdmitStreamRequest>) -> AnswerStream {
+    let (answers, rx) = mpsc::channel(ANSWERS_BUFFERED);
+    tokio::spawn(drive(service, inbound, answers));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// An admission's answer on the stream.
+type Answer = (u64, AdmitStreamResponse);
+
+async fn drive(
+    service: AdmissionService,
+    mut inbound: Streaming<AdmitStreamRequest>,
+    answers: mpsc::Sender<Result<AdmitStreamResponse, Status>>,
+) {
+    let mut deciding: JoinSet<Answer> = JoinSet::new();
+    let mut waiting: HashMap<u64, AbortHandle> = HashMap::new();
+    // The caller's half-close: it asks nothing more but still reads the
+    // answers of what it asked.
+    let mut asked_all = false;
+    loop {
+        if asked_all && deciding.is_empty() {
+            break;
+        }
+        let answer = tokio::select! {
+            message = inbound.message(), if !asked_all => match message {
+                Ok(Some(message)) => on_message(&service, message, &mut deciding, &mut waiting),
+                Ok(None) => {
+                    asked_all = true;
+                    None
+                }
+                // Reset or broken: nobody is left to answer.
+                Err(status) => {
+                    tracing::debug!(%status, "admit stream ended");
+                    break;
+                }
+            },
+            Some(joined) = deciding.join_next() => match joined {
+                Ok((id, answer)) => {
+                    waiting.remove(&id);
+                    Some(answer)
+                }
+                // Aborted by its cancel: nothing to answer.
+                Err(_) => None,
+            },
+            () = answers.closed() => break,
+        };
+        if let Some(answer) = answer
+            && answers.send(Ok(answer)).await.is_err()
+        {
+            break;
+        }
+    }
+    // Dropping `deciding` aborts every admission still waiting, as the
+    // caller's cancel of each would.
+}
+
+/// Starts or cancels one admission; an answer to send at once when the
+/// message is refused.
+fn on_message(
+    service: &AdmissionService,
+    message: AdmitStreamRequest,
+    deciding: &mut JoinSet<Answer>,
+    waiting: &mut HashMap<u64, AbortHandle>,
+) -> Option<AdmitStreamResponse> {
+    let id = message.id;
+    match message.kind {
+        Some(Kind::Admit(request)) => {
+            if waiting.contains_key(&id) {
+                return Some(refusal(
+                    id,
+                    Status::invalid_argument("admission id is already waiting on this stream"),
+                ));
+            }
+            if waiting.len() >= MAX_WAITING {
+                return Some(refusal(
+                    id,
+                    Status::resource_exhausted(format!(
+                        "more than {MAX_WAITING} admissions waiting on one stream"
+                    )),
+                ));
+            }
+            let deadline = (message.timeout_ms > 0)
+                .then(|| deadline_in(Duration::from_millis(u64::from(message.timeout_ms))));
+            let service = service.clone();
+            let task = deciding.spawn(async move {
+                let answer = match service.decide(request, deadline).await {
+                    Ok(response) => AdmitStreamResponse {
+                        id,
+                        response: Some(response),
+                        ..AdmitStreamResponse::default()
+                    },
+                    Err(status) => refusal(id, status),
+                };
+                (id, answer)
+            });
+            waiting.insert(id, task);
+            None
+        }
+        Some(Kind::Cancel(_)) => {
+            // Already answered: the caller settles what it was given.
+            if let Some(task) = waiting.remove(&id) {
+                task.abort();
+            }
+            None
+        }
+        None => Some(refusal(
+            id,
+            Status::invalid_argument("an admission message carries admit or cancel"),
+        )),
+    }
+}
+
+/// The status an Admit call would have ended with, as a message.
+fn refusal(id: u64, status: Status) -> AdmitStreamResponse {
+    AdmitStreamResponse {
+        id,
+        status_code: status.code() as u32,
+        status_message: status.message().to_owned(),
+        response: None,
+    }
+}
