@@ -10,8 +10,8 @@ use admission_proto::v1::{
     Phase, RejectReason, RenewRequest,
 };
 use common::*;
-use tokio_stream::wrappers::ReceiverStream;
 use test_support::poll::eventually_async as eventually;
+use tokio_stream::wrappers::ReceiverStream;
 
 fn reason(r: &admission_proto::v1::AdmitResponse) -> RejectReason {
     RejectReason::try_from(r.reason).unwrap()
@@ -606,7 +606,12 @@ async fn a_cancel_or_the_streams_end_leaves_the_queue_and_refunds() {
         reason(answer.response.as_ref().expect("a decision")),
         RejectReason::QueueTimeout
     );
-    assert!(eventually(Duration::from_secs(2), || async { in_flight(&h, "b").await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            in_flight(&h, "b").await == 1
+        })
+        .await
+    );
     // The caller goes away: the stream's last admission leaves too.
     drop(answers);
     drop(ask);
@@ -614,7 +619,12 @@ async fn a_cancel_or_the_streams_end_leaves_the_queue_and_refunds() {
         eventually(Duration::from_secs(2), queued(0)).await,
         "the server kept waiting for a stream that is gone"
     );
-    assert!(eventually(Duration::from_secs(2), || async { in_flight(&h, "b").await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            in_flight(&h, "b").await == 0
+        })
+        .await
+    );
     // RPM was refunded for all three (rpm 1000; a queue timeout refunds
     // too): the next call sees only its own reservation.
     let mut req = tonic::Request::new(admit_req("b", "other", 1, 1));

@@ -19,6 +19,7 @@
         clippy::indexing_slicing
     )
 )]
+mod admit_channel;
 mod audit;
 mod config;
 mod one_call;
@@ -31,6 +32,7 @@ mod usage;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
 
+pub use admit_channel::AdmitChannel;
 pub use audit::{AuditCapture, digest_bytes};
 pub use config::{AdmissionConfig, AdmissionSettings, CompiledConfig, ConfigError, FilterPhase};
 pub use one_call::{BodyWaiters, body_fits_one_call};

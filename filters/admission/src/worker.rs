@@ -8,17 +8,24 @@
 //! report is exactly what must outlive the stream. Reports are buffered and
 //! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
 //!
+//! Admissions ride the root's `AdmitStream` as messages when it is open
+//! ([`AdmitChannel`]); the root hands each answer to the request it names
+//! ([`Delivery`]), fails them all when the stream ends, and fails those
+//! past their deadline on its tick. Without the stream a request is
+//! admitted by a unary Admit call of its own, as before.
+//!
 //! Every host call goes through `filter_common::host` (fallible, headers as
 //! bytes): nothing a client or the pool sends can reach an unwrap inside
 //! the VM.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use admission_proto::v1::admit_stream_request::Kind;
 use admission_proto::v1::{
-    AdmitRequest, AdmitResponse, CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo,
-    RenewRequest,
+    AdmitCancel, AdmitRequest, AdmitResponse, AdmitStreamRequest, AdmitStreamResponse,
+    CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo, RenewRequest,
 };
 use filter_common::headers;
 use filter_common::host::{self, send_error};
@@ -27,11 +34,15 @@ use prost::Message;
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::{
-    Admission, AuditCapture, BodyWaiters, CompiledConfig, FilterPhase, ReportBuffer, RequestFacts,
-    UsageTracker, admit_request, digest_bytes, open_request, rate_limit_headers, unavailable,
+    Admission, AdmitChannel, AuditCapture, BodyWaiters, CompiledConfig, FilterPhase, ReportBuffer,
+    RequestFacts, UsageTracker, admit_request, digest_bytes, open_request, rate_limit_headers,
+    unavailable,
 };
 
 const SERVICE: &str = "llmgateway.admission.v1.Admission";
+
+/// gRPC's DEADLINE_EXCEEDED, for an admission its request stopped waiting for.
+const DEADLINE_EXCEEDED: u32 = 4;
 
 /// Envoy counters (in its `/stats` and Prometheus output) of requests that
 /// passed unmetered or were refused because ratelimit-service did not answer.
@@ -65,6 +76,29 @@ pub struct Shared {
     reports: RefCell<ReportBuffer<CompleteRequest>>,
     /// Requests waiting for their body to be admitted in one call.
     pub waiters: RefCell<BodyWaiters>,
+    /// Admissions waiting on the worker's `AdmitStream`.
+    channel: RefCell<AdmitChannel>,
+}
+
+/// An answer on the admission stream, for the request it names: the root
+/// hands it over with that request's context made the effective one
+/// ([`AdmissionStream::on_stream_answer`]).
+#[derive(Debug)]
+pub struct Delivery {
+    pub context: u32,
+    pub id: u64,
+    pub answer: StreamAnswer,
+}
+
+#[derive(Debug)]
+pub enum StreamAnswer {
+    Decided(AdmitResponse),
+    /// The service could not decide, the stream ended, or the request's
+    /// deadline passed: a gRPC status code, as the call would have ended.
+    Failed {
+        status: u32,
+        why: String,
+    },
 }
 
 impl Shared {
@@ -77,8 +111,188 @@ impl Shared {
             leases: RefCell::new(HashSet::new()),
             reports: RefCell::new(ReportBuffer::default()),
             waiters: RefCell::new(BodyWaiters::new(config.one_call_max_waiting_per_tenant)),
+            channel: RefCell::new(AdmitChannel::default()),
             config,
         })
+    }
+
+    /// Opens the worker's admission stream unless one is open. Call from a
+    /// root callback only: the SDK gives a stream's messages to the context
+    /// that was active when it opened, and the stream must outlive every
+    /// request.
+    pub fn open_stream(&self) {
+        if self.channel.borrow().stream().is_some() {
+            return;
+        }
+        match host::open_grpc_stream(&self.config.cluster, SERVICE, "AdmitStream") {
+            Ok(token) => self.channel.borrow_mut().opened(token),
+            Err(e) => log::warn!("admission: no admission stream ({e}); admitting by call"),
+        }
+    }
+
+    /// Closes the admission stream (Envoy is done with this root).
+    pub fn close_stream(&self) {
+        if let Some(token) = self.channel.borrow().stream() {
+            let _ = host::close_grpc_stream(token);
+        }
+    }
+
+    /// Sends the admission `request` of the request `context` on the stream:
+    /// its id, or `None` when it must go by call instead.
+    fn ask_on_stream(
+        &self,
+        context: u32,
+        request: &AdmitRequest,
+        timeout: Duration,
+    ) -> Option<u64> {
+        let now = host::now_or_epoch();
+        let (id, token) = self.channel.borrow_mut().ask(context, now, timeout)?;
+        let message = AdmitStreamRequest {
+            id,
+            kind: Some(Kind::Admit(request.clone())),
+            timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+        };
+        if let Err(e) = self.send_on_stream(context, token, &message.encode_to_vec()) {
+            // The stream ended under us; its end reaches the root.
+            log::warn!("admission: admission stream: {e}; admitting by call");
+            self.channel.borrow_mut().forget(id);
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The request `context` stopped waiting for admission `id`: the
+    /// service is told to leave the queue and refund.
+    fn cancel_on_stream(&self, context: u32, id: u64) {
+        let token = {
+            let mut channel = self.channel.borrow_mut();
+            if !channel.forget(id) {
+                return;
+            }
+            channel.stream()
+        };
+        if let Some(token) = token {
+            self.send_cancel(context, token, id);
+        }
+    }
+
+    fn send_cancel(&self, current: u32, token: u32, id: u64) {
+        let message = AdmitStreamRequest {
+            id,
+            kind: Some(Kind::Cancel(AdmitCancel {})),
+            timeout_ms: 0,
+        };
+        if let Err(e) = self.send_on_stream(current, token, &message.encode_to_vec()) {
+            log::warn!("admission: cancel not sent: {e}");
+        }
+    }
+
+    /// Sends `message` on the stream as the root, which owns it; `current`
+    /// is the calling context, restored afterwards.
+    fn send_on_stream(&self, current: u32, token: u32, message: &[u8]) -> host::HostResult<()> {
+        host::set_effective_context(self.root_id)?;
+        let sent = host::send_grpc_stream(token, message);
+        let _ = host::set_effective_context(current);
+        sent
+    }
+
+    /// A message on the admission stream `token` (root callback): the
+    /// answer for the request waiting for it. An admission nobody waits for
+    /// any more (the request left, or timed out) frees its lease now.
+    pub fn on_stream_message(&self, token: u32, size: usize) -> Option<Delivery> {
+        if self.channel.borrow().stream() != Some(token) {
+            return None;
+        }
+        let body = match host::buffer(BufferType::GrpcReceiveBuffer, 0, size) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(e) => {
+                log::warn!("admission: admission stream: {e}");
+                return None;
+            }
+        };
+        let Ok(message) = AdmitStreamResponse::decode(body.as_slice()) else {
+            log::warn!("admission: an admission stream message does not decode");
+            return None;
+        };
+        let answer = match message.response {
+            Some(response) if message.status_code == 0 => StreamAnswer::Decided(response),
+            _ => StreamAnswer::Failed {
+                status: message.status_code,
+                why: message.status_message,
+            },
+        };
+        let Some(context) = self.channel.borrow_mut().answered(message.id) else {
+            self.release_unclaimed(answer);
+            return None;
+        };
+        Some(Delivery {
+            context,
+            id: message.id,
+            answer,
+        })
+    }
+
+    /// An admission answered after its request left: its lease is
+    /// released, nothing went upstream.
+    pub fn release_unclaimed(&self, answer: StreamAnswer) {
+        let StreamAnswer::Decided(response) = answer else {
+            return;
+        };
+        if let Admission::Admitted { lease_id, .. } = Admission::from_response(response) {
+            self.report(
+                self.root_id,
+                CompleteRequest {
+                    lease_id,
+                    outcome: Outcome::Released as i32,
+                    ..CompleteRequest::default()
+                },
+            );
+        }
+    }
+
+    /// The admission stream `token` ended (root callback): every request
+    /// waiting on it fails as its call would have. The root's next tick
+    /// opens another.
+    pub fn on_stream_close(&self, token: u32, status: u32) -> Vec<Delivery> {
+        let lost = self.channel.borrow_mut().ended(token);
+        if !lost.is_empty() {
+            log::warn!(
+                "admission: admission stream ended (gRPC status {status}) with {} admissions waiting",
+                lost.len()
+            );
+        }
+        lost.into_iter()
+            .map(|(id, context)| Delivery {
+                context,
+                id,
+                answer: StreamAnswer::Failed {
+                    status,
+                    why: "the admission stream ended".into(),
+                },
+            })
+            .collect()
+    }
+
+    /// Admissions past their deadline (root tick): each request fails as a
+    /// timed-out call would, and the service is told to stop queueing it.
+    pub fn expire_admissions(&self) -> Vec<Delivery> {
+        let late = self.channel.borrow_mut().expired(host::now_or_epoch());
+        let token = self.channel.borrow().stream();
+        late.into_iter()
+            .map(|(id, context)| {
+                if let Some(token) = token {
+                    self.send_cancel(self.root_id, token, id);
+                }
+                Delivery {
+                    context,
+                    id,
+                    answer: StreamAnswer::Failed {
+                        status: DEADLINE_EXCEEDED,
+                        why: "no answer before the deadline".into(),
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Buffers a report; sends the buffer now if that filled it.
@@ -218,6 +432,15 @@ fn set_request_header(name: &str, value: Option<&str>) {
     }
 }
 
+/// How an admission was asked, until answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// A unary Admit call, by its token.
+    Call(u32),
+    /// A message on the worker's admission stream, by its id.
+    Message(u64),
+}
+
 /// One phase's Admit lease on a stream, from the call to the report.
 pub struct AdmissionStream {
     /// The stream's context id (reports are sent from the root, then back).
@@ -225,7 +448,7 @@ pub struct AdmissionStream {
     phase: FilterPhase,
     shared: Option<Rc<Shared>>,
     tier: String,
-    admit_token: Option<u32>,
+    asked: Option<Asked>,
     lease: Option<String>,
     rate_limit: Option<RateLimitInfo>,
     usage: Option<UsageTracker>,
@@ -254,7 +477,7 @@ impl AdmissionStream {
             phase,
             shared,
             tier: String::new(),
-            admit_token: None,
+            asked: None,
             lease: None,
             rate_limit: None,
             usage: None,
@@ -278,7 +501,7 @@ impl AdmissionStream {
     /// module turns its RESERVE lease into a FULL one when no OPEN was
     /// sent: the request is admitted in one call).
     pub fn set_phase(&mut self, phase: FilterPhase) {
-        if self.admit_token.is_none() && self.lease.is_none() {
+        if self.asked.is_none() && self.lease.is_none() {
             self.phase = phase;
         }
     }
@@ -302,30 +525,45 @@ impl AdmissionStream {
         Some(self.send(&shared, facts, &request))
     }
 
-    fn send(&mut self, shared: &Shared, facts: &RequestFacts, request: &AdmitRequest) -> Action {
-        self.tier = facts.tier.as_deref().unwrap_or_default().to_owned();
-        self.credential = facts.credential.clone().unwrap_or_default();
-        self.request_sha256 = facts.request_sha256.clone();
-        self.traceparent = facts.traceparent();
+    /// Asks on the worker's admission stream when it is open, else by a
+    /// unary call: `Pause` while asked.
+    fn ask(&mut self, shared: &Shared, request: &AdmitRequest) -> Result<Asked, host::HostError> {
         let timeout = shared.config.admit_timeout(self.phase, &request.pool);
-        match host::dispatch_grpc_call(
+        if let Some(id) = shared.ask_on_stream(self.id, request, timeout) {
+            return Ok(Asked::Message(id));
+        }
+        host::dispatch_grpc_call(
             &shared.config.cluster,
             SERVICE,
             "Admit",
             &request.encode_to_vec(),
             timeout,
-        ) {
-            Ok(token) => {
-                self.admit_token = Some(token);
+        )
+        .map(Asked::Call)
+    }
+
+    fn send(&mut self, shared: &Shared, facts: &RequestFacts, request: &AdmitRequest) -> Action {
+        self.tier = facts.tier.as_deref().unwrap_or_default().to_owned();
+        self.credential = facts.credential.clone().unwrap_or_default();
+        self.request_sha256 = facts.request_sha256.clone();
+        self.traceparent = facts.traceparent();
+        match self.ask(shared, request) {
+            Ok(asked) => {
+                self.asked = Some(asked);
                 Action::Pause
             }
             Err(e) => self.on_service_unavailable(shared, &format!("Admit not sent: {e}")),
         }
     }
 
-    /// Whether the Admit call is out.
+    /// Whether `id` is this phase's admission on the stream.
+    pub fn waits_for(&self, id: u64) -> bool {
+        self.asked == Some(Asked::Message(id))
+    }
+
+    /// Whether the admission is asked and not yet answered.
     pub fn is_waiting(&self) -> bool {
-        self.admit_token.is_some()
+        self.asked.is_some()
     }
 
     /// The answer to a call of this stream: `None` when `token` is not this
@@ -337,12 +575,29 @@ impl AdmissionStream {
         status_code: u32,
         size: usize,
     ) -> Option<Action> {
-        if self.admit_token != Some(token) {
+        if self.asked != Some(Asked::Call(token)) {
             return None;
         }
-        self.admit_token = None;
+        self.asked = None;
         let shared = self.shared.clone()?;
         Some(self.on_admit_answer(&shared, status_code, size))
+    }
+
+    /// An answer the root delivers from the admission stream: `None` when
+    /// `id` is not this phase's admission; else as [`Self::on_grpc_response`].
+    pub fn on_stream_answer(&mut self, id: u64, answer: StreamAnswer) -> Option<Action> {
+        if self.asked != Some(Asked::Message(id)) {
+            return None;
+        }
+        self.asked = None;
+        let shared = self.shared.clone()?;
+        Some(match answer {
+            StreamAnswer::Decided(response) => self.on_decision(&shared, response),
+            StreamAnswer::Failed { status, why } => self.on_service_unavailable(
+                &shared,
+                &format!("Admit failed with gRPC status {status} ({why})"),
+            ),
+        })
     }
 
     /// The service could not answer: the tier's failure mode decides.
@@ -377,6 +632,10 @@ impl AdmissionStream {
         let Ok(response) = AdmitResponse::decode(body.as_slice()) else {
             return self.on_service_unavailable(shared, "Admit answer does not decode");
         };
+        self.on_decision(shared, response)
+    }
+
+    fn on_decision(&mut self, shared: &Shared, response: AdmitResponse) -> Action {
         match Admission::from_response(response) {
             Admission::Admitted {
                 lease_id,
@@ -506,12 +765,21 @@ impl AdmissionStream {
     /// The stream is over: cancels a pending Admit and reports the lease.
     pub fn on_log(&mut self) {
         // Still waiting for Admit: the client left while queued. Envoy does not
-        // cancel a plugin's call when the stream ends, so cancel it here; the
-        // service sees the RPC cancelled, leaves the queue and refunds.
-        if let Some(token) = self.admit_token.take()
-            && let Err(e) = host::cancel_grpc_call(token)
-        {
-            log::warn!("admission: {e}");
+        // cancel a plugin's call when the stream ends, so cancel it here (a
+        // message on the stream: a cancel); the service sees the admission
+        // cancelled, leaves the queue and refunds.
+        match self.asked.take() {
+            Some(Asked::Call(token)) => {
+                if let Err(e) = host::cancel_grpc_call(token) {
+                    log::warn!("admission: {e}");
+                }
+            }
+            Some(Asked::Message(id)) => {
+                if let Some(shared) = self.shared.as_ref() {
+                    shared.cancel_on_stream(self.id, id);
+                }
+            }
+            None => {}
         }
         // A response that never ended: the client went away or the stream
         // was reset.

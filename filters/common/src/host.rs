@@ -32,7 +32,7 @@ pub struct HostError {
     pub status: u32,
 }
 
-type HostResult<T> = Result<T, HostError>;
+pub type HostResult<T> = Result<T, HostError>;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
@@ -105,6 +105,13 @@ mod abi {
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
         pub fn proxy_grpc_cancel(token: u32) -> u32;
+        pub fn proxy_grpc_send(
+            token: u32,
+            message_data: *const u8,
+            message_size: usize,
+            end_stream: u32,
+        ) -> u32;
+        pub fn proxy_grpc_close(token: u32) -> u32;
         pub fn proxy_done() -> u32;
         pub fn proxy_define_metric(
             metric_type: u32,
@@ -397,6 +404,33 @@ pub fn dispatch_grpc_call(
         call: "grpc_call",
         status: status as u32,
     })
+}
+
+/// Opens a gRPC stream on behalf of the active context, whose
+/// `on_grpc_stream_*` callbacks get its messages and its end. Through the
+/// SDK for the same reason as [`dispatch_grpc_call`] (its dispatcher must
+/// know the token), and with the same statuses: Envoy's `grpcStream`
+/// answers ParseFailure for an unknown cluster and InternalFailure when the
+/// stream cannot start, both errors here.
+pub fn open_grpc_stream(cluster: &str, service: &str, method: &str) -> HostResult<u32> {
+    proxy_wasm::hostcalls::open_grpc_stream(cluster, service, method, Vec::new()).map_err(
+        |status| HostError {
+            call: "grpc_stream",
+            status: status as u32,
+        },
+    )
+}
+
+/// Sends `message` on the gRPC stream `token` (NotFound: it has ended).
+pub fn send_grpc_stream(token: u32, message: &[u8]) -> HostResult<()> {
+    check("grpc_send", unsafe {
+        abi::proxy_grpc_send(token, message.as_ptr(), message.len(), 0)
+    })
+}
+
+/// Closes this side of the gRPC stream `token`; its end still arrives.
+pub fn close_grpc_stream(token: u32) -> HostResult<()> {
+    check("grpc_close", unsafe { abi::proxy_grpc_close(token) })
 }
 
 /// The plugin's configuration, `size` bytes as `on_configure` was told, to

@@ -3,7 +3,9 @@
 //! reports; one stream context per request runs the phases in order over
 //! its [`RequestContext`], as [`Flow`] says. The phases' host sides live
 //! in their crates (`tenant_auth::stream`, `llm_policy::stream`,
-//! `admission_filter::worker`); no logic lives here.
+//! `admission_filter::worker`); no logic lives here. The root also owns
+//! the worker's admission stream and hands each answer on it to the
+//! request it names, reaching that request's state through [`Requests`].
 //!
 //! Envoy requirements: the Wasm `PluginConfig` must set
 //! `allow_on_headers_stop_iteration: true` when the policy runs (the body
@@ -14,9 +16,12 @@
 //! every body callback while anything is still out.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 
-use admission_filter::worker::{AdmissionStream, Reporter, Shared, header_text};
+use admission_filter::worker::{
+    AdmissionStream, Delivery, Reporter, Shared, StreamAnswer, header_text,
+};
 use admission_filter::{FilterPhase, body_fits_one_call};
 use filter_common::headers;
 use filter_common::host::{self, TickPeriod, send_error};
@@ -47,7 +52,13 @@ struct GatewayRoot {
     admission: Option<Rc<Shared>>,
     reporter: Reporter,
     tick: TickPeriod,
+    requests: Requests,
 }
+
+/// This worker's requests by context id, for the root to hand each the
+/// answer the admission stream brought it. Weak: an entry never keeps a
+/// request alive, and each removes its own when Envoy deletes it.
+type Requests = Rc<RefCell<HashMap<u32, Weak<RefCell<StreamState>>>>>;
 
 impl GatewayRoot {
     fn new(id: u32) -> Self {
@@ -60,6 +71,43 @@ impl GatewayRoot {
             admission: None,
             reporter: Reporter::default(),
             tick: TickPeriod::default(),
+            requests: Rc::default(),
+        }
+    }
+
+    /// Hands each answer of the admission stream to its request, with that
+    /// request's context the effective one (what it does then, resuming or
+    /// replying, acts on its stream), then makes the root effective again.
+    fn deliver(&self, shared: &Shared, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        for Delivery {
+            context,
+            id,
+            answer,
+        } in deliveries
+        {
+            let state = self.requests.borrow().get(&context).and_then(Weak::upgrade);
+            let Some(state) = state else {
+                // Gone without its on_log (never seen): nothing may hold a slot for it.
+                shared.release_unclaimed(answer);
+                continue;
+            };
+            if let Err(e) = host::set_effective_context(context) {
+                log::warn!("llm-gateway: {e}; admission answer dropped");
+                shared.release_unclaimed(answer);
+                continue;
+            }
+            match state.try_borrow_mut() {
+                Ok(mut state) => state.on_stream_answer(id, answer),
+                Err(_) => {
+                    log::error!("llm-gateway: request {context} busy; admission answer dropped")
+                }
+            }
+        }
+        if let Err(e) = host::set_effective_context(self.id) {
+            log::warn!("llm-gateway: {e}");
         }
     }
 
@@ -91,9 +139,29 @@ impl Context for GatewayRoot {
         }
     }
 
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        if let Some(shared) = self.admission.clone()
+            && let Some(delivery) = shared.on_stream_message(token, size)
+        {
+            self.deliver(&shared, vec![delivery]);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
+        if let Some(shared) = self.admission.clone() {
+            // Reopened on the next tick, not here: a service that refuses
+            // at once would otherwise be asked again in a tight loop.
+            let lost = shared.on_stream_close(token, status_code);
+            self.deliver(&shared, lost);
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         match self.admission.clone() {
-            Some(shared) => self.reporter.on_done(&shared),
+            Some(shared) => {
+                shared.close_stream();
+                self.reporter.on_done(&shared)
+            }
             None => true,
         }
     }
@@ -127,12 +195,18 @@ impl RootContext for GatewayRoot {
             .take()
             .map(|config| Shared::new(config, self.id));
         self.gateway = Some(Rc::new(gateway));
+        if let Some(shared) = &self.admission {
+            shared.open_stream();
+        }
         self.set_tick()
     }
 
     fn on_tick(&mut self) {
         if let Some(shared) = self.admission.clone() {
             self.reporter.on_tick(&shared);
+            let late = shared.expire_admissions();
+            self.deliver(&shared, late);
+            shared.open_stream();
         }
         if let Some(cluster) = self.limits_cluster() {
             self.refresher.on_tick(&cluster);
@@ -155,7 +229,7 @@ impl RootContext for GatewayRoot {
                 AdmissionStream::new(context_id, FilterPhase::Reserve, Some(Rc::clone(shared))),
             )
         });
-        Some(Box::new(GatewayStream {
+        let state = Rc::new(RefCell::new(StreamState {
             gateway: self.gateway.clone(),
             flow: Flow::new(admission.is_some()),
             policy,
@@ -164,6 +238,14 @@ impl RootContext for GatewayRoot {
             waits_for_body: None,
             context: None,
             response_fed: 0,
+        }));
+        self.requests
+            .borrow_mut()
+            .insert(context_id, Rc::downgrade(&state));
+        Some(Box::new(GatewayStream {
+            id: context_id,
+            state,
+            requests: Rc::clone(&self.requests),
         }))
     }
 
@@ -172,7 +254,8 @@ impl RootContext for GatewayRoot {
     }
 }
 
-struct GatewayStream {
+/// One request's state: the phases' streams and where the flow stands.
+struct StreamState {
     gateway: Option<Rc<Gateway>>,
     flow: Flow,
     policy: Option<PolicyStream>,
@@ -188,7 +271,7 @@ struct GatewayStream {
     response_fed: usize,
 }
 
-impl GatewayStream {
+impl StreamState {
     /// Authentication; `None` when the request was refused (reply sent).
     fn authenticate(&mut self, gateway: &Gateway) -> Option<()> {
         // Envoy's span for the request, set by the header_mutation filter
@@ -378,7 +461,24 @@ impl GatewayStream {
     }
 }
 
-impl Context for GatewayStream {
+impl StreamState {
+    /// An answer from the admission stream, as [`Self::on_grpc_call_response`].
+    fn on_stream_answer(&mut self, id: u64, answer: StreamAnswer) {
+        let Some((open, reserve)) = self.admission.as_mut() else {
+            return;
+        };
+        let next = if open.waits_for(id) {
+            let admitted = open.on_stream_answer(id, answer) == Some(Action::Continue);
+            self.on_open_answer(admitted)
+        } else if reserve.waits_for(id) {
+            let admitted = reserve.on_stream_answer(id, answer) == Some(Action::Continue);
+            self.flow.reserve_answered(admitted)
+        } else {
+            return;
+        };
+        self.advance(next, false);
+    }
+
     fn on_grpc_call_response(&mut self, token: u32, status_code: u32, size: usize) {
         let Some((open, reserve)) = self.admission.as_mut() else {
             return;
@@ -394,7 +494,8 @@ impl Context for GatewayStream {
     }
 }
 
-impl HttpContext for GatewayStream {
+/// The request callbacks, as the SDK's `HttpContext` (see [`GatewayStream`]).
+impl StreamState {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(gateway) = self.gateway.clone() else {
             log::error!("llm-gateway: not configured; refusing");
@@ -548,5 +649,85 @@ impl HttpContext for GatewayStream {
             reserve.on_log();
             open.on_log();
         }
+    }
+}
+
+/// The SDK's handle on one request: its state lives behind a shared cell so
+/// that the root can reach it too, to hand over what the admission stream
+/// answered. Envoy never calls into a request while the root runs, nor the
+/// root while a request runs, so the cell is never busy; if it were, a
+/// request callback refuses the request (nothing unchecked goes upstream)
+/// and a response callback lets the response go on, rather than panic.
+struct GatewayStream {
+    id: u32,
+    state: Rc<RefCell<StreamState>>,
+    requests: Requests,
+}
+
+impl GatewayStream {
+    fn with<R>(&self, busy: R, f: impl FnOnce(&mut StreamState) -> R) -> R {
+        match self.state.try_borrow_mut() {
+            Ok(mut state) => f(&mut state),
+            Err(_) => {
+                log::error!("llm-gateway: request {} re-entered", self.id);
+                busy
+            }
+        }
+    }
+
+    /// [`Self::with`] for a request callback: busy, the request is refused.
+    fn on_request(&self, f: impl FnOnce(&mut StreamState) -> Action) -> Action {
+        self.with(None, |s| Some(f(s))).unwrap_or_else(|| {
+            send_error(&filter_common::host_failure());
+            Action::Pause
+        })
+    }
+}
+
+impl Drop for GatewayStream {
+    fn drop(&mut self) {
+        if let Ok(mut requests) = self.requests.try_borrow_mut() {
+            requests.remove(&self.id);
+        }
+    }
+}
+
+impl Context for GatewayStream {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, size: usize) {
+        self.with((), |s| s.on_grpc_call_response(token, status_code, size));
+    }
+}
+
+impl HttpContext for GatewayStream {
+    fn on_http_request_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        self.on_request(|s| s.on_http_request_headers(headers, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.on_request(|s| s.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, trailers: usize) -> Action {
+        self.on_request(|s| s.on_http_request_trailers(trailers))
+    }
+
+    fn on_http_response_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        self.with(Action::Continue, |s| {
+            s.on_http_response_headers(headers, end_of_stream)
+        })
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with(Action::Continue, |s| {
+            s.on_http_response_body(body_size, end_of_stream)
+        })
+    }
+
+    fn on_http_response_trailers(&mut self, trailers: usize) -> Action {
+        self.with(Action::Continue, |s| s.on_http_response_trailers(trailers))
+    }
+
+    fn on_log(&mut self) {
+        self.with((), StreamState::on_log);
     }
 }

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use admission_proto::v1::{
-    self as pb, AdmitRequest, AdmitResponse, AdmitStreamRequest, CompleteBatchRequest, CompleteRequest,
-    CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit, RenewRequest,
-    RenewResponse, admission_server::Admission,
+    self as pb, AdmitRequest, AdmitResponse, AdmitStreamRequest, CompleteBatchRequest,
+    CompleteRequest, CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit,
+    RenewRequest, RenewResponse, admission_server::Admission,
 };
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};

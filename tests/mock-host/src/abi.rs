@@ -5,11 +5,12 @@
 
 use wasmi::{Caller, Error, Extern, Linker, Memory};
 
-use crate::{GrpcCall, HostState, LocalReply};
+use crate::{GrpcCall, GrpcStream, HostState, LocalReply};
 
 const OK: i32 = 0;
 const NOT_FOUND: i32 = 1;
 const BAD_ARGUMENT: i32 = 2;
+const PARSE_FAILURE: i32 = 4;
 /// What a host answers for a call it does not implement.
 const UNIMPLEMENTED: i32 = 12;
 
@@ -218,10 +219,12 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
                 let body = read(&c, bp, bl)?;
                 let headers = filter_common::wire::decode_pairs(&read(&c, hp, hl)?)
                     .ok_or_else(|| Error::new("malformed local reply headers"))?;
+                let context = c.data().effective_context;
                 c.data_mut().local_replies.push(LocalReply {
                     status: status as u32,
                     body,
                     headers,
+                    context,
                 });
                 Ok::<_, Error>(OK)
             }
@@ -433,7 +436,9 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
         |mut c: Host<'_>, kind: i32| {
             c.data_mut().tally("proxy_continue_stream");
             {
-                c.data_mut().resumed.push(kind as u32);
+                let state = c.data_mut();
+                state.resumed.push(kind as u32);
+                state.resumed_contexts.push(state.effective_context);
                 OK
             }
         },
@@ -449,8 +454,10 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
     linker.func_wrap(
         env,
         "proxy_set_effective_context",
-        |mut c: Host<'_>, _: i32| {
-            c.data_mut().tally("proxy_set_effective_context");
+        |mut c: Host<'_>, context: i32| {
+            let state = c.data_mut();
+            state.tally("proxy_set_effective_context");
+            state.effective_context = context;
             OK
         },
     )?;
@@ -498,9 +505,20 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
         c.data_mut().tally("proxy_grpc_cancel");
         OK
     })?;
-    linker.func_wrap(env, "proxy_grpc_close", |mut c: Host<'_>, _: i32| {
-        c.data_mut().tally("proxy_grpc_close");
-        OK
+    linker.func_wrap(env, "proxy_grpc_close", |mut c: Host<'_>, token: i32| {
+        let state = c.data_mut();
+        state.tally("proxy_grpc_close");
+        match state
+            .grpc_streams
+            .iter_mut()
+            .find(|s| s.token == token as u32)
+        {
+            Some(stream) => {
+                stream.closed_by_module = true;
+                OK
+            }
+            None => NOT_FOUND,
+        }
     })?;
     linker.func_wrap(
         env,
@@ -514,21 +532,70 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
             }
         },
     )?;
-    // Not used by the gateway's filters: present so the module links. Of
-    // these only the foreign function (`clear_route_cache`) is called, and
-    // counted in `host_calls`.
     linker.func_wrap(
         env,
         "proxy_grpc_stream",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            UNIMPLEMENTED
+        |mut c: Host<'_>,
+         up: i32,
+         ul: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         _mdp: i32,
+         _mdl: i32,
+         token_ptr: i32| {
+            c.data_mut().tally("proxy_grpc_stream");
+            if c.data().refuse_grpc_streams {
+                // As Envoy answers for a cluster it does not know.
+                return Ok(PARSE_FAILURE);
+            }
+            let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+            let (cluster, service, method) = (
+                text(read(&c, up, ul)?),
+                text(read(&c, sp, sl)?),
+                text(read(&c, mp, ml)?),
+            );
+            let state = c.data_mut();
+            state.next_token += 1;
+            let token = state.next_token;
+            state.grpc_streams.push(GrpcStream {
+                token,
+                cluster,
+                service,
+                method,
+                messages: Vec::new(),
+                closed_by_module: false,
+                ended: false,
+            });
+            write_u32(&mut c, token_ptr, token).map(|()| OK)
         },
     )?;
     linker.func_wrap(
         env,
         "proxy_grpc_send",
-        |_: Host<'_>, _: i32, _: i32, _: i32, _: i32| UNIMPLEMENTED,
+        |mut c: Host<'_>, token: i32, mp: i32, ml: i32, _end: i32| {
+            c.data_mut().tally("proxy_grpc_send");
+            let message = read(&c, mp, ml)?;
+            let state = c.data_mut();
+            Ok(
+                match state
+                    .grpc_streams
+                    .iter_mut()
+                    .find(|s| s.token == token as u32 && !s.ended)
+                {
+                    Some(stream) => {
+                        stream.messages.push(message);
+                        OK
+                    }
+                    None => NOT_FOUND,
+                },
+            )
+        },
     )?;
+    // Not used by the gateway's filters: present so the module links. Of
+    // these only the foreign function (`clear_route_cache`) is called, and
+    // counted in `host_calls`.
     linker.func_wrap(
         env,
         "proxy_http_call",

@@ -34,6 +34,8 @@ pub struct LocalReply {
     pub status: u32,
     pub body: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The context it was sent for (the effective one).
+    pub context: i32,
 }
 
 impl LocalReply {
@@ -51,6 +53,20 @@ pub struct GrpcCall {
     pub method: String,
     pub message: Vec<u8>,
     pub timeout_ms: u32,
+}
+
+/// A gRPC stream the module opened, with every message it sent on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcStream {
+    pub token: u32,
+    pub cluster: String,
+    pub service: String,
+    pub method: String,
+    pub messages: Vec<Vec<u8>>,
+    /// The module closed its side.
+    pub closed_by_module: bool,
+    /// The host ended it ([`MockHost::end_grpc_stream`]).
+    pub ended: bool,
 }
 
 /// Crossings between the host and the module, counted.
@@ -82,8 +98,16 @@ pub struct HostState {
     pub now_nanos: u64,
     pub local_replies: Vec<LocalReply>,
     pub grpc_calls: Vec<GrpcCall>,
+    pub grpc_streams: Vec<GrpcStream>,
+    /// `proxy_grpc_stream` fails (as for a cluster Envoy does not know).
+    pub refuse_grpc_streams: bool,
     /// Stream types the module resumed (`0` request, `1` response).
     pub resumed: Vec<u32>,
+    /// The context of each resume in `resumed`.
+    pub resumed_contexts: Vec<i32>,
+    /// The context host calls act for: the one called into, or the one
+    /// the module made effective since.
+    pub effective_context: i32,
     pub logs: Vec<(u32, String)>,
     pub metrics: Vec<String>,
     pub tick_period_ms: Option<u32>,
@@ -215,7 +239,8 @@ impl MockHost {
     pub fn configure(&mut self, configuration: &[u8]) -> Result<bool, HostError> {
         self.state_mut().plugin_configuration = configuration.to_vec();
         let size = len(configuration);
-        let accepted = self.call::<(i32, i32), i32>("proxy_on_configure", (self.root, size))?;
+        let accepted =
+            self.call_for::<(i32, i32), i32>(self.root, "proxy_on_configure", (self.root, size))?;
         Ok(accepted != 0)
     }
 
@@ -229,7 +254,7 @@ impl MockHost {
         state.response_headers.clear();
         state.request_body.clear();
         state.response_body.clear();
-        self.call::<(i32, i32), ()>("proxy_on_context_create", (context, self.root))?;
+        self.call_for::<(i32, i32), ()>(context, "proxy_on_context_create", (context, self.root))?;
         Ok(Stream { context })
     }
 
@@ -290,7 +315,8 @@ impl MockHost {
         size: i32,
         end_of_stream: bool,
     ) -> Result<Action, HostError> {
-        let action = self.call::<(i32, i32, i32), i32>(
+        let action = self.call_for::<(i32, i32, i32), i32>(
+            stream.context,
             callback,
             (stream.context, size, i32::from(end_of_stream)),
         )?;
@@ -299,9 +325,9 @@ impl MockHost {
 
     /// The stream ends: done, log, delete, as Envoy calls them.
     pub fn end_stream(&mut self, stream: Stream) -> Result<(), HostError> {
-        self.call::<i32, i32>("proxy_on_done", stream.context)?;
-        self.call::<i32, ()>("proxy_on_log", stream.context)?;
-        self.call::<i32, ()>("proxy_on_delete", stream.context)?;
+        self.call_for::<i32, i32>(stream.context, "proxy_on_done", stream.context)?;
+        self.call_for::<i32, ()>(stream.context, "proxy_on_log", stream.context)?;
+        self.call_for::<i32, ()>(stream.context, "proxy_on_delete", stream.context)?;
         Ok(())
     }
 
@@ -311,13 +337,44 @@ impl MockHost {
         state.grpc_receive = message.to_vec();
         state.grpc_status = (0, Vec::new());
         let size = len(message);
-        self.call::<(i32, i32, i32), ()>("proxy_on_grpc_receive", (self.root, token as i32, size))
+        self.call_for::<(i32, i32, i32), ()>(
+            self.root,
+            "proxy_on_grpc_receive",
+            (self.root, token as i32, size),
+        )
     }
 
     /// Fails the gRPC call `token` with `status` (14 is UNAVAILABLE).
     pub fn fail_grpc(&mut self, token: u32, status: u32, message: &str) -> Result<(), HostError> {
         self.state_mut().grpc_status = (status, message.as_bytes().to_vec());
-        self.call::<(i32, i32, i32), ()>(
+        self.call_for::<(i32, i32, i32), ()>(
+            self.root,
+            "proxy_on_grpc_close",
+            (self.root, token as i32, status as i32),
+        )
+    }
+
+    /// Delivers `message` on the gRPC stream `token`.
+    pub fn grpc_stream_message(&mut self, token: u32, message: &[u8]) -> Result<(), HostError> {
+        self.state_mut().grpc_receive = message.to_vec();
+        let size = len(message);
+        self.call_for::<(i32, i32, i32), ()>(
+            self.root,
+            "proxy_on_grpc_receive",
+            (self.root, token as i32, size),
+        )
+    }
+
+    /// Ends the gRPC stream `token` with `status` (14 is UNAVAILABLE), as
+    /// when the service goes away.
+    pub fn end_grpc_stream(&mut self, token: u32, status: u32) -> Result<(), HostError> {
+        let state = self.state_mut();
+        if let Some(stream) = state.grpc_streams.iter_mut().find(|s| s.token == token) {
+            stream.ended = true;
+        }
+        state.grpc_status = (status, b"stream ended".to_vec());
+        self.call_for::<(i32, i32, i32), ()>(
+            self.root,
             "proxy_on_grpc_close",
             (self.root, token as i32, status as i32),
         )
@@ -325,7 +382,7 @@ impl MockHost {
 
     /// One tick of the root context's timer.
     pub fn tick(&mut self) -> Result<(), HostError> {
-        self.call::<i32, ()>("proxy_on_tick", self.root)
+        self.call_for::<i32, ()>(self.root, "proxy_on_tick", self.root)
     }
 
     /// Moves the host's clock on.
@@ -333,6 +390,21 @@ impl MockHost {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         let state = self.state_mut();
         state.now_nanos = state.now_nanos.saturating_add(nanos);
+    }
+
+    /// Calls into the module for `context`, which becomes the effective one.
+    fn call_for<P, R>(
+        &mut self,
+        context: i32,
+        name: &'static str,
+        params: P,
+    ) -> Result<R, HostError>
+    where
+        P: wasmi::WasmParams,
+        R: wasmi::WasmResults,
+    {
+        self.state_mut().effective_context = context;
+        self.call(name, params)
     }
 
     fn call<P, R>(&mut self, name: &'static str, params: P) -> Result<R, HostError>
@@ -359,6 +431,13 @@ impl MockHost {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stream {
     context: i32,
+}
+
+impl Stream {
+    /// Its context id, as the host's records name it.
+    pub fn context(&self) -> i32 {
+        self.context
+    }
 }
 
 fn owned_pairs(headers: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
