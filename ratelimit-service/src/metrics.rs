@@ -91,6 +91,8 @@ pub struct Metrics {
     registry: Registry,
     pub admitted: Family<TenantLabel, Counter>,
     pub admit_calls: Family<PhaseLabel, Counter>,
+    pub admission_streams: Gauge,
+    pub admit_stream_messages: Counter,
     pub rejected: Family<RejectLabel, Counter>,
     pub tokens: Family<TokenLabel, Counter>,
     pub spend_usd: Family<TenantLabel, Counter<f64, AtomicU64>>,
@@ -127,6 +129,8 @@ impl Metrics {
         let m = Self {
             admitted: Family::default(),
             admit_calls: Family::default(),
+            admission_streams: Gauge::default(),
+            admit_stream_messages: Counter::default(),
             rejected: Family::default(),
             tokens: Family::default(),
             spend_usd: Family::default(),
@@ -155,6 +159,16 @@ impl Metrics {
             "admit_calls",
             "Admit calls by admission phase: open and reserve (two calls per request), or full (one)",
             m.admit_calls.clone(),
+        );
+        r.register(
+            "admission_streams",
+            "AdmitStream streams open: one per Envoy worker that admits by message",
+            m.admission_streams.clone(),
+        );
+        r.register(
+            "admit_stream_messages",
+            "Admissions asked as messages on an AdmitStream (the rest of admit_calls came as unary Admit calls)",
+            m.admit_stream_messages.clone(),
         );
         r.register(
             "rejected",

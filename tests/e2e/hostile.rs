@@ -877,6 +877,31 @@ fn a_small_body_with_its_headers_is_admitted_in_one_call() {
         [0.0, 0.0, 3.0],
         "Admit calls by phase (open, reserve, full)"
     );
+    // A worker's first admission goes by call and its next tick opens the
+    // worker's admission stream; from then on each rides the stream.
+    let stream_messages = || {
+        metric(
+            &ratelimit_metrics(&tb),
+            "ratelimit_admit_stream_messages_total",
+            &[],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = stream_messages();
+    for _ in 0..4 {
+        let reply = raw(tb.envoy.gateway, &whole_request("acct-t"));
+        assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
+    }
+    assert_eq!(
+        stream_messages() - before,
+        4.0,
+        "admissions by stream message"
+    );
+    // One stream per worker that admitted (2 workers), none for Envoy's
+    // main thread.
+    let streams =
+        metric(&ratelimit_metrics(&tb), "ratelimit_admission_streams", &[]).unwrap_or(0.0);
+    assert!((1.0..=2.0).contains(&streams), "{streams} streams");
     // A tenant over its limits is still refused: by the one call.
     assert_eq!(raw(tb.envoy.gateway, &whole_request("rpm1-t")).status, 200);
     raw(tb.envoy.gateway, &whole_request("rpm1-t")).assert_openai(

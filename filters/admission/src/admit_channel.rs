@@ -9,8 +9,9 @@
 //! and hands each answer to the request it names.
 //!
 //! The stream is a fast path, never a dependency: while it is not open
-//! (not yet, or ended and not yet reopened by the root's tick) or holds
-//! [`MAX_WAITING`] admissions, a request is admitted by a unary call.
+//! (not yet: the root opens it on the tick after a request found none; or
+//! ended and not yet reopened) or holds [`MAX_WAITING`] admissions, a
+//! request is admitted by a unary call.
 
 use std::time::{Duration, SystemTime};
 

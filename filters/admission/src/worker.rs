@@ -9,7 +9,8 @@
 //! flushed on the root's tick as one `CompleteBatch` call ([`ReportBuffer`]).
 //!
 //! Admissions ride the root's `AdmitStream` as messages when it is open
-//! ([`AdmitChannel`]); the root hands each answer to the request it names
+//! ([`AdmitChannel`]; the root opens it on the tick after a request found
+//! none); the root hands each answer to the request it names
 //! ([`Delivery`]), fails them all when the stream ends, and fails those
 //! past their deadline on its tick. Without the stream a request is
 //! admitted by a unary Admit call of its own, as before.
@@ -18,7 +19,7 @@
 //! bytes): nothing a client or the pool sends can reach an unwrap inside
 //! the VM.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -78,6 +79,8 @@ pub struct Shared {
     pub waiters: RefCell<BodyWaiters>,
     /// Admissions waiting on the worker's `AdmitStream`.
     channel: RefCell<AdmitChannel>,
+    /// A request found no stream open: the next tick opens one.
+    wants_stream: Cell<bool>,
 }
 
 /// An answer on the admission stream, for the request it names: the root
@@ -112,16 +115,18 @@ impl Shared {
             reports: RefCell::new(ReportBuffer::default()),
             waiters: RefCell::new(BodyWaiters::new(config.one_call_max_waiting_per_tenant)),
             channel: RefCell::new(AdmitChannel::default()),
+            wants_stream: Cell::new(false),
             config,
         })
     }
 
-    /// Opens the worker's admission stream unless one is open. Call from a
-    /// root callback only: the SDK gives a stream's messages to the context
-    /// that was active when it opened, and the stream must outlive every
-    /// request.
+    /// Opens the worker's admission stream if a request found none open.
+    /// Call from the root's tick only: the SDK gives a stream's messages to
+    /// the context that was active when it opened, and the stream must
+    /// outlive every request. Lazily, so that a root that never admits
+    /// (Envoy's main thread has one too) holds no stream.
     pub fn open_stream(&self) {
-        if self.channel.borrow().stream().is_some() {
+        if !self.wants_stream.get() || self.channel.borrow().stream().is_some() {
             return;
         }
         match host::open_grpc_stream(&self.config.cluster, SERVICE, "AdmitStream") {
@@ -146,7 +151,13 @@ impl Shared {
         timeout: Duration,
     ) -> Option<u64> {
         let now = host::now_or_epoch();
-        let (id, token) = self.channel.borrow_mut().ask(context, now, timeout)?;
+        let asked = self.channel.borrow_mut().ask(context, now, timeout);
+        let Some((id, token)) = asked else {
+            if self.channel.borrow().stream().is_none() {
+                self.wants_stream.set(true);
+            }
+            return None;
+        };
         let message = AdmitStreamRequest {
             id,
             kind: Some(Kind::Admit(request.clone())),

@@ -195,9 +195,6 @@ impl RootContext for GatewayRoot {
             .take()
             .map(|config| Shared::new(config, self.id));
         self.gateway = Some(Rc::new(gateway));
-        if let Some(shared) = &self.admission {
-            shared.open_stream();
-        }
         self.set_tick()
     }
 

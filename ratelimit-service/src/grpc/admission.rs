@@ -37,6 +37,10 @@ impl AdmissionService {
             pool_models,
         }
     }
+
+    pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
+        self.limiter.metrics()
+    }
 }
 
 fn reason(r: RejectReason) -> pb::RejectReason {

@@ -47,6 +47,7 @@ async fn drive(
     mut inbound: Streaming<AdmitStreamRequest>,
     answers: mpsc::Sender<Result<AdmitStreamResponse, Status>>,
 ) {
+    let _open = OpenStream::count(&service);
     let mut deciding: JoinSet<Answer> = JoinSet::new();
     let mut waiting: HashMap<u64, AbortHandle> = HashMap::new();
     // The caller's half-close: it asks nothing more but still reads the
@@ -89,6 +90,23 @@ async fn drive(
     // caller's cancel of each would.
 }
 
+/// `ratelimit_admission_streams` while the stream is served.
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenStream {
+    fn count(service: &AdmissionService) -> Self {
+        let gauge = service.metrics().admission_streams.clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Starts or cancels one admission; an answer to send at once when the
 /// message is refused.
 fn on_message(
@@ -116,6 +134,7 @@ fn on_message(
             }
             let deadline = (message.timeout_ms > 0)
                 .then(|| deadline_in(Duration::from_millis(u64::from(message.timeout_ms))));
+            service.metrics().admit_stream_messages.inc();
             let service = service.clone();
             let task = deciding.spawn(async move {
                 let answer = match service.decide(request, deadline).await {
