@@ -888,14 +888,15 @@ fn a_small_body_with_its_headers_is_admitted_in_one_call() {
         .unwrap_or(0.0)
     };
     let before = stream_messages();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let reply = raw(tb.envoy.gateway, &whole_request("acct-t"));
         assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
     }
-    assert_eq!(
-        stream_messages() - before,
-        4.0,
-        "admissions by stream message"
+    // At most one per worker (2) may still have been its first admission.
+    let messages = stream_messages() - before;
+    assert!(
+        messages >= 6.0,
+        "{messages} of 8 admissions by stream message"
     );
     // One stream per worker that admitted (2 workers), none for Envoy's
     // main thread.
