@@ -36,6 +36,9 @@ pub struct AdmitChannel {
     stream: Option<u32>,
     next_id: u64,
     waiting: HashMap<u64, Waiting>,
+    /// No admission waits past this (a lower bound: answers do not move
+    /// it): the tick scans nothing before it, however many are queued.
+    earliest: Option<SystemTime>,
 }
 
 impl AdmitChannel {
@@ -61,6 +64,7 @@ impl AdmitChannel {
         let id = self.next_id;
         let deadline = now.checked_add(timeout).unwrap_or(now);
         self.waiting.insert(id, Waiting { context, deadline });
+        self.earliest = Some(self.earliest.map_or(deadline, |e| e.min(deadline)));
         Some((id, stream))
     }
 
@@ -83,6 +87,7 @@ impl AdmitChannel {
             return Vec::new();
         }
         self.stream = None;
+        self.earliest = None;
         let mut lost: Vec<(u64, u32)> = self
             .waiting
             .drain()
@@ -95,6 +100,9 @@ impl AdmitChannel {
     /// Admissions past their deadline at `now`, no longer waited for, as
     /// `(id, context)` in the order they were asked.
     pub fn expired(&mut self, now: SystemTime) -> Vec<(u64, u32)> {
+        if self.earliest.is_none_or(|earliest| now < earliest) {
+            return Vec::new();
+        }
         let mut late: Vec<(u64, u32)> = self
             .waiting
             .iter()
@@ -105,6 +113,7 @@ impl AdmitChannel {
         for (id, _) in &late {
             self.waiting.remove(id);
         }
+        self.earliest = self.waiting.values().map(|w| w.deadline).min();
         late
     }
 
@@ -183,7 +192,9 @@ mod tests {
         assert_eq!(channel.expired(at(0)), Vec::new());
         assert_eq!(channel.expired(at(2)), vec![(1, 10), (2, 11)]);
         assert_eq!(channel.len(), 1);
-        assert_eq!(channel.answered(3), Some(12));
+        assert_eq!(channel.expired(at(4)), Vec::new(), "the last waits 5 s");
+        assert_eq!(channel.expired(at(5)), vec![(3, 12)]);
+        assert_eq!(channel.expired(at(9)), Vec::new());
     }
 
     #[test]
