@@ -162,7 +162,7 @@ def module_registry(registry: dict) -> dict:
 
 
 def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[str] = set(CHAIN),
-                   one_call_max_body_bytes: int | None = None) -> dict:
+                   one_call_max_body_bytes: int | None = None, admit_stream: bool = True) -> dict:
     """The gateway module's JSON: the registry once (what its phases read),
     and a section per phase of `chain` (authentication always runs; admission needs the
     policy, since it admits what the policy decided)."""
@@ -184,6 +184,8 @@ def gateway_config(registry: dict, cache_secret: str, cluster: str, chain: set[s
             if one_call_max_body_bytes < 0:
                 raise RenderError("--one-call-max-body-bytes: must be >= 0")
             config["admission"]["one_call_max_body_bytes"] = one_call_max_body_bytes
+        if not admit_stream:
+            config["admission"]["admit_stream"] = False
     return config
 
 
@@ -286,6 +288,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--one-call-max-body-bytes", type=int, metavar="N",
                         help="largest announced body admitted in one call once it is in "
                              "(default: the module's, 16384; 0: every request is admitted on its headers)")
+    parser.add_argument("--no-admit-stream", action="store_true",
+                        help="admit by one unary Admit call per admission instead of messages on "
+                             "each worker's AdmitStream (calls are balanced per call across replicas)")
     parser.add_argument("--reload-backoff", default=":".join(DEFAULT_RELOAD_BACKOFF),
                         help="BASE:MAX backoff before a failed VM is replaced (default 1s:30s)")
     parser.add_argument("--probe-filter", action="append", default=[], metavar="NAME=WASM",
@@ -304,7 +309,8 @@ def main(argv: list[str]) -> int:
         if chain:
             # Only the policy carries the secret: identity alone needs none.
             secret = read_cache_secret(args) if "llm-policy" in chain else ""
-            config = gateway_config(registry, secret, args.ratelimit_cluster, chain, args.one_call_max_body_bytes)
+            config = gateway_config(registry, secret, args.ratelimit_cluster, chain,
+                                    args.one_call_max_body_bytes, not args.no_admit_stream)
             resources.append((GATEWAY, f"{wasm_dir}/{GATEWAY_WASM}", config))
         args.out.mkdir(parents=True, exist_ok=True)
         # Probes may hold the headers for the body, as the module does.

@@ -158,6 +158,9 @@ pub struct TestbedConfig {
     /// The module's `admission.one_call_max_body_bytes` (`None`: its
     /// default; 0: every request admitted on its headers, two calls).
     pub one_call_max_body_bytes: Option<u64>,
+    /// The module's `admission.admit_stream`: admissions as messages on
+    /// each worker's stream (default), or one unary call each.
+    pub admit_stream: bool,
     /// OTLP/gRPC collector for traces: Envoy's (and, with
     /// `--otlp-endpoint` in `ratelimit_args`, ratelimit-service's).
     pub otlp: Option<std::net::SocketAddr>,
@@ -186,6 +189,7 @@ impl TestbedConfig {
             probe_filters: Vec::new(),
             probe_config: None,
             one_call_max_body_bytes: None,
+            admit_stream: true,
             otlp: None,
             module_dir: None,
         }
@@ -709,6 +713,9 @@ fn render_filters(
     }
     if let Some(bytes) = config.one_call_max_body_bytes {
         command.arg(format!("--one-call-max-body-bytes={bytes}"));
+    }
+    if !config.admit_stream {
+        command.arg("--no-admit-stream");
     }
     for probe in &config.probe_filters {
         let name = probe.replace('_', "-");

@@ -913,6 +913,25 @@ fn a_small_body_with_its_headers_is_admitted_in_one_call() {
 }
 
 #[test]
+fn with_the_admission_stream_off_each_admission_is_a_call() {
+    let _serial = serial();
+    let mut config = config(FAST);
+    config.admit_stream = false;
+    let tb = start_with(config);
+    for _ in 0..4 {
+        let reply = raw(tb.envoy.gateway, &whole_request("acct-t"));
+        assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
+    }
+    let text = ratelimit_metrics(&tb);
+    assert_eq!(admit_calls(&tb), [0.0, 0.0, 4.0]);
+    assert_eq!(
+        metric(&text, "ratelimit_admit_stream_messages_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(metric(&text, "ratelimit_admission_streams", &[]), Some(0.0));
+}
+
+#[test]
 fn waiting_for_small_bodies_without_an_admission_is_bounded_per_tenant() {
     let _serial = serial();
     let mut config = config(FAST);

@@ -707,6 +707,35 @@ fn without_a_stream_each_request_is_admitted_by_a_call() {
 }
 
 #[test]
+fn with_the_stream_switched_off_every_admission_is_a_call() {
+    let mut host = MockHost::load(&wasm()).expect("the module loads");
+    let config = config_with(
+        0,
+        serde_json::json!({ "cluster": "ratelimit", "admit_stream": false }),
+    );
+    assert!(host.configure(&config).expect("no trap"));
+    for n in 0..3 {
+        let stream = begin(&mut host, KEY.as_bytes());
+        host.request_headers(stream, false).expect("no trap");
+        let call = host
+            .state()
+            .grpc_calls
+            .last()
+            .cloned()
+            .expect("an Admit call");
+        assert_eq!(call.method, "Admit");
+        host.answer_grpc(call.token, &admitted("lease").encode_to_vec())
+            .expect("no trap");
+        host.end_stream(stream).expect("no trap");
+        host.tick().expect("no trap");
+        assert!(
+            host.state().grpc_streams.is_empty(),
+            "request {n}: no stream opened"
+        );
+    }
+}
+
+#[test]
 fn a_request_that_leaves_cancels_its_admission_and_a_late_answer_frees_the_lease() {
     let mut host = configured();
     let (stream, id, _) = open(&mut host);

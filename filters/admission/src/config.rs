@@ -57,6 +57,16 @@ pub struct AdmissionSettings {
     /// small body and sending none cannot hold streams without end).
     #[serde(default = "default_one_call_waiting")]
     pub one_call_max_waiting_per_tenant: u32,
+    /// Admissions ride one long-lived `AdmitStream` per worker as messages
+    /// (a message costs Envoy and the service far less than a call). With
+    /// `false` each is a unary Admit call, which Envoy balances (and can
+    /// hash) per call across the service's replicas.
+    #[serde(default = "default_admit_stream")]
+    pub admit_stream: bool,
+}
+
+fn default_admit_stream() -> bool {
+    true
 }
 
 /// Which part of admission an Admit lease does. The gateway module takes two
@@ -121,6 +131,8 @@ pub struct CompiledConfig {
     /// See [`AdmissionSettings::one_call_max_body_bytes`].
     pub one_call_max_body_bytes: u64,
     pub one_call_max_waiting_per_tenant: u32,
+    /// See [`AdmissionSettings::admit_stream`].
+    pub admit_stream: bool,
     fail_modes: HashMap<String, FailMode>,
     admit_timeouts: HashMap<String, Duration>,
     default_admit_timeout: Duration,
@@ -185,6 +197,7 @@ impl CompiledConfig {
             holder: config.holder,
             one_call_max_body_bytes: config.one_call_max_body_bytes,
             one_call_max_waiting_per_tenant: config.one_call_max_waiting_per_tenant,
+            admit_stream: config.admit_stream,
             fail_modes,
             admit_timeouts,
             default_admit_timeout: Duration::from_millis(30_000) + slack,

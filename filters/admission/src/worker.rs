@@ -153,7 +153,7 @@ impl Shared {
         let now = host::now_or_epoch();
         let asked = self.channel.borrow_mut().ask(context, now, timeout);
         let Some((id, token)) = asked else {
-            if self.channel.borrow().stream().is_none() {
+            if self.config.admit_stream && self.channel.borrow().stream().is_none() {
                 self.wants_stream.set(true);
             }
             return None;
