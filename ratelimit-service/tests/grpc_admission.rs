@@ -555,12 +555,42 @@ async fn admissions_on_a_stream_are_answered_by_id_in_any_order() {
     assert_eq!(by_id[&43].status_code, tonic::Code::InvalidArgument as u32);
     assert!(by_id[&43].response.is_none());
     assert_eq!(gate.live.load(std::sync::atomic::Ordering::SeqCst), 2);
-    // The leases settle like a call's.
-    for lease in &leases {
-        complete(&mut c, lease, 10, 10, 0).await;
-    }
-    assert_eq!(gate.settled.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!(in_flight(&h, "a").await, 0);
+    // The leases settle like a call's: one by a report on the stream
+    // (unanswered), one by Complete.
+    ask.send(AdmitStreamRequest {
+        id: 0,
+        kind: Some(Kind::Reports(CompleteBatchRequest {
+            reports: vec![CompleteRequest {
+                lease_id: leases[0].clone(),
+                outcome: Outcome::Completed as i32,
+                usage_known: true,
+                prompt_tokens: 10,
+                completion_tokens: 10,
+                ..CompleteRequest::default()
+            }],
+        })),
+        timeout_ms: 0,
+    })
+    .await
+    .unwrap();
+    complete(&mut c, &leases[1], 10, 10, 0).await;
+    let settled = gate.settled.clone();
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            let settled = settled.clone();
+            async move { settled.load(std::sync::atomic::Ordering::SeqCst) == 2 }
+        })
+        .await,
+        "the report on the stream was not settled"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            in_flight(&h, "a").await == 0
+        })
+        .await
+    );
+    // 2 x (10 prompt at $0.001 + 10 output at $0.002) = $0.06.
+    assert!((spend_today(&h, "a").await - 0.06).abs() < 1e-9);
 }
 
 #[tokio::test]

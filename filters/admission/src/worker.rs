@@ -163,7 +163,7 @@ impl Shared {
             kind: Some(Kind::Admit(request.clone())),
             timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         };
-        if let Err(e) = self.send_on_stream(context, token, &message.encode_to_vec()) {
+        if let Err(e) = host::send_grpc_stream(token, &message.encode_to_vec()) {
             // The stream ended under us; its end reaches the root.
             log::warn!("admission: admission stream: {e}; admitting by call");
             self.channel.borrow_mut().forget(id);
@@ -172,9 +172,9 @@ impl Shared {
         Some(id)
     }
 
-    /// The request `context` stopped waiting for admission `id`: the
-    /// service is told to leave the queue and refund.
-    fn cancel_on_stream(&self, context: u32, id: u64) {
+    /// Its request stopped waiting for admission `id`: the service is told
+    /// to leave the queue and refund.
+    fn cancel_on_stream(&self, id: u64) {
         let token = {
             let mut channel = self.channel.borrow_mut();
             if !channel.forget(id) {
@@ -183,28 +183,8 @@ impl Shared {
             channel.stream()
         };
         if let Some(token) = token {
-            self.send_cancel(context, token, id);
+            send_cancel(token, id);
         }
-    }
-
-    fn send_cancel(&self, current: u32, token: u32, id: u64) {
-        let message = AdmitStreamRequest {
-            id,
-            kind: Some(Kind::Cancel(AdmitCancel {})),
-            timeout_ms: 0,
-        };
-        if let Err(e) = self.send_on_stream(current, token, &message.encode_to_vec()) {
-            log::warn!("admission: cancel not sent: {e}");
-        }
-    }
-
-    /// Sends `message` on the stream as the root, which owns it; `current`
-    /// is the calling context, restored afterwards.
-    fn send_on_stream(&self, current: u32, token: u32, message: &[u8]) -> host::HostResult<()> {
-        host::set_effective_context(self.root_id)?;
-        let sent = host::send_grpc_stream(token, message);
-        let _ = host::set_effective_context(current);
-        sent
     }
 
     /// A message on the admission stream `token` (root callback): the
@@ -292,7 +272,7 @@ impl Shared {
         late.into_iter()
             .map(|(id, context)| {
                 if let Some(token) = token {
-                    self.send_cancel(self.root_id, token, id);
+                    send_cancel(token, id);
                 }
                 Delivery {
                     context,
@@ -315,8 +295,31 @@ impl Shared {
         }
     }
 
-    /// Sends `reports` in one call; its token, or `None` when not sent.
-    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) -> Option<u32> {
+    /// Sends `reports` as one message on the admission stream when it is
+    /// open (a message costs far less than a call, and nothing waits for
+    /// the answer), else in one `CompleteBatch` call.
+    fn send_reports(&self, current: u32, reports: Vec<CompleteRequest>) {
+        let Some(token) = self.channel.borrow().stream() else {
+            self.call_reports(current, reports);
+            return;
+        };
+        let message = AdmitStreamRequest {
+            id: 0,
+            kind: Some(Kind::Reports(CompleteBatchRequest { reports })),
+            timeout_ms: 0,
+        };
+        if let Err(e) = host::send_grpc_stream(token, &message.encode_to_vec()) {
+            log::warn!("admission: reports not sent on the admission stream: {e}; by call");
+            if let Some(Kind::Reports(batch)) = message.kind {
+                self.call_reports(current, batch.reports);
+            }
+        }
+    }
+
+    /// Sends `reports` in one `CompleteBatch` call: its token, or `None`
+    /// when not sent. The last reports go this way (see
+    /// [`Reporter::on_done`]): the root waits for their answer.
+    fn call_reports(&self, current: u32, reports: Vec<CompleteRequest>) -> Option<u32> {
         let message = CompleteBatchRequest { reports }.encode_to_vec();
         self.dispatch_from_root(current, "CompleteBatch", &message)
     }
@@ -341,6 +344,21 @@ impl Shared {
         }
         let _ = host::set_effective_context(current);
         sent.ok()
+    }
+}
+
+/// Tells the service admission `id` is no longer waited for. Sent from
+/// whichever context is current: Envoy acts on a gRPC stream as the root
+/// context's whatever the effective context (proxy-wasm-cpp-host's
+/// `grpc_send` takes `root_context()`), so no switch is needed.
+fn send_cancel(token: u32, id: u64) {
+    let message = AdmitStreamRequest {
+        id,
+        kind: Some(Kind::Cancel(AdmitCancel {})),
+        timeout_ms: 0,
+    };
+    if let Err(e) = host::send_grpc_stream(token, &message.encode_to_vec()) {
+        log::warn!("admission: cancel not sent: {e}");
     }
 }
 
@@ -403,7 +421,7 @@ impl Reporter {
         let Some(reports) = shared.reports.borrow_mut().drain() else {
             return true;
         };
-        self.final_flush = shared.send_reports(shared.root_id, reports);
+        self.final_flush = shared.call_reports(shared.root_id, reports);
         self.final_flush.is_none()
     }
 }
@@ -787,7 +805,7 @@ impl AdmissionStream {
             }
             Some(Asked::Message(id)) => {
                 if let Some(shared) = self.shared.as_ref() {
-                    shared.cancel_on_stream(self.id, id);
+                    shared.cancel_on_stream(id);
                 }
             }
             None => {}

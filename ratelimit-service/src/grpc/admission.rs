@@ -41,6 +41,10 @@ impl AdmissionService {
     pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
         self.limiter.metrics()
     }
+
+    pub(super) fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
 }
 
 fn reason(r: RejectReason) -> pb::RejectReason {
@@ -257,6 +261,37 @@ async fn settle_traced(
     result
 }
 
+/// Settles `reports` as `CompleteBatch` does; UNAVAILABLE naming the first
+/// failure when any could not be settled.
+pub(super) async fn settle_all(
+    limiter: &Limiter,
+    reports: Vec<CompleteRequest>,
+) -> Result<(), Status> {
+    // Settled concurrently, so the ledger's group commit syncs the whole
+    // batch at once instead of once per report. Spawned, not joined in a
+    // set: a caller that gives up must not abort a settlement halfway.
+    let settling: Vec<_> = reports
+        .into_iter()
+        .map(|report| tokio::spawn(settle_traced(limiter.clone(), report)))
+        .collect();
+    let total = settling.len();
+    let mut failed = Vec::new();
+    for task in settling {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed.push(e.to_string()),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if let Some(first) = failed.first() {
+        return Err(Status::unavailable(format!(
+            "{} of {total} reports not settled; first: {first}",
+            failed.len()
+        )));
+    }
+    Ok(())
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -396,33 +431,7 @@ impl Admission for AdmissionService {
         &self,
         request: Request<CompleteBatchRequest>,
     ) -> Result<Response<CompleteResponse>, Status> {
-        // Settled concurrently, so the ledger's group commit syncs the whole
-        // batch at once instead of once per report. Spawned, not joined in a
-        // set: a caller that gives up must not abort a settlement halfway.
-        let settling: Vec<_> = request
-            .into_inner()
-            .reports
-            .into_iter()
-            .map(|report| {
-                let limiter = self.limiter.clone();
-                tokio::spawn(settle_traced(limiter, report))
-            })
-            .collect();
-        let total = settling.len();
-        let mut failed = Vec::new();
-        for task in settling {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failed.push(e.to_string()),
-                Err(e) => failed.push(e.to_string()),
-            }
-        }
-        if let Some(first) = failed.first() {
-            return Err(Status::unavailable(format!(
-                "{} of {total} reports not settled; first: {first}",
-                failed.len()
-            )));
-        }
+        settle_all(&self.limiter, request.into_inner().reports).await?;
         Ok(Response::new(CompleteResponse {}))
     }
 

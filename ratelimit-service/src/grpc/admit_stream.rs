@@ -4,7 +4,9 @@
 //! in any order, carrying its id back. A cancel aborts that admission's
 //! task; the stream's reset aborts them all. Aborting drops the decision
 //! future exactly where tonic drops a cancelled Admit call's, so a queued
-//! admission leaves its queue and refunds the same way.
+//! admission leaves its queue and refunds the same way. Usage reports ride
+//! the stream too, settled as `CompleteBatch` settles them but unanswered
+//! and never aborted.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::admission::AdmissionService;
+use super::admission::{AdmissionService, settle_all};
 use super::deadline_in;
 
 /// Admissions one stream may have waiting at once. An Envoy worker holds
@@ -157,9 +159,20 @@ fn on_message(
             }
             None
         }
+        Some(Kind::Reports(batch)) => {
+            // Detached: the stream's end must not abort a settlement, and
+            // nothing is answered (the caller does not wait for reports).
+            let limiter = service.limiter().clone();
+            tokio::spawn(async move {
+                if let Err(status) = settle_all(&limiter, batch.reports).await {
+                    tracing::warn!(%status, "reports on an admission stream not settled");
+                }
+            });
+            None
+        }
         None => Some(refusal(
             id,
-            Status::invalid_argument("an admission message carries admit or cancel"),
+            Status::invalid_argument("an admission message carries admit, cancel or reports"),
         )),
     }
 }
