@@ -756,6 +756,51 @@ fn with_the_stream_switched_off_every_admission_is_a_call() {
 }
 
 #[test]
+fn a_root_replaced_stays_until_its_last_reports_are_in_and_its_stream_ended() {
+    let mut host = configured();
+    let token = admission_stream(&host).token;
+    let (stream, id, _) = open(&mut host);
+    answer(&mut host, id, admitted("lease-open"));
+    host.end_stream(stream).expect("no trap");
+    // Envoy is done with this root before any tick flushed the report.
+    assert!(!host.finish_root().expect("no trap"), "asks to stay");
+    let closed = host
+        .state()
+        .grpc_streams
+        .iter()
+        .find(|s| s.token == token)
+        .is_some_and(|s| s.closed_by_module);
+    assert!(closed, "its side of the admission stream is closed");
+    let call = host
+        .state()
+        .grpc_calls
+        .last()
+        .cloned()
+        .expect("the last reports");
+    assert_eq!(
+        call.method, "CompleteBatch",
+        "by a call, whose answer it awaits"
+    );
+    let reports = CompleteBatchRequest::decode(call.message.as_slice())
+        .expect("a CompleteBatchRequest")
+        .reports;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].lease_id, "lease-open");
+    host.answer_grpc(call.token, &[]).expect("no trap");
+    let done = |host: &MockHost| {
+        host.state()
+            .host_calls
+            .get("proxy_done")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(done(&host), 0, "the service has not ended the stream yet");
+    // The service read everything sent on the stream and ends it.
+    host.end_grpc_stream(token, 0).expect("no trap");
+    assert_eq!(done(&host), 1, "now the root may go");
+}
+
+#[test]
 fn a_request_that_leaves_cancels_its_admission_and_a_late_answer_frees_the_lease() {
     let mut host = configured();
     let (stream, id, _) = open(&mut host);

@@ -135,11 +135,13 @@ impl Shared {
         }
     }
 
-    /// Closes the admission stream (Envoy is done with this root).
-    pub fn close_stream(&self) {
-        if let Some(token) = self.channel.borrow().stream() {
-            let _ = host::close_grpc_stream(token);
-        }
+    /// Closes this side of the admission stream (Envoy is done with this
+    /// root): its token when one was open and is now closing. The service
+    /// ends its side once it has read everything sent before, reports
+    /// included, and answered what waits.
+    pub fn close_stream(&self) -> Option<u32> {
+        let token = self.channel.borrow().stream()?;
+        host::close_grpc_stream(token).ok().map(|()| token)
     }
 
     /// Sends the admission `request` of the request `context` on the stream:
@@ -369,6 +371,11 @@ pub struct Reporter {
     last_renew: Option<SystemTime>,
     /// The call carrying the last reports, sent from `on_done`.
     final_flush: Option<u32>,
+    /// The admission stream `on_done` closed, until the service ends it:
+    /// reports sent on it before must be read before Envoy may reset it.
+    closing_stream: Option<u32>,
+    /// Envoy asked this root to finish (`on_done`).
+    finishing: bool,
 }
 
 impl Reporter {
@@ -405,24 +412,47 @@ impl Reporter {
         }
         if self.final_flush == Some(token) {
             self.final_flush = None;
-            // The last reports are answered: Envoy may delete this context.
-            if host::done().is_err() {
-                log::warn!("admission: host refused proxy_done");
-            }
+            self.finish_when_settled();
+        }
+    }
+
+    /// The admission stream `token` ended.
+    pub fn on_stream_closed(&mut self, token: u32) {
+        if self.closing_stream == Some(token) {
+            self.closing_stream = None;
+            self.finish_when_settled();
+        }
+    }
+
+    /// Tells Envoy this root may go once the last reports are answered and
+    /// the service has ended the admission stream.
+    fn finish_when_settled(&mut self) {
+        if !self.finishing || self.final_flush.is_some() || self.closing_stream.is_some() {
+            return;
+        }
+        self.finishing = false;
+        if host::done().is_err() {
+            log::warn!("admission: host refused proxy_done");
         }
     }
 
     /// Envoy is done with the root context: its configuration was replaced
     /// (every registry reload) or Envoy is stopping, and its last streams
     /// have ended, their reports still in the buffer with no tick to come.
-    /// They leave now, and the context asks to stay until they are answered
-    /// (`false`), since deleting it would cancel the call.
+    /// They leave now by a call, and the context asks to stay (`false`)
+    /// until they are answered and the service has ended the admission
+    /// stream, since deleting it would cancel the one and reset the other.
     pub fn on_done(&mut self, shared: &Shared) -> bool {
-        let Some(reports) = shared.reports.borrow_mut().drain() else {
-            return true;
-        };
-        self.final_flush = shared.call_reports(shared.root_id, reports);
-        self.final_flush.is_none()
+        // Reports flushed on the stream may still be on their way: deleting
+        // the root resets the stream, which could drop them. The service
+        // ends its side after reading them.
+        self.closing_stream = shared.close_stream();
+        if let Some(reports) = shared.reports.borrow_mut().drain() {
+            self.final_flush = shared.call_reports(shared.root_id, reports);
+        }
+        let done = self.final_flush.is_none() && self.closing_stream.is_none();
+        self.finishing = !done;
+        done
     }
 }
 

@@ -153,15 +153,13 @@ impl Context for GatewayRoot {
             // at once would otherwise be asked again in a tight loop.
             let lost = shared.on_stream_close(token, status_code);
             self.deliver(&shared, lost);
+            self.reporter.on_stream_closed(token);
         }
     }
 
     fn on_done(&mut self) -> bool {
         match self.admission.clone() {
-            Some(shared) => {
-                shared.close_stream();
-                self.reporter.on_done(&shared)
-            }
+            Some(shared) => self.reporter.on_done(&shared),
             None => true,
         }
     }

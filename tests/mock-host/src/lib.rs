@@ -380,6 +380,14 @@ impl MockHost {
         )
     }
 
+    /// Envoy is done with the root context (its configuration was
+    /// replaced, or Envoy stops): whether it may go at once; if not, it
+    /// says so later by `proxy_done` (counted in `host_calls`).
+    pub fn finish_root(&mut self) -> Result<bool, HostError> {
+        let done = self.call_for::<i32, i32>(self.root, "proxy_on_done", self.root)?;
+        Ok(done != 0)
+    }
+
     /// One tick of the root context's timer.
     pub fn tick(&mut self) -> Result<(), HostError> {
         self.call_for::<i32, ()>(self.root, "proxy_on_tick", self.root)
