@@ -267,6 +267,19 @@ async fn cancelled_admit_is_refunded() {
                 .is_err()
         );
     }
+    // RPM was refunded too (rpm 5).
+    assert_all_refunded(&h, &mut c, &gate, "a", 4).await;
+}
+
+/// Nothing of `tenant` waits in the queue or is in flight any more, and
+/// its next call sees only its own reservation: `remaining` requests left.
+async fn assert_all_refunded(
+    h: &Harness,
+    c: &mut admission_proto::v1::admission_client::AdmissionClient<tonic::transport::Channel>,
+    gate: &TestGate,
+    tenant: &str,
+    remaining: u64,
+) {
     let waiting = gate.waiting.clone();
     assert!(
         eventually(Duration::from_secs(2), || {
@@ -274,20 +287,19 @@ async fn cancelled_admit_is_refunded() {
             async move { waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 }
         })
         .await,
-        "server kept waiting for a cancelled call"
+        "the server kept waiting for a caller that is gone"
     );
     assert!(
         eventually(Duration::from_secs(2), || async {
-            in_flight(&h, "a").await == 0
+            in_flight(h, tenant).await == 0
         })
         .await
     );
-    // RPM was refunded too: the next call sees only its own reservation.
-    let mut req = tonic::Request::new(admit_req("a", "other", 1, 1));
+    let mut req = tonic::Request::new(admit_req(tenant, "other", 1, 1));
     req.set_timeout(Duration::from_millis(200));
     let r = c.admit(req).await.unwrap().into_inner();
     assert_eq!(reason(&r), RejectReason::QueueTimeout);
-    assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(4));
+    assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(remaining));
 }
 
 #[tokio::test]
@@ -511,17 +523,28 @@ fn cancel(id: u64) -> AdmitStreamRequest {
     }
 }
 
+/// An admission stream: where to ask, and where the answers come.
+async fn open_stream(
+    c: &mut admission_proto::v1::admission_client::AdmissionClient<tonic::transport::Channel>,
+) -> (
+    tokio::sync::mpsc::Sender<AdmitStreamRequest>,
+    tonic::Streaming<admission_proto::v1::AdmitStreamResponse>,
+) {
+    let (ask, asked) = tokio::sync::mpsc::channel(8);
+    let answers = c
+        .admit_stream(ReceiverStream::new(asked))
+        .await
+        .unwrap()
+        .into_inner();
+    (ask, answers)
+}
+
 #[tokio::test]
 async fn admissions_on_a_stream_are_answered_by_id_in_any_order() {
     let gate = TestGate::new(GateMode::Admit);
     let h = start(&[], gate.factory()).await;
     let mut c = h.client().await;
-    let (ask, asked) = tokio::sync::mpsc::channel(8);
-    let mut answers = c
-        .admit_stream(ReceiverStream::new(asked))
-        .await
-        .unwrap()
-        .into_inner();
+    let (ask, mut answers) = open_stream(&mut c).await;
     ask.send(on_stream(41, admit_req("a", "m", 100, 100), 5_000))
         .await
         .unwrap();
@@ -598,12 +621,7 @@ async fn a_cancel_or_the_streams_end_leaves_the_queue_and_refunds() {
     let gate = TestGate::new(GateMode::Block);
     let h = start(&[], gate.factory()).await;
     let mut c = h.client().await;
-    let (ask, asked) = tokio::sync::mpsc::channel(8);
-    let mut answers = c
-        .admit_stream(ReceiverStream::new(asked))
-        .await
-        .unwrap()
-        .into_inner();
+    let (ask, mut answers) = open_stream(&mut c).await;
     // Tenant `b`: 100 concurrent; the pool's queue holds each up to 2 s.
     let started = std::time::Instant::now();
     ask.send(on_stream(1, admit_req("b", "other", 1, 1), 400))
@@ -642,24 +660,9 @@ async fn a_cancel_or_the_streams_end_leaves_the_queue_and_refunds() {
         })
         .await
     );
-    // The caller goes away: the stream's last admission leaves too.
+    // The caller goes away: the stream's last admission leaves too, and
+    // RPM was refunded for all three (rpm 1000; a queue timeout refunds too).
     drop(answers);
     drop(ask);
-    assert!(
-        eventually(Duration::from_secs(2), queued(0)).await,
-        "the server kept waiting for a stream that is gone"
-    );
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            in_flight(&h, "b").await == 0
-        })
-        .await
-    );
-    // RPM was refunded for all three (rpm 1000; a queue timeout refunds
-    // too): the next call sees only its own reservation.
-    let mut req = tonic::Request::new(admit_req("b", "other", 1, 1));
-    req.set_timeout(Duration::from_millis(200));
-    let r = c.admit(req).await.unwrap().into_inner();
-    assert_eq!(reason(&r), RejectReason::QueueTimeout);
-    assert_eq!(r.rate_limit.unwrap().remaining_requests, Some(999));
+    assert_all_refunded(&h, &mut c, &gate, "b", 999).await;
 }

@@ -158,6 +158,19 @@ fn open(host: &mut MockHost) -> (Stream, u64, AdmitRequest) {
     (stream, id, request)
 }
 
+/// The last reply the module sent itself, which must be a 5xx (the service
+/// could not decide and the tier fails closed).
+fn last_failure(host: &MockHost) -> mock_host::LocalReply {
+    let reply = last_reply(host);
+    assert!(
+        reply.status >= 500,
+        "{} {}",
+        reply.status,
+        reply.body_text()
+    );
+    reply
+}
+
 /// The last reply the module sent itself.
 fn last_reply(host: &MockHost) -> mock_host::LocalReply {
     host.state()
@@ -425,13 +438,7 @@ fn a_failed_open_call_fails_closed_in_the_openai_shape() {
     let mut host = configured();
     let (_, open_token, _) = open(&mut host);
     fail(&mut host, open_token, 14);
-    let reply = last_reply(&host);
-    assert!(
-        reply.status >= 500,
-        "{} {}",
-        reply.status,
-        reply.body_text()
-    );
+    let reply = last_failure(&host);
     let body: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
     assert!(body["error"]["message"].is_string(), "{body}");
     assert!(host.state().resumed.is_empty());
@@ -462,6 +469,29 @@ fn reported(host: &mut MockHost) -> Vec<admission_proto::v1::CompleteRequest> {
         })
         .flatten();
     by_call.chain(by_message).collect()
+}
+
+/// The module's last gRPC call, which must be an Admit, answered admitted
+/// with `lease`: its request.
+fn admit_last_call(host: &mut MockHost, lease: &str) -> AdmitRequest {
+    let call = host
+        .state()
+        .grpc_calls
+        .last()
+        .cloned()
+        .expect("an Admit call");
+    assert_eq!(call.method, "Admit");
+    host.answer_grpc(call.token, &admitted(lease).encode_to_vec())
+        .expect("no trap");
+    AdmitRequest::decode(call.message.as_slice()).expect("an AdmitRequest")
+}
+
+/// The flushes reported exactly one lease: `lease`, ending as `outcome`.
+fn assert_reported_once(host: &mut MockHost, lease: &str, outcome: Outcome) {
+    let reports = reported(host);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].lease_id, lease);
+    assert_eq!(reports[0].outcome, outcome as i32);
 }
 
 /// How many `CompleteBatch` calls the module made.
@@ -544,10 +574,7 @@ fn a_small_body_that_comes_with_its_headers_is_admitted_in_one_call() {
     );
     // The one lease is billed, not just released.
     host.end_stream(stream).expect("no trap");
-    let reports = reported(&mut host);
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].lease_id, "lease-full");
-    assert_eq!(reports[0].outcome, Outcome::ClientCancelled as i32);
+    assert_reported_once(&mut host, "lease-full", Outcome::ClientCancelled);
 }
 
 #[test]
@@ -696,28 +723,12 @@ fn without_a_stream_each_request_is_admitted_by_a_call() {
         host.request_headers(stream, false).expect("no trap"),
         Action::Pause
     );
-    let call = host
-        .state()
-        .grpc_calls
-        .first()
-        .cloned()
-        .expect("an Admit call");
-    assert_eq!(call.method, "Admit");
-    let first = AdmitRequest::decode(call.message.as_slice()).expect("an AdmitRequest");
+    let first = admit_last_call(&mut host, "lease-open");
     assert_eq!(first.phase, Phase::Open as i32);
-    host.answer_grpc(call.token, &admitted("lease-open").encode_to_vec())
-        .expect("no trap");
     host.request_body(stream, &chat_body(), true)
         .expect("no trap");
-    let reserve = host
-        .state()
-        .grpc_calls
-        .last()
-        .cloned()
-        .expect("an Admit call");
-    assert_eq!(reserve.method, "Admit");
-    host.answer_grpc(reserve.token, &admitted("lease-reserve").encode_to_vec())
-        .expect("no trap");
+    let reserve = admit_last_call(&mut host, "lease-reserve");
+    assert_eq!(reserve.phase, Phase::Reserve as i32);
     assert_eq!(host.state().resumed, vec![0]);
     // The service is back: the tick opens the stream, and it is used.
     host.state_mut().refuse_grpc_streams = false;
@@ -737,15 +748,7 @@ fn with_the_stream_switched_off_every_admission_is_a_call() {
     for n in 0..3 {
         let stream = begin(&mut host, KEY.as_bytes());
         host.request_headers(stream, false).expect("no trap");
-        let call = host
-            .state()
-            .grpc_calls
-            .last()
-            .cloned()
-            .expect("an Admit call");
-        assert_eq!(call.method, "Admit");
-        host.answer_grpc(call.token, &admitted("lease").encode_to_vec())
-            .expect("no trap");
+        admit_last_call(&mut host, "lease");
         host.end_stream(stream).expect("no trap");
         host.tick().expect("no trap");
         assert!(
@@ -811,10 +814,7 @@ fn a_request_that_leaves_cancels_its_admission_and_a_late_answer_frees_the_lease
     answer(&mut host, id, admitted("lease-late"));
     assert!(host.state().local_replies.is_empty());
     assert!(host.state().resumed.is_empty());
-    let reports = reported(&mut host);
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    assert_eq!(reports[0].lease_id, "lease-late");
-    assert_eq!(reports[0].outcome, Outcome::Released as i32);
+    assert_reported_once(&mut host, "lease-late", Outcome::Released);
 }
 
 #[test]
@@ -829,13 +829,7 @@ fn an_admission_past_its_deadline_fails_on_the_tick_and_is_cancelled() {
     );
     host.advance(std::time::Duration::from_millis(200));
     host.tick().expect("no trap");
-    let reply = last_reply(&host);
-    assert!(
-        reply.status >= 500,
-        "{} {}",
-        reply.status,
-        reply.body_text()
-    );
+    let reply = last_failure(&host);
     assert_eq!(reply.context, stream.context());
     assert_eq!(cancels(&host), vec![id]);
     // A late answer changes nothing for the request.

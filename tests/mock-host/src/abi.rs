@@ -56,6 +56,16 @@ fn write(caller: &mut Host<'_>, ptr: i32, bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// A gRPC call's or stream's cluster, service and method, as text.
+fn read_target(
+    caller: &Host<'_>,
+    parts: [(i32, i32); 3],
+) -> Result<(String, String, String), Error> {
+    let [cluster, service, method] = parts
+        .map(|(ptr, len)| read(caller, ptr, len).map(|b| String::from_utf8_lossy(&b).into_owned()));
+    Ok((cluster?, service?, method?))
+}
+
 fn write_u32(caller: &mut Host<'_>, ptr: i32, value: u32) -> Result<(), Error> {
     write(caller, ptr, &value.to_le_bytes())
 }
@@ -479,12 +489,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
          token_ptr: i32| {
             c.data_mut().tally("proxy_grpc_call");
             {
-                let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-                let (cluster, service, method) = (
-                    text(read(&c, up, ul)?),
-                    text(read(&c, sp, sl)?),
-                    text(read(&c, mp, ml)?),
-                );
+                let (cluster, service, method) = read_target(&c, [(up, ul), (sp, sl), (mp, ml)])?;
                 let message = read(&c, msgp, msgl)?;
                 let state = c.data_mut();
                 state.next_token += 1;
@@ -550,12 +555,7 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<(), Error> {
                 // As Envoy answers for a cluster it does not know.
                 return Ok(PARSE_FAILURE);
             }
-            let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
-            let (cluster, service, method) = (
-                text(read(&c, up, ul)?),
-                text(read(&c, sp, sl)?),
-                text(read(&c, mp, ml)?),
-            );
+            let (cluster, service, method) = read_target(&c, [(up, ul), (sp, sl), (mp, ml)])?;
             let state = c.data_mut();
             state.next_token += 1;
             let token = state.next_token;
