@@ -682,7 +682,7 @@ fn admissions_ride_the_stream_the_root_opened_answered_by_id() {
 }
 
 #[test]
-fn the_streams_end_fails_each_waiting_request_and_a_tick_opens_another() {
+fn the_streams_end_fails_each_waiting_request_and_a_tick_opens_another_a_second_later() {
     let mut host = configured();
     let token = admission_stream(&host).token;
     let (first, _, _) = open(&mut host);
@@ -702,6 +702,10 @@ fn the_streams_end_fails_each_waiting_request_and_a_tick_opens_another() {
     let calls = &host.state().grpc_calls;
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].method, "Admit");
+    // Not at once: a service that is down is not asked every tick.
+    host.tick().expect("no trap");
+    assert_eq!(host.state().grpc_streams.len(), 1, "reopened at once");
+    host.advance(std::time::Duration::from_millis(1_000));
     host.tick().expect("no trap");
     let reopened = admission_stream(&host).token;
     assert_ne!(reopened, token);

@@ -81,7 +81,14 @@ pub struct Shared {
     channel: RefCell<AdmitChannel>,
     /// A request found no stream open: the next tick opens one.
     wants_stream: Cell<bool>,
+    /// After the stream ended, none is opened before this: a service that
+    /// is down is not asked for a stream every tick, and requests go by
+    /// call meanwhile.
+    reopen_at: Cell<Option<SystemTime>>,
 }
+
+/// How long after the admission stream ended the root opens another.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// An answer on the admission stream, for the request it names: the root
 /// hands it over with that request's context made the effective one
@@ -116,6 +123,7 @@ impl Shared {
             waiters: RefCell::new(BodyWaiters::new(config.one_call_max_waiting_per_tenant)),
             channel: RefCell::new(AdmitChannel::default()),
             wants_stream: Cell::new(false),
+            reopen_at: Cell::new(None),
             config,
         })
     }
@@ -127,6 +135,13 @@ impl Shared {
     /// (Envoy's main thread has one too) holds no stream.
     pub fn open_stream(&self) {
         if !self.wants_stream.get() || self.channel.borrow().stream().is_some() {
+            return;
+        }
+        if self
+            .reopen_at
+            .get()
+            .is_some_and(|at| host::now_or_epoch() < at)
+        {
             return;
         }
         match host::open_grpc_stream(&self.config.cluster, SERVICE, "AdmitStream") {
@@ -244,9 +259,13 @@ impl Shared {
     }
 
     /// The admission stream `token` ended (root callback): every request
-    /// waiting on it fails as its call would have. The root's next tick
-    /// opens another.
+    /// waiting on it fails as its call would have. The root's tick opens
+    /// another [`REOPEN_BACKOFF`] later.
     pub fn on_stream_close(&self, token: u32, status: u32) -> Vec<Delivery> {
+        if self.channel.borrow().stream() == Some(token) {
+            let now = host::now_or_epoch();
+            self.reopen_at.set(now.checked_add(REOPEN_BACKOFF));
+        }
         let lost = self.channel.borrow_mut().ended(token);
         if !lost.is_empty() {
             log::warn!(

@@ -149,8 +149,8 @@ impl Context for GatewayRoot {
 
     fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
         if let Some(shared) = self.admission.clone() {
-            // Reopened on the next tick, not here: a service that refuses
-            // at once would otherwise be asked again in a tight loop.
+            // Reopened by the tick a second later, not here: a service
+            // that refuses at once would otherwise be asked in a tight loop.
             let lost = shared.on_stream_close(token, status_code);
             self.deliver(&shared, lost);
             self.reporter.on_stream_closed(token);
