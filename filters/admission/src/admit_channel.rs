@@ -81,10 +81,11 @@ impl AdmitChannel {
     }
 
     /// The stream `token` ended: every admission on it is unanswered, as
-    /// `(id, context)`. An older stream's end changes nothing.
-    pub fn ended(&mut self, token: u32) -> Vec<(u64, u32)> {
+    /// `(id, context)`. `None` for an older stream, whose end changes
+    /// nothing.
+    pub fn ended(&mut self, token: u32) -> Option<Vec<(u64, u32)>> {
         if self.stream != Some(token) {
-            return Vec::new();
+            return None;
         }
         self.stream = None;
         self.earliest = None;
@@ -94,7 +95,7 @@ impl AdmitChannel {
             .map(|(id, w)| (id, w.context))
             .collect();
         lost.sort_unstable();
-        lost
+        Some(lost)
     }
 
     /// Admissions past their deadline at `now`, no longer waited for, as
@@ -174,8 +175,8 @@ mod tests {
         channel.opened(3);
         channel.ask(10, at(0), SECOND).unwrap();
         channel.ask(11, at(0), SECOND).unwrap();
-        assert_eq!(channel.ended(99), Vec::new(), "not this stream");
-        assert_eq!(channel.ended(3), vec![(1, 10), (2, 11)]);
+        assert_eq!(channel.ended(99), None, "not this stream");
+        assert_eq!(channel.ended(3), Some(vec![(1, 10), (2, 11)]));
         assert_eq!(channel.stream(), None);
         assert_eq!(channel.ask(12, at(0), SECOND), None, "until reopened");
         channel.opened(5);

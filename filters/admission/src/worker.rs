@@ -262,11 +262,11 @@ impl Shared {
     /// waiting on it fails as its call would have. The root's tick opens
     /// another [`REOPEN_BACKOFF`] later.
     pub fn on_stream_close(&self, token: u32, status: u32) -> Vec<Delivery> {
-        if self.channel.borrow().stream() == Some(token) {
-            let now = host::now_or_epoch();
-            self.reopen_at.set(now.checked_add(REOPEN_BACKOFF));
-        }
-        let lost = self.channel.borrow_mut().ended(token);
+        let Some(lost) = self.channel.borrow_mut().ended(token) else {
+            return Vec::new();
+        };
+        let now = host::now_or_epoch();
+        self.reopen_at.set(now.checked_add(REOPEN_BACKOFF));
         if !lost.is_empty() {
             log::warn!(
                 "admission: admission stream ended (gRPC status {status}) with {} admissions waiting",

@@ -32,7 +32,7 @@ pub struct HostError {
     pub status: u32,
 }
 
-pub type HostResult<T> = Result<T, HostError>;
+type HostResult<T> = Result<T, HostError>;
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;

@@ -102,7 +102,8 @@ impl GatewayRoot {
             match state.try_borrow_mut() {
                 Ok(mut state) => state.on_stream_answer(id, answer),
                 Err(_) => {
-                    log::error!("llm-gateway: request {context} busy; admission answer dropped")
+                    log::error!("llm-gateway: request {context} busy; admission answer dropped");
+                    shared.release_unclaimed(answer);
                 }
             }
         }
@@ -234,9 +235,16 @@ impl RootContext for GatewayRoot {
             context: None,
             response_fed: 0,
         }));
-        self.requests
-            .borrow_mut()
-            .insert(context_id, Rc::downgrade(&state));
+        // Only the admission stream's answers need the request found.
+        if self
+            .admission
+            .as_ref()
+            .is_some_and(|s| s.config.admit_stream)
+        {
+            self.requests
+                .borrow_mut()
+                .insert(context_id, Rc::downgrade(&state));
+        }
         Some(Box::new(GatewayStream {
             id: context_id,
             state,

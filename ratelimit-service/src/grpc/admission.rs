@@ -38,10 +38,6 @@ impl AdmissionService {
         }
     }
 
-    pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
-        self.limiter.metrics()
-    }
-
     pub(super) fn limiter(&self) -> &Limiter {
         &self.limiter
     }

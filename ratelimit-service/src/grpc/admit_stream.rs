@@ -97,7 +97,7 @@ struct OpenStream(prometheus_client::metrics::gauge::Gauge);
 
 impl OpenStream {
     fn count(service: &AdmissionService) -> Self {
-        let gauge = service.metrics().admission_streams.clone();
+        let gauge = service.limiter().metrics().admission_streams.clone();
         gauge.inc();
         Self(gauge)
     }
@@ -136,7 +136,7 @@ fn on_message(
             }
             let deadline = (message.timeout_ms > 0)
                 .then(|| deadline_in(Duration::from_millis(u64::from(message.timeout_ms))));
-            service.metrics().admit_stream_messages.inc();
+            service.limiter().metrics().admit_stream_messages.inc();
             let service = service.clone();
             let task = deciding.spawn(async move {
                 let answer = match service.decide(request, deadline).await {

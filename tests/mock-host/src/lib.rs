@@ -355,29 +355,24 @@ impl MockHost {
     }
 
     /// Delivers `message` on the gRPC stream `token`.
+    /// (Envoy delivers it as it delivers a call's answer.)
     pub fn grpc_stream_message(&mut self, token: u32, message: &[u8]) -> Result<(), HostError> {
-        self.state_mut().grpc_receive = message.to_vec();
-        let size = len(message);
-        self.call_for::<(i32, i32, i32), ()>(
-            self.root,
-            "proxy_on_grpc_receive",
-            (self.root, token as i32, size),
-        )
+        self.answer_grpc(token, message)
     }
 
     /// Ends the gRPC stream `token` with `status` (14 is UNAVAILABLE), as
     /// when the service goes away.
     pub fn end_grpc_stream(&mut self, token: u32, status: u32) -> Result<(), HostError> {
-        let state = self.state_mut();
-        if let Some(stream) = state.grpc_streams.iter_mut().find(|s| s.token == token) {
+        let stream = self
+            .state_mut()
+            .grpc_streams
+            .iter_mut()
+            .find(|s| s.token == token);
+        if let Some(stream) = stream {
             stream.ended = true;
         }
-        state.grpc_status = (status, b"stream ended".to_vec());
-        self.call_for::<(i32, i32, i32), ()>(
-            self.root,
-            "proxy_on_grpc_close",
-            (self.root, token as i32, status as i32),
-        )
+        // Envoy ends a stream as it fails a call.
+        self.fail_grpc(token, status, "stream ended")
     }
 
     /// Envoy is done with the root context (its configuration was
