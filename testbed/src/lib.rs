@@ -168,6 +168,9 @@ pub struct TestbedConfig {
     /// compare two builds side by side), relative to the caller's working
     /// directory or absolute; `None`: `make wasm`'s output.
     pub module_dir: Option<PathBuf>,
+    /// Another build of ratelimit-service to run (benchmarks compare two
+    /// builds side by side); `None`: this checkout's.
+    pub ratelimit_binary: Option<PathBuf>,
 }
 
 impl TestbedConfig {
@@ -192,6 +195,7 @@ impl TestbedConfig {
             admit_stream: true,
             otlp: None,
             module_dir: None,
+            ratelimit_binary: None,
         }
     }
 }
@@ -647,7 +651,11 @@ fn start_ratelimit(
     dir: &Path,
 ) -> Result<ManagedProcess, TestbedError> {
     let data = dir.join("ratelimit-data");
-    let mut command = Command::new(paths.binary("ratelimit-service")?);
+    let binary = match &config.ratelimit_binary {
+        Some(binary) => paths::existing(binary.clone())?,
+        None => paths.binary("ratelimit-service")?,
+    };
+    let mut command = Command::new(binary);
     command
         .arg("--registry")
         .arg(registry_path)

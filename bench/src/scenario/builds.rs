@@ -2,6 +2,8 @@
 //! both running the whole chain. What a change to the module's code or its
 //! build settings costs or saves, side by side in one run: build the
 //! baseline, copy its `llm_gateway.wasm` aside, make the change, rebuild.
+//! A `ratelimit-service` binary beside the baseline's module is run on the
+//! baseline side too: a change to the service is measured the same way.
 
 use std::path::PathBuf;
 
@@ -15,7 +17,8 @@ use crate::report::Report;
 
 #[derive(Debug, Args)]
 pub struct BuildsArgs {
-    /// Directory holding the baseline build's `llm_gateway.wasm`.
+    /// Directory holding the baseline build's `llm_gateway.wasm` (and, to
+    /// compare the service too, its `ratelimit-service`).
     #[arg(long, value_name = "DIR")]
     pub baseline: PathBuf,
 }
@@ -32,8 +35,11 @@ pub fn run(settings: &Settings, args: &BuildsArgs) -> Result<Report, BenchError>
     let baseline = {
         let mut config = settings.testbed("baseline-build", FilterSet::ALL);
         config.module_dir = Some(args.baseline.clone());
+        let service = args.baseline.join("ratelimit-service");
+        config.ratelimit_binary = service.is_file().then_some(service);
         config
     };
+    let with_service = baseline.ratelimit_binary.is_some();
     let comparison = compare(
         Contender::new("this build", settings.testbed("this-build", FilterSet::ALL)),
         Contender::new("baseline build", baseline),
@@ -45,9 +51,14 @@ pub fn run(settings: &Settings, args: &BuildsArgs) -> Result<Report, BenchError>
         "this build of the gateway module vs a baseline build",
         &format!(
             "The whole chain on this checkout's llm_gateway.wasm against the same chain on \
-             the build in {}: what a change to the module costs or saves. Envoy's CPU per \
+             the build in {}{}: what a change to the module costs or saves. Envoy's CPU per \
              request (below the tables) is where the module's own work shows.",
-            args.baseline.display()
+            args.baseline.display(),
+            if with_service {
+                " (its ratelimit-service too)"
+            } else {
+                ""
+            }
         ),
         vec![comparison],
     ))

@@ -38,6 +38,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
 struct Open {
     day: Date,
     file: File,
+    /// Lines appended since the last sync, written at once before it.
+    pending: Vec<u8>,
     dirty: bool,
 }
 
@@ -67,6 +69,11 @@ impl Partitions {
         let day = match self.open.get(&record.tenant) {
             Some(open) if open.day >= day => open.day,
             _ => {
+                // Moving on to a newer file: what the old one got is written
+                // and synced before it is left.
+                if let Some(mut old) = self.open.remove(&record.tenant) {
+                    old.flush().map_err(io(&dir))?;
+                }
                 if self.open.len() >= MAX_OPEN {
                     self.sync()?;
                     self.open.clear();
@@ -84,6 +91,7 @@ impl Partitions {
                     Open {
                         day,
                         file,
+                        pending: Vec::new(),
                         dirty: false,
                     },
                 );
@@ -108,21 +116,33 @@ impl Partitions {
         let Some(open) = self.open.get_mut(&record.tenant) else {
             return Ok(());
         };
-        // One write per line: a crash leaves at most a torn last line,
-        // which readers skip.
-        open.file
-            .write_all(&line)
-            .map_err(io(&dir.join(file_name(day))))?;
+        // Whole lines, written together at the next sync (one system call
+        // per batch): a crash leaves at most a torn last line, which
+        // readers skip.
+        open.pending.extend_from_slice(&line);
         open.dirty = true;
         Ok(())
     }
 
-    /// Syncs every file written since the last sync.
+    /// Writes and syncs every file appended to since the last sync.
     pub fn sync(&mut self) -> Result<(), AuditError> {
         for (tenant, open) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
-            open.file.sync_data().map_err(io(&self.root.join(tenant)))?;
-            open.dirty = false;
+            open.flush().map_err(io(&self.root.join(tenant)))?;
         }
+        Ok(())
+    }
+}
+
+impl Open {
+    /// Writes the pending lines and syncs them.
+    fn flush(&mut self) -> std::io::Result<()> {
+        let written = self.file.write_all(&self.pending);
+        // Lines that did not make it are not retried: a partial write may
+        // have left part of them, and a retry would tear the file.
+        self.pending.clear();
+        written?;
+        self.file.sync_data()?;
+        self.dirty = false;
         Ok(())
     }
 }

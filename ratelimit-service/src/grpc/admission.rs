@@ -7,6 +7,7 @@ use admission_proto::v1::{
     CompleteRequest, CompleteResponse, PoolLimitsRequest, PoolLimitsResponse, PoolModelLimit,
     RenewRequest, RenewResponse, admission_server::Admission,
 };
+use futures_util::future::join_all;
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use tonic::{Request, Response, Status, Streaming};
@@ -264,20 +265,23 @@ pub(super) async fn settle_all(
     reports: Vec<CompleteRequest>,
 ) -> Result<(), Status> {
     // Settled concurrently, so the ledger's group commit syncs the whole
-    // batch at once instead of once per report. Spawned, not joined in a
-    // set: a caller that gives up must not abort a settlement halfway.
-    let settling: Vec<_> = reports
+    // batch at once instead of once per report; in one task, which the
+    // ledger's answers wake once for the batch rather than a task per
+    // report. Spawned: a caller that gives up must not abort a settlement
+    // halfway.
+    let total = reports.len();
+    let settling = reports
         .into_iter()
-        .map(|report| tokio::spawn(settle_traced(limiter.clone(), report)))
-        .collect();
-    let total = settling.len();
+        .map(|report| settle_traced(limiter.clone(), report));
+    let settled = tokio::spawn(join_all(settling)).await;
     let mut failed = Vec::new();
-    for task in settling {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failed.push(e.to_string()),
-            Err(e) => failed.push(e.to_string()),
-        }
+    match settled {
+        Ok(results) => failed.extend(
+            results
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| e.to_string())),
+        ),
+        Err(e) => failed.push(e.to_string()),
     }
     if let Some(first) = failed.first() {
         return Err(Status::unavailable(format!(
