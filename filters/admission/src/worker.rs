@@ -494,7 +494,7 @@ const REQUEST: MapType = MapType::HttpRequestHeaders;
 const RESPONSE: MapType = MapType::HttpResponseHeaders;
 
 /// A header as text (`None` if absent, not UTF-8, or unreadable).
-pub fn header_text(map: MapType, name: &str) -> Option<String> {
+fn header_text(map: MapType, name: &str) -> Option<String> {
     match host::header(map, name) {
         Ok(raw) => raw.and_then(|bytes| String::from_utf8(bytes).ok()),
         Err(e) => {

@@ -183,6 +183,11 @@ pub fn headers(map: MapType) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
     })
 }
 
+/// The whole header map in one call, to read headers from.
+pub fn header_snapshot(map: MapType) -> HostResult<crate::headers::HeaderSnapshot> {
+    headers(map).map(crate::headers::HeaderSnapshot::new)
+}
+
 /// Sets `name` to `value`, or removes it when `value` is `None`.
 pub fn set_header(map: MapType, name: &[u8], value: Option<&[u8]>) -> HostResult<()> {
     match value {

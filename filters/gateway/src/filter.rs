@@ -19,11 +19,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
-use admission_filter::worker::{
-    AdmissionStream, Delivery, Reporter, Shared, StreamAnswer, header_text,
-};
+use admission_filter::worker::{AdmissionStream, Delivery, Reporter, Shared, StreamAnswer};
 use admission_filter::{FilterPhase, body_fits_one_call};
-use filter_common::headers;
+use filter_common::headers::{self, HeaderSnapshot};
 use filter_common::host::{self, TickPeriod, send_error};
 use llm_policy::Policy;
 use llm_policy::buffer_budget::BufferBudget;
@@ -276,12 +274,15 @@ struct StreamState {
 
 impl StreamState {
     /// Authentication; `None` when the request was refused (reply sent).
-    fn authenticate(&mut self, gateway: &Gateway) -> Option<()> {
+    fn authenticate(&mut self, gateway: &Gateway, request: &mut HeaderSnapshot) -> Option<()> {
         // Envoy's span for the request, set by the header_mutation filter
         // before this module: read before the gateway's headers are
         // stripped, as a value from then on.
-        let traceparent = header_text(MapType::HttpRequestHeaders, headers::TRACEPARENT);
-        match authenticate(&gateway.authenticator) {
+        let traceparent = request
+            .get(headers::TRACEPARENT)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+        match authenticate(&gateway.authenticator, request) {
             Ok(authenticated) => {
                 self.context = Some(RequestContext {
                     identity: authenticated.identity,
@@ -505,14 +506,23 @@ impl StreamState {
             send_error(&filter_common::host_failure());
             return Action::Pause;
         };
-        if self.authenticate(&gateway).is_none() {
+        // One read of the whole map: every phase looks its headers up here.
+        let mut request = match host::header_snapshot(MapType::HttpRequestHeaders) {
+            Ok(request) => request,
+            Err(e) => {
+                log::error!("llm-gateway: {e}; refusing");
+                send_error(&filter_common::host_failure());
+                return Action::Pause;
+            }
+        };
+        if self.authenticate(&gateway, &mut request).is_none() {
             return Action::Pause;
         }
         let (Some(policy), Some(context)) = (self.policy.as_mut(), self.context.as_ref()) else {
             // Identity only.
             return Action::Continue;
         };
-        let line = match RequestLine::read() {
+        let line = match RequestLine::read(&request) {
             Ok(line) => line,
             Err(fault) => return policy.header_fault(fault),
         };

@@ -16,6 +16,9 @@
 //! that has it cached. The seed is the tenant salt in the strict profile (two
 //! tenants never share a key) and a constant in the trusted one.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
@@ -55,20 +58,41 @@ impl TenantCacheKeys {
     }
 }
 
+/// Lower-case hex of a digest, as `hex::encode` writes it, through its
+/// slice encoder: the string encoder pushes one `char` at a time, which was
+/// a tenth of the policy's work on a small request (three digests each).
+pub fn hex_digest(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len().saturating_mul(2)];
+    match hex::encode_to_slice(bytes, &mut out) {
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes)),
+        Err(_) => hex::encode(bytes),
+    }
+}
+
 /// `hex(HMAC-SHA256(secret, tenant_id))`; `None` only if the MAC refuses the key.
 pub fn tenant_salt(secret: &[u8], tenant_id: &str) -> Option<String> {
     KeyDeriver::new(secret).map(|d| d.salt(tenant_id))
 }
 
+/// Tenants whose keys a VM remembers; past this the memory is cleared and
+/// refilled by the tenants that ask next (bounded whatever a registry of
+/// 100,000 tenants sends through one worker).
+const REMEMBERED_TENANTS: usize = 4096;
+
 /// Derives a tenant's cache keys from the cache secret when a request needs
-/// them: two hashes of a few bytes per request, where deriving every
-/// tenant's keys at load cost seconds and megabytes per VM with a registry
-/// of 100,000 tenants (bench/README.md, registry-scale).
+/// them, where deriving every tenant's keys at load cost seconds and
+/// megabytes per VM with a registry of 100,000 tenants (bench/README.md,
+/// registry-scale). The derivation (an HMAC and a hash: a quarter of the
+/// policy's own work on a small request) is remembered for the tenants
+/// that send: the same keys on every request of a tenant.
 #[derive(Clone)]
 pub struct KeyDeriver {
     /// Keyed once: a clone skips the key schedule on every request.
     mac: Hmac<Sha256>,
     trusted: TenantCacheKeys,
+    /// Strict-profile keys already derived, by tenant id. A VM runs on one
+    /// thread, so the cell is never shared.
+    derived: RefCell<HashMap<String, TenantCacheKeys>>,
 }
 
 impl std::fmt::Debug for KeyDeriver {
@@ -84,6 +108,7 @@ impl KeyDeriver {
         Some(Self {
             mac: <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?,
             trusted: TenantCacheKeys::trusted(),
+            derived: RefCell::new(HashMap::new()),
         })
     }
 
@@ -91,16 +116,27 @@ impl KeyDeriver {
     pub fn salt(&self, tenant_id: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(tenant_id.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        hex_digest(&mac.finalize().into_bytes())
     }
 
     /// The keys of `tenant_id`'s requests under its cache profile.
     pub fn keys(&self, strict: bool, tenant_id: &str) -> TenantCacheKeys {
-        if strict {
-            TenantCacheKeys::strict(self.salt(tenant_id))
-        } else {
-            self.trusted.clone()
+        if !strict {
+            return self.trusted.clone();
         }
+        let Ok(mut derived) = self.derived.try_borrow_mut() else {
+            // Never busy (one thread, no re-entry); deriving is always right.
+            return TenantCacheKeys::strict(self.salt(tenant_id));
+        };
+        if let Some(keys) = derived.get(tenant_id) {
+            return keys.clone();
+        }
+        if derived.len() >= REMEMBERED_TENANTS {
+            derived.clear();
+        }
+        let keys = TenantCacheKeys::strict(self.salt(tenant_id));
+        derived.insert(tenant_id.to_owned(), keys.clone());
+        keys
     }
 }
 
@@ -190,6 +226,13 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     #[test]
+    fn digests_are_in_lower_case_hex_as_hex_encode_writes_them() {
+        for bytes in [&[][..], &[0x00, 0x0f, 0xa0, 0xff], &[0xab; 32]] {
+            assert_eq!(hex_digest(bytes), hex::encode(bytes));
+        }
+    }
+
+    #[test]
     fn salt_is_hmac_of_tenant() {
         let a = tenant_salt(SECRET, "acme").unwrap();
         assert_eq!(a.len(), 64);
@@ -204,6 +247,26 @@ mod tests {
             tenant_salt(b"Jefe", "what do ya want for nothing?").unwrap(),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn remembered_keys_are_the_derived_ones_and_memory_stays_bounded() {
+        let deriver = KeyDeriver::new(SECRET).unwrap();
+        let tenants = REMEMBERED_TENANTS + 10;
+        // Twice round more tenants than are remembered: every answer is
+        // still each tenant's own, first derived or remembered.
+        for _ in 0..2 {
+            for n in 0..tenants {
+                let tenant = format!("t{n}");
+                assert_eq!(
+                    deriver.keys(true, &tenant),
+                    TenantCacheKeys::strict(tenant_salt(SECRET, &tenant).unwrap()),
+                    "{tenant}"
+                );
+                assert!(deriver.derived.borrow().len() <= REMEMBERED_TENANTS);
+            }
+        }
+        assert_eq!(deriver.keys(false, "t1"), TenantCacheKeys::trusted());
     }
 
     #[test]

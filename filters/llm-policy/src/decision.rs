@@ -259,13 +259,13 @@ pub fn decide_body(
         model: request.model.into(),
         pool,
         workload,
-        prefix_key: hex::encode(prefix_key),
+        prefix_key: cache_key::hex_digest(&prefix_key),
         prompt_tokens: estimate.total,
         max_tokens: budget.max_tokens,
         reserved_output_tokens,
         stream: request.stream,
         forced_usage,
-        request_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)),
+        request_sha256: cache_key::hex_digest(&<sha2::Sha256 as sha2::Digest>::digest(body)),
     })
 }
 
@@ -280,6 +280,12 @@ fn edits(
 ) -> Result<(Vec<Edit>, ForcedUsage), PolicyError> {
     let mut edits = vec![
         match salt {
+            // The salt is hex (ours, never the client's): a JSON string
+            // as it is, without the escaper's pass over it.
+            Some(salt) if salt.bytes().all(|b| b.is_ascii_hexdigit()) => Edit::Set {
+                key: "cache_salt",
+                value: format!("\"{salt}\""),
+            },
             Some(salt) => Edit::Set {
                 key: "cache_salt",
                 value: Value::String(salt.to_owned()).to_string(),

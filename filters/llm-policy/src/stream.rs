@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use admission_proto::v1::{PoolLimitsRequest, PoolLimitsResponse};
+use filter_common::headers::HeaderSnapshot;
 use filter_common::host::{self, send_error};
 use filter_common::{GatewayError, IntoGatewayError, non_utf8_header};
 use prost::Message;
@@ -158,24 +159,19 @@ pub struct RequestLine {
 
 /// Why a request header could not be read as text.
 pub enum HeaderFault {
-    Host,
     NonUtf8(&'static str),
 }
 
-/// A request header the policy reads, as text.
-pub fn request_header(name: &'static str) -> Result<Option<String>, HeaderFault> {
-    let raw = host::header(MapType::HttpRequestHeaders, name).map_err(|_| HeaderFault::Host)?;
-    host::text(raw).map_err(|_| HeaderFault::NonUtf8(name))
-}
-
 impl RequestLine {
-    /// The request line and the headers the policy reads, from the host.
-    pub fn read() -> Result<Self, HeaderFault> {
+    /// The request line and the headers the policy reads, from the
+    /// request's headers as they arrived.
+    pub fn read(headers: &HeaderSnapshot) -> Result<Self, HeaderFault> {
+        let text = |name: &'static str| headers.text(name).map_err(|_| HeaderFault::NonUtf8(name));
         Ok(Self {
-            method: request_header(":method")?.unwrap_or_default(),
-            path: request_header(":path")?.unwrap_or_default(),
-            content_length: request_header("content-length")?,
-            workload: request_header(WORKLOAD_HEADER)?,
+            method: text(":method")?.unwrap_or_default(),
+            path: text(":path")?.unwrap_or_default(),
+            content_length: text("content-length")?,
+            workload: text(WORKLOAD_HEADER)?,
         })
     }
 }
@@ -336,15 +332,12 @@ impl PolicyStream {
     }
 
     /// A header the policy reads could not be: not UTF-8 is 400
-    /// `invalid_header`, a host failure refuses the request.
+    /// `invalid_header`.
     pub fn header_fault(&mut self, fault: HeaderFault) -> Action {
         match fault {
             HeaderFault::NonUtf8(name) => {
                 send_error(&non_utf8_header(name));
                 Action::Pause
-            }
-            HeaderFault::Host => {
-                self.refuse(PolicyError::HostFailure("cannot read the request headers"))
             }
         }
     }
@@ -626,7 +619,7 @@ impl PolicyStream {
             }
             return Action::Continue;
         }
-        self.sent_digest_hex = Some(hex::encode(Sha256::digest(&rewritten)));
+        self.sent_digest_hex = Some(crate::cache_key::hex_digest(&Sha256::digest(&rewritten)));
         Action::Continue
     }
 
@@ -696,7 +689,7 @@ impl PolicyStream {
             digest.update(&out);
         }
         if end_of_stream && let Some(digest) = self.sent_digest.take() {
-            self.sent_digest_hex = Some(hex::encode(digest.finalize()));
+            self.sent_digest_hex = Some(crate::cache_key::hex_digest(&digest.finalize()));
         }
         if out != chunk
             && let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)

@@ -11,7 +11,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use filter_common::headers::{self, is_gateway_owned_name};
+use filter_common::headers::{self as names, HeaderSnapshot, is_gateway_owned_name};
 use filter_common::host::{self, HostError, send_error};
 use proxy_wasm::types::MapType;
 
@@ -38,8 +38,10 @@ impl From<HostError> for Refusal {
 const REQUEST: MapType = MapType::HttpRequestHeaders;
 
 /// A request header this phase reads, as text; non-UTF-8 bytes refuse it.
-fn read_header(name: &'static str) -> Result<Option<String>, Refusal> {
-    host::text(host::header(REQUEST, name)?).map_err(|_| AuthError::NonUtf8Header(name).into())
+fn read_header(headers: &HeaderSnapshot, name: &'static str) -> Result<Option<String>, Refusal> {
+    headers
+        .text(name)
+        .map_err(|_| AuthError::NonUtf8Header(name).into())
 }
 
 fn set_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
@@ -62,11 +64,17 @@ fn peer_uri_san() -> Option<String> {
     String::from_utf8(raw).ok().filter(|s| !s.is_empty())
 }
 
-fn strip_gateway_headers() -> Result<(), HostError> {
-    for (name, _) in host::headers(REQUEST)? {
-        if is_gateway_owned_name(&name) {
-            host::set_header(REQUEST, &name, None)?;
-        }
+fn strip_gateway_headers(headers: &mut HeaderSnapshot) -> Result<(), HostError> {
+    for name in headers.remove_where(is_gateway_owned_name) {
+        host::set_header(REQUEST, &name, None)?;
+    }
+    Ok(())
+}
+
+/// Removes `name` from the request, if the client sent it.
+fn drop_header(headers: &mut HeaderSnapshot, name: &str) -> Result<(), HostError> {
+    if headers.remove(name) {
+        set_header(name, None)?;
     }
     Ok(())
 }
@@ -79,11 +87,16 @@ pub struct Authenticated {
 
 /// Strips client-sent gateway headers, names the tenant, removes the
 /// credentials and writes the identity headers the upstream sees.
-pub fn authenticate(authenticator: &Authenticator) -> Result<Authenticated, Refusal> {
+/// `headers`: the request's, as they arrived; kept in step with what is
+/// removed here.
+pub fn authenticate(
+    authenticator: &Authenticator,
+    headers: &mut HeaderSnapshot,
+) -> Result<Authenticated, Refusal> {
     // Before anything reads them: nothing a client sends may pass as ours.
-    strip_gateway_headers()?;
-    let authorization = read_header("authorization")?;
-    let api_key = read_header("x-api-key")?;
+    strip_gateway_headers(headers)?;
+    let authorization = read_header(headers, "authorization")?;
+    let api_key = read_header(headers, "x-api-key")?;
     let peer = peer_uri_san();
     let identity = authenticator.authenticate(
         authorization.as_deref(),
@@ -92,18 +105,20 @@ pub fn authenticate(authenticator: &Authenticator) -> Result<Authenticated, Refu
         now_unix(),
     )?;
     // Tenant credentials are the gateway's business, not the pool's.
-    set_header("authorization", None)?;
-    set_header("x-api-key", None)?;
-    set_header(headers::TENANT_ID, Some(&identity.tenant_id))?;
-    set_header(headers::TENANT_TIER, Some(&identity.tier))?;
-    set_header(headers::CREDENTIAL, Some(&identity.credential()))?;
+    drop_header(headers, "authorization")?;
+    drop_header(headers, "x-api-key")?;
+    set_header(names::TENANT_ID, Some(&identity.tenant_id))?;
+    set_header(names::TENANT_TIER, Some(&identity.tier))?;
+    set_header(names::CREDENTIAL, Some(&identity.credential()))?;
     // A client id that is not UTF-8 or not sane is replaced, not refused:
     // the id is for correlation, and a fresh one serves that.
-    let request_id = host::header(REQUEST, headers::REQUEST_ID)?
-        .and_then(|raw| String::from_utf8(raw).ok())
+    let request_id = headers
+        .text(names::REQUEST_ID)
+        .ok()
+        .flatten()
         .filter(|id| is_valid_request_id(id))
         .unwrap_or_else(new_request_id);
-    set_header(headers::REQUEST_ID, Some(&request_id))?;
+    set_header(names::REQUEST_ID, Some(&request_id))?;
     log::debug!(
         "tenant-auth: {} via {} ({})",
         identity.tenant_id,
