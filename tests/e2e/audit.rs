@@ -183,6 +183,14 @@ fn a_regulated_tenants_requests_leave_a_sealed_redacted_trail_only_it_can_read()
         assert_eq!(r["credential"], "api_key:compliance-key", "{r}");
     }
 
+    // The credential and the digest reach the trail as values: nothing the
+    // gateway derives for its own records is sent to the pool.
+    for r in tb.upstream_requests() {
+        for name in ["x-tenant-credential", "x-llm-request-sha256"] {
+            assert!(r["headers"].get(name).is_none(), "{name}: {r}");
+        }
+    }
+
     // The answered request: what the client can check on its own side.
     let a = by_id(&records, "audit-answer-1");
     assert_eq!(a["request_sha256"], req_a.as_str(), "{a}");

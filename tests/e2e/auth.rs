@@ -110,6 +110,15 @@ fn api_keys_through_envoy() {
         .expect("x-request-id set");
     assert_eq!(rid.len(), 36, "uuid expected, got {rid}");
     assert_eq!(seen[0]["headers"]["x-tenant-id"], "globex");
+    // The credential stays at the gateway: neither the key nor which key
+    // (that goes to the audit trail as a value) reaches the pool.
+    for name in ["authorization", "x-api-key", "x-tenant-credential"] {
+        assert!(
+            seen[0]["headers"].get(name).is_none(),
+            "{name}: {}",
+            seen[0]
+        );
+    }
 }
 
 #[test]

@@ -17,11 +17,12 @@ pub struct RequestFacts {
     pub prompt_tokens: Option<u32>,
     pub max_tokens: Option<u32>,
     pub request_id: Option<String>,
-    /// `x-tenant-credential`, for the audit trail.
+    /// Who authenticated (`<method>:<id>`, never the secret), for the
+    /// audit trail.
     pub credential: Option<String>,
-    /// `x-llm-request-sha256` (hex).
+    /// Hex SHA-256 of the request body as the client sent it.
     pub request_sha256: Option<String>,
-    /// `x-gateway-traceparent`.
+    /// Envoy's span for the request (`x-gateway-traceparent`).
     pub traceparent: Option<String>,
 }
 

@@ -104,9 +104,28 @@ struct Scanner {
 
 impl Scanner {
     fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        let mut rest = bytes;
+        while let Some((&b, tail)) = rest.split_first() {
             self.step(b);
+            rest = self.skip_string_body(tail, b"");
         }
+    }
+
+    /// Inside a string that is neither a key being read nor part of the
+    /// captured value, only the byte that ends it (or escapes the next)
+    /// changes anything: the bytes before it are passed over at once
+    /// rather than stepped through one by one (most of a response is
+    /// generated text inside strings). `also_stop`: further bytes that end
+    /// the run (an event stream's line ends).
+    fn skip_string_body<'a>(&self, bytes: &'a [u8], also_stop: &[u8]) -> &'a [u8] {
+        if !self.in_string || self.escaped || self.reading_key || self.capture.is_some() {
+            return bytes;
+        }
+        let stop = bytes
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || also_stop.contains(&c))
+            .unwrap_or(bytes.len());
+        bytes.get(stop..).unwrap_or_default()
     }
 
     fn step(&mut self, b: u8) {
@@ -267,12 +286,18 @@ impl UsageTracker {
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.sse {
-            for &b in chunk {
-                self.sse_byte(b);
-            }
-        } else {
+        if !self.sse {
             self.scanner.feed(chunk);
+            return;
+        }
+        let mut rest = chunk;
+        while let Some((&b, tail)) = rest.split_first() {
+            self.sse_byte(b);
+            rest = if self.in_data_line {
+                self.scanner.skip_string_body(tail, b"\r\n")
+            } else {
+                tail
+            };
         }
     }
 
@@ -523,7 +548,35 @@ mod tests {
                 bytes.push(alphabet[(seed % alphabet.len() as u64) as usize]);
             }
             t.feed(&bytes);
-            let _ = t.finish();
+            // Fed a byte at a time, nothing can be passed over: the runs
+            // skipped inside strings must change nothing the steps see.
+            let mut stepped = UsageTracker::new(seed & 1 == 0);
+            for b in &bytes {
+                stepped.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(
+                t.finish(),
+                stepped.finish(),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
+    }
+
+    #[test]
+    fn text_inside_strings_is_passed_over_not_mistaken() {
+        // Generated text full of what the scanner looks for, escaped
+        // quotes included, before and after the real usage; and in an
+        // event stream, a line end inside a string still ends the line.
+        let text = r#"usage: {"usage":{"prompt_tokens":1}} \ response"#;
+        let body = format!(r#"{{"choices":[{{"text":"{text}"}}],{USAGE},"note":"{text}"}}"#);
+        assert_eq!(json(&body), expected());
+        // An escaped quote does not end the string it is in: the member
+        // after it is still read as a member.
+        assert_eq!(json(&format!(r#"{{"id":"q\"",{USAGE}}}"#)), expected());
+        let mut t = UsageTracker::new(true);
+        t.feed(format!("data: {{\"choices\":[{{\"text\":\"{text}\n").as_bytes());
+        t.feed(format!("data: {{{USAGE}}}\n\ndata: [DONE]\n\n").as_bytes());
+        assert_eq!(t.finish(), expected());
     }
 }

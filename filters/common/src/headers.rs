@@ -7,19 +7,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const POOL: &str = "x-llm-pool";
 pub const PREFIX_KEY: &str = "x-prefix-key";
 pub const MODEL: &str = "x-llm-model";
-/// Prompt-token estimate computed by llm-policy, read by admission.
+/// Prompt-token estimate computed by the policy, for the upstream and logs.
 pub const PROMPT_TOKENS: &str = "x-llm-prompt-tokens";
-/// `max_tokens` as reserved by llm-policy, read by admission.
+/// `max_tokens` as reserved by the policy, for the upstream and logs.
 pub const MAX_TOKENS: &str = "x-llm-max-tokens";
-/// Whether the request streams (`true`/`false`), read by admission.
+/// Whether the request streams (`true`/`false`), for the upstream and logs.
 pub const STREAM: &str = "x-llm-stream";
-/// Who authenticated, `<method>:<id>` (`api_key:<key id>`, `jwt:<issuer>`,
-/// `mtls:<SPIFFE ID>`; never the secret), set by tenant-auth for the audit
-/// trail.
-pub const CREDENTIAL: &str = "x-tenant-credential";
-/// Lower-case hex SHA-256 of the request body as the client sent it, set by
-/// llm-policy for the audit trail.
-pub const REQUEST_SHA256: &str = "x-llm-request-sha256";
 
 /// W3C trace context of Envoy's span for the request
 /// (`00-%TRACE_ID%-%SPAN_ID%-01`), set by Envoy's header_mutation filter

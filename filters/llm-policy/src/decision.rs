@@ -62,8 +62,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Headers set on the upstream request (gateway-owned names).
-    pub fn upstream_headers(&self) -> [(&'static str, String); 7] {
+    /// Headers set on the upstream request (gateway-owned names): for the
+    /// router (pool, prefix key), the upstream and the access logs. The
+    /// request's digest is not among them: admission reads it as a value.
+    pub fn upstream_headers(&self) -> [(&'static str, String); 6] {
         [
             (headers::POOL, self.pool.to_string()),
             (headers::PREFIX_KEY, self.prefix_key.clone()),
@@ -71,7 +73,6 @@ impl Decision {
             (headers::PROMPT_TOKENS, self.prompt_tokens.to_string()),
             (headers::MAX_TOKENS, self.reserved_output_tokens.to_string()),
             (headers::STREAM, self.stream.to_string()),
-            (headers::REQUEST_SHA256, self.request_sha256.clone()),
         ]
     }
 }

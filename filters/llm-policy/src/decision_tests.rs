@@ -74,9 +74,15 @@ fn strict_tenant_chat() {
     assert_eq!(headers[0], ("x-llm-pool", "latency".to_owned()));
     assert_eq!(headers[4], ("x-llm-max-tokens", "100".to_owned()));
     assert_eq!(headers[5], ("x-llm-stream", "false".to_owned()));
-    // The digest is of what the client sent, not of the rewritten body.
+    // The digest is of what the client sent, not of the rewritten body,
+    // and it is a value for admission, never a header upstream.
     let sent = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-    assert_eq!(headers[6], ("x-llm-request-sha256", sent));
+    assert_eq!(d.request_sha256, sent);
+    assert!(
+        headers
+            .iter()
+            .all(|(name, _)| *name != "x-llm-request-sha256")
+    );
     assert_ne!(
         d.request_sha256,
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(

@@ -109,7 +109,6 @@ pub fn authenticate(
     drop_header(headers, "x-api-key")?;
     set_header(names::TENANT_ID, Some(&identity.tenant_id))?;
     set_header(names::TENANT_TIER, Some(&identity.tier))?;
-    set_header(names::CREDENTIAL, Some(&identity.credential()))?;
     // A client id that is not UTF-8 or not sane is replaced, not refused:
     // the id is for correlation, and a fresh one serves that.
     let request_id = headers
