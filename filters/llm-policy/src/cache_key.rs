@@ -16,8 +16,8 @@
 //! that has it cached. The seed is the tenant salt in the strict profile (two
 //! tenants never share a key) and a constant in the trusted one.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -85,14 +85,25 @@ const REMEMBERED_TENANTS: usize = 4096;
 /// registry-scale). The derivation (an HMAC and a hash: a quarter of the
 /// policy's own work on a small request) is remembered for the tenants
 /// that send: the same keys on every request of a tenant.
-#[derive(Clone)]
 pub struct KeyDeriver {
     /// Keyed once: a clone skips the key schedule on every request.
     mac: Hmac<Sha256>,
     trusted: TenantCacheKeys,
     /// Strict-profile keys already derived, by tenant id. A VM runs on one
-    /// thread, so the cell is never shared.
-    derived: RefCell<HashMap<String, TenantCacheKeys>>,
+    /// thread, so the lock is never contended; it keeps the policy `Sync`
+    /// for native callers (the fuzz targets hold one in a static).
+    derived: Mutex<HashMap<String, TenantCacheKeys>>,
+}
+
+impl Clone for KeyDeriver {
+    /// The same keys; what was remembered is not copied.
+    fn clone(&self) -> Self {
+        Self {
+            mac: self.mac.clone(),
+            trusted: self.trusted.clone(),
+            derived: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyDeriver {
@@ -108,7 +119,7 @@ impl KeyDeriver {
         Some(Self {
             mac: <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?,
             trusted: TenantCacheKeys::trusted(),
-            derived: RefCell::new(HashMap::new()),
+            derived: Mutex::default(),
         })
     }
 
@@ -124,8 +135,8 @@ impl KeyDeriver {
         if !strict {
             return self.trusted.clone();
         }
-        let Ok(mut derived) = self.derived.try_borrow_mut() else {
-            // Never busy (one thread, no re-entry); deriving is always right.
+        let Ok(mut derived) = self.derived.try_lock() else {
+            // Never busy on a VM's one thread; deriving is always right.
             return TenantCacheKeys::strict(self.salt(tenant_id));
         };
         if let Some(keys) = derived.get(tenant_id) {
@@ -263,7 +274,7 @@ mod tests {
                     TenantCacheKeys::strict(tenant_salt(SECRET, &tenant).unwrap()),
                     "{tenant}"
                 );
-                assert!(deriver.derived.borrow().len() <= REMEMBERED_TENANTS);
+                assert!(deriver.derived.lock().unwrap().len() <= REMEMBERED_TENANTS);
             }
         }
         assert_eq!(deriver.keys(false, "t1"), TenantCacheKeys::trusted());
