@@ -171,21 +171,19 @@ pub fn header(map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {
     })
 }
 
-/// Every header, names and values as bytes.
-pub fn headers(map: MapType) -> HostResult<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The whole header map in one call, names and values as bytes, to read
+/// headers from.
+pub fn header_snapshot(map: MapType) -> HostResult<crate::headers::HeaderSnapshot> {
     let raw = fetch_value("get_header_map_pairs", |data, size| unsafe {
         abi::proxy_get_header_map_pairs(map as u32, data, size)
     })?
     .unwrap_or_default();
-    decode_pairs(&raw).ok_or(HostError {
-        call: "get_header_map_pairs (malformed)",
-        status: 0,
-    })
-}
-
-/// The whole header map in one call, to read headers from.
-pub fn header_snapshot(map: MapType) -> HostResult<crate::headers::HeaderSnapshot> {
-    headers(map).map(crate::headers::HeaderSnapshot::new)
+    decode_pairs(&raw)
+        .map(crate::headers::HeaderSnapshot::new)
+        .ok_or(HostError {
+            call: "get_header_map_pairs (malformed)",
+            status: 0,
+        })
 }
 
 /// Sets `name` to `value`, or removes it when `value` is `None`.
@@ -205,18 +203,6 @@ pub fn set_header(map: MapType, name: &[u8], value: Option<&[u8]>) -> HostResult
         }),
     }
 }
-
-/// A request header as text for a filter that reads it: `Err(Some(..))`
-/// names a value that is present but not UTF-8, which the caller refuses.
-pub fn text(value: Option<Vec<u8>>) -> Result<Option<String>, NonUtf8> {
-    value
-        .map(|bytes| String::from_utf8(bytes).map_err(|_| NonUtf8))
-        .transpose()
-}
-
-/// A header value that is not UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NonUtf8;
 
 /// Up to `max` bytes of a buffer from `start`; `None` when there is none.
 pub fn buffer(kind: BufferType, start: usize, max: usize) -> HostResult<Option<Vec<u8>>> {

@@ -278,10 +278,7 @@ impl StreamState {
         // Envoy's span for the request, set by the header_mutation filter
         // before this module: read before the gateway's headers are
         // stripped, as a value from then on.
-        let traceparent = request
-            .get(headers::TRACEPARENT)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned);
+        let traceparent = request.text(headers::TRACEPARENT).ok().flatten();
         match authenticate(&gateway.authenticator, request) {
             Ok(authenticated) => {
                 self.context = Some(RequestContext {

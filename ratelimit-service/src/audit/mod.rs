@@ -10,8 +10,8 @@
 //! channel makes settlement wait rather than drop a record) and written to
 //! `<dir>/<tenant>/audit-YYYY-MM-DD.jsonl`, sealed with the tenant's key when
 //! its policy says so ([`seal`]). Each batch (the records of [`WINDOW`]) is
-//! fsynced before the next. Day
-//! files past the tenant's retention are deleted by [`files::sweep`].
+//! fsynced before the next. Day files past the tenant's retention are
+//! deleted by [`files::sweep`].
 
 pub mod files;
 pub mod redact;
