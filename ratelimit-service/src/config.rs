@@ -96,7 +96,7 @@ pub struct Cli {
     #[arg(long)]
     pub redis: Option<String>,
 
-    /// Ledger durability: `batch` (group commit, one fdatasync per ~2 ms of
+    /// Ledger durability: `batch` (group commit, one fdatasync per ~10 ms of
     /// records; Complete waits for it) or `always` (one fdatasync per record;
     /// Completes queue behind each other's sync).
     #[arg(long, value_enum, default_value_t = FsyncMode::Batch)]
