@@ -159,6 +159,11 @@ impl Registry {
         Some((tenant, tenant.api_keys.get(r.key)?, r))
     }
 
+    /// Whether any tenant is registered by a SPIFFE id (mTLS).
+    pub fn has_spiffe_ids(&self) -> bool {
+        !self.spiffe_index.is_empty()
+    }
+
     pub fn tenant_by_spiffe(&self, spiffe_id: &str) -> Option<&Tenant> {
         self.spiffe_index
             .get(spiffe_id)

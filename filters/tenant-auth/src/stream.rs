@@ -97,7 +97,11 @@ pub fn authenticate(
     strip_gateway_headers(headers)?;
     let authorization = read_header(headers, "authorization")?;
     let api_key = read_header(headers, "x-api-key")?;
-    let peer = peer_uri_san();
+    // A host call per request saved where no tenant uses mTLS.
+    let peer = authenticator
+        .needs_peer(authorization.as_deref(), api_key.as_deref())
+        .then(peer_uri_san)
+        .flatten();
     let identity = authenticator.authenticate(
         authorization.as_deref(),
         api_key.as_deref(),

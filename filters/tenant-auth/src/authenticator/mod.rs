@@ -94,6 +94,16 @@ impl Authenticator {
         &self.realm
     }
 
+    /// Whether the mTLS peer can change what [`Self::authenticate`] answers
+    /// for these headers: when some tenant is registered by SPIFFE id (a
+    /// registered peer must agree with the headers), or when the headers
+    /// carry no credential (the peer is then the only one). Otherwise an
+    /// unregistered peer is ignored, and the host need not be asked for it.
+    pub fn needs_peer(&self, authorization: Option<&str>, x_api_key: Option<&str>) -> bool {
+        self.registry.has_spiffe_ids()
+            || (authorization.is_none() && x_api_key.is_none_or(|k| k.trim().is_empty()))
+    }
+
     /// Authenticates a request from its `authorization` and `x-api-key`
     /// headers and the verified mTLS peer's URI SAN. `now` is Unix seconds.
     ///

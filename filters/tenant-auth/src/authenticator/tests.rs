@@ -341,3 +341,62 @@ fn credentials_that_agree_pass() {
         .unwrap();
     assert_eq!(id.tenant_id, "other");
 }
+
+/// Where no tenant is registered by SPIFFE id, the peer is asked for only
+/// when it can change the answer: for every header combination that says
+/// it need not be, the answer with any peer is the answer without one.
+#[test]
+fn the_peer_is_needed_only_where_it_can_change_the_answer() {
+    let k = keys();
+    let no_mtls = Authenticator::from_json(
+        json!({
+            "registry": {
+                "tiers": { "free": {} },
+                "tenants": [{ "id": "acme", "tier": "free",
+                    "api_keys": [{ "id": "live", "sha256": api_key_digest_hex("sk-acme-live") }] }]
+            }
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("config loads");
+    let token = k.mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
+    let jwt = bearer(&token);
+    let authorizations = [
+        None,
+        Some("Bearer sk-acme-live"),
+        Some("Bearer sk-nope"),
+        Some("Basic abc"),
+        Some(jwt.as_str()),
+    ];
+    let api_keys = [None, Some("sk-acme-live"), Some("sk-nope"), Some("  ")];
+    let peers = [
+        Some("spiffe://corp/ns/acme/sa/app"),
+        Some("spiffe://elsewhere/x"),
+        Some("not-spiffe"),
+    ];
+    let t = now();
+    let mut skipped = 0;
+    for authorization in authorizations {
+        for api_key in api_keys {
+            assert!(
+                authenticator().needs_peer(authorization, api_key),
+                "a registry with SPIFFE ids always needs the peer"
+            );
+            if no_mtls.needs_peer(authorization, api_key) {
+                continue;
+            }
+            skipped += 1;
+            let without = no_mtls.authenticate(authorization, api_key, None, t);
+            for peer in peers {
+                assert_eq!(
+                    no_mtls.authenticate(authorization, api_key, peer, t),
+                    without,
+                    "{authorization:?} {api_key:?} {peer:?}"
+                );
+            }
+        }
+    }
+    // Only the combinations with no header credential need the peer.
+    assert_eq!(skipped, authorizations.len() * api_keys.len() - 2);
+}
