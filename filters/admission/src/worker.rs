@@ -28,7 +28,7 @@ use admission_proto::v1::{
     AdmitCancel, AdmitRequest, AdmitResponse, AdmitStreamRequest, AdmitStreamResponse,
     CompleteBatchRequest, CompleteRequest, Outcome, RateLimitInfo, RenewRequest,
 };
-use filter_common::headers;
+use filter_common::headers::{self, HeaderSnapshot};
 use filter_common::host::{self, send_error};
 use hashbrown::HashSet;
 use prost::Message;
@@ -493,17 +493,6 @@ fn millis_between(from: Option<SystemTime>, to: SystemTime) -> u64 {
 const REQUEST: MapType = MapType::HttpRequestHeaders;
 const RESPONSE: MapType = MapType::HttpResponseHeaders;
 
-/// A header as text (`None` if absent, not UTF-8, or unreadable).
-fn header_text(map: MapType, name: &str) -> Option<String> {
-    match host::header(map, name) {
-        Ok(raw) => raw.and_then(|bytes| String::from_utf8(bytes).ok()),
-        Err(e) => {
-            log::warn!("admission: {e}");
-            None
-        }
-    }
-}
-
 fn set_request_header(name: &str, value: Option<&str>) {
     if let Err(e) = host::set_header(REQUEST, name.as_bytes(), value.map(str::as_bytes)) {
         log::warn!("admission: {e}");
@@ -759,7 +748,8 @@ impl AdmissionStream {
 
     /// Puts this phase's `x-ratelimit-*` on the response and starts
     /// tracking its usage.
-    pub fn on_response_headers(&mut self, end_of_stream: bool) {
+    /// `headers`: the response's, as the pool sent them.
+    pub fn on_response_headers(&mut self, end_of_stream: bool, headers: &HeaderSnapshot) {
         // A response without a body ends with its headers.
         if end_of_stream {
             self.response_ended = true;
@@ -779,8 +769,8 @@ impl AdmissionStream {
                 }
             }
         }
-        if self.lease.is_some() && !open {
-            let status = header_text(RESPONSE, ":status").unwrap_or_default();
+        if self.reads_response_headers() {
+            let status = headers.text(":status").ok().flatten().unwrap_or_default();
             self.upstream = if status.starts_with('5') {
                 UpstreamStatus::Failed
             } else if status.starts_with('4') {
@@ -788,8 +778,9 @@ impl AdmissionStream {
             } else {
                 UpstreamStatus::Answered
             };
-            let sse = header_text(RESPONSE, "content-type")
-                .is_some_and(|c| c.starts_with("text/event-stream"));
+            let sse = headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with(b"text/event-stream"));
             self.usage = Some(UsageTracker::new(sse));
             if let Some(audit) = self.audit.as_mut() {
                 let replica = host::property(&["upstream", "address"])
@@ -800,6 +791,12 @@ impl AdmissionStream {
                 audit.response_head(status.parse().unwrap_or(0), replica);
             }
         }
+    }
+
+    /// Whether this phase reads the response's headers (only a phase that
+    /// bills does: the status and the content type).
+    pub fn reads_response_headers(&self) -> bool {
+        self.lease.is_some() && self.phase != FilterPhase::Open
     }
 
     /// Whether this phase reads the response body (only a phase that

@@ -582,14 +582,32 @@ impl StreamState {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // Read once for the phases that read them (a host call and an
+        // allocation, where each header read would be that much again), and
+        // not at all for the gateway's own replies. Unreadable reads as
+        // empty, as each read would have.
+        let read = self.admission.as_ref().is_some_and(|(open, reserve)| {
+            open.reads_response_headers() || reserve.reads_response_headers()
+        }) || self
+            .policy
+            .as_ref()
+            .is_some_and(PolicyStream::reads_response_headers);
+        let headers = if read {
+            host::header_snapshot(MapType::HttpResponseHeaders).unwrap_or_else(|e| {
+                log::warn!("llm-gateway: {e}");
+                HeaderSnapshot::default()
+            })
+        } else {
+            HeaderSnapshot::default()
+        };
         // In the chain's order on the way back: admission saw what the pool
         // sent, then the policy edits it.
         if let Some((open, reserve)) = self.admission.as_mut() {
-            reserve.on_response_headers(end_of_stream);
-            open.on_response_headers(end_of_stream);
+            reserve.on_response_headers(end_of_stream, &headers);
+            open.on_response_headers(end_of_stream, &headers);
         }
         match self.policy.as_mut() {
-            Some(policy) => policy.on_response_headers(end_of_stream),
+            Some(policy) => policy.on_response_headers(end_of_stream, &headers),
             None => Action::Continue,
         }
     }

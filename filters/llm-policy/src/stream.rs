@@ -223,17 +223,14 @@ fn set_request_header(name: &str, value: Option<&str>) -> Result<(), PolicyError
     .map_err(|_| PolicyError::HostFailure("cannot set a request header"))
 }
 
-/// A response header as bytes (empty when absent or unreadable).
-fn response_header(name: &str) -> Vec<u8> {
-    host::header(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+/// A response header as bytes (empty when absent).
+fn response_header<'a>(headers: &'a HeaderSnapshot, name: &str) -> &'a [u8] {
+    headers.get(name).unwrap_or_default()
 }
 
 /// The response's status, when it reads as one.
-fn response_status() -> Option<u16> {
-    std::str::from_utf8(&response_header(":status"))
+fn response_status(headers: &HeaderSnapshot) -> Option<u16> {
+    std::str::from_utf8(response_header(headers, ":status"))
         .ok()?
         .parse()
         .ok()
@@ -550,12 +547,12 @@ impl PolicyStream {
     }
 
     /// Whether to hold an error response's headers and body to rewrite them.
-    fn holds_error(&self, status: u16) -> bool {
+    fn holds_error(&self, status: u16, headers: &HeaderSnapshot) -> bool {
         if status < 400 {
             return false;
         }
-        let content_type = response_header("content-type");
-        let content_length = std::str::from_utf8(&response_header("content-length"))
+        let content_type = response_header(headers, "content-type");
+        let content_length = std::str::from_utf8(response_header(headers, "content-length"))
             .ok()
             .and_then(|v| v.trim().parse().ok());
         // Only what the pool sent: the gateway's own replies (filters',
@@ -623,17 +620,24 @@ impl PolicyStream {
         Action::Continue
     }
 
-    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+    /// Whether this phase reads the response's headers: only for a request
+    /// it passed on (the gateway's own replies are left as they are).
+    pub fn reads_response_headers(&self) -> bool {
+        self.forwarded
+    }
+
+    /// The response's headers arrived (`headers`: as the pool sent them).
+    pub fn on_response_headers(&mut self, end_of_stream: bool, headers: &HeaderSnapshot) -> Action {
         // Local replies to requests this phase did not pass on are the
         // gateway's own: nothing to strip or rewrite.
-        if !self.forwarded {
+        if !self.reads_response_headers() {
             return Action::Continue;
         }
-        let status = response_status();
+        let status = response_status(headers);
         if self.usage_chunk.is_some() {
             // Only a successful event stream carries the forced usage chunk.
             let streaming = status == Some(200)
-                && response_header("content-type").starts_with(b"text/event-stream");
+                && response_header(headers, "content-type").starts_with(b"text/event-stream");
             if streaming {
                 self.sent_digest = Some(Sha256::new());
             } else {
@@ -642,7 +646,7 @@ impl PolicyStream {
         }
         if let Some(status) = status
             && !end_of_stream
-            && self.holds_error(status)
+            && self.holds_error(status, headers)
         {
             // The headers wait for the body: its length may change.
             self.error_status = Some(status);
