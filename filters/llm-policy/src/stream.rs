@@ -563,7 +563,7 @@ impl PolicyStream {
             .is_some_and(|details| details == VIA_UPSTREAM);
         upstream_error::wants_body(&ResponseHead {
             status,
-            content_type: &content_type,
+            content_type,
             content_length,
             from_upstream,
         })
