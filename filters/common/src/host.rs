@@ -40,13 +40,6 @@ const NOT_FOUND: u32 = 1;
 mod abi {
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
-        pub fn proxy_get_header_map_value(
-            map_type: u32,
-            key_data: *const u8,
-            key_size: usize,
-            return_value_data: *mut *mut u8,
-            return_value_size: *mut usize,
-        ) -> u32;
         pub fn proxy_get_header_map_pairs(
             map_type: u32,
             return_map_data: *mut *mut u8,
@@ -162,13 +155,6 @@ fn fetch_value(
         NOT_FOUND => Ok(None),
         status => Err(HostError { call, status }),
     }
-}
-
-/// One header's value, as bytes.
-pub fn header(map: MapType, name: &str) -> HostResult<Option<Vec<u8>>> {
-    fetch_value("get_header_map_value", |data, size| unsafe {
-        abi::proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), data, size)
-    })
 }
 
 /// The whole header map in one call, names and values as bytes, to read

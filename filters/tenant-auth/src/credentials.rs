@@ -50,7 +50,7 @@ pub fn presented<'a>(
             Credential::ApiKey(token)
         });
     }
-    if let Some(key) = x_api_key.map(str::trim).filter(|k| !k.is_empty()) {
+    if let Some(key) = api_key(x_api_key) {
         explicit.push(Credential::ApiKey(key));
     }
     let peer = peer_uri_san.filter(|s| s.starts_with("spiffe://"));
@@ -58,6 +58,17 @@ pub fn presented<'a>(
         return Err(CredentialProblem::Missing);
     }
     Ok(Presented { explicit, peer })
+}
+
+/// Whether the headers present a credential (an `Authorization`, even one
+/// [`presented`] will refuse as malformed, or a non-blank `x-api-key`).
+pub fn in_headers(authorization: Option<&str>, x_api_key: Option<&str>) -> bool {
+    authorization.is_some() || api_key(x_api_key).is_some()
+}
+
+/// The `x-api-key` value as a credential: blank is none.
+fn api_key(x_api_key: Option<&str>) -> Option<&str> {
+    x_api_key.map(str::trim).filter(|k| !k.is_empty())
 }
 
 fn bearer_token(value: &str) -> Option<&str> {

@@ -100,8 +100,7 @@ impl Authenticator {
     /// carry no credential (the peer is then the only one). Otherwise an
     /// unregistered peer is ignored, and the host need not be asked for it.
     pub fn needs_peer(&self, authorization: Option<&str>, x_api_key: Option<&str>) -> bool {
-        self.registry.has_spiffe_ids()
-            || (authorization.is_none() && x_api_key.is_none_or(|k| k.trim().is_empty()))
+        self.registry.has_spiffe_ids() || !credentials::in_headers(authorization, x_api_key)
     }
 
     /// Authenticates a request from its `authorization` and `x-api-key`
