@@ -44,6 +44,8 @@ pub struct Registry {
     tenant_index: TenantIndex,
     key_index: HashMap<[u8; 32], KeyRef>,
     spiffe_index: HashMap<String, usize>,
+    /// Some key has an expiry: known at load, asked on every request.
+    expiring_keys: bool,
 }
 
 /// Where a key digest points: tenant and key position in the config.
@@ -122,11 +124,13 @@ impl Registry {
                 }
             }
         }
+        let expiring_keys = key_index.values().any(|key| key.expires_at.is_some());
         Ok(Self {
             config,
             tenant_index,
             key_index,
             spiffe_index,
+            expiring_keys,
         })
     }
 
@@ -157,6 +161,12 @@ impl Registry {
         let r = *self.key_index.get(digest)?;
         let tenant = self.config.tenants.get(r.tenant)?;
         Some((tenant, tenant.api_keys.get(r.key)?, r))
+    }
+
+    /// Whether any API key has an expiry (only then does a key's
+    /// verification depend on the time).
+    pub fn has_expiring_keys(&self) -> bool {
+        self.expiring_keys
     }
 
     /// Whether any tenant is registered by a SPIFFE id (mTLS).

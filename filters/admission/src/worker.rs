@@ -713,9 +713,13 @@ impl AdmissionStream {
                 if queue_wait_ms > 0 {
                     log::debug!("admission: queued {queue_wait_ms} ms");
                 }
-                // Metered: nothing upstream may read this request as bypassed,
-                // whatever reached us (the first phase strips it too).
-                set_request_header(headers::ADMISSION_BYPASSED, None);
+                // Metered: nothing upstream may read this request as bypassed.
+                // Only an OPEN that failed open before this RESERVE can have
+                // marked it (authentication strips a client's mark), so no
+                // other phase pays a host call for a header that is not there.
+                if self.phase == FilterPhase::Reserve {
+                    set_request_header(headers::ADMISSION_BYPASSED, None);
+                }
                 shared.leases.borrow_mut().insert(lease_id.clone());
                 self.lease = Some(lease_id);
                 self.rate_limit = rate_limit;

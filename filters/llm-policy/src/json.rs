@@ -27,7 +27,7 @@ impl<'a> RawObject<'a> {
             serde_json::error::Category::Data => PolicyError::NotAnObject,
             _ => PolicyError::InvalidJson(e.to_string()),
         })?;
-        object.refuse_duplicates("")
+        object.refuse_duplicates(None)
     }
 
     /// Parses a member whose value must be an object (`stream_options`, a message).
@@ -37,13 +37,18 @@ impl<'a> RawObject<'a> {
                 param: param.to_owned(),
                 expected: "an object",
             })?;
-        object.refuse_duplicates(&format!("{param}."))
+        object.refuse_duplicates(Some(param))
     }
 
-    fn refuse_duplicates(self, prefix: &str) -> Result<Self, PolicyError> {
+    /// `parent`: the member this object is, named in the error (the path
+    /// is formatted only for it: this runs on every message).
+    fn refuse_duplicates(self, parent: Option<&str>) -> Result<Self, PolicyError> {
         match &self.duplicate {
             Some(key) => Err(PolicyError::DuplicateKey {
-                key: format!("{prefix}{key}"),
+                key: match parent {
+                    Some(parent) => format!("{parent}.{key}"),
+                    None => key.clone(),
+                },
             }),
             None => Ok(self),
         }

@@ -65,7 +65,14 @@ pub fn apply(object: &RawObject<'_>, edits: &[Edit]) -> Option<String> {
             out.push(',');
         }
         // Keys were decoded on parse; re-encode them (escapes normalised).
-        out.push_str(&Value::String(key.to_owned()).to_string());
+        // A plain key (every one an API defines) is its own encoding.
+        if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push('"');
+            out.push_str(key);
+            out.push('"');
+        } else {
+            out.push_str(&Value::String(key.to_owned()).to_string());
+        }
         out.push(':');
         out.push_str(raw);
     }
@@ -184,6 +191,27 @@ mod tests {
         let out = run(r#"{"we\"ird":1}"#, &[set("b", "2")]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["we\"ird"], 1);
+    }
+
+    /// Every key is written as serde_json writes it, whether it takes the
+    /// plain path or the escaper's.
+    #[test]
+    fn keys_are_encoded_as_json_encodes_them() {
+        for key in [
+            "model",
+            "m\u{e9}ta",
+            "a b",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "nul\u{0}",
+            "del\u{7f}",
+        ] {
+            let body = serde_json::json!({ key: 1 }).to_string();
+            let out = run(&body, &[set("z", "2")]).unwrap();
+            let expected = format!("{{{}:1,\"z\":2}}", serde_json::Value::from(key));
+            assert_eq!(out, expected, "{key:?}");
+        }
     }
 
     #[test]

@@ -138,8 +138,10 @@ struct RefusalFacts {
     model: String,
     pool: String,
     request_id: String,
+    /// As sent: bounded and hex-encoded only for a refusal's record (most
+    /// admissions are not refused, and this runs on every one).
     credential: String,
-    request_sha256: String,
+    request_sha256: Vec<u8>,
 }
 
 impl AdmissionService {
@@ -152,14 +154,14 @@ impl AdmissionService {
             ts_ms: now,
             request_id: facts.request_id,
             tenant: facts.tenant,
-            credential: facts.credential,
+            credential: bounded(facts.credential),
             model: facts.model,
             pool: facts.pool,
             http_status: why.http_status(),
             outcome: "rejected".into(),
             reason: why.label().into(),
             usd: "0".into(),
-            request_sha256: facts.request_sha256,
+            request_sha256: digest_hex(&facts.request_sha256),
             ..AuditRecord::default()
         };
         self.limiter
@@ -329,8 +331,8 @@ impl AdmissionService {
             model: r.model.clone(),
             pool: r.pool.clone(),
             request_id: r.request_id.clone(),
-            credential: bounded(r.credential),
-            request_sha256: digest_hex(&r.request_sha256),
+            credential: r.credential,
+            request_sha256: r.request_sha256,
         };
         let input = AdmitInput {
             phase,

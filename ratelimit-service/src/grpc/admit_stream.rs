@@ -1,6 +1,7 @@
 //! `AdmitStream`: one Envoy worker's Admit calls as messages on one
-//! long-lived stream. Each admission is decided on a task of its own (it
-//! may wait in a pool's fair queue) and answered as soon as it is decided,
+//! long-lived stream. An admission decided at once is answered at once;
+//! one that waits (in a pool's fair queue, on a remote store) goes on as a
+//! task of its own and is answered as soon as it is decided,
 //! in any order, carrying its id back. A cancel aborts that admission's
 //! task; the stream's reset aborts them all. Aborting drops the decision
 //! future exactly where tonic drops a cancelled Admit call's, so a queued
@@ -9,7 +10,9 @@
 //! and never aborted.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use admission_proto::v1::admit_stream_request::Kind;
@@ -138,7 +141,7 @@ fn on_message(
                 .then(|| deadline_in(Duration::from_millis(u64::from(message.timeout_ms))));
             service.limiter().metrics().admit_stream_messages.inc();
             let service = service.clone();
-            let task = deciding.spawn(async move {
+            let mut decision = Box::pin(async move {
                 let answer = match service.decide(request, deadline).await {
                     Ok(response) => AdmitStreamResponse {
                         id,
@@ -149,6 +152,18 @@ fn on_message(
                 };
                 (id, answer)
             });
+            // Most admissions are decided without waiting (no queue, the
+            // store in memory): answered here, they skip a task, its
+            // wake-up on another thread and the join back, which cost the
+            // service more than the decision itself. One that has to wait
+            // goes on as its own task, where it is polled again at once
+            // and from then on woken as any task is (a future may be
+            // polled by another waker than the one it saw last).
+            let mut now = Context::from_waker(Waker::noop());
+            if let Poll::Ready((_, answer)) = decision.as_mut().poll(&mut now) {
+                return Some(answer);
+            }
+            let task = deciding.spawn(decision);
             waiting.insert(id, task);
             None
         }

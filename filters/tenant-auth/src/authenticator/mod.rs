@@ -103,8 +103,16 @@ impl Authenticator {
         self.registry.has_spiffe_ids() || !credentials::in_headers(authorization, x_api_key)
     }
 
+    /// Whether the time can change the answer: only an API key with an
+    /// expiry is judged by it (a JWT's claims are checked by its verifier).
+    /// Where none has one, the host need not be asked for the clock.
+    pub fn needs_clock(&self) -> bool {
+        self.registry.has_expiring_keys()
+    }
+
     /// Authenticates a request from its `authorization` and `x-api-key`
-    /// headers and the verified mTLS peer's URI SAN. `now` is Unix seconds.
+    /// headers and the verified mTLS peer's URI SAN. `now` is Unix seconds
+    /// (any value where [`Self::needs_clock`] says it cannot matter).
     ///
     /// Every credential presented must verify, and all must name the same
     /// tenant. A registered mTLS peer counts as one; an unregistered peer

@@ -400,3 +400,48 @@ fn the_peer_is_needed_only_where_it_can_change_the_answer() {
     // Only the combinations with no header credential need the peer.
     assert_eq!(skipped, authorizations.len() * api_keys.len() - 2);
 }
+
+/// The clock is asked for only where a key expires: with none, every
+/// credential gets the same answer at any time; with one, the time decides.
+#[test]
+fn the_clock_is_needed_only_where_a_key_expires() {
+    let k = keys();
+    let timeless = Authenticator::from_json(
+        json!({
+            "registry": {
+                "tiers": { "free": {} },
+                "tenants": [{ "id": "acme", "tier": "free",
+                    "api_keys": [{ "id": "live", "sha256": api_key_digest_hex("sk-acme-live") }] }]
+            }
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("config loads");
+    assert!(!timeless.needs_clock());
+    let token = k.mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
+    let jwt = bearer(&token);
+    for authorization in [
+        Some("Bearer sk-acme-live"),
+        Some("Bearer sk-nope"),
+        Some(jwt.as_str()),
+        None,
+    ] {
+        let at_zero = timeless.authenticate(authorization, None, None, 0);
+        for t in [now(), i64::MAX, -1] {
+            assert_eq!(
+                timeless.authenticate(authorization, None, None, t),
+                at_zero,
+                "{authorization:?} at {t}"
+            );
+        }
+    }
+    // The shared test registry has a key that expired in 2001: the time
+    // decides for it, so the clock is needed.
+    let a = authenticator();
+    assert!(a.needs_clock());
+    assert_ne!(
+        a.authenticate(Some("Bearer sk-acme-temp"), None, None, 0),
+        a.authenticate(Some("Bearer sk-acme-temp"), None, None, now())
+    );
+}
