@@ -317,6 +317,50 @@ fn the_configuration_is_read_in_slices_never_whole() {
     assert!(line[0].contains("VM memory"), "{line:?}");
 }
 
+/// The request id the upstream sees is one value: a sane id sent once is
+/// left as it is (not written again), and one sent twice is written back
+/// as the first sane one alone.
+#[test]
+fn the_request_id_leaves_as_one_value() {
+    let ids = |host: &MockHost| -> Vec<Vec<u8>> {
+        host.state()
+            .request_headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-request-id"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let writes = |host: &MockHost| {
+        host.state()
+            .host_calls
+            .get("proxy_replace_header_map_value")
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut kept = configured();
+    let stream = begin(&mut kept, KEY.as_bytes());
+    kept.request_headers(stream, true).expect("no trap");
+    assert_eq!(ids(&kept), vec![b"req-1".to_vec()]);
+    let mut generated = configured();
+    let mut headers = chat_headers(KEY.as_bytes());
+    headers.retain(|(name, _)| *name != "x-request-id");
+    let stream = begin_with(&mut generated, headers);
+    generated.request_headers(stream, true).expect("no trap");
+    assert_eq!(ids(&generated).len(), 1, "an id is generated");
+    assert_eq!(
+        writes(&generated),
+        writes(&kept) + 1,
+        "only a generated id is written"
+    );
+
+    let mut host = configured();
+    let mut headers = chat_headers(KEY.as_bytes());
+    headers.push(("x-request-id", b"req-2".to_vec()));
+    let stream = begin_with(&mut host, headers);
+    host.request_headers(stream, true).expect("no trap");
+    assert_eq!(ids(&host), vec![b"req-1".to_vec()]);
+}
+
 #[test]
 fn a_configuration_that_is_missing_or_bad_is_refused_naming_why() {
     let mut host = MockHost::load(&wasm()).expect("the module loads");
@@ -861,8 +905,9 @@ fn an_admission_past_its_deadline_fails_on_the_tick_and_is_cancelled() {
 /// headers are read in one call for both phases (were three reads). 44
 /// since the clock is read for authentication only where an API key
 /// expires, and the admission's bypass mark is removed only by a RESERVE,
-/// after an OPEN that could have set it.
-const CROSSINGS_PER_REQUEST: u64 = 44;
+/// after an OPEN that could have set it. 43 since a sane request id sent
+/// once is not written back.
+const CROSSINGS_PER_REQUEST: u64 = 43;
 
 #[test]
 fn a_request_crosses_between_host_and_module_a_known_number_of_times() {

@@ -73,6 +73,14 @@ impl HeaderSnapshot {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// How many times `name` was sent (any case).
+    pub fn count(&self, name: &str) -> usize {
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .count()
+    }
+
     /// [`Self::get`] as text; `Err` for a value that is not UTF-8.
     pub fn text(&self, name: &str) -> Result<Option<String>, std::str::Utf8Error> {
         self.get(name)
@@ -129,6 +137,9 @@ mod tests {
         ]);
         // The first of a repeated header, whatever the names' case.
         assert_eq!(headers.get("authorization"), Some(&b"Bearer one"[..]));
+        assert_eq!(headers.count("AUTHORIZATION"), 2);
+        assert_eq!(headers.count(":path"), 1);
+        assert_eq!(headers.count("x-absent"), 0);
         assert_eq!(
             headers.text(":path").unwrap().as_deref(),
             Some("/v1/chat/completions")

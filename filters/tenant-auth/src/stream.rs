@@ -119,14 +119,22 @@ pub fn authenticate(
     set_header(names::TENANT_ID, Some(&identity.tenant_id))?;
     set_header(names::TENANT_TIER, Some(&identity.tier))?;
     // A client id that is not UTF-8 or not sane is replaced, not refused:
-    // the id is for correlation, and a fresh one serves that.
-    let request_id = headers
+    // the id is for correlation, and a fresh one serves that. One sane id,
+    // sent once (Envoy's own, or the client's it preserved), is already
+    // what the upstream must see: no host call to write it again.
+    let sent = headers
         .text(names::REQUEST_ID)
         .ok()
         .flatten()
-        .filter(|id| is_valid_request_id(id))
-        .unwrap_or_else(new_request_id);
-    set_header(names::REQUEST_ID, Some(&request_id))?;
+        .filter(|id| is_valid_request_id(id));
+    let request_id = match sent {
+        Some(id) if headers.count(names::REQUEST_ID) == 1 => id,
+        sent => {
+            let id = sent.unwrap_or_else(new_request_id);
+            set_header(names::REQUEST_ID, Some(&id))?;
+            id
+        }
+    };
     log::debug!(
         "tenant-auth: {} via {} ({})",
         identity.tenant_id,

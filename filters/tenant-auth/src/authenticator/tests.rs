@@ -342,13 +342,9 @@ fn credentials_that_agree_pass() {
     assert_eq!(id.tenant_id, "other");
 }
 
-/// Where no tenant is registered by SPIFFE id, the peer is asked for only
-/// when it can change the answer: for every header combination that says
-/// it need not be, the answer with any peer is the answer without one.
-#[test]
-fn the_peer_is_needed_only_where_it_can_change_the_answer() {
-    let k = keys();
-    let no_mtls = Authenticator::from_json(
+/// `acme` with one API key that never expires: no SPIFFE id, no issuer.
+fn one_plain_key() -> Authenticator {
+    Authenticator::from_json(
         json!({
             "registry": {
                 "tiers": { "free": {} },
@@ -359,7 +355,16 @@ fn the_peer_is_needed_only_where_it_can_change_the_answer() {
         .to_string()
         .as_bytes(),
     )
-    .expect("config loads");
+    .expect("config loads")
+}
+
+/// Where no tenant is registered by SPIFFE id, the peer is asked for only
+/// when it can change the answer: for every header combination that says
+/// it need not be, the answer with any peer is the answer without one.
+#[test]
+fn the_peer_is_needed_only_where_it_can_change_the_answer() {
+    let k = keys();
+    let no_mtls = one_plain_key();
     let token = k.mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
     let jwt = bearer(&token);
     let authorizations = [
@@ -406,18 +411,7 @@ fn the_peer_is_needed_only_where_it_can_change_the_answer() {
 #[test]
 fn the_clock_is_needed_only_where_a_key_expires() {
     let k = keys();
-    let timeless = Authenticator::from_json(
-        json!({
-            "registry": {
-                "tiers": { "free": {} },
-                "tenants": [{ "id": "acme", "tier": "free",
-                    "api_keys": [{ "id": "live", "sha256": api_key_digest_hex("sk-acme-live") }] }]
-            }
-        })
-        .to_string()
-        .as_bytes(),
-    )
-    .expect("config loads");
+    let timeless = one_plain_key();
     assert!(!timeless.needs_clock());
     let token = k.mint(Algorithm::RS256, Some("rsa-1"), &claims("acme"));
     let jwt = bearer(&token);
