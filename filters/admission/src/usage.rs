@@ -78,6 +78,11 @@ enum Key {
 /// The longest key worth remembering (`response`).
 const KEY_CAP: usize = 8;
 
+/// Whether `b` is part of a document's structure outside its strings.
+fn is_structural(b: u8) -> bool {
+    matches!(b, b'{' | b'}' | b'[' | b']' | b'"' | b',' | b':')
+}
+
 /// A streaming JSON scanner that captures the value at `usage` or
 /// `response.usage`. It does not validate the document: it only needs to
 /// know, byte by byte, whether it is inside a string and how deep it is,
@@ -103,46 +108,51 @@ struct Scanner {
 }
 
 impl Scanner {
+    /// Scans `bytes`, the next piece of the document. The work is per run
+    /// rather than per byte: outside strings only the structural bytes are
+    /// looked at, a string is passed over to the byte that ends or escapes
+    /// it, and the captured value is copied in one piece. (Stepped through
+    /// byte by byte, this was four fifths of the module's work on a small
+    /// response inside Envoy's VM.)
     fn feed(&mut self, bytes: &[u8]) {
-        let mut rest = bytes;
-        while let Some((&b, tail)) = rest.split_first() {
-            self.step(b);
-            rest = self.skip_string_body(tail, b"");
-        }
-    }
-
-    /// Inside a string that is neither a key being read nor part of the
-    /// captured value, only the byte that ends it (or escapes the next)
-    /// changes anything: the bytes before it are passed over at once
-    /// rather than stepped through one by one (most of a response is
-    /// generated text inside strings). `also_stop`: further bytes that end
-    /// the run (an event stream's line ends).
-    fn skip_string_body<'a>(&self, bytes: &'a [u8], also_stop: &[u8]) -> &'a [u8] {
-        if !self.in_string || self.escaped || self.reading_key || self.capture.is_some() {
-            return bytes;
-        }
-        let stop = bytes
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || also_stop.contains(&c))
-            .unwrap_or(bytes.len());
-        bytes.get(stop..).unwrap_or_default()
-    }
-
-    fn step(&mut self, b: u8) {
-        if let Some((at, value)) = self.capture.as_mut() {
-            let ends = !self.in_string && self.depth == *at && (b == b',' || b == b'}');
-            if ends {
+        // Where the captured value starts in `bytes`: appended in one piece
+        // when it ends, or when `bytes` does.
+        let mut captured_from = self.capture.is_some().then_some(0);
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.in_string {
+                at = self.string_run(bytes, at);
+                continue;
+            }
+            // Past what no structure is made of (numbers, literals, blanks).
+            at += bytes
+                .get(at..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| is_structural(b))
+                .unwrap_or(bytes.len() - at);
+            let Some(&b) = bytes.get(at) else { break };
+            if let (Some(from), Some((depth, _))) = (captured_from, &self.capture)
+                && self.depth == *depth
+                && (b == b',' || b == b'}')
+            {
+                self.append_capture(bytes.get(from..at).unwrap_or_default());
+                captured_from = None;
                 self.end_capture();
-            } else if value.len() < USAGE_CAP {
-                value.push(b);
-            } else {
-                self.capture_overflow = true;
+            }
+            at += 1;
+            self.structural(b);
+            if self.capture.is_some() && captured_from.is_none() {
+                captured_from = Some(at);
             }
         }
-        if self.in_string {
-            self.string_byte(b);
-            return;
+        if let Some(from) = captured_from {
+            self.append_capture(bytes.get(from..).unwrap_or_default());
         }
+    }
+
+    /// A structural byte outside strings.
+    fn structural(&mut self, b: u8) {
         match b {
             b'"' => {
                 self.in_string = true;
@@ -169,7 +179,7 @@ impl Scanner {
                 self.expecting_key = false;
             }
             b',' => self.expecting_key = self.in_object(),
-            b':' if self.in_object() && self.at_usage_path() => {
+            b':' if self.capture.is_none() && self.in_object() && self.at_usage_path() => {
                 self.capture = Some((self.depth, Vec::new()));
                 self.capture_overflow = false;
             }
@@ -177,31 +187,63 @@ impl Scanner {
         }
     }
 
-    fn string_byte(&mut self, b: u8) {
+    /// Inside a string from `bytes[at]`: only the byte that ends it or
+    /// escapes the next changes anything, so the bytes before it are
+    /// passed over at once (a key being read is copied). Returns where
+    /// scanning goes on.
+    fn string_run(&mut self, bytes: &[u8], at: usize) -> usize {
         if self.escaped {
             self.escaped = false;
+            // A key with an escape is never one the scanner follows.
             self.key_overflow |= self.reading_key;
-        } else if b == b'\\' {
-            self.escaped = true;
-        } else if b == b'"' {
-            self.in_string = false;
-            if self.reading_key {
-                self.reading_key = false;
-                self.expecting_key = false;
-                let key = self.read_key();
-                if let Some(slot) = self.slot()
-                    && let Some(k) = self.keys.get_mut(slot)
-                {
-                    *k = key;
+            return at + 1;
+        }
+        let run = bytes.get(at..).unwrap_or_default();
+        let stop = run
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\')
+            .unwrap_or(run.len());
+        if self.reading_key {
+            self.read_key_bytes(run.get(..stop).unwrap_or_default());
+        }
+        match run.get(stop) {
+            Some(b'\\') => self.escaped = true,
+            Some(_) => {
+                self.in_string = false;
+                if self.reading_key {
+                    self.reading_key = false;
+                    self.expecting_key = false;
+                    let key = self.read_key();
+                    if let Some(slot) = self.slot()
+                        && let Some(k) = self.keys.get_mut(slot)
+                    {
+                        *k = key;
+                    }
                 }
             }
-        } else if self.reading_key {
-            match self.key.get_mut(self.key_len) {
-                Some(slot) => {
-                    *slot = b;
-                    self.key_len += 1;
-                }
-                None => self.key_overflow = true,
+            None => {}
+        }
+        at + stop + 1
+    }
+
+    fn read_key_bytes(&mut self, piece: &[u8]) {
+        let end = self.key_len + piece.len();
+        match self.key.get_mut(self.key_len..end) {
+            Some(slot) if !self.key_overflow => {
+                slot.copy_from_slice(piece);
+                self.key_len = end;
+            }
+            _ => self.key_overflow = true,
+        }
+    }
+
+    /// More of the captured value, up to [`USAGE_CAP`] in all.
+    fn append_capture(&mut self, piece: &[u8]) {
+        if let Some((_, value)) = self.capture.as_mut() {
+            if value.len() + piece.len() <= USAGE_CAP {
+                value.extend_from_slice(piece);
+            } else {
+                self.capture_overflow = true;
             }
         }
     }
@@ -292,23 +334,27 @@ impl UsageTracker {
         }
         let mut rest = chunk;
         while let Some((&b, tail)) = rest.split_first() {
-            self.sse_byte(b);
-            rest = if self.in_data_line {
-                self.scanner.skip_string_body(tail, b"\r\n")
-            } else {
-                tail
-            };
-        }
-    }
-
-    fn sse_byte(&mut self, b: u8) {
-        if b == b'\n' || b == b'\r' {
-            self.end_line();
-            return;
-        }
-        if self.in_data_line {
-            self.scanner.step(b);
-        } else if !self.skipping_line {
+            if self.in_data_line || self.skipping_line {
+                // The rest of the line at once: into the scanner when it
+                // is a `data:` line, passed over when not.
+                let end = rest
+                    .iter()
+                    .position(|&c| c == b'\n' || c == b'\r')
+                    .unwrap_or(rest.len());
+                if self.in_data_line {
+                    self.scanner.feed(rest.get(..end).unwrap_or_default());
+                }
+                if end < rest.len() {
+                    self.end_line();
+                }
+                rest = rest.get(end + 1..).unwrap_or_default();
+                continue;
+            }
+            rest = tail;
+            if b == b'\n' || b == b'\r' {
+                self.end_line();
+                continue;
+            }
             self.line_head.push(b);
             if self.line_head.as_slice() == DATA_PREFIX {
                 self.in_data_line = true;
@@ -419,6 +465,20 @@ mod tests {
             let mut t = UsageTracker::new(true);
             t.feed(&stream.as_bytes()[..split]);
             t.feed(&stream.as_bytes()[split..]);
+            assert_eq!(t.finish(), expected(), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn pretty_printed_json_split_anywhere() {
+        // Blanks, numbers and literals between the structure are passed
+        // over in runs; a cut inside any of them changes nothing.
+        let body = "{\n  \"id\": \"chatcmpl-1\",\n  \"created\": 1767225600,\n  \"choices\": [\n    {\"index\": 0, \"logprobs\": null, \"text\": \"a \\\"usage\\\": {}\"}\n  ],\n  \"usage\" : {\n    \"prompt_tokens\": 42,\n    \"completion_tokens\": 7,\n    \"prompt_tokens_details\": {\"cached_tokens\": 32}\n  },\n  \"kv_transfer_params\": null\n}\n";
+        assert_eq!(json(body), expected());
+        for split in 1..body.len() {
+            let mut t = UsageTracker::new(false);
+            t.feed(&body.as_bytes()[..split]);
+            t.feed(&body.as_bytes()[split..]);
             assert_eq!(t.finish(), expected(), "split at {split}");
         }
     }
