@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use crate::endpoint::Endpoint;
 use crate::error::PolicyError;
-use crate::json::{RawObject, starts_with, typed};
+use crate::json::{Path, RawObject, starts_with, typed};
 
 /// Largest `max_tokens` accepted at all; anything above is a client bug.
 pub const MAX_TOKENS_CEILING: u64 = 1_000_000;
@@ -123,9 +123,9 @@ pub fn parse(endpoint: Endpoint, text: &str) -> Result<ParsedRequest<'_>, Policy
     })
 }
 
-fn missing(param: &str) -> PolicyError {
+fn missing(param: impl std::fmt::Display) -> PolicyError {
     PolicyError::MissingParameter {
-        param: param.to_owned(),
+        param: param.to_string(),
     }
 }
 
@@ -187,7 +187,7 @@ fn chat_prompt(object: &RawObject<'_>) -> Result<Prompt, PolicyError> {
         }
     }
     for (i, raw) in messages.into_iter().enumerate() {
-        segments.push(message(raw, &format!("messages[{i}]"))?);
+        segments.push(message(raw, Path::Index(&Path::Member("messages"), i))?);
     }
     Ok(Prompt {
         chat: true,
@@ -196,18 +196,18 @@ fn chat_prompt(object: &RawObject<'_>) -> Result<Prompt, PolicyError> {
 }
 
 /// One chat message (or a Responses API input item with a role).
-fn message(raw: &RawValue, param: &str) -> Result<Segment, PolicyError> {
+fn message(raw: &RawValue, param: Path<'_>) -> Result<Segment, PolicyError> {
     let m = RawObject::parse_member(raw, param)?;
-    let role_param = format!("{param}.role");
+    let role_param = Path::Field(&param, "role");
     let role: String = m
-        .typed("role", &role_param, "a string")?
-        .ok_or(missing(&role_param))?;
+        .typed("role", role_param, "a string")?
+        .ok_or_else(|| missing(role_param))?;
     let mut pieces = Vec::new();
-    if let Some(name) = m.typed::<String>("name", &format!("{param}.name"), "a string")? {
+    if let Some(name) = m.typed::<String>("name", Path::Field(&param, "name"), "a string")? {
         pieces.push(Piece::Text(name));
     }
     if let Some(content) = m.get("content") {
-        pieces.extend(content_pieces(content, &format!("{param}.content"))?);
+        pieces.extend(content_pieces(content, Path::Field(&param, "content"))?);
     }
     for key in ["tool_calls", "function_call"] {
         if let Some(calls) = m.get(key) {
@@ -221,7 +221,7 @@ fn message(raw: &RawValue, param: &str) -> Result<Segment, PolicyError> {
 }
 
 /// Message content: a string, or an array of typed parts.
-fn content_pieces(raw: &RawValue, param: &str) -> Result<Vec<Piece>, PolicyError> {
+fn content_pieces(raw: &RawValue, param: Path<'_>) -> Result<Vec<Piece>, PolicyError> {
     if starts_with(raw, '"') {
         return Ok(vec![Piece::Text(typed(
             raw,
@@ -232,18 +232,19 @@ fn content_pieces(raw: &RawValue, param: &str) -> Result<Vec<Piece>, PolicyError
     let parts: Vec<&RawValue> = typed(raw, param, "a string or an array of content parts")?;
     let mut pieces = Vec::with_capacity(parts.len());
     for (i, part) in parts.into_iter().enumerate() {
-        let part_param = format!("{param}[{i}]");
-        let p = RawObject::parse_member(part, &part_param)?;
+        let part_param = Path::Index(&param, i);
+        let p = RawObject::parse_member(part, part_param)?;
+        let type_param = Path::Field(&part_param, "type");
         let kind: String = p
-            .typed("type", &format!("{part_param}.type"), "a string")?
-            .ok_or_else(|| missing(&format!("{part_param}.type")))?;
+            .typed("type", type_param, "a string")?
+            .ok_or_else(|| missing(type_param))?;
         match kind.as_str() {
             // Chat uses `text`; the Responses API `input_text` / `output_text`.
             "text" | "input_text" | "output_text" => {
-                let text_param = format!("{part_param}.text");
+                let text_param = Path::Field(&part_param, "text");
                 let text: String = p
-                    .typed("text", &text_param, "a string")?
-                    .ok_or(missing(&text_param))?;
+                    .typed("text", text_param, "a string")?
+                    .ok_or_else(|| missing(text_param))?;
                 pieces.push(Piece::Text(text));
             }
             _ => pieces.push(Piece::Media(part.get().to_owned())),
@@ -325,10 +326,10 @@ fn responses_prompt(object: &RawObject<'_>) -> Result<Prompt, PolicyError> {
     } else {
         let items: Vec<&RawValue> = typed(raw, "input", "a string or an array of input items")?;
         for (i, item) in items.into_iter().enumerate() {
-            let param = format!("input[{i}]");
-            let has_role = RawObject::parse_member(item, &param)?.contains("role");
+            let param = Path::Index(&Path::Member("input"), i);
+            let has_role = RawObject::parse_member(item, param)?.contains("role");
             segments.push(if has_role {
-                message(item, &param)?
+                message(item, param)?
             } else {
                 // Tool calls and their outputs: counted by their JSON text.
                 Segment {
