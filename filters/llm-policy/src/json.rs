@@ -153,6 +153,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
     }
 }
 
+/// Members of an object checked for a repeated key by looking through them.
+const SCANNED_MEMBERS: usize = 16;
+
 struct ObjectVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
@@ -163,15 +166,25 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
     }
 
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut members = Vec::new();
-        // A BTreeSet, not a HashSet: no random seed needed inside the wasm VM,
-        // and no quadratic scan on bodies with many keys.
+        let mut members: Vec<(String, &'de RawValue)> = Vec::new();
+        // Past a few members, a BTreeSet of the keys seen (not a HashSet:
+        // no random seed needed inside the wasm VM), so a body with many
+        // keys is no quadratic scan; before that, the members themselves
+        // are looked through, which costs less than a copy of every key.
         let mut seen = BTreeSet::new();
         let mut duplicate = None;
         // Keys are decoded (`"mo\u0064el"` is `model`), so escapes cannot hide a duplicate.
         while let Some(key) = map.next_key::<String>()? {
             let value: &'de RawValue = map.next_value()?;
-            if !seen.insert(key.clone()) && duplicate.is_none() {
+            let repeated = if members.len() < SCANNED_MEMBERS {
+                members.iter().any(|(k, _)| *k == key)
+            } else {
+                if seen.is_empty() {
+                    seen.extend(members.iter().map(|(k, _)| k.clone()));
+                }
+                !seen.insert(key.clone())
+            };
+            if repeated && duplicate.is_none() {
                 duplicate = Some(key.clone());
             }
             members.push((key, value));
@@ -205,6 +218,27 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn duplicates_are_found_among_many_keys_and_the_first_is_named() {
+        // Repeated keys on both sides of the switch from looking through the
+        // members to the set of keys seen: the first repeated is named.
+        for (first, at) in [(0, 3), (2, 15), (1, 16), (5, 40)] {
+            let mut members: Vec<String> = (0..50).map(|i| format!("\"k{i}\":{i}")).collect();
+            members.insert(at, format!("\"k{first}\":0"));
+            members.push("\"k7\":1".into());
+            let body = format!("{{{}}}", members.join(","));
+            assert_eq!(
+                RawObject::parse_body(&body).unwrap_err(),
+                PolicyError::DuplicateKey {
+                    key: format!("k{first}")
+                },
+                "k{first} repeated at {at}"
+            );
+        }
+        let unique: Vec<String> = (0..50).map(|i| format!("\"k{i}\":{i}")).collect();
+        assert!(RawObject::parse_body(&format!("{{{}}}", unique.join(","))).is_ok());
     }
 
     #[test]
