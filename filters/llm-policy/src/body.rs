@@ -276,11 +276,11 @@ fn plain_prompt(object: &RawObject<'_>, param: &str) -> Result<Prompt, PolicyErr
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    let item_param = format!("{param}[{i}]");
+                    let item_param = Path::Index(&Path::Member(param), i);
                     if starts_with(item, '"') {
-                        typed(item, &item_param, "a string").map(Piece::Text)
+                        typed(item, item_param, "a string").map(Piece::Text)
                     } else {
-                        typed(item, &item_param, "an array of token ids").map(Piece::TokenIds)
+                        typed(item, item_param, "an array of token ids").map(Piece::TokenIds)
                     }
                 })
                 .collect::<Result<_, _>>()?
