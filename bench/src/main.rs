@@ -173,8 +173,19 @@ fn run(cli: &Cli) -> Result<(), BenchError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The testbeds live on this thread: a Ctrl-C or a kill would skip
+    // their drops and leave Envoys and mock pools running.
+    if let Err(error) = testbed::process::stop_all_on_signal() {
+        eprintln!("gateway-bench: cannot handle signals: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The testbeds failed because a signal's handler is stopping them;
+        // it exits the process once they are gone.
+        Err(_) if testbed::process::stopping() => loop {
+            std::thread::park();
+        },
         Err(error) => {
             eprintln!("gateway-bench: {error}");
             ExitCode::FAILURE

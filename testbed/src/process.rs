@@ -7,13 +7,74 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::TestbedError;
+
+/// Every child this process has started and not yet reaped, with whether
+/// it leads a process group: what [`stop_all_on_signal`] stops when a
+/// signal ends this process before the children's drops run. A pid stays
+/// here until its child is reaped (an exited child that is not reaped stays
+/// a zombie), so it can never name some later, unrelated process.
+static LIVE: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
+
+fn track(pid: u32, group: bool) {
+    if let (Ok(pid), Ok(mut live)) = (i32::try_from(pid), LIVE.lock()) {
+        live.push((pid, group));
+    }
+}
+
+fn untrack(pid: u32) {
+    if let (Ok(pid), Ok(mut live)) = (i32::try_from(pid), LIVE.lock()) {
+        live.retain(|&(p, _)| p != pid);
+    }
+}
+
+/// Set once a signal's handler has started stopping the children.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`stop_all_on_signal`]'s handler is stopping the children and
+/// about to exit: the main thread's testbeds then fail under it, and it
+/// should wait for that exit rather than report their failure.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop every child started through
+/// [`ManagedProcess`] (SIGTERM, a short grace, then SIGKILL) and exit with
+/// 130. For programs such as `gateway-bench` that hold testbeds on their
+/// main thread: a signal ends the process without running the drops that
+/// stop the children, and mock pools and Envoys would outlive it. Call it
+/// once, early; it fails if the process already has a signal handler set
+/// through `ctrlc`.
+pub fn stop_all_on_signal() -> Result<(), ctrlc::Error> {
+    ctrlc::set_handler(|| {
+        STOPPING.store(true, Ordering::SeqCst);
+        let live = LIVE.lock().map(|live| live.clone()).unwrap_or_default();
+        let send = |signal: Signal| {
+            for &(pid, group) in &live {
+                // A negative pid addresses the process group the child leads.
+                let _ = kill(Pid::from_raw(if group { -pid } else { pid }), signal);
+            }
+        };
+        send(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline
+            && live
+                .iter()
+                .any(|&(pid, _)| kill(Pid::from_raw(pid), None).is_ok())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send(Signal::SIGKILL);
+        std::process::exit(130);
+    })
+}
 
 /// A running child process, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
@@ -63,6 +124,7 @@ impl ManagedProcess {
             name: name.to_owned(),
             source: e,
         })?;
+        track(child.id(), group);
         Ok(Self {
             name: name.to_owned(),
             child,
@@ -92,6 +154,7 @@ impl ManagedProcess {
             name: name.to_owned(),
             source: e,
         })?;
+        track(child.id(), false);
         let stdout = child.stdout.take();
         let (tx, rx) = mpsc::channel();
         // Copy stdout to the log for the whole life of the process, handing
@@ -190,7 +253,14 @@ impl ManagedProcess {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match self.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(_)) => {
+                untrack(self.child.id());
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -207,6 +277,7 @@ impl ManagedProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        untrack(self.child.id());
     }
 
     /// SIGTERM, a grace period, then SIGKILL.
