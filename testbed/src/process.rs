@@ -35,6 +35,24 @@ fn untrack(pid: u32) {
     }
 }
 
+/// A child started outside [`ManagedProcess`] (the bench's redis-server),
+/// stopped by [`stop_all_on_signal`] while this guard lives. Drop the guard
+/// before the child is reaped.
+pub struct Tracked(u32);
+
+impl Tracked {
+    pub fn new(pid: u32) -> Self {
+        track(pid, false);
+        Self(pid)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        untrack(self.0);
+    }
+}
+
 /// Set once a signal's handler has started stopping the children.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 

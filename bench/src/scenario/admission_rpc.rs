@@ -265,6 +265,8 @@ pub fn run(args: &RpcArgs, settings: &Settings, out_dir: &Path) -> Result<(), Be
         source,
     })?;
     let redis = RedisServer::start_binary(&args.redis_server);
+    // Declared after `redis`, so dropped before it is stopped and reaped.
+    let _stopped_on_signal = testbed::process::Tracked::new(redis.pid());
     let redis_addr = SocketAddr::from(([127, 0, 0, 1], redis.port));
     let redis_version = redis_version(&args.redis_server);
     let start_service = |label: &str, binary: &Path, extra: &[String]| {

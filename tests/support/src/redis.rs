@@ -66,6 +66,11 @@ impl RedisServer {
         }
         panic!("redis-server did not come up on a free port");
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 fn wait_for_pong(port: u16, timeout: Duration) -> bool {
