@@ -12,6 +12,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::TestbedError;
@@ -74,24 +75,39 @@ pub fn stop_all_on_signal() -> Result<(), ctrlc::Error> {
     ctrlc::set_handler(|| {
         STOPPING.store(true, Ordering::SeqCst);
         let live = LIVE.lock().map(|live| live.clone()).unwrap_or_default();
-        let send = |signal: Signal| {
-            for &(pid, group) in &live {
-                // A negative pid addresses the process group the child leads.
-                let _ = kill(Pid::from_raw(if group { -pid } else { pid }), signal);
-            }
-        };
-        send(Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline
-            && live
-                .iter()
-                .any(|&(pid, _)| kill(Pid::from_raw(pid), None).is_ok())
-        {
-            std::thread::sleep(Duration::from_millis(20));
+        for &(pid, group) in &live {
+            signal_child(pid, group, Signal::SIGTERM);
         }
-        send(Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut running = live.clone();
+        while !running.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            // Reaps what has exited: an exited child nobody reaps is a
+            // zombie, which takes signals as if it still ran. One reaped
+            // elsewhere (ECHILD) is gone too, and its pid must not be
+            // signalled again.
+            running.retain(|&(pid, _)| {
+                matches!(
+                    waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                )
+            });
+        }
+        for &(pid, group) in &live {
+            // A group goes whatever its leader did: the leader's forked
+            // workers may outlive it (as `ManagedProcess::stop` does).
+            if group || running.contains(&(pid, group)) {
+                signal_child(pid, group, Signal::SIGKILL);
+            }
+        }
         std::process::exit(130);
     })
+}
+
+/// Signals a child, or the whole process group it leads.
+fn signal_child(pid: i32, group: bool, signal: Signal) {
+    // A negative pid addresses the process group the child leads.
+    let _ = kill(Pid::from_raw(if group { -pid } else { pid }), signal);
 }
 
 /// A running child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -282,10 +298,7 @@ impl ManagedProcess {
     }
 
     pub fn signal(&self, signal: Signal) {
-        let pid = self.child.id() as i32;
-        // A negative pid addresses the process group the child leads.
-        let target = if self.group { -pid } else { pid };
-        let _ = kill(Pid::from_raw(target), signal);
+        signal_child(self.child.id() as i32, self.group, signal);
     }
 
     /// SIGKILL and reap: simulates a crash.
